@@ -1,0 +1,596 @@
+//! Components: wasm modules stored under a UUID and a version, validated at upload, compiled once.
+//!
+//! A component is a core module carrying its WIT world in a `component-type` custom section (what
+//! `wit-bindgen` emits for `wasm32-wasip1`). The world gives every export's types, so invocations
+//! are typed. The compiled module is cached on disk so a second start does not recompile.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lmdb::{Cursor, Transaction, WriteFlags};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use wit_parser::{WorldItem, WorldKey};
+
+use crate::abi::{Direction, FunctionAbi};
+use crate::error::{Error, Result};
+use crate::host::{is_provided_import, GOLEM_HOST_MODULE};
+use crate::ids::{ComponentId, ComponentVersion};
+use crate::oplog::now_ms;
+use crate::storage::{codec, Storage};
+
+/// Refuse uploads larger than this: far above any real guest, well below LMDB's comfort.
+const COMPONENT_BYTES_MAX: usize = 512 << 20;
+/// zstd level for stored wasm: uploads are rare, reads are rare (compiled cache), favour size.
+const WASM_ZSTD_LEVEL: i32 = 9;
+
+/// One stored version of a component.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    /// The component's UUID (shared by all its versions).
+    pub id: ComponentId,
+    /// The user-facing name.
+    pub name: String,
+    /// 0 for the first upload, +1 per update.
+    pub version: ComponentVersion,
+    /// Size of the wasm module in bytes.
+    pub size: u64,
+    /// Upload time, ms since the epoch.
+    pub created_at_ms: u64,
+    /// CRC32 of the wasm bytes, to tell identical uploads apart.
+    pub wasm_crc32: u32,
+    /// The exported functions, as users name them.
+    pub exports: Vec<String>,
+}
+
+/// An exported function, ready to call.
+pub struct ExportedFunction {
+    /// Name as users type it, e.g. `golem:it/api.{add-item}`.
+    pub display_name: String,
+    /// Name of the core wasm export, e.g. `golem:it/api#add-item`.
+    pub core_name: String,
+    /// Lowering and lifting of its params and result.
+    pub abi: FunctionAbi,
+}
+
+/// An imported golem host function with the ABI to lift its params and lower its result.
+pub struct ImportedFunction {
+    /// Core import field name, e.g. `get-self-metadata`.
+    pub name: String,
+    pub abi: FunctionAbi,
+}
+
+/// What a module's WIT world says, decoded once per component version.
+pub struct Interface {
+    /// Exports by core name.
+    pub exports: BTreeMap<String, Arc<ExportedFunction>>,
+    /// Imports of `golem:api/host@0.2.0` by field name.
+    pub golem_imports: BTreeMap<String, Arc<ImportedFunction>>,
+}
+
+impl Interface {
+    /// Finds an export by any of the names users give it: `ns:pkg/iface.{f}`,
+    /// `ns:pkg/iface#f` (with or without `@version`), or a bare `f` / `{f}` if unambiguous.
+    pub fn find_export(&self, name: &str) -> Result<Arc<ExportedFunction>> {
+        let name = name.trim();
+        if let Some(found) = self.exports.get(name) {
+            return Ok(found.clone());
+        }
+        let wanted = normalise_function_name(name);
+        let matches: Vec<_> = self
+            .exports
+            .values()
+            .filter(|f| {
+                let (iface, func) = split_core_name(&f.core_name);
+                let unversioned = iface.map(strip_version);
+                match &wanted {
+                    (None, w) => w == func,
+                    (Some(wi), w) => {
+                        w == func && (Some(wi.as_str()) == iface || Some(wi.as_str()) == unversioned)
+                    }
+                }
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::UnknownFunction(format!(
+                "unknown function {name:?}; the component exports: {}",
+                self.export_names().join(", ")
+            ))),
+            many => Err(Error::UnknownFunction(format!(
+                "function name {name:?} is ambiguous; use one of: {}",
+                many.iter()
+                    .map(|f| f.display_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Every export's display name.
+    pub fn export_names(&self) -> Vec<String> {
+        self.exports
+            .values()
+            .map(|f| f.display_name.clone())
+            .collect()
+    }
+}
+
+/// Splits `ns:pkg/iface@v#func` into (`Some("ns:pkg/iface@v")`, `"func"`), `func` into (None, func).
+fn split_core_name(core: &str) -> (Option<&str>, &str) {
+    match core.rsplit_once('#') {
+        Some((iface, func)) => (Some(iface), func),
+        None => (None, core),
+    }
+}
+
+fn strip_version(iface: &str) -> &str {
+    iface.split_once('@').map(|(n, _)| n).unwrap_or(iface)
+}
+
+/// Parses a user-typed function name into (interface, function).
+fn normalise_function_name(name: &str) -> (Option<String>, String) {
+    // `iface.{func}`
+    if let Some(stripped) = name.strip_suffix('}') {
+        if let Some((iface, func)) = stripped.rsplit_once(".{") {
+            return (Some(iface.to_string()), func.to_string());
+        }
+        if let Some(func) = stripped.strip_prefix('{') {
+            return (None, func.to_string());
+        }
+    }
+    match name.rsplit_once('#') {
+        Some((iface, func)) => (Some(iface.to_string()), func.to_string()),
+        None => (None, name.to_string()),
+    }
+}
+
+/// Decodes the WIT world of a module from its `component-type` section(s).
+pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
+    let sections = component_type_sections(wasm)?;
+    if sections.is_empty() {
+        return Err(Error::InvalidComponent(
+            "the module has no `component-type` custom section, so it is not a canonical-ABI \
+             guest: build it with wit-bindgen for wasm32-wasip1"
+                .into(),
+        ));
+    }
+    // Decode from a module holding only those sections: wit-component re-encodes what it is
+    // given, and the code section can be megabytes.
+    let mut tiny = b"\0asm\x01\0\0\0".to_vec();
+    for (name, data) in &sections {
+        let mut body = Vec::new();
+        leb128_u32(&mut body, name.len() as u32);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(data);
+        tiny.push(0);
+        leb128_u32(&mut tiny, body.len() as u32);
+        tiny.extend_from_slice(&body);
+    }
+    let (_, bindgen) = wit_component::metadata::decode(&tiny).map_err(|e| {
+        Error::InvalidComponent(format!("its component-type section does not decode: {e:#}"))
+    })?;
+    let resolve = &bindgen.resolve;
+    let world = &resolve.worlds[bindgen.world];
+    let mut exports = BTreeMap::new();
+    for (key, item) in &world.exports {
+        match item {
+            WorldItem::Function(func) => {
+                let abi = FunctionAbi::new(resolve, func, Direction::Export)?;
+                exports.insert(
+                    func.name.clone(),
+                    Arc::new(ExportedFunction {
+                        display_name: format!("{{{}}}", func.name),
+                        core_name: func.name.clone(),
+                        abi,
+                    }),
+                );
+            }
+            WorldItem::Interface { id, .. } => {
+                let iface_name = match key {
+                    WorldKey::Name(name) => name.clone(),
+                    WorldKey::Interface(id) => resolve.id_of(*id).unwrap_or_default(),
+                };
+                for func in resolve.interfaces[*id].functions.values() {
+                    let abi = FunctionAbi::new(resolve, func, Direction::Export)?;
+                    let core_name = format!("{iface_name}#{}", func.name);
+                    exports.insert(
+                        core_name.clone(),
+                        Arc::new(ExportedFunction {
+                            display_name: format!("{iface_name}.{{{}}}", func.name),
+                            core_name,
+                            abi,
+                        }),
+                    );
+                }
+            }
+            WorldItem::Type { .. } => {}
+        }
+    }
+    let mut golem_imports = BTreeMap::new();
+    for (key, item) in &world.imports {
+        if let (WorldKey::Interface(id), WorldItem::Interface { .. }) = (key, item) {
+            if resolve.id_of(*id).as_deref() == Some(GOLEM_HOST_MODULE) {
+                for func in resolve.interfaces[*id].functions.values() {
+                    let abi = FunctionAbi::new(resolve, func, Direction::Import)?;
+                    golem_imports.insert(
+                        func.name.clone(),
+                        Arc::new(ImportedFunction {
+                            name: func.name.clone(),
+                            abi,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Interface {
+        exports,
+        golem_imports,
+    })
+}
+
+fn leb128_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The `component-type*` custom sections of a module, parsed with wasmparser (which also
+/// catches a truncated or garbled module early, with the offset).
+fn component_type_sections(wasm: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload =
+            payload.map_err(|e| Error::InvalidComponent(format!("not valid WebAssembly: {e}")))?;
+        match payload {
+            wasmparser::Payload::Version {
+                encoding: wasmparser::Encoding::Component,
+                ..
+            } => {
+                return Err(Error::InvalidComponent(
+                    "this is a WebAssembly component; golemw runs core modules built for \
+                     wasm32-wasip1 with wit-bindgen (the module before `wasm-tools component new`)"
+                        .into(),
+                ))
+            }
+            wasmparser::Payload::CustomSection(section)
+                if section.name().starts_with("component-type") =>
+            {
+                out.push((section.name().to_string(), section.data().to_vec()));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Validates a module for use as a component: valid wasm, a canonical-ABI guest, every import
+/// provided by the runtime, the exports the ABI needs. Returns its decoded interface.
+pub fn validate(wasm: &[u8]) -> Result<Interface> {
+    if wasm.len() > COMPONENT_BYTES_MAX {
+        return Err(Error::InvalidComponent(format!(
+            "the module is {} bytes; at most {COMPONENT_BYTES_MAX} are accepted",
+            wasm.len()
+        )));
+    }
+    if !wasm.starts_with(b"\0asm") {
+        return Err(Error::InvalidComponent(
+            "not a WebAssembly module (it does not start with the `\\0asm` magic)".into(),
+        ));
+    }
+    let interface = decode_interface(wasm)?;
+    wasmparser::Validator::new()
+        .validate_all(wasm)
+        .map_err(|e| Error::InvalidComponent(format!("not valid WebAssembly: {e}")))?;
+    let mut exported = std::collections::BTreeSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| Error::InvalidComponent(e.to_string()))? {
+            wasmparser::Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| Error::InvalidComponent(e.to_string()))?;
+                    if !is_provided_import(import.module, import.name) {
+                        return Err(Error::InvalidComponent(format!(
+                            "it imports `{}` from `{}`, which golemw does not provide",
+                            import.name, import.module
+                        )));
+                    }
+                }
+            }
+            wasmparser::Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(|e| Error::InvalidComponent(e.to_string()))?;
+                    exported.insert(export.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !exported.contains("memory") {
+        return Err(Error::InvalidComponent(
+            "it does not export `memory`; canonical-ABI guests must".into(),
+        ));
+    }
+    for func in interface.exports.values() {
+        if !exported.contains(&func.core_name) {
+            return Err(Error::InvalidComponent(format!(
+                "its WIT world exports {} but the module has no export named `{}`",
+                func.display_name, func.core_name
+            )));
+        }
+    }
+    Ok(interface)
+}
+
+/// Component records and wasm in storage, plus the compiled-module cache on disk.
+pub struct ComponentStore {
+    storage: Arc<Storage>,
+    engine: wasmer::Engine,
+    cache_dir: PathBuf,
+}
+
+fn version_key(id: &ComponentId, version: ComponentVersion) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(id.0.as_bytes());
+    key[16..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+impl ComponentStore {
+    pub fn new(storage: Arc<Storage>, engine: wasmer::Engine) -> Self {
+        let cache_dir = storage.dir().join("compiled");
+        ComponentStore {
+            storage,
+            engine,
+            cache_dir,
+        }
+    }
+
+    /// The wasm engine components are compiled with.
+    pub fn engine(&self) -> &wasmer::Engine {
+        &self.engine
+    }
+
+    /// Stores a new component (version 0) under a fresh UUID.
+    pub fn add(&self, name: &str, wasm: &[u8]) -> Result<ComponentRecord> {
+        validate_component_name(name)?;
+        let interface = validate(wasm)?;
+        if self.storage.get(self.storage.tables().component_names, name.as_bytes())?.is_some() {
+            return Err(Error::ComponentExists(name.to_string()));
+        }
+        let record = ComponentRecord {
+            id: ComponentId(Uuid::new_v4()),
+            name: name.to_string(),
+            version: 0,
+            size: wasm.len() as u64,
+            created_at_ms: now_ms(),
+            wasm_crc32: crc32fast::hash(wasm),
+            exports: interface.export_names(),
+        };
+        self.put(&record, wasm, true)?;
+        Ok(record)
+    }
+
+    /// Adds the next version of an existing component.
+    pub fn update(&self, name_or_id: &str, wasm: &[u8]) -> Result<ComponentRecord> {
+        let latest = self.latest(name_or_id)?;
+        let interface = validate(wasm)?;
+        let record = ComponentRecord {
+            version: latest.version + 1,
+            size: wasm.len() as u64,
+            created_at_ms: now_ms(),
+            wasm_crc32: crc32fast::hash(wasm),
+            exports: interface.export_names(),
+            ..latest
+        };
+        self.put(&record, wasm, false)?;
+        Ok(record)
+    }
+
+    fn put(&self, record: &ComponentRecord, wasm: &[u8], new_name: bool) -> Result<()> {
+        let compressed = zstd::bulk::compress(wasm, WASM_ZSTD_LEVEL)
+            .map_err(|e| Error::Storage(format!("compressing the module: {e}")))?;
+        let sealed = codec::seal(&compressed);
+        let encoded = codec::encode(record);
+        let key = version_key(&record.id, record.version);
+        let tables = self.storage.tables();
+        self.storage.write(|txn| {
+            if new_name {
+                txn.put(
+                    tables.component_names,
+                    &record.name.as_bytes(),
+                    &record.id.0.as_bytes(),
+                    WriteFlags::NO_OVERWRITE,
+                )?;
+            }
+            txn.put(tables.components, &key, &encoded, WriteFlags::NO_OVERWRITE)?;
+            txn.put(tables.component_wasm, &key, &sealed, WriteFlags::NO_OVERWRITE)?;
+            Ok(())
+        })?;
+        self.storage.sync()
+    }
+
+    /// Resolves a name or UUID to a component id.
+    pub fn resolve_id(&self, name_or_id: &str) -> Result<ComponentId> {
+        if let Some(bytes) = self
+            .storage
+            .get(self.storage.tables().component_names, name_or_id.as_bytes())?
+        {
+            let uuid = Uuid::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                what: format!("component name entry {name_or_id:?}"),
+                detail: e.to_string(),
+            })?;
+            return Ok(ComponentId(uuid));
+        }
+        if let Some(uuid) = crate::ids::parse_uuid(name_or_id) {
+            let id = ComponentId(uuid);
+            if self.get(&id, 0).is_ok() {
+                return Ok(id);
+            }
+        }
+        Err(Error::UnknownComponent(name_or_id.to_string()))
+    }
+
+    /// Every version of a component, oldest first.
+    pub fn versions(&self, id: &ComponentId) -> Result<Vec<ComponentRecord>> {
+        let txn = self.storage.env().begin_ro_txn()?;
+        let mut cursor = txn.open_ro_cursor(self.storage.tables().components)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_from(version_key(id, 0)) {
+            let (key, value) = item?;
+            if &key[..16] != id.0.as_bytes() {
+                break;
+            }
+            out.push(codec::decode(value, "component record")?);
+        }
+        Ok(out)
+    }
+
+    /// The latest version of a component given by name or UUID.
+    pub fn latest(&self, name_or_id: &str) -> Result<ComponentRecord> {
+        let id = self.resolve_id(name_or_id)?;
+        self.versions(&id)?
+            .pop()
+            .ok_or_else(|| Error::UnknownComponent(name_or_id.to_string()))
+    }
+
+    /// One version of a component.
+    pub fn get(&self, id: &ComponentId, version: ComponentVersion) -> Result<ComponentRecord> {
+        match self
+            .storage
+            .get(self.storage.tables().components, &version_key(id, version))?
+        {
+            Some(bytes) => codec::decode(&bytes, "component record"),
+            None => {
+                let versions = self.versions(id)?;
+                match versions.last() {
+                    Some(latest) => Err(Error::UnknownComponentVersion {
+                        name: latest.name.clone(),
+                        version,
+                        latest: latest.version,
+                    }),
+                    None => Err(Error::UnknownComponent(id.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The latest version of every component.
+    pub fn list(&self) -> Result<Vec<ComponentRecord>> {
+        let txn = self.storage.env().begin_ro_txn()?;
+        let mut cursor = txn.open_ro_cursor(self.storage.tables().components)?;
+        let mut latest: BTreeMap<Uuid, ComponentRecord> = BTreeMap::new();
+        for item in cursor.iter_start() {
+            let (_, value) = item?;
+            let record: ComponentRecord = codec::decode(value, "component record")?;
+            latest.insert(record.id.0, record);
+        }
+        let mut out: Vec<_> = latest.into_values().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The stored wasm bytes of a version.
+    pub fn wasm(&self, id: &ComponentId, version: ComponentVersion) -> Result<Vec<u8>> {
+        let what = format!("wasm of component {id} version {version}");
+        let sealed = self
+            .storage
+            .get(self.storage.tables().component_wasm, &version_key(id, version))?
+            .ok_or_else(|| Error::UnknownComponent(id.to_string()))?;
+        let compressed = codec::check(&sealed, &what)?;
+        zstd::stream::decode_all(compressed).map_err(|e| Error::Corrupt {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    /// The compiled module of a version: from the on-disk cache, else compiled and cached.
+    pub fn module(&self, record: &ComponentRecord) -> Result<wasmer::Module> {
+        let path = self
+            .cache_dir
+            .join(format!("{}-v{}.wasmer", record.id, record.version));
+        if let Ok(bytes) = std::fs::read(&path) {
+            match codec::check(&bytes, "compiled module cache") {
+                Ok(payload) => {
+                    // SAFETY: the payload was produced by `Module::serialize` of this same
+                    // runtime (the file lives in our data directory) and its CRC32 matches, so
+                    // it is the artifact we wrote; wasmer checks its own header and engine
+                    // version before use and we fall back to compiling when it refuses.
+                    match unsafe { wasmer::Module::deserialize(&self.engine, payload.to_vec()) } {
+                        Ok(module) => return Ok(module),
+                        Err(err) => {
+                            tracing::warn!(%err, path = %path.display(), "compiled cache unusable; recompiling")
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "compiled cache is corrupt; recompiling"),
+            }
+        }
+        let wasm = self.wasm(&record.id, record.version)?;
+        let module = wasmer::Module::new(&self.engine, &wasm)
+            .map_err(|e| Error::InvalidComponent(format!("compilation failed: {e}")))?;
+        match module.serialize() {
+            Ok(bytes) => {
+                let sealed = codec::seal(&bytes);
+                let tmp = path.with_extension("tmp");
+                let written = std::fs::create_dir_all(&self.cache_dir)
+                    .and_then(|()| std::fs::write(&tmp, &sealed))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                if let Err(err) = written {
+                    tracing::warn!(%err, "could not write the compiled module cache");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "could not serialize the compiled module"),
+        }
+        Ok(module)
+    }
+}
+
+fn validate_component_name(name: &str) -> Result<()> {
+    /// Names are keys in LMDB (max 511 bytes) and appear in paths and URIs.
+    const COMPONENT_NAME_BYTES_MAX: usize = 128;
+    if name.is_empty()
+        || name.len() > COMPONENT_NAME_BYTES_MAX
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(Error::InvalidComponent(format!(
+            "component name {name:?} must be 1 to {COMPONENT_NAME_BYTES_MAX} bytes, without `/` or control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_are_normalised() {
+        assert_eq!(
+            normalise_function_name("golem:it/api.{add-item}"),
+            (Some("golem:it/api".into()), "add-item".into())
+        );
+        assert_eq!(normalise_function_name("{run}"), (None, "run".into()));
+        assert_eq!(
+            normalise_function_name("a:b/c#f"),
+            (Some("a:b/c".into()), "f".into())
+        );
+        assert_eq!(normalise_function_name("f"), (None, "f".into()));
+    }
+
+    #[test]
+    fn garbage_is_not_a_module() {
+        let err = validate(b"hello").err().unwrap();
+        assert!(err.to_string().contains("magic"), "{err}");
+        let err = validate(b"\0asm\x01\0\0\0\x01\x05").err().unwrap();
+        assert!(err.to_string().contains("not valid WebAssembly"), "{err}");
+    }
+}

@@ -1,0 +1,100 @@
+//! The runtime's error type. Every variant a user can cause says what was wrong and what to do.
+
+use crate::ids::{OplogIndex, WorkerId};
+
+/// Result alias for the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the golemw runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage error: {0}")]
+    Storage(String),
+
+    /// The LMDB map is full; [`crate::storage::Storage::write`] grows it and retries.
+    #[error("storage is full (LMDB map full)")]
+    MapFull,
+
+    #[error("the data directory {path} is in use by another golemw process (pid {pid}); stop it or use another --data-dir")]
+    DataDirLocked { path: String, pid: String },
+
+    #[error("corrupt {what} in storage: {detail}")]
+    Corrupt { what: String, detail: String },
+
+    #[error("invalid component: {0}")]
+    InvalidComponent(String),
+
+    #[error("unknown component {0:?}; `golemw component list` shows the known ones")]
+    UnknownComponent(String),
+
+    #[error("component {name} has no version {version} (latest is {latest})")]
+    UnknownComponentVersion {
+        name: String,
+        version: u64,
+        latest: u64,
+    },
+
+    #[error("a component named {0:?} already exists; use `golemw component update {0} FILE` to add a version")]
+    ComponentExists(String),
+
+    #[error("unknown worker {0}; `golemw worker list COMPONENT` shows the known ones")]
+    UnknownWorker(WorkerId),
+
+    #[error("worker {0} already exists")]
+    WorkerExists(WorkerId),
+
+    #[error("invalid worker name: {0}")]
+    InvalidWorkerName(String),
+
+    #[error("{0}")]
+    UnknownFunction(String),
+
+    #[error("{0}")]
+    InvalidArguments(String),
+
+    #[error("worker {worker} has failed and cannot be invoked: {reason}")]
+    WorkerFailed { worker: WorkerId, reason: String },
+
+    #[error("worker {worker} has exited and cannot be invoked")]
+    WorkerExited { worker: WorkerId },
+
+    #[error("replay of worker {worker} diverged at oplog index {index}: {detail}")]
+    Divergence {
+        worker: WorkerId,
+        index: OplogIndex,
+        detail: String,
+    },
+
+    #[error("invocation of {function} trapped: {message}")]
+    Trap { function: String, message: String },
+
+    #[error("wasm engine error: {0}")]
+    Engine(String),
+
+    #[error("{0}")]
+    Abi(#[from] crate::abi::AbiError),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<lmdb::Error> for Error {
+    fn from(err: lmdb::Error) -> Self {
+        match err {
+            lmdb::Error::MapFull => Error::MapFull,
+            err => Error::Storage(err.to_string()),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The executor: owns a data directory and the workers active in this process.
+//!
+//! Every operation that touches a worker first makes it active: if it is not yet in memory it
+//! is recovered from its oplog. Workers stay active until the executor is dropped, so a
+//! long-running process replays each worker once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use lmdb::{Cursor, Transaction, WriteFlags};
+use uuid::Uuid;
+
+use crate::component::{ComponentRecord, ComponentStore, Interface};
+use crate::error::{Error, Result};
+use crate::ids::{validate_worker_name, ComponentId, ComponentVersion, OplogIndex, WorkerId};
+use crate::oplog::store::{self, BlockEncoder, BlockRead};
+use crate::oplog::{now_ms, OplogEntry};
+use crate::storage::{codec, Storage};
+use crate::worker::{
+    invocation_key, InstanceInputs, InvocationResult, RecoveryReport, Worker, WorkerRecord,
+    WorkerStatus,
+};
+
+/// Settings of an executor.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorOptions {
+    /// Print guest stdout/stderr as it is written live.
+    pub echo_output: bool,
+}
+
+/// The result of an invocation.
+#[derive(Clone, Debug)]
+pub struct InvocationOutcome {
+    /// WAVE text of the result; `None` for functions without a result.
+    pub result: Option<String>,
+    /// True when the idempotency key had already completed and the stored result was returned.
+    pub from_idempotency_key: bool,
+}
+
+/// A worker in memory, with how it was recovered.
+struct Active {
+    worker: Worker,
+    recovery: RecoveryReport,
+}
+
+/// Owns one data directory.
+pub struct Executor {
+    storage: Arc<Storage>,
+    components: ComponentStore,
+    /// wasmer-wasix schedules its background work on tokio; it must outlive every worker.
+    _tokio: tokio::runtime::Runtime,
+    wasi_runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
+    modules: HashMap<(ComponentId, ComponentVersion), (wasmer::Module, Arc<Interface>)>,
+    active: HashMap<WorkerId, Active>,
+    options: ExecutorOptions,
+}
+
+impl Executor {
+    /// Opens (creating if needed) a data directory; fails if another process holds it.
+    pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Self> {
+        let storage = Arc::new(Storage::open(dir)?);
+        let engine = wasmer::Engine::default();
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("golemw-wasix")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("starting the tokio runtime: {e}")))?;
+        let task_manager =
+            wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager::new(tokio.handle().clone());
+        let mut runtime = wasmer_wasix::PluggableRuntime::new(Arc::new(task_manager));
+        runtime.set_engine(engine.clone());
+        Ok(Executor {
+            components: ComponentStore::new(Arc::clone(&storage), engine),
+            storage,
+            _tokio: tokio,
+            wasi_runtime: Arc::new(runtime),
+            modules: HashMap::new(),
+            active: HashMap::new(),
+            options,
+        })
+    }
+
+    /// The component store.
+    pub fn components(&self) -> &ComponentStore {
+        &self.components
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Resolves `COMPONENT` (name or UUID) and a worker name into a worker id.
+    pub fn worker_id(&self, component: &str, worker_name: &str) -> Result<WorkerId> {
+        validate_worker_name(worker_name).map_err(Error::InvalidWorkerName)?;
+        Ok(WorkerId {
+            component_id: self.components.resolve_id(component)?,
+            worker_name: worker_name.to_string(),
+        })
+    }
+
+    /// Creates a worker on the latest version of its component.
+    pub fn create_worker(
+        &mut self,
+        id: &WorkerId,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<WorkerRecord> {
+        let latest = self.components.latest(&id.component_id.to_string())?;
+        let record = WorkerRecord {
+            id: id.clone(),
+            uid: Uuid::new_v4(),
+            component_version: latest.version,
+            args: args.clone(),
+            env: env.clone(),
+            created_at_ms: now_ms(),
+            status: WorkerStatus::Idle,
+            retry_count: 0,
+            last_error: None,
+            oplog_len: 1,
+        };
+        let create = OplogEntry::Create {
+            timestamp_ms: record.created_at_ms,
+            component_version: latest.version,
+            args,
+            env,
+        };
+        let block = BlockEncoder::default().encode(std::slice::from_ref(&create));
+        let encoded = codec::encode(&record);
+        let key = id.storage_key();
+        let tables = self.storage.tables();
+        let storage = Arc::clone(&self.storage);
+        self.storage.write(|txn| {
+            match txn.put(tables.workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
+                Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(id.clone())),
+                other => other?,
+            }
+            store::append_block(txn, &storage, &record.uid, 1, &block, 1)
+        })?;
+        self.storage.sync()?;
+        Ok(record)
+    }
+
+    /// The stored record of a worker.
+    pub fn worker_record(&self, id: &WorkerId) -> Result<WorkerRecord> {
+        if let Some(active) = self.active.get(id) {
+            return Ok(active.worker.record.clone());
+        }
+        match self.storage.get(self.storage.tables().workers, &id.storage_key())? {
+            Some(bytes) => codec::decode(&bytes, &format!("record of worker {id}")),
+            None => Err(Error::UnknownWorker(id.clone())),
+        }
+    }
+
+    /// Every worker of a component, by name.
+    pub fn list_workers(&self, component: &ComponentId) -> Result<Vec<WorkerRecord>> {
+        let txn = self.storage.env().begin_ro_txn()?;
+        let mut cursor = txn.open_ro_cursor(self.storage.tables().workers)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_from(component.0.as_bytes()) {
+            let (key, value) = item?;
+            if key.len() < 16 || &key[..16] != component.0.as_bytes() {
+                break;
+            }
+            let record: WorkerRecord = codec::decode(value, "worker record")?;
+            match self.active.get(&record.id) {
+                Some(active) => out.push(active.worker.record.clone()),
+                None => out.push(record),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a worker: its record, oplog and stored results.
+    pub fn delete_worker(&mut self, id: &WorkerId) -> Result<()> {
+        let record = self.worker_record(id)?;
+        self.active.remove(id);
+        let tables = self.storage.tables();
+        let storage = Arc::clone(&self.storage);
+        self.storage.write(|txn| {
+            txn.del(tables.workers, &id.storage_key(), None)?;
+            store::delete_all(txn, &storage, &record.uid)?;
+            crate::snapshots::delete_all(txn, &storage, &record.uid)?;
+            crate::storage::delete_prefix(txn, tables.invocations, record.uid.as_bytes())?;
+            Ok(())
+        })?;
+        self.storage.sync()
+    }
+
+    /// The compiled module and decoded interface of a component version (cached).
+    fn module(&mut self, id: ComponentId, version: ComponentVersion) -> Result<(wasmer::Module, Arc<Interface>)> {
+        if let Some((module, interface)) = self.modules.get(&(id, version)) {
+            return Ok((module.clone(), Arc::clone(interface)));
+        }
+        let record: ComponentRecord = self.components.get(&id, version)?;
+        let wasm = self.components.wasm(&id, version)?;
+        let interface = Arc::new(crate::component::decode_interface(&wasm)?);
+        let module = self.components.module(&record)?;
+        self.modules
+            .insert((id, version), (module.clone(), Arc::clone(&interface)));
+        Ok((module, interface))
+    }
+
+    /// Makes a worker active, recovering it from its oplog if it is not in memory.
+    fn activate(&mut self, id: &WorkerId) -> Result<&mut Active> {
+        if !self.active.contains_key(id) {
+            let record = self.worker_record(id)?;
+            let (module, interface) = self.module(id.component_id, record.component_version)?;
+            let inputs = InstanceInputs {
+                storage: &self.storage,
+                engine: self.components.engine(),
+                module: &module,
+                interface: &interface,
+                wasi_runtime: &self.wasi_runtime,
+                echo_output: self.options.echo_output,
+            };
+            let _tokio = self._tokio.enter();
+            match Worker::recover(inputs, record.clone()) {
+                Ok((worker, recovery)) => {
+                    tracing::debug!(worker = %id, ?recovery, "recovered");
+                    self.active.insert(id.clone(), Active { worker, recovery });
+                }
+                Err(err) => {
+                    if matches!(err, Error::Divergence { .. }) {
+                        // Mark the worker failed; the oplog stays as it is for inspection.
+                        let failed = WorkerRecord {
+                            status: WorkerStatus::Failed,
+                            last_error: Some(err.to_string()),
+                            ..record
+                        };
+                        self.put_record(&failed)?;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(self.active.get_mut(id).expect("inserted above"))
+    }
+
+    fn put_record(&self, record: &WorkerRecord) -> Result<()> {
+        let encoded = codec::encode(record);
+        let key = record.id.storage_key();
+        let db = self.storage.tables().workers;
+        self.storage
+            .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
+        self.storage.sync()
+    }
+
+    /// Recovers a worker without invoking anything and reports how.
+    pub fn recover(&mut self, id: &WorkerId) -> Result<RecoveryReport> {
+        self.active.remove(id);
+        Ok(self.activate(id)?.recovery.clone())
+    }
+
+    /// The stored result of a completed invocation with this idempotency key, if any.
+    pub fn completed_invocation(&self, uid: &Uuid, key: &str) -> Result<Option<InvocationResult>> {
+        match self
+            .storage
+            .get(self.storage.tables().invocations, &invocation_key(uid, key))?
+        {
+            Some(bytes) => Ok(Some(codec::decode(&bytes, "invocation result")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
+    /// exist. With an idempotency key that already completed, returns the stored result.
+    pub fn invoke(
+        &mut self,
+        id: &WorkerId,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<InvocationOutcome> {
+        if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
+            self.create_worker(id, Vec::new(), Vec::new())?;
+        }
+        let active = self.activate(id)?;
+        let uid = active.worker.record.uid;
+        if let Some(key) = idempotency_key {
+            if let Some(done) = self.completed_invocation(&uid, key)? {
+                return Ok(InvocationOutcome {
+                    result: done.result,
+                    from_idempotency_key: true,
+                });
+            }
+        }
+        let key = idempotency_key
+            .map(str::to_string)
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let _tokio = self._tokio.enter();
+        let worker = &mut self.active.get_mut(id).expect("activated above").worker;
+        let result = worker.invoke(function, params, &key)?;
+        Ok(InvocationOutcome {
+            result,
+            from_idempotency_key: false,
+        })
+    }
+
+    /// Reads oplog blocks of a worker from index `from`; corrupt blocks are returned as such.
+    pub fn oplog(&self, id: &WorkerId, from: OplogIndex, count: usize) -> Result<Vec<BlockRead>> {
+        let record = self.worker_record(id)?;
+        store::read_blocks(&self.storage, &record.uid, from.max(1), count)
+    }
+
+    /// The length of a worker's oplog.
+    pub fn oplog_len(&self, id: &WorkerId) -> Result<OplogIndex> {
+        let record = self.worker_record(id)?;
+        store::last_index(&self.storage, &record.uid)
+    }
+}

@@ -1,0 +1,281 @@
+//! The durability gate: the one place that decides live versus replay.
+//!
+//! Every host function whose result is not a pure function of guest state calls
+//! [`Gate::host_call`]. Live, the call runs and its result is appended to the oplog; during
+//! replay the recorded result is returned and nothing runs. Entries are buffered and written as
+//! one block per [`Gate::commit`] (batching: one LMDB transaction, one fsync, many entries).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::ids::{OplogIndex, WorkerId};
+use crate::oplog::store::{self, BlockEncoder, BLOCK_ENTRIES_MAX};
+use crate::oplog::{HostFunction, HostValue, LogStream, OplogEntry};
+use crate::storage::Storage;
+
+/// Entries fetched from LMDB per read while replaying: large enough to amortise the
+/// transaction and seek, small enough to keep replay memory bounded (~ a few MB).
+const REPLAY_READ_ENTRIES: usize = 16 * 1024;
+
+/// Whether the gate is reproducing history or making it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Replay,
+    Live,
+}
+
+/// The durability gate of one worker.
+pub struct Gate {
+    storage: Arc<Storage>,
+    worker: WorkerId,
+    worker_uid: Uuid,
+    /// The index the next entry read or written gets.
+    next_index: OplogIndex,
+    /// The last index that exists in storage when replay started; past it, the gate is live.
+    replay_end: OplogIndex,
+    /// Entries read ahead from storage, not yet consumed.
+    replay_buffer: VecDeque<(OplogIndex, OplogEntry)>,
+    /// Entries appended live and not yet written to storage.
+    pending: Vec<OplogEntry>,
+    /// Encoder (and its zstd context) reused for every block.
+    encoder: BlockEncoder,
+    /// Print guest stdout/stderr live (replayed output is never printed).
+    echo_output: bool,
+    /// A fatal error raised inside a host function (divergence, storage); the worker reports it
+    /// instead of the trap that carried it out of the guest.
+    fatal: Option<Error>,
+}
+
+impl Gate {
+    /// A gate for a worker whose committed oplog ends at `committed_len`; replays that many
+    /// entries before going live.
+    pub fn new(
+        storage: Arc<Storage>,
+        worker: WorkerId,
+        worker_uid: Uuid,
+        committed_len: OplogIndex,
+        echo_output: bool,
+    ) -> Self {
+        Gate {
+            storage,
+            worker,
+            worker_uid,
+            next_index: 1,
+            replay_end: committed_len,
+            replay_buffer: VecDeque::new(),
+            pending: Vec::new(),
+            encoder: BlockEncoder::default(),
+            echo_output,
+            fatal: None,
+        }
+    }
+
+    /// Live or replaying.
+    pub fn mode(&self) -> Mode {
+        if self.next_index <= self.replay_end {
+            Mode::Replay
+        } else {
+            Mode::Live
+        }
+    }
+
+    /// The index the next entry gets (the oplog length is `next_index - 1`).
+    pub fn next_index(&self) -> OplogIndex {
+        self.next_index
+    }
+
+    /// The worker this gate belongs to.
+    pub fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    /// Takes the fatal error a host function raised, if any.
+    pub fn take_fatal(&mut self) -> Option<Error> {
+        self.fatal.take()
+    }
+
+    /// Records a fatal error to be reported when the guest call unwinds.
+    pub fn set_fatal(&mut self, err: Error) {
+        if self.fatal.is_none() {
+            self.fatal = Some(err);
+        }
+    }
+
+    /// Next entry to replay, or `None` once replay has reached the end of the stored oplog.
+    pub fn next_replayed(&mut self) -> Result<Option<(OplogIndex, OplogEntry)>> {
+        if self.mode() == Mode::Live {
+            return Ok(None);
+        }
+        if self.replay_buffer.is_empty() {
+            let want = REPLAY_READ_ENTRIES.min((self.replay_end + 1 - self.next_index) as usize);
+            let entries =
+                store::read_entries(&self.storage, &self.worker_uid, self.next_index, want)?;
+            if entries.is_empty() {
+                return Err(Error::Corrupt {
+                    what: format!("oplog of worker {}", self.worker),
+                    detail: format!(
+                        "entry {} is missing (the worker record says the oplog has {})",
+                        self.next_index, self.replay_end
+                    ),
+                });
+            }
+            self.replay_buffer.extend(entries);
+        }
+        let (index, entry) = self.replay_buffer.pop_front().expect("buffer refilled above");
+        debug_assert_eq!(index, self.next_index, "replay read out of order");
+        self.next_index += 1;
+        Ok(Some((index, entry)))
+    }
+
+    /// Peeks at the next replayed entry without consuming it.
+    pub fn peek_replayed(&mut self) -> Result<Option<&OplogEntry>> {
+        if self.mode() == Mode::Live {
+            return Ok(None);
+        }
+        if self.replay_buffer.is_empty() {
+            // Fill the buffer by reading one and pushing it back.
+            if let Some((index, entry)) = self.next_replayed()? {
+                self.next_index -= 1;
+                self.replay_buffer.push_front((index, entry));
+            }
+        }
+        Ok(self.replay_buffer.front().map(|(_, e)| e))
+    }
+
+    /// Appends an entry live; returns its index.
+    pub fn append(&mut self, entry: OplogEntry) -> Result<OplogIndex> {
+        debug_assert_eq!(self.mode(), Mode::Live, "append during replay");
+        let index = self.next_index;
+        self.pending.push(entry);
+        self.next_index += 1;
+        if self.pending.len() >= BLOCK_ENTRIES_MAX {
+            self.write_pending()?;
+        }
+        Ok(index)
+    }
+
+    /// A host call through the gate: replayed from the oplog, or run live and recorded.
+    pub fn host_call(
+        &mut self,
+        function: HostFunction,
+        request: HostValue,
+        live: impl FnOnce() -> HostValue,
+    ) -> Result<HostValue> {
+        if let Some((index, entry)) = self.next_replayed()? {
+            return match entry {
+                OplogEntry::ImportedFunctionInvoked {
+                    function: recorded,
+                    request: recorded_request,
+                    response,
+                } if recorded == function && recorded_request == request => Ok(response),
+                other => Err(self.diverged(
+                    index,
+                    format!("the guest called {function}({request}) but the oplog has: {other}"),
+                )),
+            };
+        }
+        let response = live();
+        self.append(OplogEntry::ImportedFunctionInvoked {
+            function,
+            request,
+            response: response.clone(),
+        })?;
+        Ok(response)
+    }
+
+    /// Guest output: printed and recorded live; consumed silently during replay.
+    pub fn log(&mut self, stream: LogStream, bytes: &[u8]) -> Result<()> {
+        if let Some((index, entry)) = self.next_replayed()? {
+            return match entry {
+                OplogEntry::Log {
+                    stream: recorded, ..
+                } if recorded == stream => Ok(()),
+                other => Err(self.diverged(
+                    index,
+                    format!("the guest wrote to {stream:?} but the oplog has: {other}"),
+                )),
+            };
+        }
+        if self.echo_output {
+            use std::io::Write;
+            let _ = match stream {
+                LogStream::Stdout => std::io::stdout().write_all(bytes),
+                LogStream::Stderr => std::io::stderr().write_all(bytes),
+            };
+        }
+        self.append(OplogEntry::Log {
+            stream,
+            bytes: bytes.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    /// A no-op marker (replayed or appended); returns its index.
+    pub fn no_op(&mut self) -> Result<OplogIndex> {
+        if let Some((index, entry)) = self.next_replayed()? {
+            return match entry {
+                OplogEntry::NoOp => Ok(index),
+                other => Err(self.diverged(
+                    index,
+                    format!("the guest asked for its oplog index but the oplog has: {other}"),
+                )),
+            };
+        }
+        self.append(OplogEntry::NoOp)
+    }
+
+    /// A divergence error for `index` (also kept as the gate's fatal error).
+    pub fn diverged(&mut self, index: OplogIndex, detail: String) -> Error {
+        let err = Error::Divergence {
+            worker: self.worker.clone(),
+            index,
+            detail,
+        };
+        self.set_fatal(Error::Divergence {
+            worker: self.worker.clone(),
+            index,
+            detail: err.to_string(),
+        });
+        err
+    }
+
+    /// Writes pending entries as one block, without touching the worker record.
+    fn write_pending(&mut self) -> Result<()> {
+        self.commit_with(false, |_| Ok(()))
+    }
+
+    /// Writes every pending entry as one block in one transaction together with `extra` (e.g.
+    /// the worker record and an idempotency result), then fsyncs if `durable`.
+    pub fn commit_with(
+        &mut self,
+        durable: bool,
+        mut extra: impl FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.pending.is_empty() {
+            let count = self.pending.len();
+            let first = self.next_index - count as u64;
+            let block = self.encoder.encode(&self.pending);
+            let storage = Arc::clone(&self.storage);
+            let uid = self.worker_uid;
+            storage.write(|txn| {
+                store::append_block(txn, &storage, &uid, first, &block, count)?;
+                extra(txn)
+            })?;
+            self.pending.clear();
+        } else {
+            self.storage.write(|txn| extra(txn))?;
+        }
+        if durable {
+            self.storage.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Entries not yet written.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}

@@ -1,0 +1,190 @@
+//! `golem:api/host@0.2.0`: each function takes its lifted params and returns its result as a
+//! WAVE value, going through the durability gate where the result is not a pure function of
+//! the worker's own state.
+
+use std::sync::Arc;
+
+use wasm_wave::value::Value;
+use wasm_wave::wasm::WasmValue;
+use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, RuntimeError, Store, Type};
+
+use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
+use crate::abi::{parse_wave, CoreType};
+use crate::component::ImportedFunction;
+use crate::error::{Error, Result};
+use crate::oplog::{HostFunction, HostValue};
+use crate::worker::worker_metadata_wave;
+
+/// The functions of `golem:api/host@0.2.0` this runtime implements; a module importing another
+/// one is refused at upload with its name.
+pub const PROVIDED: &[&str] = &[
+    "get-oplog-index",
+    "generate-idempotency-key",
+    "get-self-metadata",
+    "get-worker-metadata",
+    "get-self-uri",
+    "oplog-commit",
+];
+
+/// Defines every golem host function the module imports.
+pub fn define_imports(
+    store: &mut Store,
+    env: &FunctionEnv<HostState>,
+    imports: &mut Imports,
+    functions: &[Arc<ImportedFunction>],
+) {
+    for func in functions {
+        let ty = FunctionType::new(
+            func.abi.core_params().iter().map(core_type).collect::<Vec<_>>(),
+            func.abi.core_results().iter().map(core_type).collect::<Vec<_>>(),
+        );
+        let func = Arc::clone(func);
+        let name = func.name.clone();
+        let host = Function::new_with_env(store, env, ty, move |ctx, args| call(ctx, &func, args));
+        imports.define(GOLEM_HOST_MODULE, &name, host);
+    }
+}
+
+fn core_type(ty: &CoreType) -> Type {
+    match ty {
+        CoreType::I32 => Type::I32,
+        CoreType::I64 => Type::I64,
+        CoreType::F32 => Type::F32,
+        CoreType::F64 => Type::F64,
+    }
+}
+
+/// One call from the guest: lift params, run, lower the result.
+fn call(
+    mut ctx: FunctionEnvMut<HostState>,
+    func: &ImportedFunction,
+    args: &[wasmer::Value],
+) -> Result<Vec<wasmer::Value>, RuntimeError> {
+    let core_args = args.iter().map(from_wasmer).collect::<Result<Vec<_>, _>>()?;
+    let (state, mut store) = ctx.data_and_store_mut();
+    let memory = state.memory.clone().expect("memory is set after instantiation");
+    let realloc = state.realloc.clone();
+    let mut mem = GuestMem {
+        store: &mut store,
+        memory: &memory,
+        realloc: realloc.as_ref(),
+    };
+    let (params, retptr) = func
+        .abi
+        .lift_params(&mem, &core_args)
+        .map_err(|e| abort(&mut state.gate, e.into()))?;
+    let result = dispatch(state, func, params).map_err(|e| abort(&mut state.gate, e))?;
+    let core = func
+        .abi
+        .lower_result(&mut mem, result.as_ref(), retptr)
+        .map_err(|e| abort(&mut state.gate, e.into()))?;
+    Ok(core.into_iter().map(to_wasmer).collect())
+}
+
+fn dispatch(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) -> Result<Option<Value>> {
+    let result_type = func.abi.result_type();
+    let typed = |text: &str| -> Result<Option<Value>> {
+        let ty = result_type.ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
+        Ok(Some(parse_wave(ty, text)?))
+    };
+    match func.name.as_str() {
+        "get-oplog-index" => {
+            let index = state.gate.no_op()?;
+            typed(&index.to_string())
+        }
+        "generate-idempotency-key" => {
+            let live = state.gate.mode() == crate::gate::Mode::Live;
+            let key = state.gate.host_call(
+                HostFunction::GenerateIdempotencyKey,
+                HostValue::Unit,
+                || HostValue::Bytes(uuid::Uuid::new_v4().as_bytes().to_vec()),
+            )?;
+            if live {
+                // Committed before it is returned, so the guest never sees a key that a crash
+                // could replace with another.
+                state.gate.commit_with(true, |_| Ok(()))?;
+            }
+            let HostValue::Bytes(bytes) = key else {
+                return Err(shape_error(func, &key));
+            };
+            let uuid = uuid::Uuid::from_slice(&bytes).map_err(|_| shape_error(func, &HostValue::Bytes(bytes)))?;
+            let (high, low) = uuid.as_u64_pair();
+            typed(&format!("{{high-bits: {high}, low-bits: {low}}}"))
+        }
+        "get-self-metadata" => {
+            let context = Arc::clone(&state.context);
+            let response = state.gate.host_call(HostFunction::GetSelfMetadata, HostValue::Unit, || {
+                HostValue::Wave(worker_metadata_wave(&context.self_metadata()))
+            })?;
+            match response {
+                HostValue::Wave(text) => typed(&text),
+                other => Err(shape_error(func, &other)),
+            }
+        }
+        "get-worker-metadata" => {
+            let request = params
+                .first()
+                .map(|v| wasm_wave::to_string(v).unwrap_or_default())
+                .unwrap_or_default();
+            let context = Arc::clone(&state.context);
+            let target = params.first().cloned();
+            let response = state.gate.host_call(
+                HostFunction::GetWorkerMetadata,
+                HostValue::Wave(request),
+                || match target.as_ref().and_then(|v| context.lookup_worker(v)) {
+                    Some(metadata) => HostValue::Wave(format!("some({})", worker_metadata_wave(&metadata))),
+                    None => HostValue::Wave("none".into()),
+                },
+            )?;
+            match response {
+                HostValue::Wave(text) => typed(&text),
+                other => Err(shape_error(func, &other)),
+            }
+        }
+        "get-self-uri" => {
+            // A pure function of the worker's identity: nothing to record.
+            let function = params
+                .first()
+                .map(|v| v.unwrap_string().to_string())
+                .unwrap_or_default();
+            let uri = format!("{}/{}", state.context.id.uri(), crate::ids::url_encode(&function));
+            typed(&format!("{{value: {}}}", wave_string(&uri)))
+        }
+        "oplog-commit" => {
+            if state.gate.mode() == crate::gate::Mode::Live {
+                // One replica: durable once fsynced.
+                state.gate.commit_with(true, |_| Ok(()))?;
+            }
+            Ok(None)
+        }
+        other => Err(Error::Engine(format!(
+            "golem:api/host@0.2.0.{other} is not implemented by this golemw"
+        ))),
+    }
+}
+
+fn shape_error(func: &ImportedFunction, value: &HostValue) -> Error {
+    Error::Corrupt {
+        what: format!("recorded result of {}", func.name),
+        detail: format!("unexpected shape: {value}"),
+    }
+}
+
+/// A string as a WAVE literal.
+pub fn wave_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,144 @@
+//! Host functions the guest imports: WASI preview 1 (from wasmer-wasix, with the
+//! non-deterministic calls overridden to go through the durability gate) and golem:api.
+
+pub mod golem;
+pub mod wasi;
+
+use std::sync::Arc;
+
+use wasmer::{AsStoreMut, Function, Memory, RuntimeError};
+
+use crate::abi::{AbiError, CoreValue, GuestMemory};
+use crate::component::Interface;
+use crate::gate::Gate;
+use crate::worker::WorkerContext;
+
+/// The core import module of `golem:api/host@0.2.0`.
+pub const GOLEM_HOST_MODULE: &str = "golem:api/host@0.2.0";
+/// The core import module of WASI preview 1.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Whether the runtime provides the core import `module.name`.
+pub fn is_provided_import(module: &str, name: &str) -> bool {
+    match module {
+        WASI_MODULE => wasi::PREVIEW1_FUNCTIONS.contains(&name),
+        GOLEM_HOST_MODULE => golem::PROVIDED.contains(&name),
+        _ => false,
+    }
+}
+
+/// State shared by the host functions of one worker instance (the `FunctionEnv` data).
+pub struct HostState {
+    /// The durability gate: every non-deterministic host call goes through it.
+    pub gate: Gate,
+    /// Who the worker is: for metadata and URIs.
+    pub context: Arc<WorkerContext>,
+    /// The component's decoded WIT interface (import ABIs).
+    pub interface: Arc<Interface>,
+    /// The guest's exported memory, once instantiated.
+    pub memory: Option<Memory>,
+    /// The guest's `cabi_realloc`, once instantiated.
+    pub realloc: Option<Function>,
+    /// wasmer-wasix's own `fd_write`, for descriptors other than stdout and stderr.
+    pub wasi_fd_write: Option<Function>,
+    /// The last monotonic clock reading handed to the guest, live or replayed: readings never
+    /// go backwards, even across a restart of the host.
+    pub last_monotonic_ns: u64,
+}
+
+/// The guest memory and allocator as the canonical ABI sees them.
+pub struct GuestMem<'a, S: AsStoreMut> {
+    pub store: &'a mut S,
+    pub memory: &'a Memory,
+    pub realloc: Option<&'a Function>,
+}
+
+impl<S: AsStoreMut> GuestMemory for GuestMem<'_, S> {
+    fn read(&self, offset: u32, out: &mut [u8]) -> Result<(), AbiError> {
+        self.memory
+            .view(&*self.store)
+            .read(u64::from(offset), out)
+            .map_err(|_| AbiError::OutOfBounds {
+                address: u64::from(offset),
+                length: out.len() as u64,
+            })
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), AbiError> {
+        self.memory
+            .view(&*self.store)
+            .write(u64::from(offset), bytes)
+            .map_err(|_| AbiError::OutOfBounds {
+                address: u64::from(offset),
+                length: bytes.len() as u64,
+            })
+    }
+
+    fn realloc(
+        &mut self,
+        old_ptr: u32,
+        old_size: u32,
+        align: u32,
+        new_size: u32,
+    ) -> Result<u32, AbiError> {
+        let failed = |reason: String| AbiError::AllocationFailed {
+            size: new_size,
+            align,
+            reason,
+        };
+        let realloc = self
+            .realloc
+            .ok_or_else(|| failed("the guest does not export cabi_realloc".into()))?;
+        let args = [
+            wasmer::Value::I32(old_ptr as i32),
+            wasmer::Value::I32(old_size as i32),
+            wasmer::Value::I32(align as i32),
+            wasmer::Value::I32(new_size as i32),
+        ];
+        let result = realloc
+            .call(self.store, &args)
+            .map_err(|e| failed(format!("cabi_realloc trapped: {e}")))?;
+        match result.first() {
+            Some(wasmer::Value::I32(ptr)) => Ok(*ptr as u32),
+            _ => Err(failed("cabi_realloc did not return an i32".into())),
+        }
+    }
+}
+
+/// Converts between the ABI's engine-independent values and wasmer's.
+pub fn to_wasmer(value: CoreValue) -> wasmer::Value {
+    match value {
+        CoreValue::I32(v) => wasmer::Value::I32(v),
+        CoreValue::I64(v) => wasmer::Value::I64(v),
+        CoreValue::F32(v) => wasmer::Value::F32(v),
+        CoreValue::F64(v) => wasmer::Value::F64(v),
+    }
+}
+
+/// See [`to_wasmer`].
+pub fn from_wasmer(value: &wasmer::Value) -> Result<CoreValue, RuntimeError> {
+    Ok(match value {
+        wasmer::Value::I32(v) => CoreValue::I32(*v),
+        wasmer::Value::I64(v) => CoreValue::I64(*v),
+        wasmer::Value::F32(v) => CoreValue::F32(*v),
+        wasmer::Value::F64(v) => CoreValue::F64(*v),
+        other => {
+            return Err(RuntimeError::new(format!(
+                "unexpected core value {other:?} in a canonical-ABI call"
+            )))
+        }
+    })
+}
+
+/// A host function failed in a way that must stop the guest; the error itself is kept in the
+/// gate (see [`Gate::set_fatal`]) and reported by the worker.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HostAbort(pub String);
+
+/// Stops the guest with `err`, remembering it in the gate.
+pub fn abort(gate: &mut Gate, err: crate::error::Error) -> RuntimeError {
+    let message = err.to_string();
+    gate.set_fatal(err);
+    RuntimeError::user(Box::new(HostAbort(message)))
+}

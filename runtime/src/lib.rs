@@ -1,0 +1,22 @@
+//! golemw-runtime: durable WebAssembly workers on Wasmer.
+//!
+//! Data flows one way: an invocation enters the [`executor`], runs in a [`worker`] whose host
+//! calls pass through the durability [`gate`], which appends to the [`oplog`] in [`storage`].
+//! Recovery runs the other way: oplog -> gate (replay) -> worker.
+
+pub mod abi;
+pub mod component;
+pub mod error;
+pub mod executor;
+pub mod gate;
+pub mod host;
+pub mod ids;
+pub mod oplog;
+pub mod snapshots;
+pub mod storage;
+pub mod worker;
+
+pub use error::{Error, Result};
+pub use executor::{Executor, ExecutorOptions, InvocationOutcome};
+pub use ids::{ComponentId, OplogIndex, WorkerId};
+pub use worker::{RecoveryReport, WorkerRecord, WorkerStatus};

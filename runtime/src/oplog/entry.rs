@@ -1,0 +1,195 @@
+//! What an oplog holds: one entry per thing a worker did that replay must reproduce or check.
+//!
+//! Modelled on Golem's oplog. Host calls name their function by a small enum (one byte encoded)
+//! rather than a string: a worker making a million clock calls pays for it a million times.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ComponentVersion, OplogIndex};
+
+/// Which stream a guest wrote to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// A host function whose result replay must return from the oplog instead of running again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostFunction {
+    /// `wasi_snapshot_preview1.clock_time_get`
+    ClockTimeGet,
+    /// `wasi_snapshot_preview1.random_get`
+    RandomGet,
+    /// `wasi_snapshot_preview1.poll_oneoff` (sleeps)
+    PollOneoff,
+    /// `golem:api/host.generate-idempotency-key`
+    GenerateIdempotencyKey,
+    /// `golem:api/host.get-self-metadata`
+    GetSelfMetadata,
+    /// `golem:api/host.get-worker-metadata`
+    GetWorkerMetadata,
+    /// Any other golem:api / golem:rpc function, by its import name.
+    Golem(String),
+}
+
+impl fmt::Display for HostFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostFunction::ClockTimeGet => f.write_str("wasi:clock_time_get"),
+            HostFunction::RandomGet => f.write_str("wasi:random_get"),
+            HostFunction::PollOneoff => f.write_str("wasi:poll_oneoff"),
+            HostFunction::GenerateIdempotencyKey => {
+                f.write_str("golem:api/host.generate-idempotency-key")
+            }
+            HostFunction::GetSelfMetadata => f.write_str("golem:api/host.get-self-metadata"),
+            HostFunction::GetWorkerMetadata => f.write_str("golem:api/host.get-worker-metadata"),
+            HostFunction::Golem(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A recorded request or response of a host call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HostValue {
+    Unit,
+    U64(u64),
+    /// A WASI errno together with a value (e.g. a clock reading), for calls that can fail.
+    Errno(u16, u64),
+    Bytes(Vec<u8>),
+    /// A WAVE-encoded value of a golem:api call.
+    Wave(String),
+}
+
+impl fmt::Display for HostValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostValue::Unit => f.write_str("()"),
+            HostValue::U64(v) => write!(f, "{v}"),
+            HostValue::Errno(0, v) => write!(f, "{v}"),
+            HostValue::Errno(errno, v) => write!(f, "errno {errno} ({v})"),
+            HostValue::Bytes(bytes) if bytes.len() <= 32 => {
+                f.write_str("0x")?;
+                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            HostValue::Bytes(bytes) => write!(f, "<{} bytes>", bytes.len()),
+            HostValue::Wave(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One entry of a worker's oplog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OplogEntry {
+    /// The worker was created: everything its start depends on.
+    Create {
+        timestamp_ms: u64,
+        component_version: ComponentVersion,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+    /// A host call ran live; replay returns `response` instead of running it.
+    ImportedFunctionInvoked {
+        function: HostFunction,
+        request: HostValue,
+        response: HostValue,
+    },
+    /// An export was invoked with these (WAVE-encoded) params.
+    ExportedFunctionInvoked {
+        timestamp_ms: u64,
+        function: String,
+        params: Vec<String>,
+        idempotency_key: String,
+    },
+    /// The export returned this (WAVE-encoded) result; `None` for functions without one.
+    ExportedFunctionCompleted {
+        timestamp_ms: u64,
+        result: Option<String>,
+    },
+    /// Bytes the guest wrote to stdout or stderr; printed live, never again on replay.
+    Log {
+        stream: LogStream,
+        bytes: Vec<u8>,
+    },
+    /// A marker with no effect; `get-oplog-index` writes one so its result is stable.
+    NoOp,
+    /// The invocation trapped; the worker failed with this message.
+    Error { timestamp_ms: u64, message: String },
+    /// Entries `start..=end` are deleted: replay skips them forever after.
+    Jump {
+        timestamp_ms: u64,
+        start: OplogIndex,
+        end: OplogIndex,
+    },
+    /// The worker called `proc_exit`; it cannot be invoked again.
+    Exited { timestamp_ms: u64, code: u32 },
+}
+
+impl OplogEntry {
+    /// The entry's kind in kebab case, as `worker oplog` shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OplogEntry::Create { .. } => "create",
+            OplogEntry::ImportedFunctionInvoked { .. } => "imported-function-invoked",
+            OplogEntry::ExportedFunctionInvoked { .. } => "exported-function-invoked",
+            OplogEntry::ExportedFunctionCompleted { .. } => "exported-function-completed",
+            OplogEntry::Log { .. } => "log",
+            OplogEntry::NoOp => "no-op",
+            OplogEntry::Error { .. } => "error",
+            OplogEntry::Jump { .. } => "jump",
+            OplogEntry::Exited { .. } => "exited",
+        }
+    }
+}
+
+impl fmt::Display for OplogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OplogEntry::Create {
+                component_version,
+                args,
+                env,
+                ..
+            } => write!(
+                f,
+                "create version={component_version} args={args:?} env={env:?}"
+            ),
+            OplogEntry::ImportedFunctionInvoked {
+                function,
+                request,
+                response,
+            } => write!(f, "{function}({request}) -> {response}"),
+            OplogEntry::ExportedFunctionInvoked {
+                function,
+                params,
+                idempotency_key,
+                ..
+            } => write!(
+                f,
+                "invoke {function}({}) key={idempotency_key}",
+                params.join(", ")
+            ),
+            OplogEntry::ExportedFunctionCompleted { result, .. } => match result {
+                Some(result) => write!(f, "completed -> {result}"),
+                None => f.write_str("completed"),
+            },
+            OplogEntry::Log { stream, bytes } => {
+                write!(f, "{stream:?}: {:?}", String::from_utf8_lossy(bytes))
+            }
+            OplogEntry::NoOp => f.write_str("no-op"),
+            OplogEntry::Error { message, .. } => write!(f, "error: {message}"),
+            OplogEntry::Jump { start, end, .. } => write!(f, "jump: deleted {start}..={end}"),
+            OplogEntry::Exited { code, .. } => write!(f, "exited with code {code}"),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for entry timestamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,172 @@
+//! Snapshot storage in LMDB: manifests keyed by worker and oplog index, pages keyed by worker
+//! and content hash. Pages are scoped per worker so collecting unreferenced ones needs only the
+//! worker's own manifests.
+
+use std::collections::HashSet;
+
+use golemw_snapshot::{Capture, Manifest, PageHash, SnapshotError};
+use lmdb::{Cursor, Transaction, WriteFlags};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::ids::OplogIndex;
+use crate::storage::Storage;
+
+fn manifest_key(uid: &Uuid, index: OplogIndex) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(uid.as_bytes());
+    key[16..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn page_key(uid: &Uuid, hash: &PageHash) -> [u8; 48] {
+    let mut key = [0u8; 48];
+    key[..16].copy_from_slice(uid.as_bytes());
+    key[16..].copy_from_slice(&hash.0);
+    key
+}
+
+/// A stored manifest, or why it cannot be used.
+pub struct StoredSnapshot {
+    pub index: OplogIndex,
+    /// Encoded size of the manifest.
+    pub manifest_bytes: usize,
+    pub manifest: std::result::Result<Manifest, SnapshotError>,
+}
+
+/// Writes a capture: its new pages and its manifest in one transaction (all or nothing).
+pub fn put(storage: &Storage, uid: &Uuid, capture: &Capture) -> Result<()> {
+    let tables = storage.tables();
+    let manifest = capture.manifest.encode();
+    let key = manifest_key(uid, capture.manifest.oplog_index);
+    storage.write(|txn| {
+        for (hash, bytes) in &capture.new_pages {
+            txn.put(tables.snapshot_pages, &page_key(uid, hash), bytes, WriteFlags::empty())?;
+        }
+        txn.put(tables.snapshots, &key, &manifest, WriteFlags::empty())?;
+        Ok(())
+    })?;
+    storage.sync()
+}
+
+/// Every snapshot of a worker, oldest first; undecodable ones are listed with their error.
+pub fn list(storage: &Storage, uid: &Uuid) -> Result<Vec<StoredSnapshot>> {
+    let txn = storage.env().begin_ro_txn()?;
+    let mut cursor = txn.open_ro_cursor(storage.tables().snapshots)?;
+    let mut out = Vec::new();
+    for item in cursor.iter_from(manifest_key(uid, 0)) {
+        let (key, value) = item?;
+        if key.len() != 24 || &key[..16] != uid.as_bytes() {
+            break;
+        }
+        out.push(StoredSnapshot {
+            index: u64::from_be_bytes(key[16..].try_into().unwrap()),
+            manifest_bytes: value.len(),
+            manifest: Manifest::decode(value),
+        });
+    }
+    Ok(out)
+}
+
+/// The hashes of every page stored for a worker.
+pub fn stored_pages(storage: &Storage, uid: &Uuid) -> Result<HashSet<PageHash>> {
+    let txn = storage.env().begin_ro_txn()?;
+    let mut cursor = txn.open_ro_cursor(storage.tables().snapshot_pages)?;
+    let mut out = HashSet::new();
+    for item in cursor.iter_from(uid.as_bytes()) {
+        let (key, _) = item?;
+        if key.len() != 48 || &key[..16] != uid.as_bytes() {
+            break;
+        }
+        out.insert(PageHash(key[16..].try_into().unwrap()));
+    }
+    Ok(out)
+}
+
+/// Bytes of every stored page of a worker.
+pub fn stored_page_bytes(storage: &Storage, uid: &Uuid) -> Result<u64> {
+    let txn = storage.env().begin_ro_txn()?;
+    let mut cursor = txn.open_ro_cursor(storage.tables().snapshot_pages)?;
+    let mut total = 0u64;
+    for item in cursor.iter_from(uid.as_bytes()) {
+        let (key, value) = item?;
+        if key.len() != 48 || &key[..16] != uid.as_bytes() {
+            break;
+        }
+        total += value.len() as u64;
+    }
+    Ok(total)
+}
+
+/// Reads pages for a restore. One read transaction serves every page (LMDB read transactions
+/// are cheap, but not free); returns an owned copy since the restore decodes in parallel.
+pub struct PageReader<'s> {
+    storage: &'s Storage,
+    uid: Uuid,
+}
+
+impl<'s> PageReader<'s> {
+    pub fn new(storage: &'s Storage, uid: Uuid) -> Self {
+        PageReader { storage, uid }
+    }
+
+    /// The encoded bytes of a page.
+    pub fn fetch(&self, hash: &PageHash) -> std::result::Result<Vec<u8>, SnapshotError> {
+        let txn = self
+            .storage
+            .env()
+            .begin_ro_txn()
+            .map_err(|e| SnapshotError::Fetch { hash: *hash, detail: e.to_string() })?;
+        match txn.get(self.storage.tables().snapshot_pages, &page_key(&self.uid, hash)) {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(lmdb::Error::NotFound) => Err(SnapshotError::MissingPage { hash: *hash }),
+            Err(e) => Err(SnapshotError::Fetch { hash: *hash, detail: e.to_string() }),
+        }
+    }
+}
+
+/// Deletes snapshots and collects pages that no remaining manifest references. `drop` picks the
+/// manifests to delete by oplog index.
+pub fn delete_where(storage: &Storage, uid: &Uuid, drop: impl Fn(OplogIndex) -> bool) -> Result<usize> {
+    let snapshots = list(storage, uid)?;
+    let (dropped, kept): (Vec<_>, Vec<_>) = snapshots.into_iter().partition(|s| drop(s.index));
+    if dropped.is_empty() {
+        return Ok(0);
+    }
+    let referenced: HashSet<PageHash> = kept
+        .iter()
+        .filter_map(|s| s.manifest.as_ref().ok())
+        .flat_map(|m| m.page_hashes())
+        .collect();
+    let unreferenced: Vec<PageHash> = stored_pages(storage, uid)?
+        .into_iter()
+        .filter(|h| !referenced.contains(h))
+        .collect();
+    let tables = storage.tables();
+    storage.write(|txn| {
+        for s in &dropped {
+            txn.del(tables.snapshots, &manifest_key(uid, s.index), None)?;
+        }
+        for hash in &unreferenced {
+            txn.del(tables.snapshot_pages, &page_key(uid, hash), None)?;
+        }
+        Ok(())
+    })?;
+    Ok(dropped.len())
+}
+
+/// Deletes every snapshot and page of a worker inside a transaction.
+pub fn delete_all(txn: &mut lmdb::RwTransaction<'_>, storage: &Storage, uid: &Uuid) -> Result<()> {
+    crate::storage::delete_prefix(txn, storage.tables().snapshots, uid.as_bytes())?;
+    crate::storage::delete_prefix(txn, storage.tables().snapshot_pages, uid.as_bytes())?;
+    Ok(())
+}
+
+impl From<SnapshotError> for Error {
+    fn from(err: SnapshotError) -> Self {
+        Error::Corrupt {
+            what: "snapshot".into(),
+            detail: err.to_string(),
+        }
+    }
+}

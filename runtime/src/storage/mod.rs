@@ -1,0 +1,216 @@
+//! One LMDB environment per data directory, with a named database per kind of record.
+//!
+//! Writes go through [`Storage::write`], which grows the map instead of failing when it is full.
+//! The environment is opened with `NO_SYNC`: commits reach the OS page cache (so a killed process
+//! loses nothing) and [`Storage::sync`] forces them to disk where durability is promised
+//! (invocation completion, `oplog-commit`, idempotency keys).
+
+pub mod codec;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, RwTransaction, Transaction};
+
+use crate::error::{Error, Result};
+
+/// Initial map size. LMDB reserves address space, not disk, so this costs nothing up front.
+const MAP_SIZE_INITIAL_BYTES: usize = 1 << 30;
+/// Upper bound when growing the map; past it a write fails with a clear "storage full" error.
+const MAP_SIZE_MAX_BYTES: usize = 1 << 40;
+/// Named databases in the environment (see [`Tables`]), with room to add more.
+const DATABASES_MAX: u32 = 16;
+
+/// The named databases.
+#[derive(Clone, Copy, Debug)]
+pub struct Tables {
+    /// `uuid ++ version(BE)` -> component version record.
+    pub components: Database,
+    /// component name -> uuid.
+    pub component_names: Database,
+    /// `uuid ++ version(BE)` -> sealed zstd-compressed wasm.
+    pub component_wasm: Database,
+    /// worker key (uuid ++ name) -> worker record.
+    pub workers: Database,
+    /// `worker uid ++ last index(BE)` -> oplog block.
+    pub oplog: Database,
+    /// `worker uid ++ idempotency key` -> completed invocation result.
+    pub invocations: Database,
+    /// `worker uid ++ oplog index(BE)` -> snapshot manifest.
+    pub snapshots: Database,
+    /// `worker uid ++ page hash` -> encoded snapshot page.
+    pub snapshot_pages: Database,
+}
+
+/// The storage of one data directory. Holds the directory's lock while alive.
+pub struct Storage {
+    env: Environment,
+    tables: Tables,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory `dir` and takes its lock.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = take_lock(dir)?;
+        let db_dir = dir.join("lmdb");
+        std::fs::create_dir_all(&db_dir).map_err(|e| Error::io(&db_dir, e))?;
+        // Reopening with a smaller map size than the file keeps the file's size (LMDB picks the
+        // larger), so the initial size is only a floor.
+        let env = Environment::new()
+            .set_max_dbs(DATABASES_MAX)
+            .set_map_size(MAP_SIZE_INITIAL_BYTES)
+            .set_flags(EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_TLS)
+            .open(&db_dir)
+            .map_err(|e| Error::Storage(format!("opening LMDB in {}: {e}", db_dir.display())))?;
+        let create = |name: &str| env.create_db(Some(name), DatabaseFlags::empty());
+        let tables = Tables {
+            components: create("components")?,
+            component_names: create("component_names")?,
+            component_wasm: create("component_wasm")?,
+            workers: create("workers")?,
+            oplog: create("oplog")?,
+            invocations: create("invocations")?,
+            snapshots: create("snapshots")?,
+            snapshot_pages: create("snapshot_pages")?,
+        };
+        Ok(Storage {
+            env,
+            tables,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The named databases.
+    pub fn tables(&self) -> Tables {
+        self.tables
+    }
+
+    /// The LMDB environment, for read transactions.
+    pub fn env(&self) -> &Environment {
+        &self.env
+    }
+
+    /// Runs `body` in one write transaction and commits it. If the map is full, the transaction
+    /// is aborted, the map doubled, and `body` run again: it must be safe to repeat.
+    pub fn write<T>(&self, mut body: impl FnMut(&mut RwTransaction<'_>) -> Result<T>) -> Result<T> {
+        /// 2^10 (1 GiB) doubled 10 times reaches MAP_SIZE_MAX_BYTES (1 TiB).
+        const GROW_ATTEMPTS_MAX: usize = 11;
+        for _ in 0..GROW_ATTEMPTS_MAX {
+            let mut txn = self.env.begin_rw_txn()?;
+            let outcome = body(&mut txn);
+            let outcome = match outcome {
+                Ok(value) => txn.commit().map(|()| value).map_err(Error::from),
+                Err(err) => {
+                    txn.abort();
+                    Err(err)
+                }
+            };
+            match outcome {
+                Err(Error::MapFull) => self.grow_map()?,
+                other => return other,
+            }
+        }
+        Err(Error::Storage(
+            "the LMDB map stayed full after growing; the disk may be full".into(),
+        ))
+    }
+
+    fn grow_map(&self) -> Result<()> {
+        let info = self.env.info()?;
+        let current = info.map_size();
+        if current >= MAP_SIZE_MAX_BYTES {
+            return Err(Error::Storage(format!(
+                "storage is full: the LMDB map reached its limit of {MAP_SIZE_MAX_BYTES} bytes"
+            )));
+        }
+        let next = (current * 2).min(MAP_SIZE_MAX_BYTES);
+        tracing::info!(from = current, to = next, "growing the LMDB map");
+        self.env.set_map_size(next)?;
+        Ok(())
+    }
+
+    /// Forces committed transactions to disk (fsync).
+    pub fn sync(&self) -> Result<()> {
+        self.env
+            .sync(true)
+            .map_err(|e| Error::Storage(format!("fsync of the oplog failed: {e}")))
+    }
+
+    /// Reads one value by key.
+    pub fn get(&self, db: Database, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self.env.begin_ro_txn()?;
+        match txn.get(db, &key) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// Takes the data directory's lock file, writing our pid into it for the error message of the
+/// next process that tries.
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(Error::DataDirLocked {
+                path: dir.display().to_string(),
+                pid: pid.trim().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0).map_err(|e| Error::io(&path, e))?;
+    write!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+    Ok(file)
+}
+
+/// Deletes every key of `db` that starts with `prefix` and sorts at or after `from`.
+pub fn delete_range(
+    txn: &mut RwTransaction<'_>,
+    db: Database,
+    prefix: &[u8],
+    from: &[u8],
+) -> Result<usize> {
+    use lmdb::Cursor;
+    let keys: Vec<Vec<u8>> = {
+        let mut cursor = txn.open_ro_cursor(db)?;
+        let mut keys = Vec::new();
+        for item in cursor.iter_from(from) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        keys
+    };
+    for key in &keys {
+        txn.del(db, key, None)?;
+    }
+    Ok(keys.len())
+}
+
+/// Deletes every key of `db` that starts with `prefix`.
+pub fn delete_prefix(txn: &mut RwTransaction<'_>, db: Database, prefix: &[u8]) -> Result<usize> {
+    delete_range(txn, db, prefix, prefix)
+}

@@ -1,0 +1,665 @@
+//! A worker: one instance of a component, its oplog, and the two ways it runs: replay
+//! (recovery) and live (invocation). Replay calls each recorded export again with its recorded
+//! params while the gate feeds host calls from the oplog; results are checked against the record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use wasm_wave::value::Value;
+use wasm_wave::wasm::WasmValue;
+use wasmer::{Function, FunctionEnv, Instance, Memory, Module, RuntimeError, Store};
+
+use crate::abi::{parse_wave, to_wave};
+use crate::component::{ExportedFunction, Interface};
+use crate::error::{Error, Result};
+use crate::gate::{Gate, Mode};
+use crate::host::{self, from_wasmer, to_wasmer, GuestMem, HostState};
+use crate::ids::{ComponentId, ComponentVersion, OplogIndex, WorkerId};
+use crate::oplog::{now_ms, OplogEntry};
+use crate::storage::{codec, Storage};
+
+/// The statuses of the spec's `worker-status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerStatus {
+    Running,
+    Idle,
+    Suspended,
+    Interrupted,
+    Retrying,
+    Failed,
+    Exited,
+}
+
+impl WorkerStatus {
+    /// The WIT enum case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkerStatus::Running => "running",
+            WorkerStatus::Idle => "idle",
+            WorkerStatus::Suspended => "suspended",
+            WorkerStatus::Interrupted => "interrupted",
+            WorkerStatus::Retrying => "retrying",
+            WorkerStatus::Failed => "failed",
+            WorkerStatus::Exited => "exited",
+        }
+    }
+}
+
+/// What the data directory keeps about a worker besides its oplog.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Component and name.
+    pub id: WorkerId,
+    /// Internal key of the worker's oplog and invocation results; new for every incarnation,
+    /// so a deleted and re-created worker never sees old entries.
+    pub uid: Uuid,
+    /// The component version the worker runs.
+    pub component_version: ComponentVersion,
+    /// Command-line arguments, fixed at creation.
+    pub args: Vec<String>,
+    /// Environment variables, fixed at creation.
+    pub env: Vec<(String, String)>,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+    /// Status as of the last commit.
+    pub status: WorkerStatus,
+    /// Retries of failed invocations so far.
+    pub retry_count: u64,
+    /// Why the worker failed, when it did.
+    pub last_error: Option<String>,
+    /// Oplog length as of the last commit.
+    pub oplog_len: OplogIndex,
+}
+
+/// A completed invocation, kept by idempotency key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InvocationResult {
+    /// The export's display name.
+    pub function: String,
+    /// The WAVE-encoded result, `None` for functions without one.
+    pub result: Option<String>,
+    /// Index of the `exported-function-completed` entry.
+    pub completed_at: OplogIndex,
+}
+
+/// The key of an invocation result: worker uid, then the idempotency key.
+pub fn invocation_key(uid: &Uuid, idempotency_key: &str) -> Vec<u8> {
+    let mut key = uid.as_bytes().to_vec();
+    key.extend_from_slice(idempotency_key.as_bytes());
+    key
+}
+
+/// The worker's identity and storage, for host functions that describe workers.
+pub struct WorkerContext {
+    pub id: WorkerId,
+    pub record: WorkerRecord,
+    pub storage: Arc<Storage>,
+}
+
+impl WorkerContext {
+    /// This worker's metadata as it is while it runs.
+    pub fn self_metadata(&self) -> WorkerRecord {
+        WorkerRecord {
+            status: WorkerStatus::Running,
+            ..self.record.clone()
+        }
+    }
+
+    /// Another worker's metadata, given a `worker-id` value.
+    pub fn lookup_worker(&self, worker_id: &Value) -> Option<WorkerRecord> {
+        let id = worker_id_from_value(worker_id)?;
+        if id == self.id {
+            return Some(self.self_metadata());
+        }
+        let bytes = self
+            .storage
+            .get(self.storage.tables().workers, &id.storage_key())
+            .ok()??;
+        codec::decode(&bytes, "worker record").ok()
+    }
+}
+
+/// Reads a WIT `worker-id` record value.
+fn worker_id_from_value(value: &Value) -> Option<WorkerId> {
+    let mut component = None;
+    let mut name = None;
+    for (field, v) in value.unwrap_record() {
+        match field.as_ref() {
+            "component-id" => {
+                for (f, uuid) in v.unwrap_record() {
+                    if f == "uuid" {
+                        let (mut high, mut low) = (0, 0);
+                        for (part, bits) in uuid.unwrap_record() {
+                            match part.as_ref() {
+                                "high-bits" => high = bits.unwrap_u64(),
+                                "low-bits" => low = bits.unwrap_u64(),
+                                _ => {}
+                            }
+                        }
+                        component = Some(ComponentId(Uuid::from_u64_pair(high, low)));
+                    }
+                }
+            }
+            "worker-name" => name = Some(v.unwrap_string().to_string()),
+            _ => {}
+        }
+    }
+    Some(WorkerId {
+        component_id: component?,
+        worker_name: name?,
+    })
+}
+
+/// The WAVE text of a `worker-metadata` record.
+pub fn worker_metadata_wave(record: &WorkerRecord) -> String {
+    use crate::host::golem::wave_string;
+    let (high, low) = record.id.component_id.0.as_u64_pair();
+    let args: Vec<String> = record.args.iter().map(|a| wave_string(a)).collect();
+    let env: Vec<String> = record
+        .env
+        .iter()
+        .map(|(k, v)| format!("({}, {})", wave_string(k), wave_string(v)))
+        .collect();
+    format!(
+        "{{worker-id: {{component-id: {{uuid: {{high-bits: {high}, low-bits: {low}}}}}, worker-name: {}}}, \
+         args: [{}], env: [{}], status: {}, component-version: {}, retry-count: {}}}",
+        wave_string(&record.id.worker_name),
+        args.join(", "),
+        env.join(", "),
+        record.status.as_str(),
+        record.component_version,
+        record.retry_count
+    )
+}
+
+/// How a worker was brought back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    /// Oplog entries read and replayed.
+    pub entries_replayed: u64,
+    /// Invocations re-executed during replay.
+    pub invocations_replayed: u64,
+    /// Whether an invocation that was in flight when the worker last stopped was finished live.
+    pub resumed_invocation: bool,
+    /// Wall time of instantiation plus replay.
+    pub duration_us: u64,
+}
+
+/// The outcome of one call of an export.
+enum CallOutcome {
+    Returned(Option<Value>),
+    Trapped(String),
+    Exited(u32),
+}
+
+/// A live instance of a worker.
+pub struct Worker {
+    store: Store,
+    env: FunctionEnv<HostState>,
+    instance: Instance,
+    memory: Memory,
+    realloc: Option<Function>,
+    interface: Arc<Interface>,
+    storage: Arc<Storage>,
+    /// The worker's record, kept current and written at every commit.
+    pub record: WorkerRecord,
+}
+
+/// Everything needed to instantiate a worker.
+pub struct InstanceInputs<'a> {
+    pub storage: &'a Arc<Storage>,
+    pub engine: &'a wasmer::Engine,
+    pub module: &'a Module,
+    pub interface: &'a Arc<Interface>,
+    pub wasi_runtime: &'a Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
+    pub echo_output: bool,
+}
+
+impl Worker {
+    /// Creates the instance and replays the worker's oplog; afterwards the worker is live.
+    pub fn recover(inputs: InstanceInputs<'_>, record: WorkerRecord) -> Result<(Worker, RecoveryReport)> {
+        let started = Instant::now();
+        let committed = crate::oplog::store::last_index(inputs.storage, &record.uid)?;
+        let mut gate = Gate::new(
+            Arc::clone(inputs.storage),
+            record.id.clone(),
+            record.uid,
+            committed,
+            inputs.echo_output,
+        );
+        let (args, env) = match gate.next_replayed()? {
+            Some((_, OplogEntry::Create { args, env, .. })) => (args, env),
+            Some((index, other)) => {
+                return Err(Error::Corrupt {
+                    what: format!("oplog of worker {}", record.id),
+                    detail: format!("entry {index} should be `create` but is {}", other.kind()),
+                })
+            }
+            None => {
+                return Err(Error::Corrupt {
+                    what: format!("oplog of worker {}", record.id),
+                    detail: "it is empty; it should start with a `create` entry".into(),
+                })
+            }
+        };
+        let mut worker = Worker::instantiate(inputs, record, gate, &args, &env)?;
+        let mut report = RecoveryReport::default();
+        worker.replay(&mut report)?;
+        report.entries_replayed = committed;
+        report.duration_us = started.elapsed().as_micros() as u64;
+        Ok((worker, report))
+    }
+
+    fn instantiate(
+        inputs: InstanceInputs<'_>,
+        record: WorkerRecord,
+        gate: Gate,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Worker> {
+        let engine_error = |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
+        let mut store = Store::new(inputs.engine.clone());
+        let mut wasi = wasmer_wasix::WasiEnvBuilder::new(record.id.worker_name.clone())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .runtime(Arc::clone(inputs.wasi_runtime))
+            .finalize(&mut store)
+            .map_err(|e| engine_error("setting up WASI", &e))?;
+        let mut imports = wasi
+            .import_object(&mut store, inputs.module)
+            .map_err(|e| engine_error("WASI imports", &e))?;
+        let context = Arc::new(WorkerContext {
+            id: record.id.clone(),
+            record: record.clone(),
+            storage: Arc::clone(inputs.storage),
+        });
+        let host_env = FunctionEnv::new(
+            &mut store,
+            HostState {
+                gate,
+                context,
+                interface: Arc::clone(inputs.interface),
+                memory: None,
+                realloc: None,
+                wasi_fd_write: None,
+                last_monotonic_ns: 0,
+            },
+        );
+        host::wasi::override_imports(&mut store, &host_env, &mut imports);
+        let golem: Vec<_> = inputs.interface.golem_imports.values().cloned().collect();
+        host::golem::define_imports(&mut store, &host_env, &mut imports, &golem);
+        let instance = Instance::new(&mut store, inputs.module, &imports)
+            .map_err(|e| engine_error("instantiating the module", &e))?;
+        wasi.initialize(&mut store, instance.clone())
+            .map_err(|e| engine_error("initialising WASI", &e))?;
+        let memory = instance
+            .exports
+            .get_memory("memory")
+            .map_err(|e| engine_error("the module's memory", &e))?
+            .clone();
+        let realloc = instance.exports.get_function("cabi_realloc").ok().cloned();
+        {
+            let state = host_env.as_mut(&mut store);
+            state.memory = Some(memory.clone());
+            state.realloc = realloc.clone();
+        }
+        let mut worker = Worker {
+            store,
+            env: host_env,
+            instance: instance.clone(),
+            memory,
+            realloc,
+            interface: Arc::clone(inputs.interface),
+            storage: Arc::clone(inputs.storage),
+            record,
+        };
+        // Reactor start code. Its host calls are in the oplog right after `create`, so during
+        // recovery the gate replays them.
+        if let Ok(init) = instance.exports.get_function("_initialize") {
+            if let Err(err) = init.call(&mut worker.store, &[]) {
+                return Err(worker.fatal_or(Error::Trap {
+                    function: "_initialize".into(),
+                    message: err.message(),
+                }));
+            }
+        }
+        Ok(worker)
+    }
+
+    fn gate(&mut self) -> &mut Gate {
+        &mut self.env.as_mut(&mut self.store).gate
+    }
+
+    /// The fatal error a host function raised, else `fallback`.
+    fn fatal_or(&mut self, fallback: Error) -> Error {
+        self.gate().take_fatal().unwrap_or(fallback)
+    }
+
+    /// Replays the rest of the oplog.
+    fn replay(&mut self, report: &mut RecoveryReport) -> Result<()> {
+        while let Some((index, entry)) = self.gate().next_replayed()? {
+            match entry {
+                OplogEntry::ExportedFunctionInvoked {
+                    function,
+                    params,
+                    idempotency_key,
+                    ..
+                } => {
+                    report.invocations_replayed += 1;
+                    self.replay_invocation(index, &function, &params, &idempotency_key, report)?;
+                }
+                OplogEntry::Error { message, .. } => {
+                    self.record.status = WorkerStatus::Failed;
+                    self.record.last_error = Some(message);
+                }
+                OplogEntry::Exited { .. } => self.record.status = WorkerStatus::Exited,
+                OplogEntry::Jump { .. } | OplogEntry::NoOp => {}
+                other => {
+                    return Err(self.gate().diverged(
+                        index,
+                        format!("expected an invocation, found {}: {other}", other.kind()),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_invocation(
+        &mut self,
+        index: OplogIndex,
+        function: &str,
+        params: &[String],
+        idempotency_key: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        let export = self.interface.find_export(function).map_err(|e| Error::Divergence {
+            worker: self.record.id.clone(),
+            index,
+            detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
+        })?;
+        let values = parse_params(&export, params)?;
+        let outcome = self.call_export(&export, &values)?;
+        if self.gate().mode() == Mode::Live {
+            // The oplog ended inside this invocation: it was in flight when the worker stopped.
+            // It has now finished live; record it like any live invocation.
+            report.resumed_invocation = true;
+            self.finish_live(&export, idempotency_key, outcome)?;
+            return Ok(());
+        }
+        let next = self.gate().next_replayed()?;
+        match (outcome, next) {
+            (
+                CallOutcome::Returned(value),
+                Some((_, OplogEntry::ExportedFunctionCompleted { result, .. })),
+            ) => {
+                let replayed = value.as_ref().map(to_wave).transpose()?;
+                if replayed != result {
+                    return Err(self.gate().diverged(
+                        index,
+                        format!(
+                            "{} returned {} on replay but {} when it ran",
+                            export.display_name,
+                            replayed.as_deref().unwrap_or("nothing"),
+                            result.as_deref().unwrap_or("nothing")
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            (CallOutcome::Trapped(message), Some((_, OplogEntry::Error { .. }))) => {
+                self.record.status = WorkerStatus::Failed;
+                self.record.last_error = Some(message);
+                Ok(())
+            }
+            (CallOutcome::Exited(_), Some((_, OplogEntry::Exited { .. }))) => {
+                self.record.status = WorkerStatus::Exited;
+                Ok(())
+            }
+            (outcome, next) => {
+                let got = match outcome {
+                    CallOutcome::Returned(_) => "returned".to_string(),
+                    CallOutcome::Trapped(m) => format!("trapped ({m})"),
+                    CallOutcome::Exited(c) => format!("exited with code {c}"),
+                };
+                let (at, recorded) = match next {
+                    Some((i, e)) => (i, e.to_string()),
+                    None => (index, "the end of the oplog".into()),
+                };
+                Err(self.gate().diverged(
+                    at,
+                    format!("{} {got} on replay, but the oplog has: {recorded}", export.display_name),
+                ))
+            }
+        }
+    }
+
+    /// Invokes an export live with WAVE params; returns the WAVE result.
+    pub fn invoke(&mut self, function: &str, params: &[String], idempotency_key: &str) -> Result<Option<String>> {
+        match self.record.status {
+            WorkerStatus::Failed => {
+                return Err(Error::WorkerFailed {
+                    worker: self.record.id.clone(),
+                    reason: self.record.last_error.clone().unwrap_or_default(),
+                })
+            }
+            WorkerStatus::Exited => {
+                return Err(Error::WorkerExited {
+                    worker: self.record.id.clone(),
+                })
+            }
+            _ => {}
+        }
+        let export = self.interface.find_export(function)?;
+        let values = parse_params(&export, params)?;
+        let canonical: Vec<String> = values.iter().map(to_wave).collect::<Result<_, _>>()?;
+        self.gate().append(OplogEntry::ExportedFunctionInvoked {
+            timestamp_ms: now_ms(),
+            function: export.core_name.clone(),
+            params: canonical,
+            idempotency_key: idempotency_key.to_string(),
+        })?;
+        self.record.status = WorkerStatus::Running;
+        let outcome = self.call_export(&export, &values)?;
+        self.finish_live(&export, idempotency_key, outcome)
+    }
+
+    /// Records how a live invocation ended and commits it durably with the worker record and
+    /// the idempotency result, in one transaction.
+    fn finish_live(
+        &mut self,
+        export: &ExportedFunction,
+        idempotency_key: &str,
+        outcome: CallOutcome,
+    ) -> Result<Option<String>> {
+        let (entry, status, returned) = match outcome {
+            CallOutcome::Returned(value) => {
+                let result = value.as_ref().map(to_wave).transpose()?;
+                (
+                    OplogEntry::ExportedFunctionCompleted {
+                        timestamp_ms: now_ms(),
+                        result: result.clone(),
+                    },
+                    WorkerStatus::Idle,
+                    Ok(result),
+                )
+            }
+            CallOutcome::Trapped(message) => (
+                OplogEntry::Error {
+                    timestamp_ms: now_ms(),
+                    message: message.clone(),
+                },
+                WorkerStatus::Failed,
+                Err(Error::Trap {
+                    function: export.display_name.clone(),
+                    message,
+                }),
+            ),
+            CallOutcome::Exited(code) => (
+                OplogEntry::Exited {
+                    timestamp_ms: now_ms(),
+                    code,
+                },
+                WorkerStatus::Exited,
+                Ok(None),
+            ),
+        };
+        let completed_at = self.gate().append(entry)?;
+        self.record.status = status;
+        if let Err(err) = &returned {
+            self.record.last_error = Some(err.to_string());
+        }
+        self.record.oplog_len = completed_at;
+        let record = codec::encode(&self.record);
+        let record_key = self.record.id.storage_key();
+        let result_value = match &returned {
+            Ok(result) => Some(codec::encode(&InvocationResult {
+                function: export.display_name.clone(),
+                result: result.clone(),
+                completed_at,
+            })),
+            Err(_) => None,
+        };
+        let invocation_key = invocation_key(&self.record.uid, idempotency_key);
+        let tables = self.storage.tables();
+        self.gate().commit_with(true, |txn| {
+            use lmdb::WriteFlags;
+            txn.put(tables.workers, &record_key, &record, WriteFlags::empty())?;
+            if let Some(value) = &result_value {
+                txn.put(tables.invocations, &invocation_key, value, WriteFlags::empty())?;
+            }
+            Ok(())
+        })?;
+        returned
+    }
+
+    /// Calls an export: lower params, call, lift the result, post-return.
+    fn call_export(&mut self, export: &ExportedFunction, values: &[Value]) -> Result<CallOutcome> {
+        let func = self
+            .instance
+            .exports
+            .get_function(&export.core_name)
+            .cloned()
+            .map_err(|_| Error::UnknownFunction(format!("the module has no export {}", export.core_name)))?;
+        let memory = self.memory.clone();
+        let realloc = self.realloc.clone();
+        let core_args = {
+            let mut mem = GuestMem {
+                store: &mut self.store,
+                memory: &memory,
+                realloc: realloc.as_ref(),
+            };
+            match export.abi.lower_params(&mut mem, values) {
+                Ok(args) => args,
+                Err(err) => return Ok(self.trapped_or_fatal(err.to_string())?),
+            }
+        };
+        let args: Vec<wasmer::Value> = core_args.into_iter().map(to_wasmer).collect();
+        let results = match func.call(&mut self.store, &args) {
+            Ok(results) => results,
+            Err(err) => return self.classify_trap(err),
+        };
+        let core_results = results
+            .iter()
+            .map(from_wasmer)
+            .collect::<Result<Vec<_>, RuntimeError>>()
+            .map_err(|e| Error::Engine(e.message()))?;
+        let lifted = {
+            let mem = GuestMem {
+                store: &mut self.store,
+                memory: &memory,
+                realloc: realloc.as_ref(),
+            };
+            export.abi.lift_result(&mem, &core_results)
+        };
+        let value = match lifted {
+            Ok(value) => value,
+            Err(err) => return self.trapped_or_fatal(format!("the result could not be read: {err}")),
+        };
+        let post_name = format!("cabi_post_{}", export.core_name);
+        if let Ok(post) = self.instance.exports.get_function(&post_name).cloned() {
+            if let Err(err) = post.call(&mut self.store, &results) {
+                return self.classify_trap(err);
+            }
+        }
+        Ok(CallOutcome::Returned(value))
+    }
+
+    fn trapped_or_fatal(&mut self, message: String) -> Result<CallOutcome> {
+        match self.gate().take_fatal() {
+            Some(err) => Err(err),
+            None => Ok(CallOutcome::Trapped(message)),
+        }
+    }
+
+    /// A guest call failed: a host-side fatal error (divergence, storage), an exit, or a trap.
+    fn classify_trap(&mut self, err: RuntimeError) -> Result<CallOutcome> {
+        if let Some(fatal) = self.gate().take_fatal() {
+            return Err(fatal);
+        }
+        match err.downcast::<wasmer_wasix::WasiError>() {
+            Ok(wasmer_wasix::WasiError::Exit(code)) => Ok(CallOutcome::Exited(code.raw() as u32)),
+            Ok(other) => Ok(CallOutcome::Trapped(other.to_string())),
+            Err(err) => Ok(CallOutcome::Trapped(err.message())),
+        }
+    }
+
+    /// Entries in the oplog (committed or pending).
+    pub fn oplog_len(&mut self) -> OplogIndex {
+        self.gate().next_index() - 1
+    }
+
+    /// The linear memory's current size in bytes.
+    pub fn memory_size(&self) -> u64 {
+        self.memory.view(&self.store).data_size()
+    }
+}
+
+/// Parses WAVE params against an export's param types, with errors that name the param.
+pub fn parse_params(export: &ExportedFunction, params: &[String]) -> Result<Vec<Value>> {
+    let names = export.abi.param_names();
+    let types = export.abi.param_types();
+    let signature = || {
+        names
+            .iter()
+            .zip(types)
+            .map(|(n, t)| format!("{n}: {}", t))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if params.len() != types.len() {
+        return Err(Error::InvalidArguments(format!(
+            "{} takes {} parameter{} ({}) but {} {} given",
+            export.display_name,
+            types.len(),
+            if types.len() == 1 { "" } else { "s" },
+            signature(),
+            params.len(),
+            if params.len() == 1 { "was" } else { "were" }
+        )));
+    }
+    params
+        .iter()
+        .zip(types)
+        .zip(names)
+        .enumerate()
+        .map(|(i, ((text, ty), name))| {
+            parse_wave(ty, text).map_err(|e| {
+                Error::InvalidArguments(format!(
+                    "parameter {} ({name}: {}) of {}: {e}",
+                    i + 1,
+                    ty,
+                    export.display_name
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Time helper for reports.
+pub fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}

@@ -1,0 +1,35 @@
+//! Snapshots of a wasm instance's state at idle points: linear memory, globals and opaque host
+//! state, as a manifest pointing at content-addressed, compressed pages.
+//!
+//! The pipeline is the layout, in the order data flows:
+//! [`page`] (one page's identity and encoding) -> [`capture`] (memory to manifest + new pages)
+//! -> [`manifest`] (what a snapshot is, encoded with a checksum) -> [`restore`] (manifest and
+//! pages back into memory) and [`diff`] (which pages changed between two snapshots).
+//!
+//! This crate knows nothing of LMDB or Wasmer: the runtime stores what [`capture`] returns and
+//! hands [`restore`] a way to fetch pages.
+
+pub mod capture;
+pub mod diff;
+pub mod manifest;
+pub mod page;
+pub mod restore;
+
+pub use capture::{capture, Capture, CaptureStats, State};
+pub use diff::{diff, PageRange};
+pub use manifest::Manifest;
+pub use page::{PageHash, PageRef, PAGE_BYTES};
+pub use restore::restore_into;
+
+/// Errors of snapshot data: corruption is expected (disks fail) and reported, never decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("corrupt snapshot {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("page {hash} is missing from storage")]
+    MissingPage { hash: PageHash },
+    #[error("the snapshot needs {needed} bytes of memory but the target has {available}")]
+    MemoryTooSmall { needed: u64, available: u64 },
+    #[error("storage error while reading page {hash}: {detail}")]
+    Fetch { hash: PageHash, detail: String },
+}

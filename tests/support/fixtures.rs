@@ -1,0 +1,88 @@
+//! Hand-made inputs for the error-path tests: modules that are wrong in one specific way, and
+//! storage edits that simulate what a broken update or a disk fault would leave behind.
+
+use std::path::Path;
+
+use golemw_runtime::storage::{codec, Storage};
+use golemw_runtime::{WorkerId, WorkerRecord};
+use wasm_encoder::{
+    CustomSection, EntityType, ExportKind, ExportSection, FunctionSection, ImportSection,
+    MemorySection, MemoryType, Module, TypeSection,
+};
+
+/// A valid core module with a memory and no `component-type` section.
+pub fn module_without_component_type() -> Vec<u8> {
+    let mut module = Module::new();
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    module.section(&memories);
+    let mut exports = ExportSection::new();
+    exports.export("memory", ExportKind::Memory, 0);
+    module.section(&exports);
+    module.finish()
+}
+
+/// A module carrying `guest`'s `component-type` sections but importing `env.launch-missiles`,
+/// which no runtime provides.
+pub fn module_with_foreign_import(guest: &[u8]) -> Vec<u8> {
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    module.section(&types);
+    let mut imports = ImportSection::new();
+    imports.import("env", "launch-missiles", EntityType::Function(0));
+    module.section(&imports);
+    module.section(&FunctionSection::new());
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    module.section(&memories);
+    let mut exports = ExportSection::new();
+    exports.export("memory", ExportKind::Memory, 0);
+    module.section(&exports);
+    for payload in wasmparser::Parser::new(0).parse_all(guest) {
+        if let Ok(wasmparser::Payload::CustomSection(section)) = payload {
+            if section.name().starts_with("component-type") {
+                module.section(&CustomSection {
+                    name: section.name().into(),
+                    data: section.data().into(),
+                });
+            }
+        }
+    }
+    module.finish()
+}
+
+/// Rewrites a worker's component version directly in storage (the executor must be closed).
+pub fn set_worker_component_version(data_dir: &Path, id: &WorkerId, version: u64) {
+    edit_worker_record(data_dir, id, |record| record.component_version = version);
+}
+
+/// Applies `edit` to a worker's stored record (the executor must be closed).
+pub fn edit_worker_record(data_dir: &Path, id: &WorkerId, edit: impl FnOnce(&mut WorkerRecord)) {
+    let storage = Storage::open(data_dir).expect("open storage");
+    let db = storage.tables().workers;
+    let key = id.storage_key();
+    let bytes = storage.get(db, &key).unwrap().expect("worker record exists");
+    let mut record: WorkerRecord = codec::decode(&bytes, "worker record").unwrap();
+    edit(&mut record);
+    let encoded = codec::encode(&record);
+    storage
+        .write(|txn| {
+            txn.put(db, &key, &encoded, lmdb::WriteFlags::empty())?;
+            Ok(())
+        })
+        .unwrap();
+    storage.sync().unwrap();
+}

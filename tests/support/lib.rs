@@ -1,0 +1,116 @@
+//! Support code for golemw's integration tests.
+//!
+//! The guest programs under `tests/guests/` (a cargo workspace of their own) are built from
+//! source for `wasm32-wasip1` the first time a test asks for one; [`guest_wasm`] returns the path
+//! of the built core module.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The target the guests are built for.
+pub const GUEST_TARGET: &str = "wasm32-wasip1";
+
+/// The root of the repository (the main cargo workspace).
+pub fn repo_root() -> PathBuf {
+    // CARGO_MANIFEST_DIR is <repo>/tests.
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests_dir
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}
+
+/// The cargo target directory the guests are built in: `<repo>/target/guests`.
+pub fn guest_target_dir() -> PathBuf {
+    repo_root().join("target").join("guests")
+}
+
+/// The path of the built guest `name` (a crate of `tests/guests/`, e.g. `"counter"` or
+/// `"diverge-v1"`), building every guest first if this process has not done so yet.
+///
+/// The build runs once per test process (the result is cached) and under an exclusive lock on
+/// `<repo>/target/guests/.build.lock`, so several test processes can call this at once. It runs
+/// `cargo build --release --target wasm32-wasip1` on `tests/guests/Cargo.toml` with
+/// `--target-dir <repo>/target/guests`; cargo itself skips the work when nothing changed.
+///
+/// Panics, with cargo's output, if the build fails; panics if the guest does not exist.
+pub fn guest_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let release_dir = match BUILT.get_or_init(build_guests) {
+        Ok(dir) => dir,
+        Err(message) => panic!("{message}"),
+    };
+    let path = release_dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "guest {name:?} was not built: {} does not exist (is it a member of tests/guests/Cargo.toml?)",
+        path.display()
+    );
+    path
+}
+
+/// Builds every guest; returns the directory holding the `.wasm` files.
+fn build_guests() -> Result<PathBuf, String> {
+    let root = repo_root();
+    let manifest = root.join("tests").join("guests").join("Cargo.toml");
+    let target_dir = guest_target_dir();
+    fs::create_dir_all(&target_dir)
+        .map_err(|e| format!("cannot create {}: {e}", target_dir.display()))?;
+
+    let lock_path = target_dir.join(".build.lock");
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create lock file {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(GUEST_TARGET)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(root.join("tests").join("guests"));
+    // Settings meant for the host build (coverage or sanitizer flags, a forced target or
+    // target dir) must not leak into the guest build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        command.env_remove(var);
+    }
+
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the test guests: {e}"));
+    drop(lock); // closing the file releases the lock
+    let output = output?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the test guests failed ({}): `cargo build --release --target {GUEST_TARGET} \
+             --manifest-path {} --target-dir {}`\n\
+             (if the target is missing: `rustup target add {GUEST_TARGET}`)\n\
+             --- cargo stderr ---\n{}\n--- cargo stdout ---\n{}",
+            output.status,
+            manifest.display(),
+            target_dir.display(),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout),
+        ));
+    }
+    Ok(target_dir.join(GUEST_TARGET).join("release"))
+}
+
+mod fixtures;
+pub use fixtures::*;

@@ -1,0 +1,37 @@
+//! One module per command group; each turns parsed arguments into executor calls and output.
+
+pub mod component;
+pub mod run;
+pub mod worker;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use golemw_runtime::{Executor, ExecutorOptions, WorkerId};
+
+/// What every command gets from the global flags.
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub json: bool,
+}
+
+impl Context {
+    /// Opens the data directory; guest output is echoed unless output is JSON.
+    pub fn executor(&self) -> Result<Executor> {
+        Executor::open(
+            &self.data_dir,
+            ExecutorOptions {
+                echo_output: !self.json,
+            },
+        )
+        .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
+    }
+}
+
+/// Splits `COMPONENT/WORKER` and resolves the component.
+pub fn worker_id(executor: &Executor, spec: &str) -> Result<WorkerId> {
+    let (component, worker) = spec.split_once('/').with_context(|| {
+        format!("{spec:?} is not COMPONENT/WORKER (a component name or UUID, a slash, a worker name)")
+    })?;
+    Ok(executor.worker_id(component, worker)?)
+}

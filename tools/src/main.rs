@@ -1,0 +1,97 @@
+//! `golemw`: run, invoke and inspect durable WebAssembly workers.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable WebAssembly workers on Wasmer: every worker survives crashes and restarts.
+///
+/// Workers are instances of components (wasm32-wasip1 modules built with wit-bindgen). Their
+/// history is kept in an oplog in an LMDB database under the data directory; any command that
+/// touches a worker brings it back from there.
+#[derive(Parser)]
+#[command(name = "golemw", version, propagate_version = true)]
+struct Cli {
+    /// Data directory holding components, workers and oplogs.
+    /// Defaults to $XDG_DATA_HOME/golemw (or ~/.local/share/golemw).
+    #[arg(long, global = true, env = "GOLEMW_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More logging (repeat for more); or set RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a function of a wasm file as a durable worker, in one step.
+    ///
+    /// Adds the file as a component named after it (a new version if it changed), creates the
+    /// worker if needed, invokes FUNCTION and prints the result as WAVE. Run it again and the
+    /// worker continues from its state.
+    Run(commands::run::RunArgs),
+    /// Add, update and list components.
+    #[command(subcommand)]
+    Component(commands::component::ComponentCommand),
+    /// Create, invoke, inspect and delete workers.
+    #[command(subcommand)]
+    Worker(commands::worker::WorkerCommand),
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("golemw");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/golemw"),
+        None => PathBuf::from(".golemw"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = commands::Context {
+        data_dir: cli.data_dir.unwrap_or_else(default_data_dir),
+        json: cli.json,
+    };
+    let outcome = match cli.command {
+        Command::Run(args) => commands::run::run(&ctx, args),
+        Command::Component(cmd) => commands::component::run(&ctx, cmd),
+        Command::Worker(cmd) => commands::worker::run(&ctx, cmd),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            if ctx.json {
+                println!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
