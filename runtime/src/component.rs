@@ -87,7 +87,8 @@ impl Interface {
                 match &wanted {
                     (None, w) => w == func,
                     (Some(wi), w) => {
-                        w == func && (Some(wi.as_str()) == iface || Some(wi.as_str()) == unversioned)
+                        w == func
+                            && (Some(wi.as_str()) == iface || Some(wi.as_str()) == unversioned)
                     }
                 }
             })
@@ -362,7 +363,11 @@ impl ComponentStore {
     pub fn add(&self, name: &str, wasm: &[u8]) -> Result<ComponentRecord> {
         validate_component_name(name)?;
         let interface = validate(wasm)?;
-        if self.storage.get(self.storage.tables().component_names, name.as_bytes())?.is_some() {
+        if self
+            .storage
+            .get(self.storage.tables().component_names, name.as_bytes())?
+            .is_some()
+        {
             return Err(Error::ComponentExists(name.to_string()));
         }
         let record = ComponentRecord {
@@ -411,7 +416,12 @@ impl ComponentStore {
                 )?;
             }
             txn.put(tables.components, &key, &encoded, WriteFlags::NO_OVERWRITE)?;
-            txn.put(tables.component_wasm, &key, &sealed, WriteFlags::NO_OVERWRITE)?;
+            txn.put(
+                tables.component_wasm,
+                &key,
+                &sealed,
+                WriteFlags::NO_OVERWRITE,
+            )?;
             Ok(())
         })?;
         self.storage.sync()
@@ -502,7 +512,10 @@ impl ComponentStore {
         let what = format!("wasm of component {id} version {version}");
         let sealed = self
             .storage
-            .get(self.storage.tables().component_wasm, &version_key(id, version))?
+            .get(
+                self.storage.tables().component_wasm,
+                &version_key(id, version),
+            )?
             .ok_or_else(|| Error::UnknownComponent(id.to_string()))?;
         let compressed = codec::check(&sealed, &what)?;
         zstd::stream::decode_all(compressed).map_err(|e| Error::Corrupt {

@@ -67,8 +67,9 @@ impl Executor {
             .enable_all()
             .build()
             .map_err(|e| Error::Engine(format!("starting the tokio runtime: {e}")))?;
-        let task_manager =
-            wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager::new(tokio.handle().clone());
+        let task_manager = wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager::new(
+            tokio.handle().clone(),
+        );
         let mut runtime = wasmer_wasix::PluggableRuntime::new(Arc::new(task_manager));
         runtime.set_engine(engine.clone());
         Ok(Executor {
@@ -148,7 +149,10 @@ impl Executor {
         if let Some(active) = self.active.get(id) {
             return Ok(active.worker.record.clone());
         }
-        match self.storage.get(self.storage.tables().workers, &id.storage_key())? {
+        match self
+            .storage
+            .get(self.storage.tables().workers, &id.storage_key())?
+        {
             Some(bytes) => codec::decode(&bytes, &format!("record of worker {id}")),
             None => Err(Error::UnknownWorker(id.clone())),
         }
@@ -190,7 +194,11 @@ impl Executor {
     }
 
     /// The compiled module and decoded interface of a component version (cached).
-    fn module(&mut self, id: ComponentId, version: ComponentVersion) -> Result<(wasmer::Module, Arc<Interface>)> {
+    fn module(
+        &mut self,
+        id: ComponentId,
+        version: ComponentVersion,
+    ) -> Result<(wasmer::Module, Arc<Interface>)> {
         if let Some((module, interface)) = self.modules.get(&(id, version)) {
             return Ok((module.clone(), Arc::clone(interface)));
         }

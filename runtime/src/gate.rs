@@ -124,7 +124,10 @@ impl Gate {
             }
             self.replay_buffer.extend(entries);
         }
-        let (index, entry) = self.replay_buffer.pop_front().expect("buffer refilled above");
+        let (index, entry) = self
+            .replay_buffer
+            .pop_front()
+            .expect("buffer refilled above");
         debug_assert_eq!(index, self.next_index, "replay read out of order");
         self.next_index += 1;
         Ok(Some((index, entry)))

@@ -84,7 +84,9 @@ pub fn validate_worker_name(name: &str) -> Result<(), String> {
         ));
     }
     if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(format!("worker name {name:?} contains {c:?}, which is not allowed"));
+        return Err(format!(
+            "worker name {name:?} contains {c:?}, which is not allowed"
+        ));
     }
     Ok(())
 }

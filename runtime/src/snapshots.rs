@@ -41,7 +41,12 @@ pub fn put(storage: &Storage, uid: &Uuid, capture: &Capture) -> Result<()> {
     let key = manifest_key(uid, capture.manifest.oplog_index);
     storage.write(|txn| {
         for (hash, bytes) in &capture.new_pages {
-            txn.put(tables.snapshot_pages, &page_key(uid, hash), bytes, WriteFlags::empty())?;
+            txn.put(
+                tables.snapshot_pages,
+                &page_key(uid, hash),
+                bytes,
+                WriteFlags::empty(),
+            )?;
         }
         txn.put(tables.snapshots, &key, &manifest, WriteFlags::empty())?;
         Ok(())
@@ -116,18 +121,31 @@ impl<'s> PageReader<'s> {
             .storage
             .env()
             .begin_ro_txn()
-            .map_err(|e| SnapshotError::Fetch { hash: *hash, detail: e.to_string() })?;
-        match txn.get(self.storage.tables().snapshot_pages, &page_key(&self.uid, hash)) {
+            .map_err(|e| SnapshotError::Fetch {
+                hash: *hash,
+                detail: e.to_string(),
+            })?;
+        match txn.get(
+            self.storage.tables().snapshot_pages,
+            &page_key(&self.uid, hash),
+        ) {
             Ok(bytes) => Ok(bytes.to_vec()),
             Err(lmdb::Error::NotFound) => Err(SnapshotError::MissingPage { hash: *hash }),
-            Err(e) => Err(SnapshotError::Fetch { hash: *hash, detail: e.to_string() }),
+            Err(e) => Err(SnapshotError::Fetch {
+                hash: *hash,
+                detail: e.to_string(),
+            }),
         }
     }
 }
 
 /// Deletes snapshots and collects pages that no remaining manifest references. `drop` picks the
 /// manifests to delete by oplog index.
-pub fn delete_where(storage: &Storage, uid: &Uuid, drop: impl Fn(OplogIndex) -> bool) -> Result<usize> {
+pub fn delete_where(
+    storage: &Storage,
+    uid: &Uuid,
+    drop: impl Fn(OplogIndex) -> bool,
+) -> Result<usize> {
     let snapshots = list(storage, uid)?;
     let (dropped, kept): (Vec<_>, Vec<_>) = snapshots.into_iter().partition(|s| drop(s.index));
     if dropped.is_empty() {

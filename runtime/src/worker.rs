@@ -220,7 +220,10 @@ pub struct InstanceInputs<'a> {
 
 impl Worker {
     /// Creates the instance and replays the worker's oplog; afterwards the worker is live.
-    pub fn recover(inputs: InstanceInputs<'_>, record: WorkerRecord) -> Result<(Worker, RecoveryReport)> {
+    pub fn recover(
+        inputs: InstanceInputs<'_>,
+        record: WorkerRecord,
+    ) -> Result<(Worker, RecoveryReport)> {
         let started = Instant::now();
         let committed = crate::oplog::store::last_index(inputs.storage, &record.uid)?;
         let mut gate = Gate::new(
@@ -260,7 +263,8 @@ impl Worker {
         args: &[String],
         env: &[(String, String)],
     ) -> Result<Worker> {
-        let engine_error = |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
+        let engine_error =
+            |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
         let mut store = Store::new(inputs.engine.clone());
         let mut wasi = wasmer_wasix::WasiEnvBuilder::new(record.id.worker_name.clone())
             .args(args)
@@ -268,9 +272,13 @@ impl Worker {
             .runtime(Arc::clone(inputs.wasi_runtime))
             .finalize(&mut store)
             .map_err(|e| engine_error("setting up WASI", &e))?;
-        let mut imports = wasi
-            .import_object(&mut store, inputs.module)
-            .map_err(|e| engine_error("WASI imports", &e))?;
+        // Preview 1 imports even for a module that imports no WASI at all (wasix would refuse
+        // to guess its version); unused imports cost nothing.
+        let mut imports = wasmer_wasix::generate_import_object_from_env(
+            &mut store,
+            &wasi.env,
+            wasmer_wasix::WasiVersion::Snapshot1,
+        );
         let context = Arc::new(WorkerContext {
             id: record.id.clone(),
             record: record.clone(),
@@ -376,11 +384,14 @@ impl Worker {
         idempotency_key: &str,
         report: &mut RecoveryReport,
     ) -> Result<()> {
-        let export = self.interface.find_export(function).map_err(|e| Error::Divergence {
-            worker: self.record.id.clone(),
-            index,
-            detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
-        })?;
+        let export = self
+            .interface
+            .find_export(function)
+            .map_err(|e| Error::Divergence {
+                worker: self.record.id.clone(),
+                index,
+                detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
+            })?;
         let values = parse_params(&export, params)?;
         let outcome = self.call_export(&export, &values)?;
         if self.gate().mode() == Mode::Live {
@@ -431,14 +442,22 @@ impl Worker {
                 };
                 Err(self.gate().diverged(
                     at,
-                    format!("{} {got} on replay, but the oplog has: {recorded}", export.display_name),
+                    format!(
+                        "{} {got} on replay, but the oplog has: {recorded}",
+                        export.display_name
+                    ),
                 ))
             }
         }
     }
 
     /// Invokes an export live with WAVE params; returns the WAVE result.
-    pub fn invoke(&mut self, function: &str, params: &[String], idempotency_key: &str) -> Result<Option<String>> {
+    pub fn invoke(
+        &mut self,
+        function: &str,
+        params: &[String],
+        idempotency_key: &str,
+    ) -> Result<Option<String>> {
         match self.record.status {
             WorkerStatus::Failed => {
                 return Err(Error::WorkerFailed {
@@ -529,7 +548,12 @@ impl Worker {
             use lmdb::WriteFlags;
             txn.put(tables.workers, &record_key, &record, WriteFlags::empty())?;
             if let Some(value) = &result_value {
-                txn.put(tables.invocations, &invocation_key, value, WriteFlags::empty())?;
+                txn.put(
+                    tables.invocations,
+                    &invocation_key,
+                    value,
+                    WriteFlags::empty(),
+                )?;
             }
             Ok(())
         })?;
@@ -543,7 +567,9 @@ impl Worker {
             .exports
             .get_function(&export.core_name)
             .cloned()
-            .map_err(|_| Error::UnknownFunction(format!("the module has no export {}", export.core_name)))?;
+            .map_err(|_| {
+                Error::UnknownFunction(format!("the module has no export {}", export.core_name))
+            })?;
         let memory = self.memory.clone();
         let realloc = self.realloc.clone();
         let core_args = {
@@ -554,7 +580,7 @@ impl Worker {
             };
             match export.abi.lower_params(&mut mem, values) {
                 Ok(args) => args,
-                Err(err) => return Ok(self.trapped_or_fatal(err.to_string())?),
+                Err(err) => return self.trapped_or_fatal(err.to_string()),
             }
         };
         let args: Vec<wasmer::Value> = core_args.into_iter().map(to_wasmer).collect();
@@ -577,7 +603,9 @@ impl Worker {
         };
         let value = match lifted {
             Ok(value) => value,
-            Err(err) => return self.trapped_or_fatal(format!("the result could not be read: {err}")),
+            Err(err) => {
+                return self.trapped_or_fatal(format!("the result could not be read: {err}"))
+            }
         };
         let post_name = format!("cabi_post_{}", export.core_name);
         if let Ok(post) = self.instance.exports.get_function(&post_name).cloned() {

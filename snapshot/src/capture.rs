@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::manifest::Manifest;
 pub use crate::manifest::CaptureStats;
+use crate::manifest::Manifest;
 use crate::page::{encode_page, fingerprint, PageHash, PageRef, PAGE_BYTES};
 
 /// What a capture produced: the manifest and the pages to store.
@@ -56,7 +56,13 @@ pub fn capture(
             let fp = fingerprint(bytes);
             if let Some(PageRef::Stored { fingerprint, hash }) = previous.and_then(|p| p.get(i)) {
                 if *fingerprint == fp && bytes.len() == PAGE_BYTES {
-                    return (PageRef::Stored { hash: *hash, fingerprint: fp }, None);
+                    return (
+                        PageRef::Stored {
+                            hash: *hash,
+                            fingerprint: fp,
+                        },
+                        None,
+                    );
                 }
             }
             if is_zero(bytes) {
@@ -78,7 +84,13 @@ pub fn capture(
                 padded.resize(PAGE_BYTES, 0);
                 Some(encode_page(&padded))
             };
-            (PageRef::Stored { hash, fingerprint: fp }, encoded)
+            (
+                PageRef::Stored {
+                    hash,
+                    fingerprint: fp,
+                },
+                encoded,
+            )
         })
         .collect();
     let mut new_pages: Vec<(PageHash, Vec<u8>)> = Vec::new();
@@ -90,11 +102,14 @@ pub fn capture(
         refs.push(page);
     }
     // Identical new pages (e.g. two equal buffers) are written once; sorted for determinism.
-    new_pages.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    new_pages.sort_unstable_by_key(|a| a.0);
     new_pages.dedup_by(|a, b| a.0 == b.0);
     let stats = CaptureStats {
         pages_total: refs.len() as u32,
-        pages_stored: refs.iter().filter(|p| matches!(p, PageRef::Stored { .. })).count() as u32,
+        pages_stored: refs
+            .iter()
+            .filter(|p| matches!(p, PageRef::Stored { .. }))
+            .count() as u32,
         pages_new: new_pages.len() as u32,
         bytes_new: new_pages.iter().map(|(_, b)| b.len() as u64).sum(),
         capture_us: started.elapsed().as_micros() as u64,
@@ -139,7 +154,10 @@ mod tests {
             created_at_ms: 0,
         };
         let capture = capture(state, previous, |h| stored.lock().unwrap().contains(h));
-        stored.lock().unwrap().extend(capture.new_pages.iter().map(|(h, _)| *h));
+        stored
+            .lock()
+            .unwrap()
+            .extend(capture.new_pages.iter().map(|(h, _)| *h));
         capture
     }
 

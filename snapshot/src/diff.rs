@@ -19,7 +19,9 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Vec<PageRange> {
     for i in 0..len {
         let same = match (a.pages.get(i), b.pages.get(i)) {
             (Some(PageRef::Zero), Some(PageRef::Zero)) => true,
-            (Some(PageRef::Stored { hash: x, .. }), Some(PageRef::Stored { hash: y, .. })) => x == y,
+            (Some(PageRef::Stored { hash: x, .. }), Some(PageRef::Stored { hash: y, .. })) => {
+                x == y
+            }
             _ => false,
         };
         if same {
@@ -28,7 +30,10 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Vec<PageRange> {
         let i = i as u32;
         match ranges.last_mut() {
             Some(last) if last.end == i => last.end = i + 1,
-            _ => ranges.push(PageRange { start: i, end: i + 1 }),
+            _ => ranges.push(PageRange {
+                start: i,
+                end: i + 1,
+            }),
         }
     }
     ranges

@@ -63,7 +63,10 @@ impl Manifest {
             detail,
         };
         if bytes.len() < 5 {
-            return Err(corrupt(format!("{} bytes, shorter than its header", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes, shorter than its header",
+                bytes.len()
+            )));
         }
         if bytes[0] != MANIFEST_FORMAT {
             return Err(corrupt(format!("unknown format {}", bytes[0])));
@@ -71,10 +74,12 @@ impl Manifest {
         let crc = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
         let actual = crc32fast::hash(&bytes[5..]);
         if crc != actual {
-            return Err(corrupt(format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})")));
+            return Err(corrupt(format!(
+                "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+            )));
         }
-        let manifest: Manifest =
-            postcard::from_bytes(&bytes[5..]).map_err(|e| corrupt(format!("does not decode: {e}")))?;
+        let manifest: Manifest = postcard::from_bytes(&bytes[5..])
+            .map_err(|e| corrupt(format!("does not decode: {e}")))?;
         let expected_pages = manifest.memory_bytes.div_ceil(crate::PAGE_BYTES as u64);
         if manifest.pages.len() as u64 != expected_pages {
             return Err(corrupt(format!(

@@ -76,19 +76,28 @@ pub fn encode_page(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a stored page into `dst` (exactly one page), checking its CRC32.
-pub fn decode_page_into(stored: &[u8], dst: &mut [u8], hash: &PageHash) -> Result<(), SnapshotError> {
+pub fn decode_page_into(
+    stored: &[u8],
+    dst: &mut [u8],
+    hash: &PageHash,
+) -> Result<(), SnapshotError> {
     let corrupt = |detail: String| SnapshotError::Corrupt {
         what: format!("page {hash}"),
         detail,
     };
     if stored.len() < HEADER_BYTES {
-        return Err(corrupt(format!("{} bytes, shorter than its header", stored.len())));
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its header",
+            stored.len()
+        )));
     }
     let crc = u32::from_le_bytes(stored[1..5].try_into().expect("4 bytes"));
     let payload = &stored[HEADER_BYTES..];
     let actual = crc32fast::hash(payload);
     if crc != actual {
-        return Err(corrupt(format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})")));
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+        )));
     }
     match stored[0] {
         CODEC_RAW if payload.len() == dst.len() => dst.copy_from_slice(payload),

@@ -53,7 +53,12 @@ mod tests {
     #[test]
     fn restore_gives_back_the_captured_memory() {
         let mut memory = vec![0u8; 8 * PAGE_BYTES];
-        for (i, b) in memory.iter_mut().enumerate().skip(PAGE_BYTES).take(3 * PAGE_BYTES) {
+        for (i, b) in memory
+            .iter_mut()
+            .enumerate()
+            .skip(PAGE_BYTES)
+            .take(3 * PAGE_BYTES)
+        {
             *b = (i * 31 % 251) as u8;
         }
         let state = State {
@@ -69,7 +74,10 @@ mod tests {
         let manifest = Manifest::decode(&captured.manifest.encode()).unwrap();
         let mut dst = vec![0xAAu8; 8 * PAGE_BYTES];
         restore_into(&manifest, &mut dst, |h| {
-            pages.get(h).cloned().ok_or(SnapshotError::MissingPage { hash: *h })
+            pages
+                .get(h)
+                .cloned()
+                .ok_or(SnapshotError::MissingPage { hash: *h })
         })
         .unwrap();
         assert_eq!(dst, memory);
@@ -89,7 +97,9 @@ mod tests {
         };
         let captured = capture(state, None, |_| false);
         let mut dst = vec![0u8; 2 * PAGE_BYTES];
-        let err = restore_into(&captured.manifest, &mut dst, |h| Err(SnapshotError::MissingPage { hash: *h }));
+        let err = restore_into(&captured.manifest, &mut dst, |h| {
+            Err(SnapshotError::MissingPage { hash: *h })
+        });
         assert!(matches!(err, Err(SnapshotError::MissingPage { .. })));
     }
 }

@@ -74,7 +74,10 @@ pub fn edit_worker_record(data_dir: &Path, id: &WorkerId, edit: impl FnOnce(&mut
     let storage = Storage::open(data_dir).expect("open storage");
     let db = storage.tables().workers;
     let key = id.storage_key();
-    let bytes = storage.get(db, &key).unwrap().expect("worker record exists");
+    let bytes = storage
+        .get(db, &key)
+        .unwrap()
+        .expect("worker record exists");
     let mut record: WorkerRecord = codec::decode(&bytes, "worker record").unwrap();
     edit(&mut record);
     let encoded = codec::encode(&record);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
-use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, RuntimeError, Store, Type};
+use wasmer::{
+    Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, RuntimeError, Store, Type,
+};
 
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
 use crate::abi::{parse_wave, CoreType};
@@ -35,8 +37,16 @@ pub fn define_imports(
 ) {
     for func in functions {
         let ty = FunctionType::new(
-            func.abi.core_params().iter().map(core_type).collect::<Vec<_>>(),
-            func.abi.core_results().iter().map(core_type).collect::<Vec<_>>(),
+            func.abi
+                .core_params()
+                .iter()
+                .map(core_type)
+                .collect::<Vec<_>>(),
+            func.abi
+                .core_results()
+                .iter()
+                .map(core_type)
+                .collect::<Vec<_>>(),
         );
         let func = Arc::clone(func);
         let name = func.name.clone();
@@ -60,9 +70,15 @@ fn call(
     func: &ImportedFunction,
     args: &[wasmer::Value],
 ) -> Result<Vec<wasmer::Value>, RuntimeError> {
-    let core_args = args.iter().map(from_wasmer).collect::<Result<Vec<_>, _>>()?;
+    let core_args = args
+        .iter()
+        .map(from_wasmer)
+        .collect::<Result<Vec<_>, _>>()?;
     let (state, mut store) = ctx.data_and_store_mut();
-    let memory = state.memory.clone().expect("memory is set after instantiation");
+    let memory = state
+        .memory
+        .clone()
+        .expect("memory is set after instantiation");
     let realloc = state.realloc.clone();
     let mut mem = GuestMem {
         store: &mut store,
@@ -81,10 +97,15 @@ fn call(
     Ok(core.into_iter().map(to_wasmer).collect())
 }
 
-fn dispatch(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) -> Result<Option<Value>> {
+fn dispatch(
+    state: &mut HostState,
+    func: &ImportedFunction,
+    params: Vec<Value>,
+) -> Result<Option<Value>> {
     let result_type = func.abi.result_type();
     let typed = |text: &str| -> Result<Option<Value>> {
-        let ty = result_type.ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
+        let ty = result_type
+            .ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
         Ok(Some(parse_wave(ty, text)?))
     };
     match func.name.as_str() {
@@ -107,15 +128,19 @@ fn dispatch(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) 
             let HostValue::Bytes(bytes) = key else {
                 return Err(shape_error(func, &key));
             };
-            let uuid = uuid::Uuid::from_slice(&bytes).map_err(|_| shape_error(func, &HostValue::Bytes(bytes)))?;
+            let uuid = uuid::Uuid::from_slice(&bytes)
+                .map_err(|_| shape_error(func, &HostValue::Bytes(bytes)))?;
             let (high, low) = uuid.as_u64_pair();
             typed(&format!("{{high-bits: {high}, low-bits: {low}}}"))
         }
         "get-self-metadata" => {
             let context = Arc::clone(&state.context);
-            let response = state.gate.host_call(HostFunction::GetSelfMetadata, HostValue::Unit, || {
-                HostValue::Wave(worker_metadata_wave(&context.self_metadata()))
-            })?;
+            let response =
+                state
+                    .gate
+                    .host_call(HostFunction::GetSelfMetadata, HostValue::Unit, || {
+                        HostValue::Wave(worker_metadata_wave(&context.self_metadata()))
+                    })?;
             match response {
                 HostValue::Wave(text) => typed(&text),
                 other => Err(shape_error(func, &other)),
@@ -132,7 +157,9 @@ fn dispatch(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) 
                 HostFunction::GetWorkerMetadata,
                 HostValue::Wave(request),
                 || match target.as_ref().and_then(|v| context.lookup_worker(v)) {
-                    Some(metadata) => HostValue::Wave(format!("some({})", worker_metadata_wave(&metadata))),
+                    Some(metadata) => {
+                        HostValue::Wave(format!("some({})", worker_metadata_wave(&metadata)))
+                    }
                     None => HostValue::Wave("none".into()),
                 },
             )?;
@@ -147,7 +174,11 @@ fn dispatch(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) 
                 .first()
                 .map(|v| v.unwrap_string().to_string())
                 .unwrap_or_default();
-            let uri = format!("{}/{}", state.context.id.uri(), crate::ids::url_encode(&function));
+            let uri = format!(
+                "{}/{}",
+                state.context.id.uri(),
+                crate::ids::url_encode(&function)
+            );
             typed(&format!("{{value: {}}}", wave_string(&uri)))
         }
         "oplog-commit" => {

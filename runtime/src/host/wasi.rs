@@ -89,9 +89,8 @@ pub fn override_imports(store: &mut Store, env: &FunctionEnv<HostState>, imports
             _ => None,
         });
     env.as_mut(store).wasi_fd_write = fd_write;
-    let define = |imports: &mut Imports, name: &str, func: Function| {
-        imports.define(WASI_MODULE, name, func)
-    };
+    let define =
+        |imports: &mut Imports, name: &str, func: Function| imports.define(WASI_MODULE, name, func);
     define(
         imports,
         "clock_time_get",
@@ -164,8 +163,14 @@ fn clock_time_get(
         value = value.max(state.last_monotonic_ns);
         state.last_monotonic_ns = value;
     }
-    let memory = state.memory.as_ref().expect("memory is set after instantiation");
-    match memory.view(&store).write(out as u32 as u64, &value.to_le_bytes()) {
+    let memory = state
+        .memory
+        .as_ref()
+        .expect("memory is set after instantiation");
+    match memory
+        .view(&store)
+        .write(out as u32 as u64, &value.to_le_bytes())
+    {
         Ok(()) => Ok(ERRNO_SUCCESS),
         Err(_) => Ok(ERRNO_FAULT),
     }
@@ -181,11 +186,15 @@ fn random_get(mut ctx: FunctionEnvMut<HostState>, buf: i32, len: i32) -> Result<
     let (state, store) = ctx.data_and_store_mut();
     let response = state
         .gate
-        .host_call(HostFunction::RandomGet, HostValue::U64(u64::from(len)), || {
-            let mut bytes = vec![0u8; len as usize];
-            getrandom::fill(&mut bytes).expect("the OS random source failed");
-            HostValue::Bytes(bytes)
-        })
+        .host_call(
+            HostFunction::RandomGet,
+            HostValue::U64(u64::from(len)),
+            || {
+                let mut bytes = vec![0u8; len as usize];
+                getrandom::fill(&mut bytes).expect("the OS random source failed");
+                HostValue::Bytes(bytes)
+            },
+        )
         .map_err(|e| abort(&mut state.gate, e))?;
     let HostValue::Bytes(bytes) = response else {
         return Err(abort(
@@ -193,7 +202,10 @@ fn random_get(mut ctx: FunctionEnvMut<HostState>, buf: i32, len: i32) -> Result<
             recorded_shape_error("random_get", &response),
         ));
     };
-    let memory = state.memory.as_ref().expect("memory is set after instantiation");
+    let memory = state
+        .memory
+        .as_ref()
+        .expect("memory is set after instantiation");
     match memory.view(&store).write(buf as u32 as u64, &bytes) {
         Ok(()) => Ok(ERRNO_SUCCESS),
         Err(_) => Ok(ERRNO_FAULT),
@@ -215,7 +227,10 @@ fn poll_oneoff(
         return Ok(ERRNO_INVAL);
     }
     let (state, store) = ctx.data_and_store_mut();
-    let memory = state.memory.clone().expect("memory is set after instantiation");
+    let memory = state
+        .memory
+        .clone()
+        .expect("memory is set after instantiation");
     let mut subs = vec![0u8; (nsubs * SUBSCRIPTION_BYTES) as usize];
     if memory
         .view(&store)
@@ -252,10 +267,14 @@ fn poll_oneoff(
     let (userdata, wait) = earliest.expect("nsubs >= 1");
     let response = state
         .gate
-        .host_call(HostFunction::PollOneoff, HostValue::U64(wait.as_nanos() as u64), || {
-            std::thread::sleep(wait.min(SLEEP_MAX));
-            HostValue::U64(userdata)
-        })
+        .host_call(
+            HostFunction::PollOneoff,
+            HostValue::U64(wait.as_nanos() as u64),
+            || {
+                std::thread::sleep(wait.min(SLEEP_MAX));
+                HostValue::U64(userdata)
+            },
+        )
         .map_err(|e| abort(&mut state.gate, e))?;
     let HostValue::U64(fired) = response else {
         return Err(abort(
@@ -293,14 +312,20 @@ fn fd_write_gated(
         2 => LogStream::Stderr,
         _ => {
             let (state, mut store) = ctx.data_and_store_mut();
-            let inner = state.wasi_fd_write.clone().expect("wasix provides fd_write");
+            let inner = state
+                .wasi_fd_write
+                .clone()
+                .expect("wasix provides fd_write");
             let args = [fd, iovs, iovs_len, nwritten].map(wasmer::Value::I32);
             let result = inner.call(&mut store, &args)?;
             return Ok(result.first().and_then(|v| v.i32()).unwrap_or(ERRNO_INVAL));
         }
     };
     let (state, store) = ctx.data_and_store_mut();
-    let memory = state.memory.clone().expect("memory is set after instantiation");
+    let memory = state
+        .memory
+        .clone()
+        .expect("memory is set after instantiation");
     let view = memory.view(&store);
     let iovs_len = iovs_len as u32;
     if iovs_len > IOVECS_MAX {

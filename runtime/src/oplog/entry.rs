@@ -109,10 +109,7 @@ pub enum OplogEntry {
         result: Option<String>,
     },
     /// Bytes the guest wrote to stdout or stderr; printed live, never again on replay.
-    Log {
-        stream: LogStream,
-        bytes: Vec<u8>,
-    },
+    Log { stream: LogStream, bytes: Vec<u8> },
     /// A marker with no effect; `get-oplog-index` writes one so its result is stable.
     NoOp,
     /// The invocation trapped; the worker failed with this message.

@@ -141,7 +141,10 @@ fn decode_block_inner(
     last: OplogIndex,
 ) -> std::result::Result<Vec<(OplogIndex, OplogEntry)>, (usize, String)> {
     if bytes.len() < HEADER_BYTES {
-        return Err((1, format!("block is {} bytes, shorter than its header", bytes.len())));
+        return Err((
+            1,
+            format!("block is {} bytes, shorter than its header", bytes.len()),
+        ));
     }
     let count = u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize;
     let raw_len = u32::from_le_bytes(bytes[6..10].try_into().unwrap()) as usize;
@@ -153,7 +156,10 @@ fn decode_block_inner(
     let crc = hasher.finalize();
     // The count is only trusted once the checksum holds.
     if crc != stored_crc {
-        return Err((1, format!("checksum mismatch (stored {stored_crc:08x}, computed {crc:08x})")));
+        return Err((
+            1,
+            format!("checksum mismatch (stored {stored_crc:08x}, computed {crc:08x})"),
+        ));
     }
     if bytes[0] != FORMAT_VERSION {
         return Err((count, format!("unknown format version {}", bytes[0])));
@@ -166,12 +172,16 @@ fn decode_block_inner(
     }
     let raw = match bytes[1] {
         CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(payload, raw_len)
-            .map_err(|e| (count, format!("zstd: {e}")))?,
+        CODEC_ZSTD => {
+            zstd::bulk::decompress(payload, raw_len).map_err(|e| (count, format!("zstd: {e}")))?
+        }
         other => return Err((count, format!("unknown codec {other}"))),
     };
     if raw.len() != raw_len {
-        return Err((count, format!("decompressed to {} bytes, expected {raw_len}", raw.len())));
+        return Err((
+            count,
+            format!("decompressed to {} bytes, expected {raw_len}", raw.len()),
+        ));
     }
     let first = last + 1 - count as u64;
     let mut entries = Vec::with_capacity(count);
@@ -308,6 +318,31 @@ fn read_leb128(bytes: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
+/// The index of the last entry stored for a worker (0 if none): one seek past the worker's last
+/// key, one step back.
+pub fn last_index(storage: &Storage, worker_uid: &Uuid) -> Result<OplogIndex> {
+    let txn = storage.env().begin_ro_txn()?;
+    let cursor = txn.open_ro_cursor(storage.tables().oplog)?;
+    let past_end = block_key(worker_uid, u64::MAX);
+    // Position after the worker's last block, then step back onto it.
+    let step_back = match cursor.get(Some(&past_end), None, lmdb_sys::MDB_SET_RANGE) {
+        Ok(_) => lmdb_sys::MDB_PREV,
+        Err(lmdb::Error::NotFound) => lmdb_sys::MDB_LAST,
+        Err(err) => return Err(err.into()),
+    };
+    let found = match cursor.get(None, None, step_back) {
+        Ok((Some(key), _)) => Some(key.to_vec()),
+        Ok((None, _)) | Err(lmdb::Error::NotFound) => None,
+        Err(err) => return Err(err.into()),
+    };
+    Ok(match found {
+        Some(key) if key.len() == 24 && &key[..16] == worker_uid.as_bytes() => {
+            u64::from_be_bytes(key[16..].try_into().unwrap())
+        }
+        _ => 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +361,12 @@ mod tests {
         let entries: Vec<_> = (0..1000).map(clock_entry).collect();
         let mut encoder = BlockEncoder::default();
         let block = encoder.encode(&entries);
-        assert!(block.len() * 4 < encoder.last_raw_len(), "{} vs {}", block.len(), encoder.last_raw_len());
+        assert!(
+            block.len() * 4 < encoder.last_raw_len(),
+            "{} vs {}",
+            block.len(),
+            encoder.last_raw_len()
+        );
         match decode_block(&block, 1000) {
             BlockRead::Entries(decoded) => {
                 assert_eq!(decoded.len(), 1000);
@@ -351,29 +391,4 @@ mod tests {
             BlockRead::Entries(_) => panic!("corruption went unnoticed"),
         }
     }
-}
-
-/// The index of the last entry stored for a worker (0 if none): one seek past the worker's last
-/// key, one step back.
-pub fn last_index(storage: &Storage, worker_uid: &Uuid) -> Result<OplogIndex> {
-    let txn = storage.env().begin_ro_txn()?;
-    let cursor = txn.open_ro_cursor(storage.tables().oplog)?;
-    let past_end = block_key(worker_uid, u64::MAX);
-    // Position after the worker's last block, then step back onto it.
-    let step_back = match cursor.get(Some(&past_end), None, lmdb_sys::MDB_SET_RANGE) {
-        Ok(_) => lmdb_sys::MDB_PREV,
-        Err(lmdb::Error::NotFound) => lmdb_sys::MDB_LAST,
-        Err(err) => return Err(err.into()),
-    };
-    let found = match cursor.get(None, None, step_back) {
-        Ok((Some(key), _)) => Some(key.to_vec()),
-        Ok((None, _)) | Err(lmdb::Error::NotFound) => None,
-        Err(err) => return Err(err.into()),
-    };
-    Ok(match found {
-        Some(key) if key.len() == 24 && &key[..16] == worker_uid.as_bytes() => {
-            u64::from_be_bytes(key[16..].try_into().unwrap())
-        }
-        _ => 0,
-    })
 }

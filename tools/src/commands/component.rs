@@ -38,7 +38,8 @@ pub fn run(ctx: &Context, cmd: ComponentCommand) -> Result<ExitCode> {
     let components = executor.components();
     match cmd {
         ComponentCommand::Add { file, name } => {
-            let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -53,19 +54,26 @@ pub fn run(ctx: &Context, cmd: ComponentCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&record);
             } else {
-                println!("added component {} ({}) version {}", record.name, record.id, record.version);
+                println!(
+                    "added component {} ({}) version {}",
+                    record.name, record.id, record.version
+                );
                 println!("exports: {}", record.exports.join(", "));
             }
         }
         ComponentCommand::Update { component, file } => {
-            let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let record = components
                 .update(&component, &wasm)
                 .with_context(|| format!("updating {component} with {}", file.display()))?;
             if ctx.json {
                 output::json(&record);
             } else {
-                println!("component {} ({}) is now at version {}", record.name, record.id, record.version);
+                println!(
+                    "component {} ({}) is now at version {}",
+                    record.name, record.id, record.version
+                );
             }
         }
         ComponentCommand::List => {
@@ -75,7 +83,10 @@ pub fn run(ctx: &Context, cmd: ComponentCommand) -> Result<ExitCode> {
             } else if list.is_empty() {
                 println!("no components; add one with `golemw component add FILE.wasm`");
             } else {
-                println!("{:<24} {:<36} {:>7} {:>10}  {}", "NAME", "ID", "VERSION", "SIZE", "CREATED");
+                println!(
+                    "{:<24} {:<36} {:>7} {:>10}  CREATED",
+                    "NAME", "ID", "VERSION", "SIZE"
+                );
                 for c in list {
                     println!(
                         "{:<24} {:<36} {:>7} {:>10}  {}",

@@ -31,7 +31,9 @@ impl Context {
 /// Splits `COMPONENT/WORKER` and resolves the component.
 pub fn worker_id(executor: &Executor, spec: &str) -> Result<WorkerId> {
     let (component, worker) = spec.split_once('/').with_context(|| {
-        format!("{spec:?} is not COMPONENT/WORKER (a component name or UUID, a slash, a worker name)")
+        format!(
+            "{spec:?} is not COMPONENT/WORKER (a component name or UUID, a slash, a worker name)"
+        )
     })?;
     Ok(executor.worker_id(component, worker)?)
 }

@@ -28,8 +28,8 @@ pub struct RunArgs {
 }
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
-    let wasm = std::fs::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let wasm =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let name = args
         .file
         .file_stem()
@@ -39,7 +39,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     let mut executor = ctx.executor()?;
     let components = executor.components();
     let record = match components.latest(&name) {
-        Ok(latest) if latest.wasm_crc32 == crc32fast::hash(&wasm) && latest.size == wasm.len() as u64 => {
+        Ok(latest)
+            if latest.wasm_crc32 == crc32fast::hash(&wasm) && latest.size == wasm.len() as u64 =>
+        {
             latest
         }
         Ok(_) => components.update(&name, &wasm)?,
@@ -55,7 +57,12 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    let outcome = executor.invoke(&id, &args.function, &args.args, args.idempotency_key.as_deref())?;
+    let outcome = executor.invoke(
+        &id,
+        &args.function,
+        &args.args,
+        args.idempotency_key.as_deref(),
+    )?;
     if ctx.json {
         output::json(&serde_json::json!({
             "component": record.id.to_string(),
@@ -68,4 +75,3 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -85,7 +85,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&record);
             } else {
-                println!("created worker {} on version {}", record.id, record.component_version);
+                println!(
+                    "created worker {} on version {}",
+                    record.id, record.component_version
+                );
             }
         }
         WorkerCommand::Invoke {
@@ -122,7 +125,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 println!("component version: {}", record.component_version);
                 println!("args:              {:?}", record.args);
                 println!("env:               {:?}", record.env);
-                println!("created:           {}", output::timestamp(record.created_at_ms));
+                println!(
+                    "created:           {}",
+                    output::timestamp(record.created_at_ms)
+                );
                 println!("retry count:       {}", record.retry_count);
                 println!("oplog length:      {oplog_len}");
                 if let Some(err) = &record.last_error {
@@ -138,7 +144,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             } else if workers.is_empty() {
                 println!("no workers of {component}");
             } else {
-                println!("{:<32} {:<11} {:>7} {:>8}  {}", "NAME", "STATUS", "VERSION", "OPLOG", "CREATED");
+                println!(
+                    "{:<32} {:<11} {:>7} {:>8}  CREATED",
+                    "NAME", "STATUS", "VERSION", "OPLOG"
+                );
                 for w in workers {
                     println!(
                         "{:<32} {:<11} {:>7} {:>8}  {}",
@@ -160,7 +169,11 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 println!("deleted worker {id}");
             }
         }
-        WorkerCommand::Oplog { worker, from, count } => {
+        WorkerCommand::Oplog {
+            worker,
+            from,
+            count,
+        } => {
             let id = worker_id(&executor, &worker)?;
             let blocks = executor.oplog(&id, from, count)?;
             let mut shown = 0usize;
@@ -185,7 +198,11 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                             }
                         }
                     }
-                    BlockRead::Corrupt { first, last, detail } => {
+                    BlockRead::Corrupt {
+                        first,
+                        last,
+                        detail,
+                    } => {
                         corrupt = true;
                         if ctx.json {
                             rows.push(serde_json::json!({
@@ -217,7 +234,9 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     report.duration_us as f64 / 1000.0
                 );
                 if report.resumed_invocation {
-                    println!("an invocation that was in flight when the worker stopped was completed");
+                    println!(
+                        "an invocation that was in flight when the worker stopped was completed"
+                    );
                 }
             }
         }
