@@ -23,10 +23,22 @@ use crate::worker::{
 };
 
 /// Settings of an executor.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ExecutorOptions {
     /// Print guest stdout/stderr as it is written live.
     pub echo_output: bool,
+    /// fsync at every durable commit (invocation end, idempotency keys, `oplog-commit`). Off,
+    /// commits still reach the OS page cache: a killed process loses nothing, a power cut may.
+    pub fsync: bool,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            echo_output: false,
+            fsync: true,
+        }
+    }
 }
 
 /// The result of an invocation.
@@ -59,7 +71,9 @@ pub struct Executor {
 impl Executor {
     /// Opens (creating if needed) a data directory; fails if another process holds it.
     pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Self> {
-        let storage = Arc::new(Storage::open(dir)?);
+        let mut storage = Storage::open(dir)?;
+        storage.set_fsync(options.fsync);
+        let storage = Arc::new(storage);
         let engine = wasmer::Engine::default();
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

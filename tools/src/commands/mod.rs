@@ -22,6 +22,7 @@ impl Context {
             &self.data_dir,
             ExecutorOptions {
                 echo_output: !self.json,
+                ..ExecutorOptions::default()
             },
         )
         .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
