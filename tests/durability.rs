@@ -2,7 +2,7 @@
 //! built from source. Each "restart" drops the executor and opens the data directory again, so
 //! the worker comes back by replaying its oplog.
 
-use golemw_runtime::{Error, Executor, ExecutorOptions, WorkerId, WorkerStatus};
+use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
 fn open(dir: &std::path::Path) -> Executor {
@@ -56,7 +56,7 @@ fn counter_state_survives_restarts() {
     }
     let mut ex = open(dir.path());
     let id = worker(&ex, "counter", "w1");
-    let report = ex.recover(&id).unwrap();
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.invocations_replayed, 2 + 3 * 2);
     assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Idle);
 }
@@ -81,7 +81,7 @@ fn clock_and_random_values_replay_identically() {
     let id = worker(&ex, "clocks", "c");
     let started = std::time::Instant::now();
     let report = ex
-        .recover(&id)
+        .recover(&id, RecoveryMode::Auto)
         .expect("replay matches the recorded results");
     assert_eq!(report.invocations_replayed, 7);
     assert!(
@@ -131,7 +131,7 @@ fn the_oplog_records_host_calls_and_output() {
     // After a restart the same idempotency key and oplog index come back from the oplog.
     let mut ex = open(dir.path());
     let id = worker(&ex, "counter", "w");
-    ex.recover(&id).unwrap();
+    ex.recover(&id, RecoveryMode::Auto).unwrap();
     let key2 = invoke(&mut ex, &id, "idempotency-key", &[]).unwrap();
     assert_ne!(key1, key2, "a new call generates a new key");
     assert_eq!(key1.len(), 38, "a quoted UUID: {key1}");
@@ -175,7 +175,7 @@ fn a_diverging_replay_is_detected_and_fails_the_worker() {
     // Point the worker at version 1 behind the executor's back, as a broken update would.
     golemw_tests::set_worker_component_version(dir.path(), &id, 1);
     let mut ex = open(dir.path());
-    let err = ex.recover(&id).unwrap_err();
+    let err = ex.recover(&id, RecoveryMode::Auto).unwrap_err();
     match &err {
         Error::Divergence { index, detail, .. } => {
             assert_eq!(*index, 2, "the invocation entry");
@@ -254,7 +254,7 @@ fn every_wit_type_round_trips_through_the_abi() {
     drop(ex);
     // Every one of those invocations replays with the same result.
     let mut ex = open(dir.path());
-    ex.recover(&id).expect("typed invocations replay");
+    ex.recover(&id, RecoveryMode::Auto).expect("typed invocations replay");
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub struct Interface {
     pub exports: BTreeMap<String, Arc<ExportedFunction>>,
     /// Imports of `golem:api/host@0.2.0` by field name.
     pub golem_imports: BTreeMap<String, Arc<ImportedFunction>>,
+    /// Why instances of this module cannot be snapshotted (e.g. it mutates its tables, which a
+    /// snapshot does not capture); `None` if they can.
+    pub snapshot_blocker: Option<String>,
 }
 
 impl Interface {
@@ -229,7 +232,39 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
     Ok(Interface {
         exports,
         golem_imports,
+        snapshot_blocker: None,
     })
+}
+
+/// Why a module's instances cannot be snapshotted, if they cannot: a snapshot holds memory and
+/// globals, not tables, so a module that can change a table at run time is replay-only.
+pub fn snapshot_blocker(wasm: &[u8]) -> Result<Option<String>> {
+    use wasmparser::{Operator, Payload};
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| Error::InvalidComponent(e.to_string()))?;
+        if let Payload::CodeSectionEntry(body) = payload {
+            let mut reader = body
+                .get_operators_reader()
+                .map_err(|e| Error::InvalidComponent(e.to_string()))?;
+            while !reader.eof() {
+                let op = reader
+                    .read()
+                    .map_err(|e| Error::InvalidComponent(e.to_string()))?;
+                let name = match op {
+                    Operator::TableSet { .. } => "table.set",
+                    Operator::TableGrow { .. } => "table.grow",
+                    Operator::TableFill { .. } => "table.fill",
+                    Operator::TableCopy { .. } => "table.copy",
+                    Operator::TableInit { .. } => "table.init",
+                    _ => continue,
+                };
+                return Ok(Some(format!(
+                    "the module uses {name}: tables are not captured by snapshots, so this worker recovers by replay"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn leb128_u32(out: &mut Vec<u8>, mut value: u32) {

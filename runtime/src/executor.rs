@@ -17,9 +17,10 @@ use crate::ids::{validate_worker_name, ComponentId, ComponentVersion, OplogIndex
 use crate::oplog::store::{self, BlockEncoder, BlockRead};
 use crate::oplog::{now_ms, OplogEntry};
 use crate::storage::{codec, Storage};
+use crate::snapshots::Policy;
 use crate::worker::{
-    invocation_key, InstanceInputs, InvocationResult, RecoveryReport, Worker, WorkerRecord,
-    WorkerStatus,
+    invocation_key, InstanceInputs, InvocationResult, RecoveryMode, RecoveryReport, Worker,
+    WorkerRecord, WorkerStatus,
 };
 
 /// Settings of an executor.
@@ -30,6 +31,10 @@ pub struct ExecutorOptions {
     /// fsync at every durable commit (invocation end, idempotency keys, `oplog-commit`). Off,
     /// commits still reach the OS page cache: a killed process loses nothing, a power cut may.
     pub fsync: bool,
+    /// When workers are snapshotted.
+    pub snapshot_policy: Policy,
+    /// How many snapshots to keep per worker.
+    pub snapshots_keep: usize,
 }
 
 impl Default for ExecutorOptions {
@@ -37,8 +42,21 @@ impl Default for ExecutorOptions {
         ExecutorOptions {
             echo_output: false,
             fsync: true,
+            snapshot_policy: Policy::default(),
+            snapshots_keep: crate::snapshots::DEFAULT_SNAPSHOTS_KEEP,
         }
     }
+}
+
+/// The outcome of checking one snapshot against a full replay.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SnapshotCheck {
+    /// The snapshot's oplog index.
+    pub index: OplogIndex,
+    /// Digest of the state after restoring it and replaying to the end (or why that failed).
+    pub digest: std::result::Result<String, String>,
+    /// Whether it equals the full replay's digest.
+    pub matches: bool,
 }
 
 /// The result of an invocation.
@@ -135,6 +153,7 @@ impl Executor {
             retry_count: 0,
             last_error: None,
             oplog_len: 1,
+            last_recovery: None,
         };
         let create = OplogEntry::Create {
             timestamp_ms: record.created_at_ms,
@@ -218,7 +237,9 @@ impl Executor {
         }
         let record: ComponentRecord = self.components.get(&id, version)?;
         let wasm = self.components.wasm(&id, version)?;
-        let interface = Arc::new(crate::component::decode_interface(&wasm)?);
+        let mut interface = crate::component::decode_interface(&wasm)?;
+        interface.snapshot_blocker = crate::component::snapshot_blocker(&wasm)?;
+        let interface = Arc::new(interface);
         let module = self.components.module(&record)?;
         self.modules
             .insert((id, version), (module.clone(), Arc::clone(&interface)));
@@ -227,6 +248,10 @@ impl Executor {
 
     /// Makes a worker active, recovering it from its oplog if it is not in memory.
     fn activate(&mut self, id: &WorkerId) -> Result<&mut Active> {
+        self.activate_with(id, RecoveryMode::Auto)
+    }
+
+    fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
             let record = self.worker_record(id)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
@@ -237,11 +262,20 @@ impl Executor {
                 interface: &interface,
                 wasi_runtime: &self.wasi_runtime,
                 echo_output: self.options.echo_output,
+                snapshot_policy: self.options.snapshot_policy,
+                snapshots_keep: self.options.snapshots_keep,
             };
             let _tokio = self._tokio.enter();
-            match Worker::recover(inputs, record.clone()) {
-                Ok((worker, recovery)) => {
+            match Worker::recover(inputs, record.clone(), mode) {
+                Ok((mut worker, recovery)) => {
                     tracing::debug!(worker = %id, ?recovery, "recovered");
+                    worker.record.last_recovery = Some(recovery.clone());
+                    // Informational: written without fsync.
+                    let encoded = codec::encode(&worker.record);
+                    let db = self.storage.tables().workers;
+                    let key = id.storage_key();
+                    self.storage
+                        .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
                     self.active.insert(id.clone(), Active { worker, recovery });
                 }
                 Err(err) => {
@@ -270,10 +304,67 @@ impl Executor {
         self.storage.sync()
     }
 
+    /// Why a worker cannot be snapshotted, if it cannot.
+    pub fn snapshot_blocker(&mut self, id: &WorkerId) -> Result<Option<String>> {
+        let record = self.worker_record(id)?;
+        let (_, interface) = self.module(id.component_id, record.component_version)?;
+        Ok(interface.snapshot_blocker.clone())
+    }
+
     /// Recovers a worker without invoking anything and reports how.
-    pub fn recover(&mut self, id: &WorkerId) -> Result<RecoveryReport> {
+    pub fn recover(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<RecoveryReport> {
         self.active.remove(id);
-        Ok(self.activate(id)?.recovery.clone())
+        Ok(self.activate_with(id, mode)?.recovery.clone())
+    }
+
+    /// Takes a snapshot of a worker now (it is idle between commands).
+    pub fn snapshot(&mut self, id: &WorkerId) -> Result<golemw_snapshot::CaptureStats> {
+        let _tokio = self._tokio.enter();
+        self.activate(id)?.worker.snapshot()
+    }
+
+    /// The state digest of a worker recovered in `mode`.
+    pub fn state_digest(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<String> {
+        self.active.remove(id);
+        let digest = self.activate_with(id, mode)?.worker.state_digest();
+        self.active.remove(id);
+        Ok(digest)
+    }
+
+    /// Restores from each snapshot (or the newest only), replays to the end and compares the
+    /// final state with a full replay from the first entry. `progress(done, total)` is called
+    /// after each step.
+    pub fn verify_snapshots(
+        &mut self,
+        id: &WorkerId,
+        all: bool,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(String, Vec<SnapshotCheck>)> {
+        let record = self.worker_record(id)?;
+        let mut indexes: Vec<OplogIndex> = crate::snapshots::list(&self.storage, &record.uid)?
+            .iter()
+            .map(|s| s.index)
+            .collect();
+        if !all {
+            indexes = indexes.into_iter().last().into_iter().collect();
+        }
+        let total = indexes.len() + 1;
+        let reference = self.state_digest(id, RecoveryMode::FullReplay)?;
+        progress(1, total);
+        let mut checks = Vec::new();
+        for (i, index) in indexes.into_iter().enumerate() {
+            let digest = self
+                .state_digest(id, RecoveryMode::FromSnapshot(index))
+                .map_err(|e| e.to_string());
+            let matches = digest.as_ref().is_ok_and(|d| *d == reference);
+            checks.push(SnapshotCheck {
+                index,
+                digest,
+                matches,
+            });
+            progress(i + 2, total);
+        }
+        Ok((reference, checks))
     }
 
     /// The stored result of a completed invocation with this idempotency key, if any.

@@ -47,6 +47,10 @@ pub struct Gate {
     /// A fatal error raised inside a host function (divergence, storage); the worker reports it
     /// instead of the trap that carried it out of the guest.
     fatal: Option<Error>,
+    /// While an instance is being created only to be overwritten by a snapshot, its start code's
+    /// host calls run live and leave no trace (their effects are overwritten; the originals are
+    /// in the oplog before the snapshot).
+    discarding: bool,
 }
 
 impl Gate {
@@ -70,7 +74,21 @@ impl Gate {
             encoder: BlockEncoder::default(),
             echo_output,
             fatal: None,
+            discarding: false,
         }
+    }
+
+    /// A gate that resumes after a snapshot taken at `snapshot_index`: replay starts at the
+    /// entry after it.
+    pub fn resume_after(mut self, snapshot_index: OplogIndex) -> Self {
+        debug_assert!(snapshot_index <= self.replay_end.max(snapshot_index));
+        self.next_index = snapshot_index + 1;
+        self
+    }
+
+    /// See [`Gate::discarding`]: host calls run live and are not recorded while set.
+    pub fn set_discarding(&mut self, discarding: bool) {
+        self.discarding = discarding;
     }
 
     /// Live or replaying.
@@ -167,6 +185,9 @@ impl Gate {
         request: HostValue,
         live: impl FnOnce() -> HostValue,
     ) -> Result<HostValue> {
+        if self.discarding {
+            return Ok(live());
+        }
         if let Some((index, entry)) = self.next_replayed()? {
             return match entry {
                 OplogEntry::ImportedFunctionInvoked {
@@ -191,6 +212,9 @@ impl Gate {
 
     /// Guest output: printed and recorded live; consumed silently during replay.
     pub fn log(&mut self, stream: LogStream, bytes: &[u8]) -> Result<()> {
+        if self.discarding {
+            return Ok(());
+        }
         if let Some((index, entry)) = self.next_replayed()? {
             return match entry {
                 OplogEntry::Log {
@@ -218,6 +242,9 @@ impl Gate {
 
     /// A no-op marker (replayed or appended); returns its index.
     pub fn no_op(&mut self) -> Result<OplogIndex> {
+        if self.discarding {
+            return Ok(self.next_index - 1);
+        }
         if let Some((index, entry)) = self.next_replayed()? {
             return match entry {
                 OplogEntry::NoOp => Ok(index),

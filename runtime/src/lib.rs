@@ -19,4 +19,5 @@ pub mod worker;
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorOptions, InvocationOutcome};
 pub use ids::{ComponentId, OplogIndex, WorkerId};
-pub use worker::{RecoveryReport, WorkerRecord, WorkerStatus};
+pub use snapshots::Policy as SnapshotPolicy;
+pub use worker::{RecoveryMode, RecoveryReport, WorkerRecord, WorkerStatus};

@@ -188,3 +188,92 @@ impl From<SnapshotError> for Error {
         }
     }
 }
+
+/// When to take a snapshot, at idle points (after an invocation completed and committed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Policy {
+    /// Never: recovery always replays the whole oplog.
+    Off,
+    /// After every N completed invocations.
+    Invocations(u64),
+    /// Once at least N oplog entries were written since the last snapshot.
+    Entries(u64),
+    /// Once at least N seconds passed since the last snapshot.
+    Seconds(u64),
+}
+
+impl Default for Policy {
+    /// See docs/architecture.md ("Snapshot policy") for the measurements behind the default.
+    fn default() -> Self {
+        Policy::Entries(DEFAULT_SNAPSHOT_ENTRIES)
+    }
+}
+
+/// Default `entries:N`: a snapshot once the tail to replay reaches this many entries.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 1000;
+/// Snapshots kept per worker by default; older ones are pruned with their unshared pages.
+pub const DEFAULT_SNAPSHOTS_KEEP: usize = 4;
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::Off => f.write_str("off"),
+            Policy::Invocations(n) => write!(f, "invocations:{n}"),
+            Policy::Entries(n) => write!(f, "entries:{n}"),
+            Policy::Seconds(n) => write!(f, "seconds:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let usage = || {
+            format!(
+                "invalid snapshot policy {text:?}: expected off, invocations:N, entries:N or seconds:N (N >= 1)"
+            )
+        };
+        if text == "off" {
+            return Ok(Policy::Off);
+        }
+        let (kind, n) = text.split_once(':').ok_or_else(usage)?;
+        let n: u64 = n.parse().map_err(|_| usage())?;
+        if n == 0 {
+            return Err(usage());
+        }
+        match kind {
+            "invocations" => Ok(Policy::Invocations(n)),
+            "entries" => Ok(Policy::Entries(n)),
+            "seconds" => Ok(Policy::Seconds(n)),
+            _ => Err(usage()),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether a snapshot is due, given what happened since the last one.
+    pub fn due(&self, invocations: u64, entries: u64, elapsed: std::time::Duration) -> bool {
+        match *self {
+            Policy::Off => false,
+            Policy::Invocations(n) => invocations >= n,
+            Policy::Entries(n) => entries >= n,
+            Policy::Seconds(n) => invocations > 0 && elapsed.as_secs() >= n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Policy;
+
+    #[test]
+    fn policies_parse_and_print() {
+        for text in ["off", "invocations:3", "entries:1000", "seconds:60"] {
+            assert_eq!(text.parse::<Policy>().unwrap().to_string(), text);
+        }
+        for bad in ["", "on", "entries", "entries:", "entries:0", "entries:-1", "minutes:5"] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad}");
+        }
+    }
+}

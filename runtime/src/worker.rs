@@ -2,6 +2,7 @@
 //! (recovery) and live (invocation). Replay calls each recorded export again with its recorded
 //! params while the gate feeds host calls from the oplog; results are checked against the record.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
-use wasmer::{Function, FunctionEnv, Instance, Memory, Module, RuntimeError, Store};
+use wasmer::{AsStoreMut, Function, FunctionEnv, Instance, Memory, Module, RuntimeError, Store};
 
 use crate::abi::{parse_wave, to_wave};
 use crate::component::{ExportedFunction, Interface};
@@ -18,6 +19,7 @@ use crate::gate::{Gate, Mode};
 use crate::host::{self, from_wasmer, to_wasmer, GuestMem, HostState};
 use crate::ids::{ComponentId, ComponentVersion, OplogIndex, WorkerId};
 use crate::oplog::{now_ms, OplogEntry};
+use crate::snapshots::Policy;
 use crate::storage::{codec, Storage};
 
 /// The statuses of the spec's `worker-status`.
@@ -72,6 +74,8 @@ pub struct WorkerRecord {
     pub last_error: Option<String>,
     /// Oplog length as of the last commit.
     pub oplog_len: OplogIndex,
+    /// How the worker was last brought back from storage.
+    pub last_recovery: Option<RecoveryReport>,
 }
 
 /// A completed invocation, kept by idempotency key.
@@ -186,6 +190,14 @@ pub struct RecoveryReport {
     pub resumed_invocation: bool,
     /// Wall time of instantiation plus replay.
     pub duration_us: u64,
+    /// The oplog index of the snapshot restored, if one was.
+    pub snapshot_index: Option<OplogIndex>,
+    /// Bytes of linear memory restored from it.
+    pub bytes_restored: u64,
+    /// Time to instantiate and restore the snapshot, before replaying the tail.
+    pub restore_us: u64,
+    /// Snapshots that could not be used, and why (newest first).
+    pub skipped: Vec<String>,
 }
 
 /// The outcome of one call of an export.
@@ -204,6 +216,7 @@ pub struct Worker {
     realloc: Option<Function>,
     interface: Arc<Interface>,
     storage: Arc<Storage>,
+    snapshots: SnapshotTracker,
     /// The worker's record, kept current and written at every commit.
     pub record: WorkerRecord,
 }
@@ -216,6 +229,62 @@ pub struct InstanceInputs<'a> {
     pub interface: &'a Arc<Interface>,
     pub wasi_runtime: &'a Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
     pub echo_output: bool,
+    pub snapshot_policy: Policy,
+    pub snapshots_keep: usize,
+}
+
+/// How to bring a worker back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// From the newest usable snapshot, else by full replay.
+    Auto,
+    /// Replay the whole oplog, ignoring snapshots.
+    FullReplay,
+    /// From the snapshot at this oplog index (an error if it cannot be used).
+    FromSnapshot(OplogIndex),
+}
+
+/// Whether an instance starts from scratch or is about to be overwritten by a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Fresh,
+    Restore,
+}
+
+/// Host-side state saved in a snapshot.
+#[derive(Serialize, Deserialize)]
+struct HostSnapshot {
+    last_monotonic_ns: u64,
+}
+
+/// Snapshot bookkeeping of a live worker.
+struct SnapshotTracker {
+    policy: Policy,
+    keep: usize,
+    /// Oplog index of the newest snapshot (0: none).
+    last_index: OplogIndex,
+    /// Its page table, for change detection.
+    last_pages: Option<Vec<golemw_snapshot::PageRef>>,
+    /// Pages storage holds for this worker, loaded at the first capture.
+    stored: Option<HashSet<golemw_snapshot::PageHash>>,
+    /// Invocations since the newest snapshot (replayed ones included).
+    invocations_since: u64,
+    /// When the newest snapshot was taken (or the worker created), ms since the epoch.
+    since_ms: u64,
+}
+
+impl SnapshotTracker {
+    fn new(policy: Policy, keep: usize) -> Self {
+        SnapshotTracker {
+            policy,
+            keep: keep.max(1),
+            last_index: 0,
+            last_pages: None,
+            stored: None,
+            invocations_since: 0,
+            since_ms: now_ms(),
+        }
+    }
 }
 
 impl Worker {
@@ -223,9 +292,28 @@ impl Worker {
     pub fn recover(
         inputs: InstanceInputs<'_>,
         record: WorkerRecord,
+        mode: RecoveryMode,
     ) -> Result<(Worker, RecoveryReport)> {
         let started = Instant::now();
         let committed = crate::oplog::store::last_index(inputs.storage, &record.uid)?;
+        let mut skipped = Vec::new();
+        if mode != RecoveryMode::FullReplay {
+            if let Some(blocker) = &inputs.interface.snapshot_blocker {
+                skipped.push(format!("snapshots are not used: {blocker}"));
+            } else if let Some((worker, mut report)) =
+                Worker::recover_from_snapshot(&inputs, &record, committed, mode, &mut skipped)?
+            {
+                report.skipped = skipped;
+                report.duration_us = started.elapsed().as_micros() as u64;
+                return Ok((worker, report));
+            }
+        }
+        if let RecoveryMode::FromSnapshot(index) = mode {
+            return Err(Error::Corrupt {
+                what: format!("snapshot at oplog index {index} of worker {}", record.id),
+                detail: format!("it cannot be used: {}", skipped.join("; ")),
+            });
+        }
         let mut gate = Gate::new(
             Arc::clone(inputs.storage),
             record.id.clone(),
@@ -248,21 +336,169 @@ impl Worker {
                 })
             }
         };
-        let mut worker = Worker::instantiate(inputs, record, gate, &args, &env)?;
-        let mut report = RecoveryReport::default();
+        let mut worker = Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?;
+        let mut report = RecoveryReport {
+            skipped,
+            ..RecoveryReport::default()
+        };
         worker.replay(&mut report)?;
+        worker.snapshots.invocations_since = report.invocations_replayed;
+        worker.snapshots.since_ms = worker.record.created_at_ms;
         report.entries_replayed = committed;
         report.duration_us = started.elapsed().as_micros() as u64;
         Ok((worker, report))
     }
 
+    /// Tries the worker's snapshots, newest first; `None` if none could be used (the reasons
+    /// are added to `skipped`). A snapshot that fails its checksum, cannot be decoded, belongs to
+    /// another component version, misses a page, or whose tail replay diverges is skipped.
+    fn recover_from_snapshot(
+        inputs: &InstanceInputs<'_>,
+        record: &WorkerRecord,
+        committed: OplogIndex,
+        mode: RecoveryMode,
+        skipped: &mut Vec<String>,
+    ) -> Result<Option<(Worker, RecoveryReport)>> {
+        let snapshots = crate::snapshots::list(inputs.storage, &record.uid)?;
+        for stored in snapshots.iter().rev() {
+            if stored.index > committed {
+                continue;
+            }
+            if let RecoveryMode::FromSnapshot(index) = mode {
+                if stored.index != index {
+                    continue;
+                }
+            }
+            let mut skip = |reason: String| {
+                tracing::warn!(worker = %record.id, index = stored.index, %reason, "snapshot skipped");
+                skipped.push(format!("snapshot at {}: {reason}", stored.index));
+            };
+            let manifest = match &stored.manifest {
+                Ok(manifest) => manifest,
+                Err(err) => {
+                    skip(err.to_string());
+                    continue;
+                }
+            };
+            if manifest.component_version != record.component_version {
+                skip(format!(
+                    "taken on component version {}, the worker runs version {}",
+                    manifest.component_version, record.component_version
+                ));
+                continue;
+            }
+            let restore_started = Instant::now();
+            let gate = Gate::new(
+                Arc::clone(inputs.storage),
+                record.id.clone(),
+                record.uid,
+                committed,
+                inputs.echo_output,
+            )
+            .resume_after(stored.index);
+            let mut worker = match Worker::instantiate(
+                inputs,
+                record.clone(),
+                gate,
+                &record.args,
+                &record.env,
+                Start::Restore,
+            ) {
+                Ok(worker) => worker,
+                Err(err) => return Err(err),
+            };
+            if let Err(err) = worker.restore_state(manifest) {
+                skip(err.to_string());
+                continue;
+            }
+            let mut report = RecoveryReport {
+                snapshot_index: Some(stored.index),
+                bytes_restored: manifest.memory_bytes,
+                restore_us: restore_started.elapsed().as_micros() as u64,
+                ..RecoveryReport::default()
+            };
+            match worker.replay(&mut report) {
+                Ok(()) => {}
+                Err(err @ Error::Divergence { .. }) => {
+                    skip(format!("the replay after it diverged: {err}"));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+            report.entries_replayed = committed - stored.index;
+            worker.snapshots.last_index = stored.index;
+            worker.snapshots.last_pages = Some(manifest.pages.clone());
+            worker.snapshots.invocations_since = report.invocations_replayed;
+            worker.snapshots.since_ms = manifest.created_at_ms;
+            return Ok(Some((worker, report)));
+        }
+        Ok(None)
+    }
+
+    /// Overwrites the fresh instance's memory and globals with a snapshot's.
+    fn restore_state(&mut self, manifest: &golemw_snapshot::Manifest) -> Result<()> {
+        let wasm_page = wasmer::WASM_PAGE_SIZE as u64;
+        let current = self.memory.view(&self.store).data_size();
+        if manifest.memory_bytes < current {
+            return Err(Error::Corrupt {
+                what: "snapshot".into(),
+                detail: format!(
+                    "its memory ({} bytes) is smaller than a fresh instance's ({current} bytes)",
+                    manifest.memory_bytes
+                ),
+            });
+        }
+        if manifest.memory_bytes > current {
+            let grow = (manifest.memory_bytes - current).div_ceil(wasm_page) as u32;
+            self.memory
+                .grow(&mut self.store, wasmer::Pages(grow))
+                .map_err(|e| Error::Engine(format!("growing memory for the snapshot: {e}")))?;
+        }
+        let reader = crate::snapshots::PageReader::new(&self.storage, self.record.uid);
+        {
+            let view = self.memory.view(&self.store);
+            // SAFETY: no wasm code runs while we hold this slice (the instance is idle: it was
+            // just created and nothing has been called), and the slice is dropped before the
+            // store is used again, so nothing else reads or writes the memory meanwhile.
+            let memory = unsafe { view.data_unchecked_mut() };
+            golemw_snapshot::restore_into(manifest, memory, |hash| reader.fetch(hash))?;
+        }
+        let mut store = self.store.as_store_mut();
+        let objects = store.objects_mut();
+        let count = objects.as_u128_globals().len();
+        if count != manifest.globals.len() {
+            return Err(Error::Corrupt {
+                what: "snapshot".into(),
+                detail: format!(
+                    "it has {} globals, the instance {count}",
+                    manifest.globals.len()
+                ),
+            });
+        }
+        for (index, value) in manifest.globals.iter().enumerate() {
+            // The values were read from an instance of the same module (component version
+            // checked above) with the same global layout, so each fits its global's type.
+            objects.set_global_unchecked(index, *value);
+        }
+        let host: HostSnapshot = postcard::from_bytes(&manifest.host_state).map_err(|e| Error::Corrupt {
+            what: "snapshot host state".into(),
+            detail: e.to_string(),
+        })?;
+        self.env.as_mut(&mut self.store).last_monotonic_ns = host.last_monotonic_ns;
+        Ok(())
+    }
+
     fn instantiate(
-        inputs: InstanceInputs<'_>,
+        inputs: &InstanceInputs<'_>,
         record: WorkerRecord,
-        gate: Gate,
+        mut gate: Gate,
         args: &[String],
         env: &[(String, String)],
+        start: Start,
     ) -> Result<Worker> {
+        // A module `start` function runs inside Instance::new; when a snapshot will overwrite
+        // the state it builds, its host calls must neither consume oplog entries nor record.
+        gate.set_discarding(start == Start::Restore);
         let engine_error =
             |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
         let mut store = Store::new(inputs.engine.clone());
@@ -314,6 +550,7 @@ impl Worker {
             state.memory = Some(memory.clone());
             state.realloc = realloc.clone();
         }
+        host_env.as_mut(&mut store).gate.set_discarding(false);
         let mut worker = Worker {
             store,
             env: host_env,
@@ -322,8 +559,14 @@ impl Worker {
             realloc,
             interface: Arc::clone(inputs.interface),
             storage: Arc::clone(inputs.storage),
+            snapshots: SnapshotTracker::new(inputs.snapshot_policy, inputs.snapshots_keep),
             record,
         };
+        if start == Start::Restore {
+            // Never run start code again on restore: its effects are in the snapshot and its
+            // host calls in the oplog before it.
+            return Ok(worker);
+        }
         // Reactor start code. Its host calls are in the oplog right after `create`, so during
         // recovery the gate replays them.
         if let Ok(init) = instance.exports.get_function("_initialize") {
@@ -483,7 +726,107 @@ impl Worker {
         })?;
         self.record.status = WorkerStatus::Running;
         let outcome = self.call_export(&export, &values)?;
-        self.finish_live(&export, idempotency_key, outcome)
+        let result = self.finish_live(&export, idempotency_key, outcome)?;
+        self.snapshots.invocations_since += 1;
+        self.maybe_snapshot();
+        Ok(result)
+    }
+
+    /// Takes a snapshot if the policy says one is due. A failed snapshot never fails the
+    /// invocation that preceded it: recovery then replays a longer tail, that is all.
+    fn maybe_snapshot(&mut self) {
+        if self.record.status != WorkerStatus::Idle || self.interface.snapshot_blocker.is_some() {
+            return;
+        }
+        let entries = self.oplog_len() - self.snapshots.last_index;
+        let tracker = &self.snapshots;
+        let elapsed = std::time::Duration::from_millis(now_ms().saturating_sub(tracker.since_ms));
+        if !tracker.policy.due(tracker.invocations_since, entries, elapsed) {
+            return;
+        }
+        if let Err(err) = self.snapshot() {
+            tracing::warn!(worker = %self.record.id, %err, "snapshot failed; recovery will replay further");
+        }
+    }
+
+    /// Captures memory, globals and host state at this idle point, stores the snapshot, and
+    /// prunes old ones beyond the number to keep.
+    pub fn snapshot(&mut self) -> Result<golemw_snapshot::CaptureStats> {
+        if let Some(blocker) = &self.interface.snapshot_blocker {
+            return Err(Error::Engine(format!("this worker cannot be snapshotted: {blocker}")));
+        }
+        assert_eq!(self.gate().pending_len(), 0, "snapshots are taken after a commit");
+        let index = self.oplog_len();
+        let globals = self.store.as_store_mut().objects_mut().as_u128_globals();
+        let host_state = postcard::to_stdvec(&HostSnapshot {
+            last_monotonic_ns: self.env.as_ref(&self.store).last_monotonic_ns,
+        })
+        .expect("encoding into a Vec cannot fail");
+        if self.snapshots.stored.is_none() {
+            self.snapshots.stored = Some(crate::snapshots::stored_pages(&self.storage, &self.record.uid)?);
+        }
+        let stored = self.snapshots.stored.as_ref().expect("loaded above");
+        let capture = {
+            let view = self.memory.view(&self.store);
+            // SAFETY: this is an idle point: no wasm frame is on the stack and nothing runs
+            // until this function returns, by which time the slice is gone.
+            let memory = unsafe { view.data_unchecked() };
+            golemw_snapshot::capture(
+                golemw_snapshot::State {
+                    memory,
+                    globals,
+                    host_state,
+                    oplog_index: index,
+                    component_version: self.record.component_version,
+                    created_at_ms: now_ms(),
+                },
+                self.snapshots.last_pages.as_deref(),
+                |hash| stored.contains(hash),
+            )
+        };
+        crate::snapshots::put(&self.storage, &self.record.uid, &capture)?;
+        let stats = capture.manifest.stats;
+        let tracker = &mut self.snapshots;
+        if let Some(stored) = tracker.stored.as_mut() {
+            stored.extend(capture.new_pages.iter().map(|(hash, _)| *hash));
+        }
+        tracker.last_pages = Some(capture.manifest.pages);
+        tracker.last_index = index;
+        tracker.invocations_since = 0;
+        tracker.since_ms = now_ms();
+        self.prune_snapshots()?;
+        tracing::debug!(worker = %self.record.id, index, ?stats, "snapshot taken");
+        Ok(stats)
+    }
+
+    fn prune_snapshots(&mut self) -> Result<()> {
+        let indexes: Vec<OplogIndex> = crate::snapshots::list(&self.storage, &self.record.uid)?
+            .iter()
+            .map(|s| s.index)
+            .collect();
+        if indexes.len() <= self.snapshots.keep {
+            return Ok(());
+        }
+        let cutoff = indexes[indexes.len() - self.snapshots.keep];
+        crate::snapshots::delete_where(&self.storage, &self.record.uid, |index| index < cutoff)?;
+        // Pages may have been collected: reload the set at the next capture.
+        self.snapshots.stored = None;
+        Ok(())
+    }
+
+    /// A digest of the instance state (memory and globals): equal digests, equal states.
+    pub fn state_digest(&mut self) -> String {
+        let globals = self.store.as_store_mut().objects_mut().as_u128_globals();
+        let mut hasher = blake3::Hasher::new();
+        {
+            let view = self.memory.view(&self.store);
+            // SAFETY: as in `snapshot`: idle point, slice dropped before the store is used.
+            hasher.update(unsafe { view.data_unchecked() });
+        }
+        for global in globals {
+            hasher.update(&global.to_le_bytes());
+        }
+        hasher.finalize().to_hex().to_string()
     }
 
     /// Records how a live invocation ended and commits it durably with the worker record and

@@ -114,3 +114,6 @@ fn build_guests() -> Result<PathBuf, String> {
 
 mod fixtures;
 pub use fixtures::*;
+
+mod wasm_fixtures;
+pub use wasm_fixtures::*;

@@ -25,6 +25,17 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// When to snapshot workers (at idle points): off, invocations:N, entries:N or seconds:N.
+    /// Recovery restores the newest snapshot and replays only the entries after it.
+    #[arg(long, global = true, env = "GOLEMW_SNAPSHOT_POLICY", value_name = "POLICY",
+          default_value_t = golemw_runtime::SnapshotPolicy::default())]
+    snapshot_policy: golemw_runtime::SnapshotPolicy,
+
+    /// Snapshots kept per worker; older ones are pruned with the pages only they use.
+    #[arg(long, global = true, env = "GOLEMW_SNAPSHOTS_KEEP", value_name = "N",
+          default_value_t = golemw_runtime::snapshots::DEFAULT_SNAPSHOTS_KEEP)]
+    snapshots_keep: usize,
+
     /// More logging (repeat for more); or set RUST_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -47,6 +58,9 @@ enum Command {
     /// Create, invoke, inspect and delete workers.
     #[command(subcommand)]
     Worker(commands::worker::WorkerCommand),
+    /// Inspect, diff, export and verify worker snapshots.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -77,11 +91,14 @@ fn main() -> ExitCode {
     let ctx = commands::Context {
         data_dir: cli.data_dir.unwrap_or_else(default_data_dir),
         json: cli.json,
+        snapshot_policy: cli.snapshot_policy,
+        snapshots_keep: cli.snapshots_keep,
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Component(cmd) => commands::component::run(&ctx, cmd),
         Command::Worker(cmd) => commands::worker::run(&ctx, cmd),
+        Command::Snapshot(cmd) => commands::snapshot::run(&ctx, cmd),
     };
     match outcome {
         Ok(code) => code,

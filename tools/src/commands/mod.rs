@@ -2,6 +2,7 @@
 
 pub mod component;
 pub mod run;
+pub mod snapshot;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use golemw_runtime::{Executor, ExecutorOptions, WorkerId};
 pub struct Context {
     pub data_dir: PathBuf,
     pub json: bool,
+    pub snapshot_policy: golemw_runtime::SnapshotPolicy,
+    pub snapshots_keep: usize,
 }
 
 impl Context {
@@ -22,6 +25,8 @@ impl Context {
             &self.data_dir,
             ExecutorOptions {
                 echo_output: !self.json,
+                snapshot_policy: self.snapshot_policy,
+                snapshots_keep: self.snapshots_keep,
                 ..ExecutorOptions::default()
             },
         )

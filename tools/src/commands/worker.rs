@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use golemw_runtime::oplog::store::BlockRead;
+use golemw_runtime::RecoveryMode;
 
 use super::{worker_id, Context};
 use crate::output;
@@ -61,10 +62,14 @@ pub enum WorkerCommand {
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
-    /// Bring a worker back from its oplog without invoking anything, and report how.
+    /// Bring a worker back without invoking anything, and report how: the snapshot used (if
+    /// any), entries replayed, bytes restored, time taken.
     Recover {
         /// COMPONENT/WORKER
         worker: String,
+        /// Ignore snapshots and replay the whole oplog.
+        #[arg(long)]
+        full_replay: bool,
     },
 }
 
@@ -112,10 +117,16 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             let id = worker_id(&executor, &worker)?;
             let record = executor.worker_record(&id)?;
             let oplog_len = executor.oplog_len(&id)?;
+            let latest_snapshot = golemw_runtime::snapshots::list(executor.storage(), &record.uid)?
+                .last()
+                .map(|s| s.index);
+            let blocker = executor.snapshot_blocker(&id)?;
             if ctx.json {
                 let mut value = serde_json::to_value(&record)?;
                 value["oplog_len"] = oplog_len.into();
                 value["uri"] = id.uri().into();
+                value["latest_snapshot_index"] = latest_snapshot.into();
+                value["snapshots_disabled"] = blocker.clone().into();
                 output::json(&value);
             } else {
                 println!("worker:            {}", record.id.worker_name);
@@ -131,6 +142,24 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 );
                 println!("retry count:       {}", record.retry_count);
                 println!("oplog length:      {oplog_len}");
+                match latest_snapshot {
+                    Some(index) => println!("latest snapshot:   at oplog index {index}"),
+                    None => println!("latest snapshot:   none"),
+                }
+                if let Some(reason) = &blocker {
+                    println!("snapshots:         disabled: {reason}");
+                }
+                if let Some(r) = &record.last_recovery {
+                    println!(
+                        "last recovery:     {}, {} entries replayed, {:.3} ms",
+                        match r.snapshot_index {
+                            Some(i) => format!("from snapshot at {i}"),
+                            None => "full replay".to_string(),
+                        },
+                        r.entries_replayed,
+                        r.duration_us as f64 / 1000.0
+                    );
+                }
                 if let Some(err) = &record.last_error {
                     println!("last error:        {err}");
                 }
@@ -221,12 +250,31 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 bail!("the oplog of {id} has corrupt entries (see above)");
             }
         }
-        WorkerCommand::Recover { worker } => {
+        WorkerCommand::Recover {
+            worker,
+            full_replay,
+        } => {
             let id = worker_id(&executor, &worker)?;
-            let report = executor.recover(&id)?;
+            let mode = if full_replay {
+                RecoveryMode::FullReplay
+            } else {
+                RecoveryMode::Auto
+            };
+            let report = executor.recover(&id, mode)?;
             if ctx.json {
                 output::json(&report);
             } else {
+                for reason in &report.skipped {
+                    eprintln!("warning: {reason}");
+                }
+                match report.snapshot_index {
+                    Some(index) => println!(
+                        "restored snapshot at oplog index {index} ({} bytes of memory) in {:.3} ms",
+                        report.bytes_restored,
+                        report.restore_us as f64 / 1000.0
+                    ),
+                    None => println!("no snapshot used: full replay"),
+                }
                 println!(
                     "recovered {id}: replayed {} entries ({} invocations) in {:.3} ms",
                     report.entries_replayed,

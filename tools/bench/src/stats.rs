@@ -1,0 +1,109 @@
+//! Summary statistics of timed samples.
+
+use std::time::{Duration, Instant};
+
+/// Timed samples, in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Samples(Vec<f64>);
+
+impl Samples {
+    pub fn with_capacity(n: usize) -> Self {
+        Samples(Vec::with_capacity(n))
+    }
+
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d.as_secs_f64() * 1e6);
+    }
+
+    /// Times `f` once and records it.
+    pub fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.push(start.elapsed());
+        out
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// The `q` quantile (0..=1) by nearest rank, in µs.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let v = self.sorted();
+        assert!(!v.is_empty(), "no samples");
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1]
+    }
+
+    pub fn median(&self) -> f64 {
+        let v = self.sorted();
+        assert!(!v.is_empty(), "no samples");
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    pub fn p99(&self) -> f64 {
+        self.quantile(0.99)
+    }
+}
+
+/// The median of plain numbers.
+pub fn median(values: &[f64]) -> f64 {
+    let mut s = Samples(values.to_vec());
+    s.0.sort_by(f64::total_cmp);
+    s.median()
+}
+
+/// A number with about three significant digits, for tables.
+pub fn fmt(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A ratio, e.g. `1.23×`.
+pub fn ratio(x: f64, baseline: f64) -> String {
+    format!("{}×", fmt(x / baseline))
+}
+
+/// A large count with thousands separators (`1,234,567`).
+pub fn count(x: f64) -> String {
+    let digits = format!("{:.0}", x.round());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let mut s = Samples::default();
+        for i in 1..=100 {
+            s.push(Duration::from_micros(i));
+        }
+        assert_eq!(s.median(), 50.5);
+        assert_eq!(s.p99(), 99.0);
+        assert_eq!(count(1234567.0), "1,234,567");
+    }
+}
