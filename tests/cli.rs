@@ -199,3 +199,51 @@ fn sigkill_during_a_sequence_of_invocations_loses_no_completed_invocation() {
     .count() as u64;
     assert_eq!(completed_entries, total + 1, "every add plus the final get");
 }
+
+/// Each invocation is followed by a snapshot (policy invocations:1) that writes megabytes of
+/// pages; processes are killed at different points of that write. The worker must always come
+/// back, and every snapshot left behind must reproduce the full replay's state.
+#[test]
+fn sigkill_during_a_snapshot_write_leaves_a_recoverable_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("memory");
+    let policy = ["--snapshot-policy", "invocations:1"];
+    let with_policy = |args: &[&str]| -> Vec<String> {
+        policy.iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    let args = with_policy(&["worker", "invoke", "memory/k", "fill-mib", "16"]);
+    ok(
+        dir.path(),
+        &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
+    let mut killed_while_running = 0;
+    for round in 0..8u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(with_policy(&[
+                "worker", "invoke", "memory/k", "touch", "30",
+            ]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(10 + 12 * round));
+        if child.try_wait().unwrap().is_none() {
+            killed_while_running += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        killed_while_running > 0,
+        "no kill landed while a process was running"
+    );
+    let out = ok(dir.path(), &["snapshot", "verify", "memory/k", "--all"]);
+    assert!(out.contains("ok") && !out.contains("MISMATCH"), "{out}");
+    let recover = ok(dir.path(), &["--json", "worker", "recover", "memory/k"]);
+    let report: serde_json::Value = serde_json::from_str(&recover).unwrap();
+    assert!(report["snapshot_index"].is_u64(), "{report}");
+    ok(dir.path(), &["worker", "invoke", "memory/k", "checksum"]);
+}

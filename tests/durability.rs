@@ -254,7 +254,8 @@ fn every_wit_type_round_trips_through_the_abi() {
     drop(ex);
     // Every one of those invocations replays with the same result.
     let mut ex = open(dir.path());
-    ex.recover(&id, RecoveryMode::Auto).expect("typed invocations replay");
+    ex.recover(&id, RecoveryMode::Auto)
+        .expect("typed invocations replay");
 }
 
 #[test]

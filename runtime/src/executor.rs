@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::ids::{validate_worker_name, ComponentId, ComponentVersion, OplogIndex, WorkerId};
 use crate::oplog::store::{self, BlockEncoder, BlockRead};
 use crate::oplog::{now_ms, OplogEntry};
-use crate::storage::{codec, Storage};
 use crate::snapshots::Policy;
+use crate::storage::{codec, Storage};
 use crate::worker::{
     invocation_key, InstanceInputs, InvocationResult, RecoveryMode, RecoveryReport, Worker,
     WorkerRecord, WorkerStatus,

@@ -272,7 +272,15 @@ mod tests {
         for text in ["off", "invocations:3", "entries:1000", "seconds:60"] {
             assert_eq!(text.parse::<Policy>().unwrap().to_string(), text);
         }
-        for bad in ["", "on", "entries", "entries:", "entries:0", "entries:-1", "minutes:5"] {
+        for bad in [
+            "",
+            "on",
+            "entries",
+            "entries:",
+            "entries:0",
+            "entries:-1",
+            "minutes:5",
+        ] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
     }

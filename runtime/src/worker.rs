@@ -396,17 +396,14 @@ impl Worker {
                 inputs.echo_output,
             )
             .resume_after(stored.index);
-            let mut worker = match Worker::instantiate(
+            let mut worker = Worker::instantiate(
                 inputs,
                 record.clone(),
                 gate,
                 &record.args,
                 &record.env,
                 Start::Restore,
-            ) {
-                Ok(worker) => worker,
-                Err(err) => return Err(err),
-            };
+            )?;
             if let Err(err) = worker.restore_state(manifest) {
                 skip(err.to_string());
                 continue;
@@ -480,10 +477,11 @@ impl Worker {
             // checked above) with the same global layout, so each fits its global's type.
             objects.set_global_unchecked(index, *value);
         }
-        let host: HostSnapshot = postcard::from_bytes(&manifest.host_state).map_err(|e| Error::Corrupt {
-            what: "snapshot host state".into(),
-            detail: e.to_string(),
-        })?;
+        let host: HostSnapshot =
+            postcard::from_bytes(&manifest.host_state).map_err(|e| Error::Corrupt {
+                what: "snapshot host state".into(),
+                detail: e.to_string(),
+            })?;
         self.env.as_mut(&mut self.store).last_monotonic_ns = host.last_monotonic_ns;
         Ok(())
     }
@@ -741,7 +739,10 @@ impl Worker {
         let entries = self.oplog_len() - self.snapshots.last_index;
         let tracker = &self.snapshots;
         let elapsed = std::time::Duration::from_millis(now_ms().saturating_sub(tracker.since_ms));
-        if !tracker.policy.due(tracker.invocations_since, entries, elapsed) {
+        if !tracker
+            .policy
+            .due(tracker.invocations_since, entries, elapsed)
+        {
             return;
         }
         if let Err(err) = self.snapshot() {
@@ -753,9 +754,15 @@ impl Worker {
     /// prunes old ones beyond the number to keep.
     pub fn snapshot(&mut self) -> Result<golemw_snapshot::CaptureStats> {
         if let Some(blocker) = &self.interface.snapshot_blocker {
-            return Err(Error::Engine(format!("this worker cannot be snapshotted: {blocker}")));
+            return Err(Error::Engine(format!(
+                "this worker cannot be snapshotted: {blocker}"
+            )));
         }
-        assert_eq!(self.gate().pending_len(), 0, "snapshots are taken after a commit");
+        assert_eq!(
+            self.gate().pending_len(),
+            0,
+            "snapshots are taken after a commit"
+        );
         let index = self.oplog_len();
         let globals = self.store.as_store_mut().objects_mut().as_u128_globals();
         let host_state = postcard::to_stdvec(&HostSnapshot {
@@ -763,7 +770,10 @@ impl Worker {
         })
         .expect("encoding into a Vec cannot fail");
         if self.snapshots.stored.is_none() {
-            self.snapshots.stored = Some(crate::snapshots::stored_pages(&self.storage, &self.record.uid)?);
+            self.snapshots.stored = Some(crate::snapshots::stored_pages(
+                &self.storage,
+                &self.record.uid,
+            )?);
         }
         let stored = self.snapshots.stored.as_ref().expect("loaded above");
         let capture = {

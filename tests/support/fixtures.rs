@@ -89,3 +89,51 @@ pub fn edit_worker_record(data_dir: &Path, id: &WorkerId, edit: impl FnOnce(&mut
         .unwrap();
     storage.sync().unwrap();
 }
+
+/// Flips one byte in the middle of each stored page that the snapshot at `index` uses and no
+/// older snapshot does. Returns how many pages were damaged.
+pub fn corrupt_pages_of_snapshot(data_dir: &Path, uid: &uuid::Uuid, index: u64) -> usize {
+    use golemw_runtime::snapshots;
+    let storage = Storage::open(data_dir).expect("open storage");
+    let list = snapshots::list(&storage, uid).unwrap();
+    let target = list
+        .iter()
+        .find(|s| s.index == index)
+        .expect("snapshot exists");
+    let target_pages = target.manifest.as_ref().unwrap().page_hashes();
+    let older: std::collections::HashSet<_> = list
+        .iter()
+        .filter(|s| s.index < index)
+        .flat_map(|s| s.manifest.as_ref().unwrap().page_hashes())
+        .collect();
+    let db = storage.tables().snapshot_pages;
+    let mut damaged = 0;
+    for hash in target_pages.iter().filter(|h| !older.contains(h)) {
+        let mut key = uid.as_bytes().to_vec();
+        key.extend_from_slice(&hash.0);
+        let mut bytes = storage.get(db, &key).unwrap().expect("page stored");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        storage
+            .write(|txn| Ok(txn.put(db, &key, &bytes, lmdb::WriteFlags::empty())?))
+            .unwrap();
+        damaged += 1;
+    }
+    storage.sync().unwrap();
+    damaged
+}
+
+/// Flips one byte of the manifest of the snapshot at `index`.
+pub fn corrupt_manifest(data_dir: &Path, uid: &uuid::Uuid, index: u64) {
+    let storage = Storage::open(data_dir).expect("open storage");
+    let db = storage.tables().snapshots;
+    let mut key = uid.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    let mut bytes = storage.get(db, &key).unwrap().expect("manifest stored");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    storage
+        .write(|txn| Ok(txn.put(db, &key, &bytes, lmdb::WriteFlags::empty())?))
+        .unwrap();
+    storage.sync().unwrap();
+}

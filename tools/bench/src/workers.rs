@@ -17,9 +17,12 @@ impl BenchWorker {
     /// measure no recovery).
     pub fn new(ctx: &Ctx, wasm: &[u8], fsync: bool) -> Result<Self> {
         let dir = ctx.temp_dir()?;
+        // Snapshots off: these figures measure the durability gate, not capture.
         let options = ExecutorOptions {
             echo_output: false,
             fsync,
+            snapshot_policy: golemw_runtime::SnapshotPolicy::Off,
+            ..ExecutorOptions::default()
         };
         let mut executor = Executor::open(dir.path(), options).context("opening the executor")?;
         executor

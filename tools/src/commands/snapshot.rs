@@ -107,7 +107,9 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
                 })
                 .collect();
             if ctx.json {
-                output::json(&serde_json::json!({ "snapshots": rows, "stored_page_bytes": total_pages }));
+                output::json(
+                    &serde_json::json!({ "snapshots": rows, "stored_page_bytes": total_pages }),
+                );
             } else if rows.is_empty() {
                 println!("no snapshots of {id}");
             } else {
@@ -145,13 +147,21 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let m = manifest(find(&list, index)?)?;
-            let zero = m.pages.iter().filter(|p| matches!(p, PageRef::Zero)).count();
+            let zero = m
+                .pages
+                .iter()
+                .filter(|p| matches!(p, PageRef::Zero))
+                .count();
             if ctx.json {
                 output::json(m);
             } else {
                 println!("oplog index:       {}", m.oplog_index);
                 println!("component version: {}", m.component_version);
-                println!("memory:            {} bytes ({} pages of 64 KiB)", m.memory_bytes, m.pages.len());
+                println!(
+                    "memory:            {} bytes ({} pages of 64 KiB)",
+                    m.memory_bytes,
+                    m.pages.len()
+                );
                 println!("zero pages:        {zero} (not stored)");
                 println!("stored pages:      {}", m.pages.len() - zero);
                 println!("distinct pages:    {}", m.page_hashes().len());
@@ -171,7 +181,10 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
-            let (ma, mb) = (manifest(find(&list, Some(a))?)?, manifest(find(&list, Some(b))?)?);
+            let (ma, mb) = (
+                manifest(find(&list, Some(a))?)?,
+                manifest(find(&list, Some(b))?)?,
+            );
             let ranges = golemw_snapshot::diff(ma, mb);
             if ctx.json {
                 output::json(&ranges);
@@ -191,7 +204,11 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
                 }
             }
         }
-        SnapshotCommand::Export { worker, index, memory } => {
+        SnapshotCommand::Export {
+            worker,
+            index,
+            memory,
+        } => {
             let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
@@ -199,11 +216,16 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             let reader = snapshots::PageReader::new(executor.storage(), uid);
             let mut image = vec![0u8; m.memory_bytes as usize];
             golemw_snapshot::restore_into(m, &mut image, |h| reader.fetch(h))?;
-            std::fs::write(&memory, &image).with_context(|| format!("writing {}", memory.display()))?;
+            std::fs::write(&memory, &image)
+                .with_context(|| format!("writing {}", memory.display()))?;
             if ctx.json {
                 output::json(&serde_json::json!({ "file": memory, "bytes": image.len() }));
             } else {
-                println!("wrote {} bytes of memory to {}", image.len(), memory.display());
+                println!(
+                    "wrote {} bytes of memory to {}",
+                    image.len(),
+                    memory.display()
+                );
             }
         }
         SnapshotCommand::Verify { worker, all } => {
@@ -247,7 +269,11 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             } else {
                 println!(
                     "snapshot taken: {} pages, {} stored, {} new ({} bytes) in {} us",
-                    stats.pages_total, stats.pages_stored, stats.pages_new, stats.bytes_new, stats.capture_us
+                    stats.pages_total,
+                    stats.pages_stored,
+                    stats.pages_new,
+                    stats.bytes_new,
+                    stats.capture_us
                 );
             }
         }

@@ -1,0 +1,262 @@
+//! Instance snapshots: restore gives the same state as a full replay, never re-runs start code,
+//! falls back past damaged snapshots, and stores unchanged pages once.
+
+use golemw_runtime::snapshots;
+use golemw_runtime::{Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
+use golemw_tests::guest_wasm;
+
+fn open(dir: &std::path::Path, policy: &str) -> Executor {
+    let options = ExecutorOptions {
+        snapshot_policy: policy.parse::<SnapshotPolicy>().unwrap(),
+        snapshots_keep: 16,
+        ..ExecutorOptions::default()
+    };
+    Executor::open(dir, options).expect("open the data directory")
+}
+
+fn setup(dir: &std::path::Path, policy: &str, wasm: &[u8], name: &str) -> (Executor, WorkerId) {
+    let ex = open(dir, policy);
+    ex.components().add(name, wasm).expect("add component");
+    let id = ex.worker_id(name, "w").unwrap();
+    (ex, id)
+}
+
+fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    ex.invoke(id, function, &args, None)
+        .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
+        .result
+}
+
+fn snapshot_indexes(ex: &Executor, id: &WorkerId) -> Vec<u64> {
+    let uid = ex.worker_record(id).unwrap().uid;
+    snapshots::list(ex.storage(), &uid)
+        .unwrap()
+        .iter()
+        .map(|s| s.index)
+        .collect()
+}
+
+/// Allocates, frees, grows and touches memory across several snapshots.
+fn memory_workload(ex: &mut Executor, id: &WorkerId) -> String {
+    invoke(ex, id, "fill-mib", &["4"]);
+    let a = invoke(ex, id, "alloc", &["512"]).unwrap();
+    invoke(ex, id, "alloc", &["2048"]);
+    invoke(ex, id, "touch", &["10"]);
+    invoke(ex, id, "free", &[&a]);
+    invoke(ex, id, "alloc", &["8192"]); // grows linear memory
+    invoke(ex, id, "touch", &["50"]);
+    invoke(ex, id, "now", &[]);
+    invoke(ex, id, "checksum", &[]).unwrap()
+}
+
+#[test]
+fn restore_equals_full_replay_for_a_guest_that_allocates_frees_and_grows_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let (mut ex, id) = setup(dir.path(), "invocations:3", &wasm, "memory");
+    let checksum = memory_workload(&mut ex, &id);
+    let memory_before: u64 = invoke(&mut ex, &id, "memory-bytes", &[])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        snapshot_indexes(&ex, &id).len() >= 2,
+        "{:?}",
+        snapshot_indexes(&ex, &id)
+    );
+    drop(ex);
+
+    let mut ex = open(dir.path(), "invocations:3");
+    let from_snapshot = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
+    let report = ex.worker_record(&id).unwrap().last_recovery.unwrap();
+    assert!(report.snapshot_index.is_some(), "{report:?}");
+    assert!(report.bytes_restored >= memory_before);
+    let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(
+        from_snapshot, full,
+        "restored state differs from full replay"
+    );
+    // Every snapshot, not only the newest, leads to the same final state.
+    let (reference, checks) = ex.verify_snapshots(&id, true, |_, _| {}).unwrap();
+    assert_eq!(reference, full);
+    assert!(
+        checks.len() >= 2 && checks.iter().all(|c| c.matches),
+        "{checks:?}"
+    );
+    // And the guest sees its state.
+    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+}
+
+#[test]
+fn state_kept_in_a_non_exported_global_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = golemw_tests::module_with_global_state();
+    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "globals");
+    for expected in 1..=5 {
+        assert_eq!(
+            invoke(&mut ex, &id, "incr", &[]).unwrap(),
+            expected.to_string()
+        );
+    }
+    drop(ex);
+    let mut ex = open(dir.path(), "invocations:1");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, Some(11), "{report:?}");
+    assert_eq!(report.invocations_replayed, 0);
+    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "5");
+}
+
+#[test]
+fn restore_does_not_run_start_code_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("init")).unwrap();
+    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "init");
+    let started = invoke(&mut ex, &id, "started-at", &[]).unwrap();
+    invoke(&mut ex, &id, "add", &["2"]);
+    drop(ex);
+    let mut ex = open(dir.path(), "invocations:1");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(report.snapshot_index.is_some());
+    // _initialize read the clock and random: had it run again, these would differ.
+    assert_eq!(invoke(&mut ex, &id, "started-at", &[]).unwrap(), started);
+    assert_eq!(invoke(&mut ex, &id, "add", &["1"]).unwrap(), "3");
+    drop(ex);
+    let mut ex = open(dir.path(), "off");
+    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(
+        invoke(&mut ex, &id, "started-at", &[]).unwrap(),
+        started,
+        "replayed from the oplog"
+    );
+}
+
+#[test]
+fn a_damaged_page_or_manifest_falls_back_to_an_older_snapshot_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let (mut ex, id) = setup(dir.path(), "invocations:2", &wasm, "memory");
+    let checksum = memory_workload(&mut ex, &id);
+    let indexes = snapshot_indexes(&ex, &id);
+    assert!(indexes.len() >= 3, "{indexes:?}");
+    let uid = ex.worker_record(&id).unwrap().uid;
+    drop(ex);
+
+    let newest = indexes[indexes.len() - 1];
+    let second = indexes[indexes.len() - 2];
+    golemw_tests::corrupt_manifest(dir.path(), &uid, newest);
+    assert!(golemw_tests::corrupt_pages_of_snapshot(dir.path(), &uid, second) > 0);
+    let mut ex = open(dir.path(), "off");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(
+        report.snapshot_index,
+        Some(indexes[indexes.len() - 3]),
+        "{report:?}"
+    );
+    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+    assert!(
+        report.skipped[0].contains("checksum mismatch"),
+        "{:?}",
+        report.skipped
+    );
+    assert!(
+        report.skipped[1].contains(&format!("snapshot at {second}")),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+    let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(ex.state_digest(&id, RecoveryMode::Auto).unwrap(), full);
+}
+
+#[test]
+fn a_snapshot_of_another_component_version_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
+    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "counter");
+    invoke(&mut ex, &id, "add", &["4"]);
+    ex.components().update("counter", &wasm).unwrap();
+    drop(ex);
+    golemw_tests::set_worker_component_version(dir.path(), &id, 1);
+    let mut ex = open(dir.path(), "off");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, None);
+    assert!(
+        report.skipped[0].contains("taken on component version 0"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "4");
+}
+
+#[test]
+fn an_unchanged_page_is_stored_once_and_pruning_collects_unreferenced_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let options = ExecutorOptions {
+        snapshot_policy: SnapshotPolicy::Off,
+        snapshots_keep: 2,
+        ..ExecutorOptions::default()
+    };
+    let mut ex = Executor::open(dir.path(), options).unwrap();
+    ex.components().add("memory", &wasm).unwrap();
+    let id = ex.worker_id("memory", "w").unwrap();
+    invoke(&mut ex, &id, "fill-mib", &["8"]);
+    let first = ex.snapshot(&id).unwrap();
+    let uid = ex.worker_record(&id).unwrap().uid;
+    let pages_after_first = snapshots::stored_pages(ex.storage(), &uid).unwrap().len();
+    assert_eq!(first.pages_new as usize, pages_after_first);
+    assert!(
+        first.pages_stored >= 128,
+        "8 MiB of data is at least 128 pages: {first:?}"
+    );
+    // Touch 1% of the data (spread over the buffers, so a few 64 KiB pages each get a write):
+    // only the pages holding a write are new; the rest are referenced, not stored again.
+    invoke(&mut ex, &id, "touch", &["1"]);
+    let second = ex.snapshot(&id).unwrap();
+    assert!(
+        second.pages_new > 0 && second.pages_new * 4 < second.pages_stored,
+        "{second:?}"
+    );
+    let pages_after_second = snapshots::stored_pages(ex.storage(), &uid).unwrap().len();
+    assert_eq!(
+        pages_after_second,
+        pages_after_first + second.pages_new as usize
+    );
+    // A third snapshot prunes the first (keep 2); its pages that nobody else uses go with it.
+    invoke(&mut ex, &id, "touch", &["1"]);
+    let third = ex.snapshot(&id).unwrap();
+    assert_eq!(snapshot_indexes(&ex, &id).len(), 2);
+    let pages_after_third = snapshots::stored_pages(ex.storage(), &uid).unwrap().len();
+    assert!(
+        pages_after_third < pages_after_second + third.pages_new as usize,
+        "pages only the first snapshot used were collected"
+    );
+    let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(ex.state_digest(&id, RecoveryMode::Auto).unwrap(), full);
+}
+
+#[test]
+fn a_module_that_mutates_its_tables_is_not_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = golemw_tests::module_with_table_mutation();
+    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "tables");
+    invoke(&mut ex, &id, "incr", &[]);
+    invoke(&mut ex, &id, "incr", &[]);
+    assert!(snapshot_indexes(&ex, &id).is_empty());
+    let reason = ex.snapshot_blocker(&id).unwrap().expect("a reason");
+    assert!(
+        reason.contains("table.grow") || reason.contains("table.set"),
+        "{reason}"
+    );
+    drop(ex);
+    let mut ex = open(dir.path(), "invocations:1");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, None);
+    assert!(
+        report.skipped[0].contains("snapshots are not used"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "2");
+}
