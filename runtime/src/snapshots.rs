@@ -103,8 +103,8 @@ pub fn stored_page_bytes(storage: &Storage, uid: &Uuid) -> Result<u64> {
     Ok(total)
 }
 
-/// Reads pages for a restore. One read transaction serves every page (LMDB read transactions
-/// are cheap, but not free); returns an owned copy since the restore decodes in parallel.
+/// Reads pages for a restore, decoding each straight out of LMDB's memory map. Each page read
+/// opens its own (cheap) read transaction, so pages can be read from several threads.
 pub struct PageReader<'s> {
     storage: &'s Storage,
     uid: Uuid,
@@ -115,8 +115,12 @@ impl<'s> PageReader<'s> {
         PageReader { storage, uid }
     }
 
-    /// The encoded bytes of a page.
-    pub fn fetch(&self, hash: &PageHash) -> std::result::Result<Vec<u8>, SnapshotError> {
+    /// Decodes a stored page straight from LMDB's map into `dst` (no intermediate copy).
+    pub fn read_into(
+        &self,
+        hash: &PageHash,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), SnapshotError> {
         let txn = self
             .storage
             .env()
@@ -129,7 +133,7 @@ impl<'s> PageReader<'s> {
             self.storage.tables().snapshot_pages,
             &page_key(&self.uid, hash),
         ) {
-            Ok(bytes) => Ok(bytes.to_vec()),
+            Ok(bytes) => golemw_snapshot::page::decode_page_into(bytes, dst, hash),
             Err(lmdb::Error::NotFound) => Err(SnapshotError::MissingPage { hash: *hash }),
             Err(e) => Err(SnapshotError::Fetch {
                 hash: *hash,

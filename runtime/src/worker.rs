@@ -404,10 +404,18 @@ impl Worker {
                 &record.env,
                 Start::Restore,
             )?;
+            let instantiated_us = restore_started.elapsed().as_micros() as u64;
             if let Err(err) = worker.restore_state(manifest) {
                 skip(err.to_string());
                 continue;
             }
+            tracing::debug!(
+                worker = %record.id,
+                index = stored.index,
+                instantiate_us = instantiated_us,
+                restore_us = restore_started.elapsed().as_micros() as u64 - instantiated_us,
+                "snapshot restored"
+            );
             let mut report = RecoveryReport {
                 snapshot_index: Some(stored.index),
                 bytes_restored: manifest.memory_bytes,
@@ -458,7 +466,9 @@ impl Worker {
             // just created and nothing has been called), and the slice is dropped before the
             // store is used again, so nothing else reads or writes the memory meanwhile.
             let memory = unsafe { view.data_unchecked_mut() };
-            golemw_snapshot::restore_into(manifest, memory, |hash| reader.fetch(hash))?;
+            golemw_snapshot::restore_into(manifest, memory, |hash, page| {
+                reader.read_into(hash, page)
+            })?;
         }
         let mut store = self.store.as_store_mut();
         let objects = store.objects_mut();

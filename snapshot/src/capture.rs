@@ -49,50 +49,59 @@ pub fn capture(
 ) -> Capture {
     let started = Instant::now();
     let memory = state.memory;
-    let pages: Vec<(PageRef, Option<Vec<u8>>)> = memory
-        .par_chunks(PAGE_BYTES)
-        .enumerate()
-        .map(|(i, bytes)| {
-            let fp = fingerprint(bytes);
-            if let Some(PageRef::Stored { fingerprint, hash }) = previous.and_then(|p| p.get(i)) {
-                if *fingerprint == fp && bytes.len() == PAGE_BYTES {
-                    return (
-                        PageRef::Stored {
-                            hash: *hash,
-                            fingerprint: fp,
-                        },
-                        None,
-                    );
-                }
+    let capture_page = |(i, bytes): (usize, &[u8])| {
+        let fp = fingerprint(bytes);
+        if let Some(PageRef::Stored { fingerprint, hash }) = previous.and_then(|p| p.get(i)) {
+            if *fingerprint == fp && bytes.len() == PAGE_BYTES {
+                return (
+                    PageRef::Stored {
+                        hash: *hash,
+                        fingerprint: fp,
+                    },
+                    None,
+                );
             }
-            if is_zero(bytes) {
-                return (PageRef::Zero, None);
-            }
-            let hash = if bytes.len() == PAGE_BYTES {
-                PageHash::of(bytes)
-            } else {
-                // A trailing partial page (memory is a whole number of wasm pages, so only in
-                // tests) is padded to a full page.
-                let mut padded = bytes.to_vec();
-                padded.resize(PAGE_BYTES, 0);
-                PageHash::of(&padded)
-            };
-            let encoded = if is_stored(&hash) {
-                None
-            } else {
-                let mut padded = bytes.to_vec();
-                padded.resize(PAGE_BYTES, 0);
-                Some(encode_page(&padded))
-            };
-            (
-                PageRef::Stored {
-                    hash,
-                    fingerprint: fp,
-                },
-                encoded,
-            )
-        })
-        .collect();
+        }
+        if is_zero(bytes) {
+            return (PageRef::Zero, None);
+        }
+        let hash = if bytes.len() == PAGE_BYTES {
+            PageHash::of(bytes)
+        } else {
+            // A trailing partial page (memory is a whole number of wasm pages, so only in
+            // tests) is padded to a full page.
+            let mut padded = bytes.to_vec();
+            padded.resize(PAGE_BYTES, 0);
+            PageHash::of(&padded)
+        };
+        let encoded = if is_stored(&hash) {
+            None
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(PAGE_BYTES, 0);
+            Some(encode_page(&padded))
+        };
+        (
+            PageRef::Stored {
+                hash,
+                fingerprint: fp,
+            },
+            encoded,
+        )
+    };
+    let pages: Vec<(PageRef, Option<Vec<u8>>)> = if crate::parallel(memory.len() / PAGE_BYTES) {
+        memory
+            .par_chunks(PAGE_BYTES)
+            .enumerate()
+            .map(capture_page)
+            .collect()
+    } else {
+        memory
+            .chunks(PAGE_BYTES)
+            .enumerate()
+            .map(capture_page)
+            .collect()
+    };
     let mut new_pages: Vec<(PageHash, Vec<u8>)> = Vec::new();
     let mut refs = Vec::with_capacity(pages.len());
     for (page, encoded) in pages {
@@ -130,7 +139,7 @@ pub fn capture(
 }
 
 /// Whether every byte is zero, a word at a time.
-fn is_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     let (head, words, tail) = unsafe {
         // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
         bytes.align_to::<u64>()

@@ -6,12 +6,18 @@ use crate::manifest::Manifest;
 use crate::page::{decode_page_into, PageHash, PageRef, PAGE_BYTES};
 use crate::SnapshotError;
 
-/// Writes the snapshot's memory into `dst` (at least `manifest.memory_bytes` long). `fetch`
-/// returns a stored page's encoded bytes; pages are decoded in parallel straight into `dst`.
-/// Zero pages are zeroed (the fresh instance's data segments may have written there).
-pub fn restore_into<F>(manifest: &Manifest, dst: &mut [u8], fetch: F) -> Result<(), SnapshotError>
+/// Writes the snapshot's memory into `dst` (at least `manifest.memory_bytes` long).
+/// `read_page(hash, page)` decodes a stored page straight into its place in `dst` (see
+/// [`crate::page::decode_page_into`]), so no page is copied twice. Large memories are restored
+/// on all cores. Zero pages are zeroed (the fresh instance's data segments may have written
+/// there).
+pub fn restore_into<F>(
+    manifest: &Manifest,
+    dst: &mut [u8],
+    read_page: F,
+) -> Result<(), SnapshotError>
 where
-    F: Fn(&PageHash) -> Result<Vec<u8>, SnapshotError> + Sync,
+    F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
 {
     let needed = manifest.memory_bytes as usize;
     if dst.len() < needed {
@@ -20,27 +26,35 @@ where
             available: dst.len() as u64,
         });
     }
-    dst[..needed]
-        .par_chunks_mut(PAGE_BYTES)
-        .zip(manifest.pages.par_iter())
-        .try_for_each(|(page, page_ref)| match page_ref {
-            PageRef::Zero => {
+    let restore_page = |(page, page_ref): (&mut [u8], &PageRef)| match page_ref {
+        PageRef::Zero => {
+            // Most of a fresh instance's memory is untouched: reading it maps the kernel's zero
+            // page, writing would fault in and clear a real one. Only clear what is not zero.
+            if !crate::capture::is_zero(page) {
                 page.fill(0);
-                Ok(())
             }
-            PageRef::Stored { hash, .. } => {
-                let stored = fetch(hash)?;
-                if page.len() == PAGE_BYTES {
-                    decode_page_into(&stored, page, hash)
-                } else {
-                    let mut full = vec![0u8; PAGE_BYTES];
-                    decode_page_into(&stored, &mut full, hash)?;
-                    let len = page.len();
-                    page.copy_from_slice(&full[..len]);
-                    Ok(())
-                }
-            }
-        })
+            Ok(())
+        }
+        PageRef::Stored { hash, .. } if page.len() == PAGE_BYTES => read_page(hash, page),
+        PageRef::Stored { hash, .. } => {
+            let mut full = vec![0u8; PAGE_BYTES];
+            read_page(hash, &mut full)?;
+            let len = page.len();
+            page.copy_from_slice(&full[..len]);
+            Ok(())
+        }
+    };
+    if crate::parallel(manifest.pages.len()) {
+        dst[..needed]
+            .par_chunks_mut(PAGE_BYTES)
+            .zip(manifest.pages.par_iter())
+            .try_for_each(restore_page)
+    } else {
+        dst[..needed]
+            .chunks_mut(PAGE_BYTES)
+            .zip(manifest.pages.iter())
+            .try_for_each(restore_page)
+    }
 }
 
 #[cfg(test)]

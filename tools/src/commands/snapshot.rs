@@ -215,7 +215,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             let m = manifest(find(&list, Some(index))?)?;
             let reader = snapshots::PageReader::new(executor.storage(), uid);
             let mut image = vec![0u8; m.memory_bytes as usize];
-            golemw_snapshot::restore_into(m, &mut image, |h| reader.fetch(h))?;
+            golemw_snapshot::restore_into(m, &mut image, |h, page| reader.read_into(h, page))?;
             std::fs::write(&memory, &image)
                 .with_context(|| format!("writing {}", memory.display()))?;
             if ctx.json {
