@@ -87,11 +87,11 @@ mod tests {
         let pages: HashMap<_, _> = captured.new_pages.into_iter().collect();
         let manifest = Manifest::decode(&captured.manifest.encode()).unwrap();
         let mut dst = vec![0xAAu8; 8 * PAGE_BYTES];
-        restore_into(&manifest, &mut dst, |h| {
-            pages
+        restore_into(&manifest, &mut dst, |h, page| {
+            let stored = pages
                 .get(h)
-                .cloned()
-                .ok_or(SnapshotError::MissingPage { hash: *h })
+                .ok_or(SnapshotError::MissingPage { hash: *h })?;
+            crate::page::decode_page_into(stored, page, h)
         })
         .unwrap();
         assert_eq!(dst, memory);
@@ -111,7 +111,7 @@ mod tests {
         };
         let captured = capture(state, None, |_| false);
         let mut dst = vec![0u8; 2 * PAGE_BYTES];
-        let err = restore_into(&captured.manifest, &mut dst, |h| {
+        let err = restore_into(&captured.manifest, &mut dst, |h, _| {
             Err(SnapshotError::MissingPage { hash: *h })
         });
         assert!(matches!(err, Err(SnapshotError::MissingPage { .. })));
