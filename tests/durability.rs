@@ -368,3 +368,42 @@ fn a_second_executor_on_the_same_directory_is_refused() {
         .to_string();
     assert!(err.contains("in use by another golemw process"), "{err}");
 }
+
+#[test]
+fn a_corrupt_oplog_block_is_reported_with_its_indexes_and_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid;
+    let id;
+    {
+        let mut ex = open(dir.path());
+        add_component(&ex, "counter", "counter");
+        id = worker(&ex, "counter", "w");
+        for n in 1..=3 {
+            invoke(&mut ex, &id, "add", &[&n.to_string()]);
+        }
+        uid = ex.worker_record(&id).unwrap().uid;
+    }
+    // Entries 4 and 5 are the second invocation, committed as one block.
+    golemw_tests::corrupt_oplog_block(dir.path(), &uid, 4);
+    let mut ex = open(dir.path());
+    let blocks = ex.oplog(&id, 1, 100).unwrap();
+    let corrupt: Vec<_> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            golemw_runtime::oplog::store::BlockRead::Corrupt {
+                first,
+                last,
+                detail,
+            } => Some((*first, *last, detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(corrupt.len(), 1, "one block is damaged");
+    assert_eq!((corrupt[0].0, corrupt[0].1), (4, 5));
+    assert!(corrupt[0].2.contains("checksum"), "{}", corrupt[0].2);
+    let err = ex.recover(&id, RecoveryMode::Auto).unwrap_err().to_string();
+    assert!(
+        err.contains("entries 4..=5") && err.contains("checksum"),
+        "{err}"
+    );
+}

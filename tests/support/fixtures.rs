@@ -137,3 +137,23 @@ pub fn corrupt_manifest(data_dir: &Path, uid: &uuid::Uuid, index: u64) {
         .unwrap();
     storage.sync().unwrap();
 }
+
+/// Flips one byte in the middle of the oplog block that holds entry `index` of a worker.
+pub fn corrupt_oplog_block(data_dir: &Path, uid: &uuid::Uuid, index: u64) {
+    use lmdb::{Cursor, Transaction};
+    let storage = Storage::open(data_dir).expect("open storage");
+    let db = storage.tables().oplog;
+    let key = golemw_runtime::oplog::store::block_key(uid, index);
+    let (found_key, mut bytes) = {
+        let txn = storage.env().begin_ro_txn().unwrap();
+        let mut cursor = txn.open_ro_cursor(db).unwrap();
+        let (k, v) = cursor.iter_from(key).next().expect("a block").unwrap();
+        (k.to_vec(), v.to_vec())
+    };
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    storage
+        .write(|txn| Ok(txn.put(db, &found_key, &bytes, lmdb::WriteFlags::empty())?))
+        .unwrap();
+    storage.sync().unwrap();
+}
