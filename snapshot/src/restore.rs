@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::manifest::Manifest;
-use crate::page::{decode_page_into, PageHash, PageRef, PAGE_BYTES};
+use crate::page::{PageHash, PageRef, PAGE_BYTES};
 use crate::SnapshotError;
 
 /// Writes the snapshot's memory into `dst` (at least `manifest.memory_bytes` long).
