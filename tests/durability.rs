@@ -407,3 +407,26 @@ fn a_corrupt_oplog_block_is_reported_with_its_indexes_and_never_replayed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_replay_that_makes_a_different_host_call_names_the_index_and_the_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let mut ex = open(dir.path());
+        add_component(&ex, "clocks", "clocks");
+        id = worker(&ex, "clocks", "w");
+        invoke(&mut ex, &id, "now", &[]);
+    }
+    // Rewrite the recorded invocation to call `random` instead of `now`: replay then meets a
+    // random_get where the oplog has a clock_time_get.
+    golemw_tests::rewrite_invoked_function(dir.path(), &id, "golemw:clocks/api#random");
+    let mut ex = open(dir.path());
+    let err = ex.recover(&id, RecoveryMode::Auto).unwrap_err().to_string();
+    assert!(err.contains("diverged at oplog index 3"), "{err}");
+    assert!(
+        err.contains("wasi:random_get") && err.contains("wasi:clock_time_get"),
+        "{err}"
+    );
+    assert_eq!(err.matches("diverged").count(), 1, "said once: {err}");
+}

@@ -259,17 +259,16 @@ impl Gate {
 
     /// A divergence error for `index` (also kept as the gate's fatal error).
     pub fn diverged(&mut self, index: OplogIndex, detail: String) -> Error {
-        let err = Error::Divergence {
-            worker: self.worker.clone(),
-            index,
-            detail,
-        };
         self.set_fatal(Error::Divergence {
             worker: self.worker.clone(),
             index,
-            detail: err.to_string(),
+            detail: detail.clone(),
         });
-        err
+        Error::Divergence {
+            worker: self.worker.clone(),
+            index,
+            detail,
+        }
     }
 
     /// Writes pending entries as one block, without touching the worker record.
