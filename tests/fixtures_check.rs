@@ -209,8 +209,9 @@ fn table_mutation_fixture_is_valid() {
     assert_eq!(shape.table_mutations, 1, "incr runs table.grow");
 }
 
-const MEMORY_FUNCTIONS: [&str; 8] = [
+const MEMORY_FUNCTIONS: [&str; 9] = [
     "alloc",
+    "clocks",
     "free",
     "touch",
     "fill-mib",

@@ -20,9 +20,10 @@ use crate::storage::Storage;
 pub const BLOCK_ENTRIES_MAX: usize = 4096;
 /// A decompressed block larger than this is corrupt (guards the allocation on read).
 const BLOCK_RAW_BYTES_MAX: usize = 256 << 20;
-/// Blocks with less raw payload than this are stored uncompressed: zstd's frame header
-/// (about 10 bytes) would eat the gain.
-const COMPRESS_BYTES_MIN: usize = 64;
+/// Blocks with less raw payload than this are stored uncompressed: a typical invocation's
+/// block (~80 bytes) does not shrink under zstd, and trying cost 8.6 of its 29.5 us batched
+/// latency (BENCHMARKS.md, figure 3).
+const COMPRESS_BYTES_MIN: usize = 512;
 /// zstd level 1: the fastest standard level; oplog text compresses well even there.
 const ZSTD_LEVEL: i32 = 1;
 const HEADER_BYTES: usize = 1 + 1 + 4 + 4 + 4;

@@ -9,11 +9,13 @@
 //! cargo run --release -p golemw-bench -- --only oplog --no-write
 //! ```
 
+mod capture;
 mod host_calls;
 mod invocation;
 mod oplog;
 mod plain;
 mod report;
+mod restart;
 mod stats;
 mod workers;
 
@@ -32,13 +34,16 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("host-calls", host_calls::run),
     ("oplog", oplog::run),
     ("invocation", invocation::run),
+    ("restart", restart::run),
+    ("restore-limit", restart::run_limit),
+    ("capture", capture::run),
 ];
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of golemw; writes BENCHMARKS.md at the repository root")]
 struct Args {
     /// Timed runs per configuration in the host-call figure (after warm-up).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500)]
     runs: usize,
     /// Timed invocations per configuration in the invocation-latency figure.
     #[arg(long, default_value_t = 1000)]
@@ -47,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     entries: u64,
     /// Repetitions of the oplog figure (each on a fresh data directory); the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     oplog_reps: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation.
     #[arg(long, value_delimiter = ',')]

@@ -107,8 +107,9 @@ impl Goal {
         let met = value < limit;
         let detail = if met {
             format!(
-                "{} {unit}: met ({:.1}× under the limit)",
+                "{} {unit}: met, {} {unit} under ({:.1}× below the limit)",
                 crate::stats::fmt(value),
+                crate::stats::fmt(limit - value),
                 limit / value
             )
         } else {
@@ -176,6 +177,8 @@ pub struct Meta {
     pub cores: usize,
     pub memory: String,
     pub kernel: String,
+    /// /proc/loadavg when the run started (other work on the machine skews the numbers).
+    pub load: String,
     pub rustc: String,
     pub command: String,
 }
@@ -213,6 +216,11 @@ impl Meta {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             memory,
             kernel: format!("Linux {}", read("/proc/sys/kernel/osrelease").trim()),
+            load: read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
             rustc,
             command,
         }
@@ -222,10 +230,17 @@ impl Meta {
         format!(
             "- Machine: {}, {} cores (nproc), {} memory, {}\n\
              - Toolchain: {}, release profile, Wasmer 7.4.2 (Cranelift), wasmer-wasix 0.704.2\n\
-             - Date: {}\n\
+             - Last run: {}, load average at its start {} (1, 5, 15 min)\n\
              - Command: `{}` (from the repository root)\n\
              - Data directories: temporary, under `target/bench-tmp/` (the repository's disk)\n",
-            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.date, self.command
+            self.cpu,
+            self.cores,
+            self.memory,
+            self.kernel,
+            self.rustc,
+            self.date,
+            self.load,
+            self.command
         )
     }
 }

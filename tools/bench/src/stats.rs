@@ -1,6 +1,6 @@
 //! Summary statistics of timed samples.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Timed samples, in microseconds.
 #[derive(Clone, Debug, Default)]
@@ -13,14 +13,6 @@ impl Samples {
 
     pub fn push(&mut self, d: Duration) {
         self.0.push(d.as_secs_f64() * 1e6);
-    }
-
-    /// Times `f` once and records it.
-    pub fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let out = f();
-        self.push(start.elapsed());
-        out
     }
 
     fn sorted(&self) -> Vec<f64> {
