@@ -61,7 +61,7 @@ pub enum SnapshotCommand {
     },
 }
 
-fn find<'a>(list: &'a [StoredSnapshot], index: Option<u64>) -> Result<&'a StoredSnapshot> {
+fn find(list: &[StoredSnapshot], index: Option<u64>) -> Result<&StoredSnapshot> {
     match index {
         Some(index) => list.iter().find(|s| s.index == index).with_context(|| {
             format!(
