@@ -10,9 +10,8 @@ use wasm_encoder::{
     MemorySection, MemoryType, Module, TypeSection,
 };
 
-/// A valid core module with a memory and no `component-type` section.
-pub fn module_without_component_type() -> Vec<u8> {
-    let mut module = Module::new();
+/// A memory section with one 64 KiB page, as every hand-made module here needs.
+pub(crate) fn one_page_memory() -> MemorySection {
     let mut memories = MemorySection::new();
     memories.memory(MemoryType {
         minimum: 1,
@@ -21,7 +20,13 @@ pub fn module_without_component_type() -> Vec<u8> {
         shared: false,
         page_size_log2: None,
     });
-    module.section(&memories);
+    memories
+}
+
+/// A valid core module with a memory and no `component-type` section.
+pub fn module_without_component_type() -> Vec<u8> {
+    let mut module = Module::new();
+    module.section(&crate::fixtures::one_page_memory());
     let mut exports = ExportSection::new();
     exports.export("memory", ExportKind::Memory, 0);
     module.section(&exports);
@@ -39,15 +44,7 @@ pub fn module_with_foreign_import(guest: &[u8]) -> Vec<u8> {
     imports.import("env", "launch-missiles", EntityType::Function(0));
     module.section(&imports);
     module.section(&FunctionSection::new());
-    let mut memories = MemorySection::new();
-    memories.memory(MemoryType {
-        minimum: 1,
-        maximum: None,
-        memory64: false,
-        shared: false,
-        page_size_log2: None,
-    });
-    module.section(&memories);
+    module.section(&crate::fixtures::one_page_memory());
     let mut exports = ExportSection::new();
     exports.export("memory", ExportKind::Memory, 0);
     module.section(&exports);

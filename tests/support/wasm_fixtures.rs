@@ -9,8 +9,8 @@
 
 use wasm_encoder::{
     BlockType, CodeSection, ConstExpr, CustomSection, ExportKind, ExportSection, Function,
-    FunctionSection, GlobalSection, GlobalType, HeapType, MemorySection, MemoryType, Module,
-    RefType, TableSection, TableType, TypeSection, ValType,
+    FunctionSection, GlobalSection, GlobalType, HeapType, Module, RefType, TableSection, TableType,
+    TypeSection, ValType,
 };
 use wit_parser::Resolve;
 
@@ -101,15 +101,7 @@ fn globals_module(grow_table: bool) -> Vec<u8> {
         module.section(&tables);
     }
 
-    let mut memories = MemorySection::new();
-    memories.memory(MemoryType {
-        minimum: 1,
-        maximum: None,
-        memory64: false,
-        shared: false,
-        page_size_log2: None,
-    });
-    module.section(&memories);
+    module.section(&crate::fixtures::one_page_memory());
 
     let mut globals = GlobalSection::new();
     globals.global(
