@@ -341,10 +341,7 @@ impl Executor {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(String, Vec<SnapshotCheck>)> {
         let record = self.worker_record(id)?;
-        let mut indexes: Vec<OplogIndex> = crate::snapshots::list(&self.storage, &record.uid)?
-            .iter()
-            .map(|s| s.index)
-            .collect();
+        let mut indexes = crate::snapshots::indexes(&self.storage, &record.uid)?;
         if !all {
             indexes = indexes.into_iter().last().into_iter().collect();
         }

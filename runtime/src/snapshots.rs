@@ -73,6 +73,21 @@ pub fn list(storage: &Storage, uid: &Uuid) -> Result<Vec<StoredSnapshot>> {
     Ok(out)
 }
 
+/// The oplog indexes of a worker's snapshots, oldest first, without decoding the manifests.
+pub fn indexes(storage: &Storage, uid: &Uuid) -> Result<Vec<OplogIndex>> {
+    let txn = storage.env().begin_ro_txn()?;
+    let mut cursor = txn.open_ro_cursor(storage.tables().snapshots)?;
+    let mut out = Vec::new();
+    for item in cursor.iter_from(manifest_key(uid, 0)) {
+        let (key, _) = item?;
+        if key.len() != 24 || &key[..16] != uid.as_bytes() {
+            break;
+        }
+        out.push(u64::from_be_bytes(key[16..].try_into().unwrap()));
+    }
+    Ok(out)
+}
+
 /// The hashes of every page stored for a worker.
 pub fn stored_pages(storage: &Storage, uid: &Uuid) -> Result<HashSet<PageHash>> {
     let txn = storage.env().begin_ro_txn()?;

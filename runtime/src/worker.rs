@@ -820,10 +820,8 @@ impl Worker {
     }
 
     fn prune_snapshots(&mut self) -> Result<()> {
-        let indexes: Vec<OplogIndex> = crate::snapshots::list(&self.storage, &self.record.uid)?
-            .iter()
-            .map(|s| s.index)
-            .collect();
+        // Keys only: decoding every kept manifest here cost milliseconds per snapshot.
+        let indexes = crate::snapshots::indexes(&self.storage, &self.record.uid)?;
         if indexes.len() <= self.snapshots.keep {
             return Ok(());
         }

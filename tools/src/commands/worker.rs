@@ -117,9 +117,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             let id = worker_id(&executor, &worker)?;
             let record = executor.worker_record(&id)?;
             let oplog_len = executor.oplog_len(&id)?;
-            let latest_snapshot = golemw_runtime::snapshots::list(executor.storage(), &record.uid)?
-                .last()
-                .map(|s| s.index);
+            let latest_snapshot =
+                golemw_runtime::snapshots::indexes(executor.storage(), &record.uid)?
+                    .last()
+                    .copied();
             let blocker = executor.snapshot_blocker(&id)?;
             if ctx.json {
                 let mut value = serde_json::to_value(&record)?;
