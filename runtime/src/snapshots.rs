@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use golemw_snapshot::{Capture, Manifest, PageHash, SnapshotError};
-use lmdb::{Cursor, Transaction, WriteFlags};
+use lmdb::{Transaction, WriteFlags};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -56,65 +56,58 @@ pub fn put(storage: &Storage, uid: &Uuid, capture: &Capture) -> Result<()> {
 
 /// Every snapshot of a worker, oldest first; undecodable ones are listed with their error.
 pub fn list(storage: &Storage, uid: &Uuid) -> Result<Vec<StoredSnapshot>> {
-    let txn = storage.env().begin_ro_txn()?;
-    let mut cursor = txn.open_ro_cursor(storage.tables().snapshots)?;
     let mut out = Vec::new();
-    for item in cursor.iter_from(manifest_key(uid, 0)) {
-        let (key, value) = item?;
-        if key.len() != 24 || &key[..16] != uid.as_bytes() {
-            break;
-        }
-        out.push(StoredSnapshot {
-            index: u64::from_be_bytes(key[16..].try_into().unwrap()),
-            manifest_bytes: value.len(),
-            manifest: Manifest::decode(value),
-        });
-    }
+    storage.scan_prefix(
+        storage.tables().snapshots,
+        uid.as_bytes(),
+        24,
+        |key, value| {
+            out.push(StoredSnapshot {
+                index: manifest_index(key),
+                manifest_bytes: value.len(),
+                manifest: Manifest::decode(value),
+            })
+        },
+    )?;
     Ok(out)
 }
 
 /// The oplog indexes of a worker's snapshots, oldest first, without decoding the manifests.
 pub fn indexes(storage: &Storage, uid: &Uuid) -> Result<Vec<OplogIndex>> {
-    let txn = storage.env().begin_ro_txn()?;
-    let mut cursor = txn.open_ro_cursor(storage.tables().snapshots)?;
     let mut out = Vec::new();
-    for item in cursor.iter_from(manifest_key(uid, 0)) {
-        let (key, _) = item?;
-        if key.len() != 24 || &key[..16] != uid.as_bytes() {
-            break;
-        }
-        out.push(u64::from_be_bytes(key[16..].try_into().unwrap()));
-    }
+    storage.scan_prefix(storage.tables().snapshots, uid.as_bytes(), 24, |key, _| {
+        out.push(manifest_index(key))
+    })?;
     Ok(out)
+}
+
+fn manifest_index(key: &[u8]) -> OplogIndex {
+    u64::from_be_bytes(key[16..].try_into().expect("24-byte manifest key"))
 }
 
 /// The hashes of every page stored for a worker.
 pub fn stored_pages(storage: &Storage, uid: &Uuid) -> Result<HashSet<PageHash>> {
-    let txn = storage.env().begin_ro_txn()?;
-    let mut cursor = txn.open_ro_cursor(storage.tables().snapshot_pages)?;
     let mut out = HashSet::new();
-    for item in cursor.iter_from(uid.as_bytes()) {
-        let (key, _) = item?;
-        if key.len() != 48 || &key[..16] != uid.as_bytes() {
-            break;
-        }
-        out.insert(PageHash(key[16..].try_into().unwrap()));
-    }
+    storage.scan_prefix(
+        storage.tables().snapshot_pages,
+        uid.as_bytes(),
+        48,
+        |key, _| {
+            out.insert(PageHash(key[16..].try_into().expect("48-byte page key")));
+        },
+    )?;
     Ok(out)
 }
 
 /// Bytes of every stored page of a worker.
 pub fn stored_page_bytes(storage: &Storage, uid: &Uuid) -> Result<u64> {
-    let txn = storage.env().begin_ro_txn()?;
-    let mut cursor = txn.open_ro_cursor(storage.tables().snapshot_pages)?;
     let mut total = 0u64;
-    for item in cursor.iter_from(uid.as_bytes()) {
-        let (key, value) = item?;
-        if key.len() != 48 || &key[..16] != uid.as_bytes() {
-            break;
-        }
-        total += value.len() as u64;
-    }
+    storage.scan_prefix(
+        storage.tables().snapshot_pages,
+        uid.as_bytes(),
+        48,
+        |_, value| total += value.len() as u64,
+    )?;
     Ok(total)
 }
 

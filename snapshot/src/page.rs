@@ -141,18 +141,23 @@ pub fn decode_page_into(
 mod tests {
     use super::*;
 
+    /// A page of xorshift output: incompressible.
+    fn noise_page() -> Vec<u8> {
+        let mut x = 0x2545f4914f6cdd1du64;
+        (0..PAGE_BYTES)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn pages_round_trip_compressed_and_raw() {
         let text: Vec<u8> = (0..PAGE_BYTES).map(|i| (i % 7) as u8).collect();
-        let mut noise = vec![0u8; PAGE_BYTES];
-        let mut x = 0x9e3779b97f4a7c15u64;
-        for b in noise.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        for page in [text, noise] {
+        for page in [text, noise_page()] {
             let stored = encode_page(&page);
             let mut back = vec![0u8; PAGE_BYTES];
             decode_page_into(&stored, &mut back, &PageHash::of(&page)).unwrap();
@@ -162,15 +167,7 @@ mod tests {
 
     #[test]
     fn random_pages_are_stored_raw_and_text_pages_compressed() {
-        let mut noise = vec![0u8; PAGE_BYTES];
-        let mut x = 0x2545f4914f6cdd1du64;
-        for b in noise.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = (x >> 32) as u8;
-        }
-        assert_eq!(encode_page(&noise)[0], CODEC_RAW);
+        assert_eq!(encode_page(&noise_page())[0], CODEC_RAW);
         let text: Vec<u8> = b"golemw "
             .iter()
             .copied()

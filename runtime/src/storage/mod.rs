@@ -158,6 +158,28 @@ impl Storage {
             .map_err(|e| Error::Storage(format!("fsync of the oplog failed: {e}")))
     }
 
+    /// Calls `visit(key, value)` for every key of `db` that starts with `prefix` and is
+    /// `key_len` bytes long, in key order, stopping at the first that is not.
+    pub fn scan_prefix(
+        &self,
+        db: Database,
+        prefix: &[u8],
+        key_len: usize,
+        mut visit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        use lmdb::Cursor;
+        let txn = self.env.begin_ro_txn()?;
+        let mut cursor = txn.open_ro_cursor(db)?;
+        for item in cursor.iter_from(prefix) {
+            let (key, value) = item?;
+            if key.len() != key_len || !key.starts_with(prefix) {
+                break;
+            }
+            visit(key, value);
+        }
+        Ok(())
+    }
+
     /// Reads one value by key.
     pub fn get(&self, db: Database, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let txn = self.env.begin_ro_txn()?;
