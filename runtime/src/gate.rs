@@ -151,21 +151,6 @@ impl Gate {
         Ok(Some((index, entry)))
     }
 
-    /// Peeks at the next replayed entry without consuming it.
-    pub fn peek_replayed(&mut self) -> Result<Option<&OplogEntry>> {
-        if self.mode() == Mode::Live {
-            return Ok(None);
-        }
-        if self.replay_buffer.is_empty() {
-            // Fill the buffer by reading one and pushing it back.
-            if let Some((index, entry)) = self.next_replayed()? {
-                self.next_index -= 1;
-                self.replay_buffer.push_front((index, entry));
-            }
-        }
-        Ok(self.replay_buffer.front().map(|(_, e)| e))
-    }
-
     /// Appends an entry live; returns its index.
     pub fn append(&mut self, entry: OplogEntry) -> Result<OplogIndex> {
         debug_assert_eq!(self.mode(), Mode::Live, "append during replay");

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -968,7 +968,7 @@ impl Worker {
                 return self.trapped_or_fatal(format!("the result could not be read: {err}"))
             }
         };
-        let post_name = format!("cabi_post_{}", export.core_name);
+        let post_name = crate::abi::post_return_name(&export.core_name);
         if let Ok(post) = self.instance.exports.get_function(&post_name).cloned() {
             if let Err(err) = post.call(&mut self.store, &results) {
                 return self.classify_trap(err);
@@ -1046,9 +1046,4 @@ pub fn parse_params(export: &ExportedFunction, params: &[String]) -> Result<Vec<
             })
         })
         .collect()
-}
-
-/// Time helper for reports.
-pub fn micros(d: Duration) -> u64 {
-    d.as_micros() as u64
 }
