@@ -65,6 +65,29 @@ pub enum Error {
         detail: String,
     },
 
+    /// Raised inside `set-oplog-index` to unwind the guest; the worker turns it into a jump.
+    #[error("the guest asked to go back to oplog index {target}")]
+    JumpRequested { target: OplogIndex },
+
+    /// The worker went back in its history while (or after) running this invocation, deleting
+    /// it; the invocation's effects are gone.
+    #[error("worker {worker} went back to oplog index {target} (set-oplog-index); this invocation was undone")]
+    InvocationUndone {
+        worker: WorkerId,
+        target: OplogIndex,
+    },
+
+    #[error("invalid revert of worker {worker}: {reason}")]
+    InvalidRevert { worker: WorkerId, reason: String },
+
+    #[error("update of worker {worker} to version {version} failed: {reason}; it stays on version {current}")]
+    UpdateFailed {
+        worker: WorkerId,
+        version: u64,
+        current: u64,
+        reason: String,
+    },
+
     #[error("invocation of {function} trapped: {message}")]
     Trap { function: String, message: String },
 

@@ -13,14 +13,15 @@ use uuid::Uuid;
 
 use crate::component::{ComponentRecord, ComponentStore, Interface};
 use crate::error::{Error, Result};
+use crate::history::{History, UpdateMode, UpdateOutcome, UpdateRecord};
 use crate::ids::{validate_worker_name, ComponentId, ComponentVersion, OplogIndex, WorkerId};
 use crate::oplog::store::{self, BlockEncoder, BlockRead};
 use crate::oplog::{now_ms, OplogEntry};
 use crate::snapshots::Policy;
 use crate::storage::{codec, Storage};
 use crate::worker::{
-    invocation_key, InstanceInputs, InvocationResult, RecoveryMode, RecoveryReport, Worker,
-    WorkerRecord, WorkerStatus,
+    invocation_key, InstanceInputs, InvocationResult, RecoveryMode, RecoveryReport, RevertTarget,
+    Worker, WorkerRecord, WorkerStatus,
 };
 
 /// Settings of an executor.
@@ -154,6 +155,7 @@ impl Executor {
             last_error: None,
             oplog_len: 1,
             last_recovery: None,
+            history: History::new(latest.version),
         };
         let create = OplogEntry::Create {
             timestamp_ms: record.created_at_ms,
@@ -253,6 +255,35 @@ impl Executor {
 
     fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
+            self.recover_into_memory(id, mode)?;
+            // Updates requested while the worker was busy, or left pending by a process that
+            // stopped: the worker is idle now.
+            let pending: Vec<usize> = self.active[id]
+                .worker
+                .record
+                .history
+                .updates
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.outcome == UpdateOutcome::Pending)
+                .map(|(slot, _)| slot)
+                .collect();
+            for slot in pending {
+                if let Err(err) = self.run_update(id, slot) {
+                    tracing::warn!(worker = %id, %err, "pending update failed");
+                }
+                if !self.active.contains_key(id) {
+                    self.recover_into_memory(id, RecoveryMode::Auto)?;
+                }
+            }
+        }
+        Ok(self.active.get_mut(id).expect("inserted above"))
+    }
+
+    /// Recovers a worker and makes it active. A recovery that finishes an invocation which
+    /// jumps back (`set-oplog-index`) records the jump and starts over from the new history.
+    fn recover_into_memory(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<()> {
+        loop {
             let record = self.worker_record(id)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
             let inputs = InstanceInputs {
@@ -277,6 +308,11 @@ impl Executor {
                     self.storage
                         .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
                     self.active.insert(id.clone(), Active { worker, recovery });
+                    return Ok(());
+                }
+                Err(Error::JumpRequested { target }) => {
+                    tracing::debug!(worker = %id, target, "jumped back during recovery");
+                    continue;
                 }
                 Err(err) => {
                     if matches!(err, Error::Divergence { .. }) {
@@ -292,7 +328,104 @@ impl Executor {
                 }
             }
         }
-        Ok(self.active.get_mut(id).expect("inserted above"))
+    }
+
+    /// Applies update `slot` (pending) of an active, idle worker.
+    fn run_update(&mut self, id: &WorkerId, slot: usize) -> Result<UpdateRecord> {
+        let Some(Active { worker, recovery }) = self.active.remove(id) else {
+            return Err(Error::UnknownWorker(id.clone()));
+        };
+        let update = worker.record.history.updates[slot].clone();
+        let current = worker.record.component_version;
+        let failed = |reason: String| Error::UpdateFailed {
+            worker: id.clone(),
+            version: update.target_version,
+            current,
+            reason,
+        };
+        let (module, interface) = match self.module(id.component_id, update.target_version) {
+            Ok(found) => found,
+            Err(err) => {
+                let failure = worker.fail_update_now(slot, err.to_string());
+                if let Some(worker) = failure.worker {
+                    self.active.insert(id.clone(), Active { worker, recovery });
+                }
+                return Err(failed(failure.reason));
+            }
+        };
+        let inputs = InstanceInputs {
+            storage: &self.storage,
+            engine: self.components.engine(),
+            module: &module,
+            interface: &interface,
+            wasi_runtime: &self.wasi_runtime,
+            echo_output: self.options.echo_output,
+            snapshot_policy: self.options.snapshot_policy,
+            snapshots_keep: self.options.snapshots_keep,
+        };
+        let _tokio = self._tokio.enter();
+        let outcome = match update.mode {
+            UpdateMode::Automatic => worker.update_automatic(inputs, slot),
+            UpdateMode::SnapshotBased => worker.update_snapshot_based(inputs, slot),
+        };
+        match outcome {
+            Ok(updated) => {
+                let record = updated.record.history.updates[slot].clone();
+                tracing::info!(worker = %id, version = update.target_version, mode = %update.mode, "updated");
+                self.active.insert(
+                    id.clone(),
+                    Active {
+                        worker: updated,
+                        recovery,
+                    },
+                );
+                Ok(record)
+            }
+            Err(failure) => {
+                if let Some(worker) = failure.worker {
+                    self.active.insert(id.clone(), Active { worker, recovery });
+                }
+                Err(failed(failure.reason))
+            }
+        }
+    }
+
+    /// Updates a worker to another version of its component, once it is idle (between
+    /// commands it always is). Returns the update as recorded; a failed update is an error,
+    /// and the worker stays on its version.
+    pub fn update_worker(
+        &mut self,
+        id: &WorkerId,
+        target_version: ComponentVersion,
+        mode: UpdateMode,
+    ) -> Result<UpdateRecord> {
+        // An unknown version is refused before anything is recorded.
+        self.components.get(&id.component_id, target_version)?;
+        let worker = &mut self.activate(id)?.worker;
+        worker.record.history.updates.push(UpdateRecord {
+            target_version,
+            mode,
+            requested_at_ms: now_ms(),
+            outcome: UpdateOutcome::Pending,
+            started_at: 0,
+            completed_at: 0,
+            undone: false,
+        });
+        let slot = worker.record.history.updates.len() - 1;
+        // Durable before it runs: a process killed mid-update applies it at the next start.
+        let record = worker.record.clone();
+        self.put_record(&record)?;
+        self.run_update(id, slot)
+    }
+
+    /// Reverts a worker: deletes its history after an oplog index, or its last N invocations,
+    /// recording a `revert` entry, then recovers it. Works on failed workers too (reverting
+    /// past the failure brings them back).
+    pub fn revert_worker(&mut self, id: &WorkerId, target: RevertTarget) -> Result<RecoveryReport> {
+        let mut record = self.worker_record(id)?;
+        self.active.remove(id);
+        crate::worker::revert(&self.storage, &mut record, target)?;
+        self.recover(id, RecoveryMode::Auto)
     }
 
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
@@ -389,12 +522,17 @@ impl Executor {
         }
         let active = self.activate(id)?;
         let uid = active.worker.record.uid;
+        let history = active.worker.record.history.clone();
         if let Some(key) = idempotency_key {
-            if let Some(done) = self.completed_invocation(&uid, key)? {
-                return Ok(InvocationOutcome {
-                    result: done.result,
-                    from_idempotency_key: true,
-                });
+            match self.completed_invocation(&uid, key)? {
+                // A result whose invocation a jump or revert deleted no longer counts.
+                Some(done) if !history.deleted.contains(done.completed_at) => {
+                    return Ok(InvocationOutcome {
+                        result: done.result,
+                        from_idempotency_key: true,
+                    });
+                }
+                _ => {}
             }
         }
         let key = idempotency_key
@@ -402,11 +540,51 @@ impl Executor {
             .unwrap_or_else(|| Uuid::new_v4().to_string());
         let _tokio = self._tokio.enter();
         let worker = &mut self.active.get_mut(id).expect("activated above").worker;
-        let result = worker.invoke(function, params, &key)?;
+        let invoked = worker.invoke(function, params, &key);
+        let requests = worker.take_update_requests();
+        drop(_tokio);
+        let result = match invoked {
+            Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
+            other => other,
+        };
+        for request in requests {
+            // Failures are recorded on the target worker; the caller's invocation is done.
+            if let Err(err) =
+                self.update_worker(&request.worker, request.target_version, request.mode)
+            {
+                tracing::warn!(worker = %request.worker, %err, "update-worker request failed");
+            }
+        }
         Ok(InvocationOutcome {
-            result,
+            result: result?,
             from_idempotency_key: false,
         })
+    }
+
+    /// The invocation with idempotency key `key` jumped back to `target`: recovers the worker
+    /// on its new history. If the jump went back into that same invocation, it has run again
+    /// to the end and its result is returned; otherwise it was deleted.
+    fn after_jump(
+        &mut self,
+        id: &WorkerId,
+        target: OplogIndex,
+        key: &str,
+    ) -> Result<Option<String>> {
+        self.active.remove(id);
+        let recovery = self.activate(id)?.recovery.clone();
+        match recovery.resumed {
+            Some(resumed) if resumed.idempotency_key == key => match resumed.error {
+                Some(error) => Err(Error::Trap {
+                    function: "the resumed invocation".into(),
+                    message: error,
+                }),
+                None => Ok(resumed.result),
+            },
+            _ => Err(Error::InvocationUndone {
+                worker: id.clone(),
+                target,
+            }),
+        }
     }
 
     /// Reads oplog blocks of a worker from index `from`; corrupt blocks are returned as such.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::history::History;
 use crate::ids::{OplogIndex, WorkerId};
 use crate::oplog::store::{self, BlockEncoder, BLOCK_ENTRIES_MAX};
 use crate::oplog::{HostFunction, HostValue, LogStream, OplogEntry};
@@ -51,6 +52,11 @@ pub struct Gate {
     /// host calls run live and leave no trace (their effects are overwritten; the originals are
     /// in the oplog before the snapshot).
     discarding: bool,
+    /// The worker's effective history: replay passes over the regions it deleted.
+    history: History,
+    /// Keep every appended entry in memory until the next commit, however many there are (an
+    /// update must reach storage whole or not at all).
+    holding: bool,
 }
 
 impl Gate {
@@ -75,7 +81,44 @@ impl Gate {
             echo_output,
             fatal: None,
             discarding: false,
+            history: History::default(),
+            holding: false,
         }
+    }
+
+    /// Replay follows this history (passing over the regions it deleted).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The history the gate follows.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The history, to change it where the worker changes its own (an update it applied).
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
+    /// Discards entries appended since the last commit (a held update that failed).
+    pub fn discard_pending(&mut self) {
+        self.next_index -= self.pending.len() as u64;
+        self.pending.clear();
+    }
+
+    /// While set, appended entries are written only by an explicit commit.
+    pub fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
+    }
+
+    /// Moves a live gate past entries another gate appended (they were deleted, so this
+    /// instance's state is unaffected by them).
+    pub fn advance_to(&mut self, next_index: OplogIndex) {
+        assert!(self.pending.is_empty() && next_index >= self.next_index);
+        self.next_index = next_index;
+        self.replay_end = self.replay_end.max(next_index - 1);
     }
 
     /// A gate that resumes after a snapshot taken at `snapshot_index`: replay starts at the
@@ -123,32 +166,60 @@ impl Gate {
     }
 
     /// Next entry to replay, or `None` once replay has reached the end of the stored oplog.
+    /// Deleted regions and marker entries (jumps, reverts, update outcomes) are passed over,
+    /// before and after the entry returned, so that [`Gate::mode`] is exact in between: the
+    /// gate is live as soon as nothing but deleted or marker entries remain.
     pub fn next_replayed(&mut self) -> Result<Option<(OplogIndex, OplogEntry)>> {
+        self.settle()?;
         if self.mode() == Mode::Live {
             return Ok(None);
-        }
-        if self.replay_buffer.is_empty() {
-            let want = REPLAY_READ_ENTRIES.min((self.replay_end + 1 - self.next_index) as usize);
-            let entries =
-                store::read_entries(&self.storage, &self.worker_uid, self.next_index, want)?;
-            if entries.is_empty() {
-                return Err(Error::Corrupt {
-                    what: format!("oplog of worker {}", self.worker),
-                    detail: format!(
-                        "entry {} is missing (the worker record says the oplog has {})",
-                        self.next_index, self.replay_end
-                    ),
-                });
-            }
-            self.replay_buffer.extend(entries);
         }
         let (index, entry) = self
             .replay_buffer
             .pop_front()
-            .expect("buffer refilled above");
+            .expect("settle leaves the next entry buffered");
         debug_assert_eq!(index, self.next_index, "replay read out of order");
         self.next_index += 1;
+        self.settle()?;
         Ok(Some((index, entry)))
+    }
+
+    /// Moves past deleted regions and marker entries, leaving the next entry to replay (if
+    /// any) at the front of the buffer.
+    fn settle(&mut self) -> Result<()> {
+        loop {
+            if self.mode() == Mode::Live {
+                return Ok(());
+            }
+            if let Some(region) = self.history.deleted.containing(self.next_index) {
+                // One seek past the region instead of reading what it holds.
+                self.next_index = region.end + 1;
+                self.replay_buffer.clear();
+                continue;
+            }
+            if self.replay_buffer.is_empty() {
+                let want =
+                    REPLAY_READ_ENTRIES.min((self.replay_end + 1 - self.next_index) as usize);
+                let entries =
+                    store::read_entries(&self.storage, &self.worker_uid, self.next_index, want)?;
+                if entries.is_empty() {
+                    return Err(Error::Corrupt {
+                        what: format!("oplog of worker {}", self.worker),
+                        detail: format!(
+                            "entry {} is missing (the worker record says the oplog has {})",
+                            self.next_index, self.replay_end
+                        ),
+                    });
+                }
+                self.replay_buffer.extend(entries);
+            }
+            let front = self.replay_buffer.front().expect("filled above");
+            if !front.1.is_marker() {
+                return Ok(());
+            }
+            self.replay_buffer.pop_front();
+            self.next_index += 1;
+        }
     }
 
     /// Appends an entry live; returns its index.
@@ -157,7 +228,7 @@ impl Gate {
         let index = self.next_index;
         self.pending.push(entry);
         self.next_index += 1;
-        if self.pending.len() >= BLOCK_ENTRIES_MAX {
+        if self.pending.len() >= BLOCK_ENTRIES_MAX && !self.holding {
             self.write_pending()?;
         }
         Ok(index)
@@ -271,11 +342,22 @@ impl Gate {
         if !self.pending.is_empty() {
             let count = self.pending.len();
             let first = self.next_index - count as u64;
-            let block = self.encoder.encode(&self.pending);
+            // A held update can exceed one block's entries: split, all in one transaction.
+            let blocks: Vec<(OplogIndex, usize, Vec<u8>)> = self
+                .pending
+                .chunks(BLOCK_ENTRIES_MAX)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let chunk_first = first + (i * BLOCK_ENTRIES_MAX) as u64;
+                    (chunk_first, chunk.len(), self.encoder.encode(chunk))
+                })
+                .collect();
             let storage = Arc::clone(&self.storage);
             let uid = self.worker_uid;
             storage.write(|txn| {
-                store::append_block(txn, &storage, &uid, first, &block, count)?;
+                for (chunk_first, chunk_len, block) in &blocks {
+                    store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
+                }
                 extra(txn)
             })?;
             self.pending.clear();

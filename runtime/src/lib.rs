@@ -9,6 +9,7 @@ pub mod component;
 pub mod error;
 pub mod executor;
 pub mod gate;
+pub mod history;
 pub mod host;
 pub mod ids;
 pub mod oplog;

@@ -26,6 +26,8 @@ pub const PROVIDED: &[&str] = &[
     "get-worker-metadata",
     "get-self-uri",
     "oplog-commit",
+    "set-oplog-index",
+    "update-worker",
 ];
 
 /// Defines every golem host function the module imports.
@@ -89,7 +91,14 @@ fn call(
         .abi
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
-    let result = dispatch(state, func, params).map_err(|e| abort(&mut state.gate, e))?;
+    let result = match dispatch(state, func, params) {
+        Ok(result) => result,
+        // A trap the guest caused: it fails the invocation like any other trap.
+        Err(Error::Trap { function, message }) => {
+            return Err(RuntimeError::new(format!("{function}: {message}")))
+        }
+        Err(err) => return Err(abort(&mut state.gate, err)),
+    };
     let core = func
         .abi
         .lower_result(&mut mem, result.as_ref(), retptr)
@@ -185,6 +194,68 @@ fn dispatch(
             if state.gate.mode() == crate::gate::Mode::Live {
                 // One replica: durable once fsynced.
                 state.gate.commit_with(true, |_| Ok(()))?;
+            }
+            Ok(None)
+        }
+        "set-oplog-index" => {
+            let target = params.first().map(|v| v.unwrap_u64()).unwrap_or(0);
+            // A valid jump is never replayed: the call sits in the region it deletes. An
+            // invalid one traps, and must trap again on replay: its refusal is recorded.
+            let next = state.gate.next_index();
+            let refusal = state.gate.history().jump_target_error(target, next);
+            let response = state.gate.host_call(
+                HostFunction::Golem("set-oplog-index".into()),
+                HostValue::U64(target),
+                || match &refusal {
+                    Some(reason) => HostValue::Wave(wave_string(reason)),
+                    None => HostValue::Unit,
+                },
+            );
+            match response {
+                Ok(HostValue::Wave(reason)) => Err(Error::Trap {
+                    function: "set-oplog-index".into(),
+                    message: reason.trim_matches('"').to_string(),
+                }),
+                // Live and valid: the call was recorded only to be deleted with the region;
+                // unwind the guest, the worker records the jump and restarts.
+                Ok(_) => Err(Error::JumpRequested { target }),
+                Err(err) => Err(err),
+            }
+        }
+        "update-worker" => {
+            let request = params
+                .iter()
+                .map(|v| wasm_wave::to_string(v).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let live = state.gate.mode() == crate::gate::Mode::Live;
+            state.gate.host_call(
+                HostFunction::Golem("update-worker".into()),
+                HostValue::Wave(request),
+                || HostValue::Unit,
+            )?;
+            if live {
+                let worker = params
+                    .first()
+                    .and_then(crate::worker::worker_id_from_value)
+                    .ok_or_else(|| Error::Trap {
+                        function: "update-worker".into(),
+                        message: "the worker-id parameter could not be read".into(),
+                    })?;
+                let target_version = params.get(1).map(|v| v.unwrap_u64()).unwrap_or(0);
+                let mode = match params
+                    .get(2)
+                    .map(|v| v.unwrap_enum().to_string())
+                    .as_deref()
+                {
+                    Some("snapshot-based") => crate::history::UpdateMode::SnapshotBased,
+                    _ => crate::history::UpdateMode::Automatic,
+                };
+                state.update_requests.push(crate::history::UpdateRequest {
+                    worker,
+                    target_version,
+                    mode,
+                });
             }
             Ok(None)
         }

@@ -44,6 +44,9 @@ pub struct HostState {
     /// The last monotonic clock reading handed to the guest, live or replayed: readings never
     /// go backwards, even across a restart of the host.
     pub last_monotonic_ns: u64,
+    /// `update-worker` calls made live during the current invocation; the executor applies
+    /// them once the invocation is over (updates wait until their worker is idle).
+    pub update_requests: Vec<crate::history::UpdateRequest>,
 }
 
 /// The guest memory and allocator as the canonical ABI sees them.

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::UpdateMode;
 use crate::ids::{ComponentVersion, OplogIndex};
 
 /// Which stream a guest wrote to.
@@ -114,11 +115,39 @@ pub enum OplogEntry {
     NoOp,
     /// The invocation trapped; the worker failed with this message.
     Error { timestamp_ms: u64, message: String },
-    /// Entries `start..=end` are deleted: replay skips them forever after.
+    /// The guest called `set-oplog-index(start - 1)`: entries `start..=end` are deleted and
+    /// replay skips them forever after.
     Jump {
         timestamp_ms: u64,
         start: OplogIndex,
         end: OplogIndex,
+    },
+    /// `golemw worker revert` deleted entries `start..=end`, as a jump does.
+    Revert {
+        timestamp_ms: u64,
+        start: OplogIndex,
+        end: OplogIndex,
+    },
+    /// A snapshot-based update began here: a fresh instance of `target_version` was created and
+    /// its `load` export given `payload` (what the old version's `save` returned). When the
+    /// update succeeds this entry is where the worker's history starts.
+    SnapshotUpdateStarted {
+        timestamp_ms: u64,
+        target_version: ComponentVersion,
+        payload: Vec<u8>,
+    },
+    /// The worker now runs `target_version`.
+    UpdateSucceeded {
+        timestamp_ms: u64,
+        target_version: ComponentVersion,
+        mode: UpdateMode,
+    },
+    /// An update to `target_version` failed; the worker stays on the version it ran.
+    UpdateFailed {
+        timestamp_ms: u64,
+        target_version: ComponentVersion,
+        mode: UpdateMode,
+        reason: String,
     },
     /// The worker called `proc_exit`; it cannot be invoked again.
     Exited { timestamp_ms: u64, code: u32 },
@@ -136,6 +165,10 @@ impl OplogEntry {
             OplogEntry::NoOp => "no-op",
             OplogEntry::Error { .. } => "error",
             OplogEntry::Jump { .. } => "jump",
+            OplogEntry::Revert { .. } => "revert",
+            OplogEntry::SnapshotUpdateStarted { .. } => "snapshot-update-started",
+            OplogEntry::UpdateSucceeded { .. } => "update-succeeded",
+            OplogEntry::UpdateFailed { .. } => "update-failed",
             OplogEntry::Exited { .. } => "exited",
         }
     }
@@ -177,9 +210,57 @@ impl fmt::Display for OplogEntry {
             }
             OplogEntry::NoOp => f.write_str("no-op"),
             OplogEntry::Error { message, .. } => write!(f, "error: {message}"),
-            OplogEntry::Jump { start, end, .. } => write!(f, "jump: deleted {start}..={end}"),
+            OplogEntry::Jump { start, end, .. } => write!(
+                f,
+                "set-oplog-index({}): entries {start}..={end} deleted",
+                start - 1
+            ),
+            OplogEntry::Revert { start, end, .. } => {
+                write!(
+                    f,
+                    "revert to {}: entries {start}..={end} deleted",
+                    start - 1
+                )
+            }
+            OplogEntry::SnapshotUpdateStarted {
+                target_version,
+                payload,
+                ..
+            } => write!(
+                f,
+                "snapshot-based update to version {target_version} started ({} byte snapshot)",
+                payload.len()
+            ),
+            OplogEntry::UpdateSucceeded {
+                target_version,
+                mode,
+                ..
+            } => write!(f, "{mode} update to version {target_version} succeeded"),
+            OplogEntry::UpdateFailed {
+                target_version,
+                mode,
+                reason,
+                ..
+            } => write!(
+                f,
+                "{mode} update to version {target_version} failed: {reason}"
+            ),
             OplogEntry::Exited { code, .. } => write!(f, "exited with code {code}"),
         }
+    }
+}
+
+impl OplogEntry {
+    /// Entries that mark history without being part of what the guest did: replay passes over
+    /// them wherever they appear.
+    pub fn is_marker(&self) -> bool {
+        matches!(
+            self,
+            OplogEntry::Jump { .. }
+                | OplogEntry::Revert { .. }
+                | OplogEntry::UpdateSucceeded { .. }
+                | OplogEntry::UpdateFailed { .. }
+        )
     }
 }
 

@@ -1,10 +1,12 @@
-//! `golemw worker new | invoke | get | list | delete | oplog | recover`
+//! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | update`
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
+use golemw_runtime::history::{UpdateMode, UpdateOutcome};
 use golemw_runtime::oplog::store::BlockRead;
+use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::RecoveryMode;
 
 use super::{worker_id, Context};
@@ -70,6 +72,37 @@ pub enum WorkerCommand {
         /// Ignore snapshots and replay the whole oplog.
         #[arg(long)]
         full_replay: bool,
+    },
+    /// Go back in a worker's history: delete everything after an oplog index (or the last N
+    /// invocations) and recover it from the nearest snapshot before that point. The revert is
+    /// recorded in the oplog; a failed worker reverted to before its failure works again.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to_oplog_index", "last_invocations"])))]
+    Revert {
+        /// COMPONENT/WORKER
+        worker: String,
+        /// Keep the oplog up to and including this index (`worker oplog` shows indexes).
+        #[arg(long, value_name = "N")]
+        to_oplog_index: Option<u64>,
+        /// Undo the last N invocations.
+        #[arg(long, value_name = "N")]
+        last_invocations: Option<u64>,
+    },
+    /// Move a worker to another version of its component (see `component update`).
+    ///
+    /// automatic: replay the worker's whole history on the new version; if the new code
+    /// behaves differently on that history the update fails and the worker stays on its
+    /// version. snapshot-based: the old version's golem:api/save-snapshot `save` export hands
+    /// its state to the new version's golem:api/load-snapshot `load`; history before is skipped.
+    /// Either way a memory snapshot of the new version is taken at once.
+    Update {
+        /// COMPONENT/WORKER
+        worker: String,
+        /// The component version to move to.
+        #[arg(long = "version", value_name = "V")]
+        target_version: u64,
+        /// automatic or snapshot-based.
+        #[arg(long, default_value = "automatic")]
+        mode: UpdateMode,
     },
 }
 
@@ -164,6 +197,28 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 if let Some(err) = &record.last_error {
                     println!("last error:        {err}");
                 }
+                for region in record.history.deleted.regions() {
+                    println!("deleted entries:   {region} (jump or revert)");
+                }
+                for u in &record.history.updates {
+                    let outcome = match &u.outcome {
+                        UpdateOutcome::Pending => "pending".to_string(),
+                        UpdateOutcome::Succeeded if u.undone => {
+                            "succeeded, then undone by a jump or revert".to_string()
+                        }
+                        UpdateOutcome::Succeeded => "succeeded".to_string(),
+                        UpdateOutcome::Failed(reason) => format!("failed: {reason}"),
+                    };
+                    let at = if u.completed_at > 0 {
+                        format!(" at oplog index {}", u.completed_at)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "update:            to version {} ({}){at}: {outcome}",
+                        u.target_version, u.mode
+                    );
+                }
             }
         }
         WorkerCommand::List { component } => {
@@ -205,6 +260,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             count,
         } => {
             let id = worker_id(&executor, &worker)?;
+            let history = executor.worker_record(&id)?.history;
             let blocks = executor.oplog(&id, from, count)?;
             let mut shown = 0usize;
             let mut corrupt = false;
@@ -217,14 +273,19 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                                 break 'blocks;
                             }
                             shown += 1;
+                            let deleted = history.deleted.contains(index);
                             if ctx.json {
                                 rows.push(serde_json::json!({
                                     "index": index,
                                     "kind": entry.kind(),
+                                    "deleted": deleted,
                                     "entry": entry,
                                 }));
                             } else {
-                                println!("{index:>8}  {:<28} {entry}", entry.kind());
+                                // Deleted entries stay visible, marked: the history shows
+                                // what a jump or revert undid.
+                                let mark = if deleted { "x" } else { " " };
+                                println!("{index:>8} {mark} {:<28} {entry}", entry.kind());
                             }
                         }
                     }
@@ -287,6 +348,63 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                         "an invocation that was in flight when the worker stopped was completed"
                     );
                 }
+            }
+        }
+        WorkerCommand::Revert {
+            worker,
+            to_oplog_index,
+            last_invocations,
+        } => {
+            let id = worker_id(&executor, &worker)?;
+            let target = match (to_oplog_index, last_invocations) {
+                (Some(index), _) => RevertTarget::OplogIndex(index),
+                (None, Some(count)) => RevertTarget::LastInvocations(count),
+                (None, None) => bail!("give --to-oplog-index or --last-invocations"),
+            };
+            let report = executor.revert_worker(&id, target)?;
+            let record = executor.worker_record(&id)?;
+            if ctx.json {
+                output::json(&serde_json::json!({
+                    "worker": id.to_string(),
+                    "deleted": record.history.deleted.regions().last(),
+                    "status": record.status.as_str(),
+                    "component_version": record.component_version,
+                    "recovery": report,
+                }));
+            } else {
+                if let Some(region) = record.history.deleted.regions().last() {
+                    println!("reverted {id}: entries {region} deleted");
+                }
+                match report.snapshot_index {
+                    Some(index) => println!(
+                        "recovered from the snapshot at oplog index {index}, replaying {} entries",
+                        report.entries_replayed
+                    ),
+                    None => println!(
+                        "recovered by full replay of {} entries",
+                        report.entries_replayed
+                    ),
+                }
+                println!(
+                    "status {}, component version {}",
+                    record.status.as_str(),
+                    record.component_version
+                );
+            }
+        }
+        WorkerCommand::Update {
+            worker,
+            target_version,
+            mode,
+        } => {
+            let id = worker_id(&executor, &worker)?;
+            let update = executor.update_worker(&id, target_version, mode)?;
+            if ctx.json {
+                output::json(&update);
+            } else {
+                println!(
+                    "updated {id} to version {target_version} ({mode}); a snapshot of it was taken"
+                );
             }
         }
     }

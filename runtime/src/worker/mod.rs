@@ -1,6 +1,15 @@
 //! A worker: one instance of a component, its oplog, and the two ways it runs: replay
 //! (recovery) and live (invocation). Replay calls each recorded export again with its recorded
 //! params while the gate feeds host calls from the oplog; results are checked against the record.
+//!
+//! Moving through history (jumps, reverts) is in [`travel`]; moving to another component
+//! version is in [`update`].
+
+mod travel;
+mod update;
+
+pub use travel::{revert, RevertTarget};
+pub use update::UpdateFailure;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +25,7 @@ use crate::abi::{parse_wave, to_wave};
 use crate::component::{ExportedFunction, Interface};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, Mode};
+use crate::history::History;
 use crate::host::{self, from_wasmer, to_wasmer, GuestMem, HostState};
 use crate::ids::{ComponentId, ComponentVersion, OplogIndex, WorkerId};
 use crate::oplog::{now_ms, OplogEntry};
@@ -76,6 +86,8 @@ pub struct WorkerRecord {
     pub oplog_len: OplogIndex,
     /// How the worker was last brought back from storage.
     pub last_recovery: Option<RecoveryReport>,
+    /// Deleted regions, updates, and so where replay starts and on which version.
+    pub history: History,
 }
 
 /// A completed invocation, kept by idempotency key.
@@ -127,7 +139,7 @@ impl WorkerContext {
 }
 
 /// Reads a WIT `worker-id` record value.
-fn worker_id_from_value(value: &Value) -> Option<WorkerId> {
+pub fn worker_id_from_value(value: &Value) -> Option<WorkerId> {
     let mut component = None;
     let mut name = None;
     for (field, v) in value.unwrap_record() {
@@ -198,6 +210,19 @@ pub struct RecoveryReport {
     pub restore_us: u64,
     /// Snapshots that could not be used, and why (newest first).
     pub skipped: Vec<String>,
+    /// The invocation that was in flight and was finished live, with how it ended.
+    pub resumed: Option<ResumedInvocation>,
+}
+
+/// An invocation recovery finished live (it was in flight when the worker stopped, or a jump
+/// went back into it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ResumedInvocation {
+    pub idempotency_key: String,
+    /// The WAVE result, when it returned one.
+    pub result: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// The outcome of one call of an export.
@@ -314,37 +339,55 @@ impl Worker {
                 detail: format!("it cannot be used: {}", skipped.join("; ")),
             });
         }
+        // History starts at `create`, or at the last snapshot-based update (all before it is
+        // skipped for good).
+        let start = record.history.replay_start();
         let mut gate = Gate::new(
             Arc::clone(inputs.storage),
             record.id.clone(),
             record.uid,
             committed,
             inputs.echo_output,
-        );
-        let (args, env) = match gate.next_replayed()? {
-            Some((_, OplogEntry::Create { args, env, .. })) => (args, env),
-            Some((index, other)) => {
-                return Err(Error::Corrupt {
-                    what: format!("oplog of worker {}", record.id),
-                    detail: format!("entry {index} should be `create` but is {}", other.kind()),
-                })
-            }
-            None => {
-                return Err(Error::Corrupt {
-                    what: format!("oplog of worker {}", record.id),
-                    detail: "it is empty; it should start with a `create` entry".into(),
-                })
-            }
+        )
+        .with_history(record.history.clone())
+        .resume_after(start - 1);
+        let corrupt = |detail: String| Error::Corrupt {
+            what: format!("oplog of worker {}", record.id),
+            detail,
         };
-        let mut worker = Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?;
         let mut report = RecoveryReport {
             skipped,
             ..RecoveryReport::default()
         };
+        let mut worker =
+            match gate.next_replayed()? {
+                Some((_, OplogEntry::Create { args, env, .. })) if start == 1 => {
+                    Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?
+                }
+                Some((index, OplogEntry::SnapshotUpdateStarted { payload, .. })) if start > 1 => {
+                    let (args, env) = (record.args.clone(), record.env.clone());
+                    let mut worker =
+                        Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?;
+                    worker.replay_load(index, &payload)?;
+                    worker
+                }
+                Some((index, other)) => {
+                    return Err(corrupt(format!(
+                    "history starts at entry {start}, which should be `{}` but entry {index} is {}",
+                    if start == 1 { "create" } else { "snapshot-update-started" },
+                    other.kind()
+                )))
+                }
+                None => {
+                    return Err(corrupt(
+                        "it is empty; it should start with a `create` entry".into(),
+                    ))
+                }
+            };
         worker.replay(&mut report)?;
         worker.snapshots.invocations_since = report.invocations_replayed;
         worker.snapshots.since_ms = worker.record.created_at_ms;
-        report.entries_replayed = committed;
+        report.entries_replayed = committed + 1 - start;
         report.duration_us = started.elapsed().as_micros() as u64;
         Ok((worker, report))
     }
@@ -380,6 +423,19 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(region) = record.history.deleted.containing(stored.index) {
+                skip(format!(
+                    "it is inside the region {region} that a jump or revert deleted"
+                ));
+                continue;
+            }
+            if stored.index < record.history.replay_start() {
+                skip(format!(
+                    "it was taken before the snapshot-based update at oplog index {}",
+                    record.history.replay_start()
+                ));
+                continue;
+            }
             if manifest.component_version != record.component_version {
                 skip(format!(
                     "taken on component version {}, the worker runs version {}",
@@ -395,6 +451,7 @@ impl Worker {
                 committed,
                 inputs.echo_output,
             )
+            .with_history(record.history.clone())
             .resume_after(stored.index);
             let mut worker = Worker::instantiate(
                 inputs,
@@ -538,6 +595,7 @@ impl Worker {
                 realloc: None,
                 wasi_fd_write: None,
                 last_monotonic_ns: 0,
+                update_requests: Vec::new(),
             },
         );
         host::wasi::override_imports(&mut store, &host_env, &mut imports);
@@ -644,12 +702,26 @@ impl Worker {
                 detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
             })?;
         let values = parse_params(&export, params)?;
-        let outcome = self.call_export(&export, &values)?;
+        let outcome = match self.call_export(&export, &values) {
+            Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
+            other => other?,
+        };
         if self.gate().mode() == Mode::Live {
-            // The oplog ended inside this invocation: it was in flight when the worker stopped.
-            // It has now finished live; record it like any live invocation.
+            // The oplog ended inside this invocation: it was in flight when the worker stopped
+            // (or a jump went back into it). It has now finished live; record it like any live
+            // invocation, and keep how it ended for whoever is waiting for it.
             report.resumed_invocation = true;
-            self.finish_live(&export, idempotency_key, outcome)?;
+            let (result, error) = match self.finish_live(&export, idempotency_key, outcome) {
+                Ok(result) => (result, None),
+                Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
+                Err(err) => return Err(err),
+            };
+            report.resumed = Some(ResumedInvocation {
+                idempotency_key: idempotency_key.to_string(),
+                result,
+                error,
+            });
+            self.snapshots.invocations_since += 1;
             return Ok(());
         }
         let next = self.gate().next_replayed()?;
@@ -733,7 +805,10 @@ impl Worker {
             idempotency_key: idempotency_key.to_string(),
         })?;
         self.record.status = WorkerStatus::Running;
-        let outcome = self.call_export(&export, &values)?;
+        let outcome = match self.call_export(&export, &values) {
+            Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
+            other => other?,
+        };
         let result = self.finish_live(&export, idempotency_key, outcome)?;
         self.snapshots.invocations_since += 1;
         self.maybe_snapshot();
