@@ -247,3 +247,218 @@ fn sigkill_during_a_snapshot_write_leaves_a_recoverable_worker() {
     assert!(report["snapshot_index"].is_u64(), "{report}");
     ok(dir.path(), &["worker", "invoke", "memory/k", "checksum"]);
 }
+
+/// `worker update` processes killed at different points (replaying history on the new version,
+/// committing, taking the snapshot after it). Afterwards the worker always works, on one of the
+/// two versions, with its state intact; an update a killed process left pending is applied by
+/// the next process that activates the worker.
+#[test]
+fn sigkill_during_an_update_leaves_the_worker_on_one_version_or_the_other() {
+    use golemw_runtime::{Executor, ExecutorOptions};
+    let dir = tempfile::tempdir().unwrap();
+    const ADDS: u64 = 20_000;
+    {
+        let options = ExecutorOptions {
+            fsync: false,
+            ..ExecutorOptions::default()
+        };
+        let mut ex = Executor::open(dir.path(), options).unwrap();
+        let v1 = std::fs::read(guest_wasm("update-v1")).unwrap();
+        ex.components().add("upd", &v1).unwrap();
+        let id = ex.worker_id("upd", "w").unwrap();
+        for _ in 0..ADDS {
+            ex.invoke(&id, "add", &["1".to_string()], None).unwrap();
+        }
+        let v2 = std::fs::read(guest_wasm("update-v2")).unwrap();
+        ex.components().update("upd", &v2).unwrap();
+    }
+    // How long one uninterrupted update takes (recovery, full replay on the new version,
+    // commit, snapshot): the kills below are spread over that time.
+    let started = std::time::Instant::now();
+    ok(
+        dir.path(),
+        &[
+            "worker",
+            "update",
+            "upd/w",
+            "--version",
+            "1",
+            "--mode",
+            "automatic",
+        ],
+    );
+    let full = started.elapsed();
+    let mut killed_while_running = 0;
+    let mut killed_mid_update = 0;
+    for round in 0..12u32 {
+        // Snapshot-based updates last: once one succeeds, history starts there and automatic
+        // updates become short.
+        let mode = if round >= 10 {
+            "snapshot-based"
+        } else {
+            "automatic"
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "worker",
+                "update",
+                "upd/w",
+                "--version",
+                "1",
+                "--mode",
+                mode,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * (round + 1) / 13);
+        if child.try_wait().unwrap().is_none() {
+            killed_while_running += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        {
+            // Did the kill land mid-update? Then the record still says pending.
+            let ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
+            let id = ex.worker_id("upd", "w").unwrap();
+            let record = ex.worker_record(&id).unwrap();
+            if record
+                .history
+                .updates
+                .iter()
+                .any(|u| u.outcome == golemw_runtime::history::UpdateOutcome::Pending)
+            {
+                killed_mid_update += 1;
+            }
+        }
+
+        // Whatever happened, the worker works, its state is whole, and the version it reports
+        // is the one its record says.
+        let got = ok(dir.path(), &["worker", "invoke", "upd/w", "get"]);
+        assert_eq!(got.trim(), ADDS.to_string(), "round {round}");
+        let record: serde_json::Value =
+            serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "upd/w"])).unwrap();
+        let version = record["component_version"].as_u64().unwrap();
+        let reported = ok(dir.path(), &["worker", "invoke", "upd/w", "version"]);
+        assert_eq!(
+            reported.trim(),
+            (version + 1).to_string(),
+            "round {round}: record says version {version}"
+        );
+        assert!(
+            record["history"]["updates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["outcome"] != "pending"),
+            "round {round}: a pending update was left: {record}"
+        );
+    }
+    assert!(
+        killed_while_running > 0 && killed_mid_update > 0,
+        "no kill landed while an update was running ({killed_while_running} while the \
+         process ran, {killed_mid_update} with the update pending)"
+    );
+    eprintln!("{killed_while_running} kills while running, {killed_mid_update} mid-update");
+    let out = ok(
+        dir.path(),
+        &[
+            "worker", "oplog", "upd/w", "--from", "20000", "--count", "100000",
+        ],
+    );
+    assert!(
+        out.contains("update-succeeded")
+            || out.contains("update-failed")
+            || out.contains("snapshot-update-started"),
+        "{out}"
+    );
+}
+
+/// `worker revert` and `worker update` from the command line, and how `worker get` and
+/// `worker oplog` show them.
+#[test]
+fn revert_and_update_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = guest_wasm("update-v1");
+    let v2 = guest_wasm("update-v2");
+    ok(
+        dir.path(),
+        &["component", "add", v1.to_str().unwrap(), "--name", "upd"],
+    );
+    for n in ["1", "2", "3"] {
+        ok(dir.path(), &["worker", "invoke", "upd/w", "add", n]);
+    }
+    let out = ok(
+        dir.path(),
+        &["worker", "revert", "upd/w", "--last-invocations", "1"],
+    );
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "upd/w", "get"]).trim(),
+        "3"
+    );
+    let oplog = ok(dir.path(), &["worker", "oplog", "upd/w"]);
+    assert!(oplog.contains("revert to"), "{oplog}");
+    assert!(
+        oplog
+            .lines()
+            .any(|l| l.contains(" x ") && l.contains("add(3)")),
+        "deleted entries are marked: {oplog}"
+    );
+    let err = fails(
+        dir.path(),
+        &["worker", "revert", "upd/w", "--last-invocations", "99"],
+    );
+    assert!(err.contains("not 99"), "{err}");
+    let err = fails(dir.path(), &["worker", "revert", "upd/w"]);
+    assert!(
+        err.contains("--to-oplog-index") || err.contains("required"),
+        "{err}"
+    );
+
+    ok(
+        dir.path(),
+        &["component", "update", "upd", v2.to_str().unwrap()],
+    );
+    let out = ok(
+        dir.path(),
+        &[
+            "worker",
+            "update",
+            "upd/w",
+            "--version",
+            "1",
+            "--mode",
+            "snapshot-based",
+        ],
+    );
+    assert!(out.contains("version 1"), "{out}");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "upd/w", "version"]).trim(),
+        "2"
+    );
+    let get = ok(dir.path(), &["worker", "get", "upd/w"]);
+    assert!(get.contains("component version: 1"), "{get}");
+    assert!(
+        get.contains("to version 1 (snapshot-based)") && get.contains("succeeded"),
+        "{get}"
+    );
+    let err = fails(dir.path(), &["worker", "update", "upd/w", "--version", "7"]);
+    assert!(err.contains("no version 7"), "{err}");
+    let err = fails(
+        dir.path(),
+        &[
+            "worker",
+            "update",
+            "upd/w",
+            "--version",
+            "1",
+            "--mode",
+            "sideways",
+        ],
+    );
+    assert!(err.contains("unknown update mode"), "{err}");
+}

@@ -348,6 +348,7 @@ impl Executor {
             Err(err) => {
                 let failure = worker.fail_update_now(slot, err.to_string());
                 if let Some(worker) = failure.worker {
+                    let worker = *worker;
                     self.active.insert(id.clone(), Active { worker, recovery });
                 }
                 return Err(failed(failure.reason));
@@ -383,6 +384,7 @@ impl Executor {
             }
             Err(failure) => {
                 if let Some(worker) = failure.worker {
+                    let worker = *worker;
                     self.active.insert(id.clone(), Active { worker, recovery });
                 }
                 Err(failed(failure.reason))

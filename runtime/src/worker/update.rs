@@ -33,7 +33,8 @@ pub const LOAD_EXPORT: &str = "golem:api/load-snapshot@0.2.0#load";
 /// recover it from storage; its record already says the update failed).
 pub struct UpdateFailure {
     pub reason: String,
-    pub worker: Option<Worker>,
+    /// Boxed: a worker is large, and failure is the rare path.
+    pub worker: Option<Box<Worker>>,
 }
 
 impl Worker {
@@ -316,7 +317,7 @@ impl Worker {
         }
         UpdateFailure {
             reason,
-            worker: Some(self),
+            worker: Some(Box::new(self)),
         }
     }
 

@@ -94,6 +94,7 @@ pub enum WorkerCommand {
     /// version. snapshot-based: the old version's golem:api/save-snapshot `save` export hands
     /// its state to the new version's golem:api/load-snapshot `load`; history before is skipped.
     /// Either way a memory snapshot of the new version is taken at once.
+    #[command(disable_version_flag = true)]
     Update {
         /// COMPONENT/WORKER
         worker: String,
