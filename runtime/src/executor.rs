@@ -35,6 +35,8 @@ pub struct ExecutorOptions {
     pub snapshot_policy: Policy,
     /// How many snapshots to keep per worker.
     pub snapshots_keep: usize,
+    /// Workers per page of a guest's `get-workers` enumeration.
+    pub enumeration_page_size: usize,
 }
 
 impl Default for ExecutorOptions {
@@ -44,6 +46,7 @@ impl Default for ExecutorOptions {
             fsync: true,
             snapshot_policy: Policy::default(),
             snapshots_keep: crate::snapshots::DEFAULT_SNAPSHOTS_KEEP,
+            enumeration_page_size: crate::host::get_workers::DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -264,6 +267,7 @@ impl Executor {
                 echo_output: self.options.echo_output,
                 snapshot_policy: self.options.snapshot_policy,
                 snapshots_keep: self.options.snapshots_keep,
+                enumeration_page_size: self.options.enumeration_page_size,
             };
             let _tokio = self._tokio.enter();
             match Worker::recover(inputs, record.clone(), mode) {

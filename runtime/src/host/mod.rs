@@ -1,6 +1,7 @@
 //! Host functions the guest imports: WASI preview 1 (from wasmer-wasix, with the
 //! non-deterministic calls overridden to go through the durability gate) and golem:api.
 
+pub mod get_workers;
 pub mod golem;
 pub mod wasi;
 
@@ -44,6 +45,8 @@ pub struct HostState {
     /// The last monotonic clock reading handed to the guest, live or replayed: readings never
     /// go backwards, even across a restart of the host.
     pub last_monotonic_ns: u64,
+    /// Open `get-workers` resources.
+    pub enumerations: get_workers::Enumerations,
 }
 
 /// The guest memory and allocator as the canonical ABI sees them.
