@@ -360,7 +360,7 @@ pub fn status_from_name(name: &str) -> Option<WorkerStatus> {
     ALL_STATUSES.into_iter().find(|s| s.as_str() == name)
 }
 
-fn list_field<'a>(record: &'a Value, field: &str) -> Result<Vec<Value>, String> {
+fn list_field(record: &Value, field: &str) -> Result<Vec<Value>, String> {
     for (name, value) in record.unwrap_record() {
         if name == field {
             return Ok(value.unwrap_list().map(|v| v.into_owned()).collect());

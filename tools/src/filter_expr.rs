@@ -722,7 +722,7 @@ mod tests {
     #[test]
     fn too_many_alternatives_are_refused() {
         let factor = "(version == 1 or version == 2 or version == 3 or version == 4)";
-        let text = vec![factor; 6].join(" and ");
+        let text = [factor; 6].join(" and ");
         let err = parse(&text).unwrap_err();
         assert!(
             err.message.contains("more than 1024 alternatives"),
