@@ -462,3 +462,115 @@ fn revert_and_update_commands() {
     );
     assert!(err.contains("unknown update mode"), "{err}");
 }
+
+/// `worker list --filter`: the get-workers filters as an expression on the command line.
+#[test]
+fn worker_list_filters_with_an_expression() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    let wasm = wasm.to_str().unwrap();
+    ok(dir.path(), &["component", "add", wasm, "--name", "ctr"]);
+    ok(
+        dir.path(),
+        &["worker", "new", "ctr/acc-1", "--env", "REGION=eu-west"],
+    );
+    ok(
+        dir.path(),
+        &["worker", "new", "ctr/acc-2", "--env", "REGION=us-east"],
+    );
+    ok(dir.path(), &["worker", "new", "ctr/bob"]);
+    ok(dir.path(), &["component", "update", "ctr", wasm]);
+    ok(
+        dir.path(),
+        &["worker", "new", "ctr/carol", "--env", "REGION=eu-north"],
+    );
+    let names = |filter: &str| -> Vec<String> {
+        let out = ok(
+            dir.path(),
+            &["--json", "worker", "list", "ctr", "--filter", filter],
+        );
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"]["worker_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("name like 'acc-%'"), ["acc-1", "acc-2"]);
+    assert_eq!(names("name not like acc-%"), ["bob", "carol"]);
+    assert_eq!(names("name == bob or name = 'carol'"), ["bob", "carol"]);
+    assert_eq!(names("version >= 1"), ["carol"]);
+    assert_eq!(
+        names("status == idle and version < 1"),
+        ["acc-1", "acc-2", "bob"]
+    );
+    assert_eq!(names("status != idle"), Vec::<String>::new());
+    assert_eq!(names("env.REGION like 'eu-%'"), ["acc-1", "carol"]);
+    assert_eq!(
+        names("name like 'acc-%' and env.REGION == us-east or version >= 1"),
+        ["acc-2", "carol"]
+    );
+    assert_eq!(
+        names("(name == bob or env.REGION != 'us-east') and version == 0"),
+        ["acc-1", "bob"]
+    );
+    assert_eq!(
+        names("created-at >= 2000-01-01"),
+        ["acc-1", "acc-2", "bob", "carol"]
+    );
+    assert_eq!(
+        names("created-at < 2000-01-01T00:00:00Z"),
+        Vec::<String>::new()
+    );
+    // Text output: the table, or a line saying nothing matched.
+    let out = ok(
+        dir.path(),
+        &["worker", "list", "ctr", "--filter", "version >= 1"],
+    );
+    assert!(
+        out.contains("NAME") && out.contains("carol") && !out.contains("bob"),
+        "{out}"
+    );
+    let out = ok(
+        dir.path(),
+        &["worker", "list", "ctr", "--filter", "name like 'z%'"],
+    );
+    assert_eq!(out.trim(), "no workers of ctr match name like 'z%'");
+    // Without --filter, everything, as before.
+    let out = ok(dir.path(), &["--json", "worker", "list", "ctr"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    // Bad expressions: what is wrong and where.
+    let err = fails(
+        dir.path(),
+        &["worker", "list", "ctr", "--filter", "status == sleepy"],
+    );
+    assert!(
+        err.contains("invalid --filter expression: unknown status `sleepy`")
+            && err.contains("status == sleepy\n")
+            && err.contains("          ^"),
+        "{err}"
+    );
+    let err = fails(
+        dir.path(),
+        &["worker", "list", "ctr", "--filter", "name > 'a'"],
+    );
+    assert!(
+        err.contains("`name` is compared with ==, !=, like or not like"),
+        "{err}"
+    );
+    let err = fails(
+        dir.path(),
+        &["worker", "list", "ctr", "--filter", "age == 3"],
+    );
+    assert!(
+        err.contains("expected a condition on name, status"),
+        "{err}"
+    );
+    // The syntax is in --help.
+    let help = ok(dir.path(), &["worker", "list", "--help"]);
+    assert!(
+        help.contains("env.VAR OP STRING") && help.contains("not like"),
+        "{help}"
+    );
+}

@@ -36,6 +36,8 @@ pub struct ExecutorOptions {
     pub snapshot_policy: Policy,
     /// How many snapshots to keep per worker.
     pub snapshots_keep: usize,
+    /// Workers per page of a guest's `get-workers` enumeration.
+    pub enumeration_page_size: usize,
 }
 
 impl Default for ExecutorOptions {
@@ -45,6 +47,7 @@ impl Default for ExecutorOptions {
             fsync: true,
             snapshot_policy: Policy::default(),
             snapshots_keep: crate::snapshots::DEFAULT_SNAPSHOTS_KEEP,
+            enumeration_page_size: crate::host::get_workers::DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -286,16 +289,7 @@ impl Executor {
         loop {
             let record = self.worker_record(id)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
-            let inputs = InstanceInputs {
-                storage: &self.storage,
-                engine: self.components.engine(),
-                module: &module,
-                interface: &interface,
-                wasi_runtime: &self.wasi_runtime,
-                echo_output: self.options.echo_output,
-                snapshot_policy: self.options.snapshot_policy,
-                snapshots_keep: self.options.snapshots_keep,
-            };
+            let inputs = self.instance_inputs(&module, &interface);
             let _tokio = self._tokio.enter();
             match Worker::recover(inputs, record.clone(), mode) {
                 Ok((mut worker, recovery)) => {
@@ -330,6 +324,25 @@ impl Executor {
         }
     }
 
+    /// What instantiating a worker of this module needs.
+    fn instance_inputs<'a>(
+        &'a self,
+        module: &'a wasmer::Module,
+        interface: &'a Arc<Interface>,
+    ) -> InstanceInputs<'a> {
+        InstanceInputs {
+            storage: &self.storage,
+            engine: self.components.engine(),
+            module,
+            interface,
+            wasi_runtime: &self.wasi_runtime,
+            echo_output: self.options.echo_output,
+            snapshot_policy: self.options.snapshot_policy,
+            snapshots_keep: self.options.snapshots_keep,
+            enumeration_page_size: self.options.enumeration_page_size,
+        }
+    }
+
     /// Applies update `slot` (pending) of an active, idle worker.
     fn run_update(&mut self, id: &WorkerId, slot: usize) -> Result<UpdateRecord> {
         let Some(Active { worker, recovery }) = self.active.remove(id) else {
@@ -354,16 +367,7 @@ impl Executor {
                 return Err(failed(failure.reason));
             }
         };
-        let inputs = InstanceInputs {
-            storage: &self.storage,
-            engine: self.components.engine(),
-            module: &module,
-            interface: &interface,
-            wasi_runtime: &self.wasi_runtime,
-            echo_output: self.options.echo_output,
-            snapshot_policy: self.options.snapshot_policy,
-            snapshots_keep: self.options.snapshots_keep,
-        };
+        let inputs = self.instance_inputs(&module, &interface);
         let _tokio = self._tokio.enter();
         let outcome = match update.mode {
             UpdateMode::Automatic => worker.update_automatic(inputs, slot),

@@ -16,6 +16,7 @@ pub mod oplog;
 pub mod snapshots;
 pub mod storage;
 pub mod worker;
+pub mod worker_filter;
 
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorOptions, InvocationOutcome};

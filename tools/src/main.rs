@@ -1,6 +1,7 @@
 //! `golemw`: run, invoke and inspect durable WebAssembly workers.
 
 mod commands;
+mod filter_expr;
 mod output;
 
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, RuntimeError, Store, Type,
 };
 
+use super::get_workers::{self, Construct};
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
 use crate::abi::{parse_wave, CoreType};
 use crate::component::ImportedFunction;
@@ -28,6 +29,9 @@ pub const PROVIDED: &[&str] = &[
     "oplog-commit",
     "set-oplog-index",
     "update-worker",
+    get_workers::CONSTRUCTOR,
+    get_workers::GET_NEXT,
+    get_workers::DROP,
 ];
 
 /// Defines every golem host function the module imports.
@@ -54,6 +58,38 @@ pub fn define_imports(
         let name = func.name.clone();
         let host = Function::new_with_env(store, env, ty, move |ctx, args| call(ctx, &func, args));
         imports.define(GOLEM_HOST_MODULE, &name, host);
+    }
+    // Resource destructors are core imports without a WIT function of their own.
+    let drop = Function::new_typed_with_env(
+        store,
+        env,
+        |mut ctx: FunctionEnvMut<HostState>, handle: i32| -> Result<(), RuntimeError> {
+            ctx.data_mut()
+                .enumerations
+                .drop_handle(handle as u32)
+                .map_err(RuntimeError::new)
+        },
+    );
+    imports.define(GOLEM_HOST_MODULE, get_workers::DROP, drop);
+}
+
+/// How a host function failed.
+enum Failure {
+    /// The runtime cannot go on (storage, divergence): the worker reports this error.
+    Fatal(Error),
+    /// The guest misused the API: it traps with this message, like any other trap.
+    Trap(String),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Failure::Fatal(err)
+    }
+}
+
+impl From<crate::abi::AbiError> for Failure {
+    fn from(err: crate::abi::AbiError) -> Self {
+        Failure::Fatal(err.into())
     }
 }
 
@@ -91,13 +127,18 @@ fn call(
         .abi
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
-    let result = match dispatch(state, func, params) {
+    let result = match func.name.as_str() {
+        get_workers::CONSTRUCTOR | get_workers::GET_NEXT => get_workers_call(state, func, params),
+        _ => dispatch(state, func, params).map_err(|err| match err {
+            // A trap the guest caused: it fails the invocation like any other trap.
+            Error::Trap { function, message } => Failure::Trap(format!("{function}: {message}")),
+            err => Failure::Fatal(err),
+        }),
+    };
+    let result = match result {
         Ok(result) => result,
-        // A trap the guest caused: it fails the invocation like any other trap.
-        Err(Error::Trap { function, message }) => {
-            return Err(RuntimeError::new(format!("{function}: {message}")))
-        }
-        Err(err) => return Err(abort(&mut state.gate, err)),
+        Err(Failure::Fatal(err)) => return Err(abort(&mut state.gate, err)),
+        Err(Failure::Trap(message)) => return Err(RuntimeError::new(message)),
     };
     let core = func
         .abi
@@ -263,6 +304,78 @@ fn dispatch(
             "golem:api/host@0.2.0.{other} is not implemented by this golemw"
         ))),
     }
+}
+
+/// The constructor and `get-next` of the `get-workers` resource (see [`get_workers`]).
+fn get_workers_call(
+    state: &mut HostState,
+    func: &ImportedFunction,
+    params: Vec<Value>,
+) -> Result<Option<Value>, Failure> {
+    let result_type = func
+        .abi
+        .result_type()
+        .ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
+    let function = HostFunction::Golem(func.name.clone());
+    if func.name == get_workers::CONSTRUCTOR {
+        let request = params
+            .iter()
+            .map(|v| wasm_wave::to_string(v).map_err(|e| Error::Engine(e.to_string())))
+            .collect::<Result<Vec<_>>>()?
+            .join(", ");
+        let construct = Construct::from_params(&params)?;
+        let candidate = state.enumerations.next_handle();
+        let live = state.gate.mode() == crate::gate::Mode::Live;
+        let response = state
+            .gate
+            .host_call(function, HostValue::Wave(request), || {
+                HostValue::U64(u64::from(candidate))
+            })?;
+        let HostValue::U64(handle) = response else {
+            return Err(shape_error(func, &response).into());
+        };
+        let handle = u32::try_from(handle).map_err(|_| shape_error(func, &response))?;
+        let snapshot = if live && !construct.precise {
+            Some(get_workers::snapshot(&state.context, construct.component)?)
+        } else {
+            None
+        };
+        state.enumerations.open(handle, construct, snapshot)?;
+        return Ok(Some(parse_wave(result_type, &handle.to_string())?));
+    }
+    let handle = params.first().map(|v| v.unwrap_u32()).unwrap_or_default();
+    state
+        .enumerations
+        .check(handle, &func.name)
+        .map_err(Failure::Trap)?;
+    let context = Arc::clone(&state.context);
+    let enumerations = &mut state.enumerations;
+    let mut live_error = None;
+    let response =
+        state.gate.host_call(
+            function,
+            HostValue::U64(u64::from(handle)),
+            || match enumerations.next_page_live(handle, &context, context.enumeration_page_size) {
+                Ok(text) => HostValue::Wave(text),
+                Err(err) => {
+                    live_error = Some(err);
+                    HostValue::Unit
+                }
+            },
+        );
+    if let Some(err) = live_error {
+        return Err(err.into());
+    }
+    let HostValue::Wave(text) = response? else {
+        return Err(Error::Corrupt {
+            what: format!("recorded result of {}", func.name),
+            detail: "not a WAVE value".into(),
+        }
+        .into());
+    };
+    let page = parse_wave(result_type, &text)?;
+    state.enumerations.advance(handle, &page);
+    Ok(Some(page))
 }
 
 fn shape_error(func: &ImportedFunction, value: &HostValue) -> Error {

@@ -1,6 +1,7 @@
 //! Host functions the guest imports: WASI preview 1 (from wasmer-wasix, with the
 //! non-deterministic calls overridden to go through the durability gate) and golem:api.
 
+pub mod get_workers;
 pub mod golem;
 pub mod wasi;
 
@@ -47,6 +48,8 @@ pub struct HostState {
     /// `update-worker` calls made live during the current invocation; the executor applies
     /// them once the invocation is over (updates wait until their worker is idle).
     pub update_requests: Vec<crate::history::UpdateRequest>,
+    /// Open `get-workers` resources.
+    pub enumerations: get_workers::Enumerations,
 }
 
 /// The guest memory and allocator as the canonical ABI sees them.

@@ -113,6 +113,8 @@ pub struct WorkerContext {
     pub id: WorkerId,
     pub record: WorkerRecord,
     pub storage: Arc<Storage>,
+    /// Workers per page of a `get-workers` enumeration.
+    pub enumeration_page_size: usize,
 }
 
 impl WorkerContext {
@@ -256,6 +258,7 @@ pub struct InstanceInputs<'a> {
     pub echo_output: bool,
     pub snapshot_policy: Policy,
     pub snapshots_keep: usize,
+    pub enumeration_page_size: usize,
 }
 
 /// How to bring a worker back.
@@ -280,6 +283,8 @@ enum Start {
 #[derive(Serialize, Deserialize)]
 struct HostSnapshot {
     last_monotonic_ns: u64,
+    /// Open `get-workers` resources (a guest may keep one across invocations).
+    enumerations: crate::host::get_workers::Enumerations,
 }
 
 /// Snapshot bookkeeping of a live worker.
@@ -549,7 +554,9 @@ impl Worker {
                 what: "snapshot host state".into(),
                 detail: e.to_string(),
             })?;
-        self.env.as_mut(&mut self.store).last_monotonic_ns = host.last_monotonic_ns;
+        let state = self.env.as_mut(&mut self.store);
+        state.last_monotonic_ns = host.last_monotonic_ns;
+        state.enumerations = host.enumerations;
         Ok(())
     }
 
@@ -584,6 +591,7 @@ impl Worker {
             id: record.id.clone(),
             record: record.clone(),
             storage: Arc::clone(inputs.storage),
+            enumeration_page_size: inputs.enumeration_page_size.max(1),
         });
         let host_env = FunctionEnv::new(
             &mut store,
@@ -596,6 +604,7 @@ impl Worker {
                 wasi_fd_write: None,
                 last_monotonic_ns: 0,
                 update_requests: Vec::new(),
+                enumerations: Default::default(),
             },
         );
         host::wasi::override_imports(&mut store, &host_env, &mut imports);
@@ -850,8 +859,10 @@ impl Worker {
         );
         let index = self.oplog_len();
         let globals = self.store.as_store_mut().objects_mut().as_u128_globals();
+        let state = self.env.as_ref(&self.store);
         let host_state = postcard::to_stdvec(&HostSnapshot {
-            last_monotonic_ns: self.env.as_ref(&self.store).last_monotonic_ns,
+            last_monotonic_ns: state.last_monotonic_ns,
+            enumerations: state.enumerations.clone(),
         })
         .expect("encoding into a Vec cannot fail");
         if self.snapshots.stored.is_none() {

@@ -43,10 +43,25 @@ pub enum WorkerCommand {
         /// COMPONENT/WORKER
         worker: String,
     },
-    /// List the workers of a component.
+    /// List the workers of a component, optionally only those matching a filter.
     List {
         /// Component name or UUID.
         component: String,
+        /// Only workers matching EXPR, e.g. `name like 'acc-%' and status == idle or version >= 2`.
+        ///
+        /// Conditions (the filters of golem:api's get-workers):
+        ///   name OP STRING          OP: == (or =), !=, like, not like
+        ///   env.VAR OP STRING       OP as for name; false if the worker has no VAR
+        ///   status OP STATUS        OP: ==, !=, <, <=, >, >=; statuses in this order:
+        ///                           running, idle, suspended, interrupted, retrying, failed, exited
+        ///   version OP N            component version
+        ///   created-at OP TIME      ms since the Unix epoch, or UTC 2024-05-01[T12:30:00[.123]Z]
+        /// Combine with `and` (binds tighter) and `or`, group with parentheses. `like` is SQL's:
+        /// `%` matches any run of characters, `_` one character, `\` escapes the next one; the
+        /// whole name must match. Values are 'single-' or "double-quoted" (escape quotes with
+        /// \), or bare words. Keywords are case-insensitive. `env.'odd name'` quotes a variable.
+        #[arg(long, value_name = "EXPR", verbatim_doc_comment)]
+        filter: Option<String>,
     },
     /// Delete a worker with its oplog.
     Delete {
@@ -222,13 +237,23 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 }
             }
         }
-        WorkerCommand::List { component } => {
+        WorkerCommand::List { component, filter } => {
+            let filter = filter
+                .as_deref()
+                .map(crate::filter_expr::parse)
+                .transpose()?;
             let id = executor.components().resolve_id(&component)?;
-            let workers = executor.list_workers(&id)?;
+            let mut workers = executor.list_workers(&id)?;
+            if let Some(filter) = &filter {
+                workers.retain(|w| filter.matches(w));
+            }
             if ctx.json {
                 output::json(&workers);
             } else if workers.is_empty() {
-                println!("no workers of {component}");
+                match &filter {
+                    Some(filter) => println!("no workers of {component} match {filter}"),
+                    None => println!("no workers of {component}"),
+                }
             } else {
                 println!(
                     "{:<32} {:<11} {:>7} {:>8}  CREATED",
