@@ -17,6 +17,7 @@ mod plain;
 mod report;
 mod restart;
 mod stats;
+mod travel;
 mod workers;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("restart", restart::run),
     ("restore-limit", restart::run_limit),
     ("capture", capture::run),
+    ("time-travel", travel::run),
 ];
 
 #[derive(Parser, Debug)]

@@ -79,7 +79,13 @@ struct History {
 }
 
 /// Invokes `clocks` until the oplog has `to` entries (`len` is its length).
-fn grow(ex: &mut Executor, id: &WorkerId, len: &mut u64, to: u64, bar: &ProgressBar) -> Result<()> {
+pub fn grow(
+    ex: &mut Executor,
+    id: &WorkerId,
+    len: &mut u64,
+    to: u64,
+    bar: &ProgressBar,
+) -> Result<()> {
     while *len + 2 <= to {
         let n = CLOCKS_PER_CALL.min(to - *len - 2);
         ex.invoke(id, "clocks", &[n.to_string()], None)?;
