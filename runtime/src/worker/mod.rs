@@ -417,6 +417,25 @@ impl Worker {
                     continue;
                 }
             }
+            // Snapshots outside the effective history are expected after a jump or update:
+            // noted in the report, not warned about.
+            let outside = if let Some(region) = record.history.deleted.containing(stored.index) {
+                Some(format!(
+                    "it is inside the region {region} that a jump or revert deleted"
+                ))
+            } else if stored.index < record.history.replay_start() {
+                Some(format!(
+                    "it was taken before the snapshot-based update at oplog index {}",
+                    record.history.replay_start()
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = outside {
+                tracing::debug!(worker = %record.id, index = stored.index, %reason, "snapshot not used");
+                skipped.push(format!("snapshot at {}: {reason}", stored.index));
+                continue;
+            }
             let mut skip = |reason: String| {
                 tracing::warn!(worker = %record.id, index = stored.index, %reason, "snapshot skipped");
                 skipped.push(format!("snapshot at {}: {reason}", stored.index));
@@ -428,19 +447,6 @@ impl Worker {
                     continue;
                 }
             };
-            if let Some(region) = record.history.deleted.containing(stored.index) {
-                skip(format!(
-                    "it is inside the region {region} that a jump or revert deleted"
-                ));
-                continue;
-            }
-            if stored.index < record.history.replay_start() {
-                skip(format!(
-                    "it was taken before the snapshot-based update at oplog index {}",
-                    record.history.replay_start()
-                ));
-                continue;
-            }
             if manifest.component_version != record.component_version {
                 skip(format!(
                     "taken on component version {}, the worker runs version {}",

@@ -20,6 +20,8 @@ use crate::Ctx;
 const HISTORY: u64 = 1_000_000;
 const BACK: u64 = 100_000;
 const SNAPSHOT_EVERY: u64 = 10_000;
+/// Every snapshot of the history is kept.
+const KEEP: usize = (HISTORY / SNAPSHOT_EVERY) as usize + 10;
 /// Timed jumps from snapshots, and by full replay (each on a fresh copy of the history).
 const REPS: usize = 5;
 const FULL_REPS: usize = 3;
@@ -48,7 +50,14 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// Jumps back to `target` in the worker of `dir` and times it; `without_snapshots` deletes the
 /// worker's snapshots first (untimed).
 fn jump(dir: &Path, target: u64, without_snapshots: bool) -> Result<Jump> {
-    let mut ex = Executor::open(dir, ExecutorOptions::default())?;
+    // The build's policy, with fsync on; `snapshots_keep` must cover the history, or the
+    // first snapshot this executor takes prunes the ones the jump needs.
+    let options = ExecutorOptions {
+        snapshot_policy: SnapshotPolicy::Entries(SNAPSHOT_EVERY),
+        snapshots_keep: KEEP,
+        ..ExecutorOptions::default()
+    };
+    let mut ex = Executor::open(dir, options)?;
     let id = ex.worker_id("memory", "w")?;
     if without_snapshots {
         let uid = ex.worker_record(&id)?.uid;
@@ -75,7 +84,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let options = ExecutorOptions {
         fsync: false,
         snapshot_policy: SnapshotPolicy::Entries(SNAPSHOT_EVERY),
-        snapshots_keep: (HISTORY / SNAPSHOT_EVERY) as usize + 10,
+        snapshots_keep: KEEP,
         ..ExecutorOptions::default()
     };
     let (history, mut ex, id) = memory_worker(ctx, options)?;
@@ -149,7 +158,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             "A `memory` worker with {MEMORY_MIB} MiB of incompressible buffers builds a history of \
              {} entries with `clocks` invocations under `snapshot_policy: entries:{SNAPSHOT_EVERY}` \
              (fsync off while building). Each timed run copies that data directory, opens an \
-             executor (defaults: fsync on), makes the worker live (untimed), then times \
+             executor (the same policy and `snapshots_keep: {KEEP}`, fsync on), makes the worker live (untimed), then times \
              `invoke(jump, [{target}])`: the guest calls set-oplog-index({target}), {BACK} entries \
              back; the executor records the jump durably, recovers the worker from the newest \
              snapshot outside the deleted region, replays to the target and returns once the worker \

@@ -353,7 +353,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 output::json(&report);
             } else {
                 for reason in &report.skipped {
-                    eprintln!("warning: {reason}");
+                    eprintln!("note: {reason}");
                 }
                 match report.snapshot_index {
                     Some(index) => println!(
