@@ -138,8 +138,20 @@ impl Executor {
         })
     }
 
-    /// Creates a worker on the latest version of its component.
+    /// Creates a worker on the latest version of its component (a durable commit).
     pub fn create_worker(
+        &mut self,
+        id: &WorkerId,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<WorkerRecord> {
+        let record = self.write_new_worker(id, args, env)?;
+        self.storage.sync()?;
+        Ok(record)
+    }
+
+    /// Writes a new worker's record and `create` entry in one transaction, without fsync.
+    fn write_new_worker(
         &mut self,
         id: &WorkerId,
         args: Vec<String>,
@@ -178,7 +190,6 @@ impl Executor {
             }
             store::append_block(txn, &storage, &record.uid, 1, &block, 1)
         })?;
-        self.storage.sync()?;
         Ok(record)
     }
 
@@ -516,6 +527,9 @@ impl Executor {
 
     /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
     /// exist. With an idempotency key that already completed, returns the stored result.
+    ///
+    /// A worker created here is made durable by the invocation's own commit (one fsync for
+    /// both), or by an fsync when the invocation fails before committing.
     pub fn invoke(
         &mut self,
         id: &WorkerId,
@@ -524,8 +538,23 @@ impl Executor {
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
-            self.create_worker(id, Vec::new(), Vec::new())?;
+            self.write_new_worker(id, Vec::new(), Vec::new())?;
+            let outcome = self.invoke_existing(id, function, params, idempotency_key);
+            if outcome.is_err() {
+                self.storage.sync()?;
+            }
+            return outcome;
         }
+        self.invoke_existing(id, function, params, idempotency_key)
+    }
+
+    fn invoke_existing(
+        &mut self,
+        id: &WorkerId,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<InvocationOutcome> {
         let active = self.activate(id)?;
         let uid = active.worker.record.uid;
         let history = active.worker.record.history.clone();

@@ -10,8 +10,10 @@
 //! ```
 
 mod capture;
+mod cold_start;
 mod host_calls;
 mod invocation;
+mod many_workers;
 mod oplog;
 mod plain;
 mod report;
@@ -38,6 +40,8 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("restart", restart::run),
     ("restore-limit", restart::run_limit),
     ("capture", capture::run),
+    ("cold-start", cold_start::run),
+    ("many-workers", many_workers::run),
     ("time-travel", travel::run),
 ];
 
@@ -56,7 +60,14 @@ struct Args {
     /// Repetitions of the oplog figure (each on a fresh data directory); the median is reported.
     #[arg(long, default_value_t = 5)]
     oplog_reps: usize,
-    /// Run only these figures (comma-separated): host-calls, oplog, invocation.
+    /// Samples per configuration in the cold-start figure (after warm-up).
+    #[arg(long, default_value_t = 500)]
+    cold_start_runs: usize,
+    /// Idle workers created on disk for the many-workers figure (at least 600).
+    #[arg(long, default_value_t = 10_000)]
+    many_workers: usize,
+    /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
+    /// restore-limit, capture, cold-start, many-workers.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print JSON on stdout instead of tables.
@@ -73,6 +84,8 @@ pub struct Ctx {
     pub latency_runs: usize,
     pub entries: u64,
     pub oplog_reps: usize,
+    pub cold_start_runs: usize,
+    pub many_workers: usize,
     scratch: PathBuf,
 }
 
@@ -123,6 +136,8 @@ fn main() -> Result<()> {
         latency_runs: args.latency_runs,
         entries: args.entries,
         oplog_reps: args.oplog_reps,
+        cold_start_runs: args.cold_start_runs,
+        many_workers: args.many_workers,
         scratch,
     };
     let meta = report::Meta::collect(&std::env::args().skip(1).collect::<Vec<_>>());

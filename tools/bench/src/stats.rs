@@ -84,6 +84,44 @@ pub fn count(x: f64) -> String {
     out
 }
 
+/// Resident memory of this process from `/proc/self/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    /// VmRSS: everything resident.
+    pub total_kib: f64,
+    /// RssAnon: heap, stacks, anonymous mappings (Wasm linear memories among them).
+    pub anon_kib: f64,
+    /// RssFile: resident file-backed pages (the binary, LMDB's memory map).
+    pub file_kib: f64,
+}
+
+impl Rss {
+    pub fn now() -> Rss {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Rss {
+            total_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+        }
+    }
+
+    /// `self − earlier`, field by field.
+    pub fn since(&self, earlier: &Rss) -> Rss {
+        Rss {
+            total_kib: self.total_kib - earlier.total_kib,
+            anon_kib: self.anon_kib - earlier.anon_kib,
+            file_kib: self.file_kib - earlier.file_kib,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let speedup = full_ms / snap_ms;
     Ok(Figure {
         id: "time-travel",
-        title: "8. Time travel: set-oplog-index 10^5 entries back in a 10^6-entry history".into(),
+        title: "9. Time travel: set-oplog-index 10^5 entries back in a 10^6-entry history".into(),
         method: format!(
             "A `memory` worker with {MEMORY_MIB} MiB of incompressible buffers builds a history of \
              {} entries with `clocks` invocations under `snapshot_policy: entries:{SNAPSHOT_EVERY}` \
