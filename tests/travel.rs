@@ -168,6 +168,12 @@ fn a_jump_back_past_several_snapshots_restores_the_newest_one_before_the_target(
     }
     // The invocation the target was inside (`mark`) ran again to its end.
     assert!(report.resumed_invocation, "{report:?}");
+    // The live instance was rewound in place (only differing pages written), and the state it
+    // reached is exactly what a fresh instance replaying the whole history reaches.
+    assert!(report.pages_rewritten.is_some(), "{report:?}");
+    let rewound = ex.active_state_digest(&id).unwrap();
+    let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(rewound, full, "in-place rewind differs from a full replay");
     assert_eq!(history(&mut ex, &id), "[1, 2]");
     drop(ex);
 

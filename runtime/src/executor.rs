@@ -269,7 +269,7 @@ impl Executor {
 
     fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
-            self.recover_into_memory(id, mode)?;
+            self.recover_into_memory(id, mode, None)?;
             // Updates requested while the worker was busy, or left pending by a process that
             // stopped: the worker is idle now.
             let pending: Vec<usize> = self.active[id]
@@ -287,22 +287,29 @@ impl Executor {
                     tracing::warn!(worker = %id, %err, "pending update failed");
                 }
                 if !self.active.contains_key(id) {
-                    self.recover_into_memory(id, RecoveryMode::Auto)?;
+                    self.recover_into_memory(id, RecoveryMode::Auto, None)?;
                 }
             }
         }
         Ok(self.active.get_mut(id).expect("inserted above"))
     }
 
-    /// Recovers a worker and makes it active. A recovery that finishes an invocation which
-    /// jumps back (`set-oplog-index`) records the jump and starts over from the new history.
-    fn recover_into_memory(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<()> {
+    /// Recovers a worker and makes it active, rewinding `live` (its instance that just went
+    /// back in history) in place if a snapshot allows. A recovery that finishes an invocation
+    /// which jumps back (`set-oplog-index`) records the jump and starts over from the new
+    /// history.
+    fn recover_into_memory(
+        &mut self,
+        id: &WorkerId,
+        mode: RecoveryMode,
+        mut live: Option<Worker>,
+    ) -> Result<()> {
         loop {
             let record = self.worker_record(id)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
             let inputs = self.instance_inputs(&module, &interface);
             let _tokio = self._tokio.enter();
-            match Worker::recover(inputs, record.clone(), mode) {
+            match Worker::recover_reusing(inputs, record.clone(), mode, live.take()) {
                 Ok((mut worker, recovery)) => {
                     tracing::debug!(worker = %id, ?recovery, "recovered");
                     worker.record.last_recovery = Some(recovery.clone());
@@ -440,9 +447,10 @@ impl Executor {
     /// past the failure brings them back).
     pub fn revert_worker(&mut self, id: &WorkerId, target: RevertTarget) -> Result<RecoveryReport> {
         let mut record = self.worker_record(id)?;
-        self.active.remove(id);
+        let live = self.active.remove(id).map(|active| active.worker);
         crate::worker::revert(&self.storage, &mut record, target)?;
-        self.recover(id, RecoveryMode::Auto)
+        self.recover_into_memory(id, RecoveryMode::Auto, live)?;
+        Ok(self.active[id].recovery.clone())
     }
 
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
@@ -479,6 +487,11 @@ impl Executor {
         let digest = self.activate_with(id, mode)?.worker.state_digest();
         self.active.remove(id);
         Ok(digest)
+    }
+
+    /// The state digest of the worker as it is in memory now (activated if it is not).
+    pub fn active_state_digest(&mut self, id: &WorkerId) -> Result<String> {
+        Ok(self.activate(id)?.worker.state_digest())
     }
 
     /// Restores from each snapshot (or the newest only), replays to the end and compares the
@@ -605,7 +618,8 @@ impl Executor {
         target: OplogIndex,
         key: &str,
     ) -> Result<Option<String>> {
-        self.active.remove(id);
+        let live = self.active.remove(id).map(|active| active.worker);
+        self.recover_into_memory(id, RecoveryMode::Auto, live)?;
         let recovery = self.activate(id)?.recovery.clone();
         match recovery.resumed {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {

@@ -54,6 +54,8 @@ pub struct Gate {
     discarding: bool,
     /// The worker's effective history: replay passes over the regions it deleted.
     history: History,
+    /// Entries replay has returned (deleted regions and markers not counted).
+    replayed: u64,
     /// Keep every appended entry in memory until the next commit, however many there are (an
     /// update must reach storage whole or not at all).
     holding: bool,
@@ -82,6 +84,7 @@ impl Gate {
             fatal: None,
             discarding: false,
             history: History::default(),
+            replayed: 0,
             holding: false,
         }
     }
@@ -148,6 +151,11 @@ impl Gate {
         self.next_index
     }
 
+    /// Entries replayed so far (what deleted regions and markers saved is not counted).
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
     /// The worker this gate belongs to.
     pub fn worker(&self) -> &WorkerId {
         &self.worker
@@ -180,6 +188,7 @@ impl Gate {
             .expect("settle leaves the next entry buffered");
         debug_assert_eq!(index, self.next_index, "replay read out of order");
         self.next_index += 1;
+        self.replayed += 1;
         self.settle()?;
         Ok(Some((index, entry)))
     }

@@ -1,5 +1,7 @@
 //! Restore: a manifest and its pages back into linear memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use crate::manifest::Manifest;
@@ -19,6 +21,40 @@ pub fn restore_into<F>(
 where
     F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
 {
+    restore(manifest, dst, read_page, false).map(|_| ())
+}
+
+/// Rewinds memory that already holds a later state of the same instance to the snapshot:
+/// like [`restore_into`], but a page whose fingerprint already matches the snapshot's is left
+/// alone, so going back a little costs a hash of memory plus the pages that differ, not a
+/// decode of every page. `dst` must be exactly `manifest.memory_bytes` long. Returns the
+/// number of pages written.
+pub fn restore_over<F>(
+    manifest: &Manifest,
+    dst: &mut [u8],
+    read_page: F,
+) -> Result<u64, SnapshotError>
+where
+    F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
+{
+    if dst.len() as u64 != manifest.memory_bytes {
+        return Err(SnapshotError::MemoryTooSmall {
+            needed: manifest.memory_bytes,
+            available: dst.len() as u64,
+        });
+    }
+    restore(manifest, dst, read_page, true)
+}
+
+fn restore<F>(
+    manifest: &Manifest,
+    dst: &mut [u8],
+    read_page: F,
+    skip_unchanged: bool,
+) -> Result<u64, SnapshotError>
+where
+    F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
+{
     let needed = manifest.memory_bytes as usize;
     if dst.len() < needed {
         return Err(SnapshotError::MemoryTooSmall {
@@ -26,35 +62,47 @@ where
             available: dst.len() as u64,
         });
     }
+    let written = AtomicU64::new(0);
     let restore_page = |(page, page_ref): (&mut [u8], &PageRef)| match page_ref {
         PageRef::Zero => {
             // Most of a fresh instance's memory is untouched: reading it maps the kernel's zero
             // page, writing would fault in and clear a real one. Only clear what is not zero.
             if !crate::capture::is_zero(page) {
                 page.fill(0);
+                written.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         }
-        PageRef::Stored { hash, .. } if page.len() == PAGE_BYTES => read_page(hash, page),
-        PageRef::Stored { hash, .. } => {
-            let mut full = vec![0u8; PAGE_BYTES];
-            read_page(hash, &mut full)?;
-            let len = page.len();
-            page.copy_from_slice(&full[..len]);
+        PageRef::Stored { fingerprint, .. }
+            if skip_unchanged && crate::page::fingerprint(page) == *fingerprint =>
+        {
             Ok(())
+        }
+        PageRef::Stored { hash, .. } => {
+            written.fetch_add(1, Ordering::Relaxed);
+            if page.len() == PAGE_BYTES {
+                read_page(hash, page)
+            } else {
+                let mut full = vec![0u8; PAGE_BYTES];
+                read_page(hash, &mut full)?;
+                let len = page.len();
+                page.copy_from_slice(&full[..len]);
+                Ok(())
+            }
         }
     };
     if crate::parallel(manifest.pages.len()) {
         dst[..needed]
             .par_chunks_mut(PAGE_BYTES)
             .zip(manifest.pages.par_iter())
-            .try_for_each(restore_page)
+            .try_for_each(restore_page)?;
     } else {
         dst[..needed]
             .chunks_mut(PAGE_BYTES)
             .zip(manifest.pages.iter())
-            .try_for_each(restore_page)
+            .try_for_each(restore_page)?;
     }
+    Ok(written.into_inner())
 }
 
 #[cfg(test)]
@@ -96,6 +144,37 @@ mod tests {
         .unwrap();
         assert_eq!(dst, memory);
         assert_eq!(manifest.globals, vec![1, 2, u128::MAX]);
+    }
+
+    #[test]
+    fn restore_over_rewrites_only_the_pages_that_changed() {
+        let mut memory = vec![0u8; 8 * PAGE_BYTES];
+        for (i, b) in memory.iter_mut().enumerate().take(5 * PAGE_BYTES) {
+            *b = (i * 7 % 253) as u8;
+        }
+        let state = State {
+            memory: &memory,
+            globals: vec![],
+            host_state: vec![],
+            oplog_index: 1,
+            component_version: 0,
+            created_at_ms: 0,
+        };
+        let captured = capture(state, None, |_| false);
+        let pages: HashMap<_, _> = captured.new_pages.into_iter().collect();
+        // A later state: one stored page changed, one zero page written.
+        let mut later = memory.clone();
+        later[2 * PAGE_BYTES + 10] ^= 0xFF;
+        later[7 * PAGE_BYTES] = 1;
+        let written = restore_over(&captured.manifest, &mut later, |h, page| {
+            crate::page::decode_page_into(&pages[h], page, h)
+        })
+        .unwrap();
+        assert_eq!(later, memory);
+        assert_eq!(written, 2);
+        // Memory of another size is refused (it cannot be rewound in place).
+        let mut bigger = vec![0u8; 9 * PAGE_BYTES];
+        assert!(restore_over(&captured.manifest, &mut bigger, |_, _| Ok(())).is_err());
     }
 
     #[test]

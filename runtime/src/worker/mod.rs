@@ -140,6 +140,16 @@ impl WorkerContext {
     }
 }
 
+/// What host functions know of the worker an instance is created (or rewound) for.
+fn context_for(inputs: &InstanceInputs<'_>, record: &WorkerRecord) -> Arc<WorkerContext> {
+    Arc::new(WorkerContext {
+        id: record.id.clone(),
+        record: record.clone(),
+        storage: Arc::clone(inputs.storage),
+        enumeration_page_size: inputs.enumeration_page_size.max(1),
+    })
+}
+
 /// Reads a WIT `worker-id` record value.
 pub fn worker_id_from_value(value: &Value) -> Option<WorkerId> {
     let mut component = None;
@@ -196,7 +206,7 @@ pub fn worker_metadata_wave(record: &WorkerRecord) -> String {
 /// How a worker was brought back.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RecoveryReport {
-    /// Oplog entries read and replayed.
+    /// Oplog entries replayed (deleted regions are passed over, not counted).
     pub entries_replayed: u64,
     /// Invocations re-executed during replay.
     pub invocations_replayed: u64,
@@ -214,6 +224,9 @@ pub struct RecoveryReport {
     pub skipped: Vec<String>,
     /// The invocation that was in flight and was finished live, with how it ended.
     pub resumed: Option<ResumedInvocation>,
+    /// When a live instance was rewound in place to the snapshot (after a jump): the 64 KiB
+    /// pages that differed and were written. `None`: a fresh instance was restored.
+    pub pages_rewritten: Option<u64>,
 }
 
 /// An invocation recovery finished live (it was in flight when the worker stopped, or a jump
@@ -324,15 +337,56 @@ impl Worker {
         record: WorkerRecord,
         mode: RecoveryMode,
     ) -> Result<(Worker, RecoveryReport)> {
+        Worker::recover_reusing(inputs, record, mode, None)
+    }
+
+    /// [`Worker::recover`], rewinding `live` (an instance of this worker, e.g. the one that just
+    /// jumped back) in place when a snapshot allows instead of instantiating anew. A recovery
+    /// whose resumed invocation jumps back again records that jump and starts over, reusing
+    /// the instance the same way.
+    pub fn recover_reusing(
+        inputs: InstanceInputs<'_>,
+        mut record: WorkerRecord,
+        mode: RecoveryMode,
+        mut live: Option<Worker>,
+    ) -> Result<(Worker, RecoveryReport)> {
+        loop {
+            let mut jumped = None;
+            match Worker::recover_once(&inputs, record, mode, live.take(), &mut jumped) {
+                Err(Error::JumpRequested { target }) if jumped.is_some() => {
+                    let worker: Worker = jumped.take().expect("checked");
+                    tracing::debug!(worker = %worker.record.id, target, "jumped back during recovery");
+                    record = worker.record.clone();
+                    live = Some(worker);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One recovery; a jump during it leaves the worker in `jumped`.
+    fn recover_once(
+        inputs: &InstanceInputs<'_>,
+        record: WorkerRecord,
+        mode: RecoveryMode,
+        live: Option<Worker>,
+        jumped: &mut Option<Worker>,
+    ) -> Result<(Worker, RecoveryReport)> {
         let started = Instant::now();
         let committed = crate::oplog::store::last_index(inputs.storage, &record.uid)?;
         let mut skipped = Vec::new();
         if mode != RecoveryMode::FullReplay {
             if let Some(blocker) = &inputs.interface.snapshot_blocker {
                 skipped.push(format!("snapshots are not used: {blocker}"));
-            } else if let Some((worker, mut report)) =
-                Worker::recover_from_snapshot(&inputs, &record, committed, mode, &mut skipped)?
-            {
+            } else if let Some((worker, mut report)) = Worker::recover_from_snapshot(
+                inputs,
+                &record,
+                committed,
+                mode,
+                &mut skipped,
+                live,
+                jumped,
+            )? {
                 report.skipped = skipped;
                 report.duration_us = started.elapsed().as_micros() as u64;
                 return Ok((worker, report));
@@ -367,12 +421,12 @@ impl Worker {
         let mut worker =
             match gate.next_replayed()? {
                 Some((_, OplogEntry::Create { args, env, .. })) if start == 1 => {
-                    Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?
+                    Worker::instantiate(inputs, record, gate, &args, &env, Start::Fresh)?
                 }
                 Some((index, OplogEntry::SnapshotUpdateStarted { payload, .. })) if start > 1 => {
                     let (args, env) = (record.args.clone(), record.env.clone());
                     let mut worker =
-                        Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?;
+                        Worker::instantiate(inputs, record, gate, &args, &env, Start::Fresh)?;
                     worker.replay_load(index, &payload)?;
                     worker
                 }
@@ -389,10 +443,15 @@ impl Worker {
                     ))
                 }
             };
-        worker.replay(&mut report)?;
+        if let Err(err) = worker.replay(&mut report) {
+            if matches!(err, Error::JumpRequested { .. }) {
+                *jumped = Some(worker);
+            }
+            return Err(err);
+        }
         worker.snapshots.invocations_since = report.invocations_replayed;
         worker.snapshots.since_ms = worker.record.created_at_ms;
-        report.entries_replayed = committed + 1 - start;
+        report.entries_replayed = worker.gate().replayed();
         report.duration_us = started.elapsed().as_micros() as u64;
         Ok((worker, report))
     }
@@ -406,6 +465,8 @@ impl Worker {
         committed: OplogIndex,
         mode: RecoveryMode,
         skipped: &mut Vec<String>,
+        mut live: Option<Worker>,
+        jumped: &mut Option<Worker>,
     ) -> Result<Option<(Worker, RecoveryReport)>> {
         let snapshots = crate::snapshots::list(inputs.storage, &record.uid)?;
         for stored in snapshots.iter().rev() {
@@ -455,28 +516,46 @@ impl Worker {
                 continue;
             }
             let restore_started = Instant::now();
-            let gate = Gate::new(
-                Arc::clone(inputs.storage),
-                record.id.clone(),
-                record.uid,
-                committed,
-                inputs.echo_output,
-            )
-            .with_history(record.history.clone())
-            .resume_after(stored.index);
-            let mut worker = Worker::instantiate(
-                inputs,
-                record.clone(),
-                gate,
-                &record.args,
-                &record.env,
-                Start::Restore,
-            )?;
-            let instantiated_us = restore_started.elapsed().as_micros() as u64;
-            if let Err(err) = worker.restore_state(manifest) {
-                skip(err.to_string());
-                continue;
+            // A live instance of the worker is rewound in place: only pages that differ are
+            // written. If it cannot be (memory grew, other version), a fresh one is made.
+            let mut rewound = None;
+            let mut instantiated_us = 0;
+            if let Some(mut instance) = live.take() {
+                match instance.rewind(inputs, record, stored.index, committed, manifest) {
+                    Ok(written) => rewound = Some((instance, written)),
+                    Err(err) => {
+                        tracing::debug!(worker = %record.id, %err, "no in-place rewind");
+                    }
+                }
             }
+            let (mut worker, pages_rewritten) = match rewound {
+                Some((worker, written)) => (worker, Some(written)),
+                None => {
+                    let gate = Gate::new(
+                        Arc::clone(inputs.storage),
+                        record.id.clone(),
+                        record.uid,
+                        committed,
+                        inputs.echo_output,
+                    )
+                    .with_history(record.history.clone())
+                    .resume_after(stored.index);
+                    let mut worker = Worker::instantiate(
+                        inputs,
+                        record.clone(),
+                        gate,
+                        &record.args,
+                        &record.env,
+                        Start::Restore,
+                    )?;
+                    instantiated_us = restore_started.elapsed().as_micros() as u64;
+                    if let Err(err) = worker.restore_state(manifest, false) {
+                        skip(err.to_string());
+                        continue;
+                    }
+                    (worker, None)
+                }
+            };
             tracing::debug!(
                 worker = %record.id,
                 index = stored.index,
@@ -488,6 +567,7 @@ impl Worker {
                 snapshot_index: Some(stored.index),
                 bytes_restored: manifest.memory_bytes,
                 restore_us: restore_started.elapsed().as_micros() as u64,
+                pages_rewritten,
                 ..RecoveryReport::default()
             };
             match worker.replay(&mut report) {
@@ -496,9 +576,13 @@ impl Worker {
                     skip(format!("the replay after it diverged: {err}"));
                     continue;
                 }
+                Err(err @ Error::JumpRequested { .. }) => {
+                    *jumped = Some(worker);
+                    return Err(err);
+                }
                 Err(err) => return Err(err),
             }
-            report.entries_replayed = committed - stored.index;
+            report.entries_replayed = worker.gate().replayed();
             worker.snapshots.last_index = stored.index;
             worker.snapshots.last_pages = Some(manifest.pages.clone());
             worker.snapshots.invocations_since = report.invocations_replayed;
@@ -508,10 +592,23 @@ impl Worker {
         Ok(None)
     }
 
-    /// Overwrites the fresh instance's memory and globals with a snapshot's.
-    fn restore_state(&mut self, manifest: &golemw_snapshot::Manifest) -> Result<()> {
+    /// Overwrites the instance's memory and globals with a snapshot's. A fresh instance gets
+    /// every page; `in_place` rewinds a live instance of the same module, writing only the
+    /// pages that differ. Returns the pages written in place (0 for a fresh instance).
+    fn restore_state(
+        &mut self,
+        manifest: &golemw_snapshot::Manifest,
+        in_place: bool,
+    ) -> Result<u64> {
         let wasm_page = wasmer::WASM_PAGE_SIZE as u64;
         let current = self.memory.view(&self.store).data_size();
+        if in_place && manifest.memory_bytes < current {
+            // Linear memory cannot shrink.
+            return Err(Error::Engine(format!(
+                "memory grew from {} to {current} bytes since the snapshot",
+                manifest.memory_bytes
+            )));
+        }
         if manifest.memory_bytes < current {
             return Err(Error::Corrupt {
                 what: "snapshot".into(),
@@ -528,16 +625,23 @@ impl Worker {
                 .map_err(|e| Error::Engine(format!("growing memory for the snapshot: {e}")))?;
         }
         let reader = crate::snapshots::PageReader::new(&self.storage, self.record.uid);
-        {
+        let written = {
             let view = self.memory.view(&self.store);
             // SAFETY: no wasm code runs while we hold this slice (the instance is idle: it was
             // just created and nothing has been called), and the slice is dropped before the
             // store is used again, so nothing else reads or writes the memory meanwhile.
             let memory = unsafe { view.data_unchecked_mut() };
-            golemw_snapshot::restore_into(manifest, memory, |hash, page| {
-                reader.read_into(hash, page)
-            })?;
-        }
+            if in_place {
+                golemw_snapshot::restore_over(manifest, memory, |hash, page| {
+                    reader.read_into(hash, page)
+                })?
+            } else {
+                golemw_snapshot::restore_into(manifest, memory, |hash, page| {
+                    reader.read_into(hash, page)
+                })?;
+                0
+            }
+        };
         let mut store = self.store.as_store_mut();
         let objects = store.objects_mut();
         let count = objects.as_u128_globals().len();
@@ -563,7 +667,44 @@ impl Worker {
         let state = self.env.as_mut(&mut self.store);
         state.last_monotonic_ns = host.last_monotonic_ns;
         state.enumerations = host.enumerations;
-        Ok(())
+        Ok(written)
+    }
+
+    /// Prepares this live instance to be rewound to the snapshot at `index` (then replay the
+    /// tail from there): same module, a fresh gate, the new record; memory and globals in
+    /// place. Returns the pages written. On error the instance must be dropped.
+    fn rewind(
+        &mut self,
+        inputs: &InstanceInputs<'_>,
+        record: &WorkerRecord,
+        index: OplogIndex,
+        committed: OplogIndex,
+        manifest: &golemw_snapshot::Manifest,
+    ) -> Result<u64> {
+        if self.record.component_version != record.component_version
+            || !Arc::ptr_eq(&self.interface, inputs.interface)
+        {
+            return Err(Error::Engine(
+                "the live instance runs another component version".into(),
+            ));
+        }
+        let gate = Gate::new(
+            Arc::clone(inputs.storage),
+            record.id.clone(),
+            record.uid,
+            committed,
+            inputs.echo_output,
+        )
+        .with_history(record.history.clone())
+        .resume_after(index);
+        let written = self.restore_state(manifest, true)?;
+        let context = context_for(inputs, record);
+        let state = self.env.as_mut(&mut self.store);
+        state.gate = gate;
+        state.context = context;
+        state.update_requests.clear();
+        self.record = record.clone();
+        Ok(written)
     }
 
     fn instantiate(
@@ -593,12 +734,7 @@ impl Worker {
             &wasi.env,
             wasmer_wasix::WasiVersion::Snapshot1,
         );
-        let context = Arc::new(WorkerContext {
-            id: record.id.clone(),
-            record: record.clone(),
-            storage: Arc::clone(inputs.storage),
-            enumeration_page_size: inputs.enumeration_page_size.max(1),
-        });
+        let context = context_for(inputs, &record);
         let host_env = FunctionEnv::new(
             &mut store,
             HostState {
