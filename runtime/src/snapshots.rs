@@ -72,6 +72,17 @@ pub fn list(storage: &Storage, uid: &Uuid) -> Result<Vec<StoredSnapshot>> {
     Ok(out)
 }
 
+/// The manifest of the snapshot at `index`, if there is one (decoded, or why it could not be).
+pub fn get(
+    storage: &Storage,
+    uid: &Uuid,
+    index: OplogIndex,
+) -> Result<Option<std::result::Result<Manifest, SnapshotError>>> {
+    Ok(storage
+        .get(storage.tables().snapshots, &manifest_key(uid, index))?
+        .map(|bytes| Manifest::decode(&bytes)))
+}
+
 /// The oplog indexes of a worker's snapshots, oldest first, without decoding the manifests.
 pub fn indexes(storage: &Storage, uid: &Uuid) -> Result<Vec<OplogIndex>> {
     let mut out = Vec::new();

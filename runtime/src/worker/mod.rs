@@ -468,23 +468,25 @@ impl Worker {
         mut live: Option<Worker>,
         jumped: &mut Option<Worker>,
     ) -> Result<Option<(Worker, RecoveryReport)>> {
-        let snapshots = crate::snapshots::list(inputs.storage, &record.uid)?;
-        for stored in snapshots.iter().rev() {
-            if stored.index > committed {
+        // Keys first: only the manifest of a snapshot that may be used is read and decoded (a
+        // worker can keep a hundred of them, each tens of KiB).
+        let indexes = crate::snapshots::indexes(inputs.storage, &record.uid)?;
+        for &index in indexes.iter().rev() {
+            if index > committed {
                 continue;
             }
-            if let RecoveryMode::FromSnapshot(index) = mode {
-                if stored.index != index {
+            if let RecoveryMode::FromSnapshot(wanted) = mode {
+                if index != wanted {
                     continue;
                 }
             }
             // Snapshots outside the effective history are expected after a jump or update:
             // noted in the report, not warned about.
-            let outside = if let Some(region) = record.history.deleted.containing(stored.index) {
+            let outside = if let Some(region) = record.history.deleted.containing(index) {
                 Some(format!(
                     "it is inside the region {region} that a jump or revert deleted"
                 ))
-            } else if stored.index < record.history.replay_start() {
+            } else if index < record.history.replay_start() {
                 Some(format!(
                     "it was taken before the snapshot-based update at oplog index {}",
                     record.history.replay_start()
@@ -493,21 +495,23 @@ impl Worker {
                 None
             };
             if let Some(reason) = outside {
-                tracing::debug!(worker = %record.id, index = stored.index, %reason, "snapshot not used");
-                skipped.push(format!("snapshot at {}: {reason}", stored.index));
+                tracing::debug!(worker = %record.id, index = index, %reason, "snapshot not used");
+                skipped.push(format!("snapshot at {}: {reason}", index));
                 continue;
             }
             let mut skip = |reason: String| {
-                tracing::warn!(worker = %record.id, index = stored.index, %reason, "snapshot skipped");
-                skipped.push(format!("snapshot at {}: {reason}", stored.index));
+                tracing::warn!(worker = %record.id, index = index, %reason, "snapshot skipped");
+                skipped.push(format!("snapshot at {}: {reason}", index));
             };
-            let manifest = match &stored.manifest {
-                Ok(manifest) => manifest,
-                Err(err) => {
+            let manifest = match crate::snapshots::get(inputs.storage, &record.uid, index)? {
+                Some(Ok(manifest)) => manifest,
+                Some(Err(err)) => {
                     skip(err.to_string());
                     continue;
                 }
+                None => continue, // pruned meanwhile
             };
+            let manifest = &manifest;
             if manifest.component_version != record.component_version {
                 skip(format!(
                     "taken on component version {}, the worker runs version {}",
@@ -521,7 +525,7 @@ impl Worker {
             let mut rewound = None;
             let mut instantiated_us = 0;
             if let Some(mut instance) = live.take() {
-                match instance.rewind(inputs, record, stored.index, committed, manifest) {
+                match instance.rewind(inputs, record, index, committed, manifest) {
                     Ok(written) => rewound = Some((instance, written)),
                     Err(err) => {
                         tracing::debug!(worker = %record.id, %err, "no in-place rewind");
@@ -539,7 +543,7 @@ impl Worker {
                         inputs.echo_output,
                     )
                     .with_history(record.history.clone())
-                    .resume_after(stored.index);
+                    .resume_after(index);
                     let mut worker = Worker::instantiate(
                         inputs,
                         record.clone(),
@@ -558,13 +562,13 @@ impl Worker {
             };
             tracing::debug!(
                 worker = %record.id,
-                index = stored.index,
+                index = index,
                 instantiate_us = instantiated_us,
                 restore_us = restore_started.elapsed().as_micros() as u64 - instantiated_us,
                 "snapshot restored"
             );
             let mut report = RecoveryReport {
-                snapshot_index: Some(stored.index),
+                snapshot_index: Some(index),
                 bytes_restored: manifest.memory_bytes,
                 restore_us: restore_started.elapsed().as_micros() as u64,
                 pages_rewritten,
@@ -583,7 +587,7 @@ impl Worker {
                 Err(err) => return Err(err),
             }
             report.entries_replayed = worker.gate().replayed();
-            worker.snapshots.last_index = stored.index;
+            worker.snapshots.last_index = index;
             worker.snapshots.last_pages = Some(manifest.pages.clone());
             worker.snapshots.invocations_since = report.invocations_replayed;
             worker.snapshots.since_ms = manifest.created_at_ms;
