@@ -19,7 +19,9 @@ fn open(dir: &std::path::Path) -> Executor {
 fn setup(dir: &std::path::Path) -> Executor {
     let ex = open(dir);
     let wasm = std::fs::read(guest_wasm("promises")).unwrap();
-    ex.components().add("promises", &wasm).expect("add component");
+    ex.components()
+        .add("promises", &wasm)
+        .expect("add component");
     ex
 }
 
@@ -159,8 +161,14 @@ fn completing_a_promise_twice_returns_false() {
     assert_eq!(invoke(&mut ex, &a, "await-own", &[&idx]), "\"one\"");
     // From a guest: true, then false.
     let idx = invoke(&mut ex, &a, "create", &[]);
-    assert_eq!(invoke(&mut ex, &a, "complete-own", &[&idx, "\"x\""]), "true");
-    assert_eq!(invoke(&mut ex, &a, "complete-own", &[&idx, "\"y\""]), "false");
+    assert_eq!(
+        invoke(&mut ex, &a, "complete-own", &[&idx, "\"x\""]),
+        "true"
+    );
+    assert_eq!(
+        invoke(&mut ex, &a, "complete-own", &[&idx, "\"y\""]),
+        "false"
+    );
     assert_eq!(invoke(&mut ex, &a, "await-own", &[&idx]), "\"x\"");
 }
 
@@ -233,7 +241,10 @@ fn a_suspended_worker_refuses_other_invocations_until_resumed() {
         other => panic!("{other:?}"),
     }
     // The suspended invocation itself, asked for again: still suspended.
-    assert_eq!(suspends(&mut ex, &a, "k1", "add-and-await", &["2"]), awaited);
+    assert_eq!(
+        suspends(&mut ex, &a, "k1", "add-and-await", &["2"]),
+        awaited
+    );
     // After a restart too.
     drop(ex);
     let mut ex = open(dir.path());
@@ -255,7 +266,12 @@ fn a_worker_completes_another_workers_promise() {
     let idx = awaited.oplog_idx.to_string();
     // b completes a's promise; a resumes once b's invocation is over.
     assert_eq!(
-        invoke(&mut ex, &b, "complete-other", &["\"a\"", &idx, "\"from b\""]),
+        invoke(
+            &mut ex,
+            &b,
+            "complete-other",
+            &["\"a\"", &idx, "\"from b\""]
+        ),
         "true"
     );
     assert_eq!(status(&ex, &a), WorkerStatus::Idle);
@@ -272,9 +288,17 @@ fn a_worker_completes_another_workers_promise() {
     let idx = invoke(&mut ex, &a, "create", &[]);
     let awaited = suspends(&mut ex, &b, "kb", "await-other", &["\"a\"", &idx]);
     assert_eq!(awaited.worker, a);
-    assert_eq!(invoke(&mut ex, &a, "complete-own", &[&idx, "\"hi b\""]), "true");
+    assert_eq!(
+        invoke(&mut ex, &a, "complete-own", &[&idx, "\"hi b\""]),
+        "true"
+    );
     let done = ex
-        .invoke(&b, "await-other", &["\"a\"".into(), idx.clone()], Some("kb"))
+        .invoke(
+            &b,
+            "await-other",
+            &["\"a\"".into(), idx.clone()],
+            Some("kb"),
+        )
         .unwrap();
     assert_eq!(done.result.as_deref(), Some("\"hi b\""));
 }
@@ -313,12 +337,7 @@ fn replay_does_not_need_the_promise_store() {
     let mut ex = open(dir.path());
     assert_eq!(status(&ex, &a), WorkerStatus::Suspended);
     ex.complete_promise(&awaited, b"late").unwrap();
-    invoke(
-        &mut ex,
-        &a,
-        "delete-own",
-        &[&awaited.oplog_idx.to_string()],
-    );
+    invoke(&mut ex, &a, "delete-own", &[&awaited.oplog_idx.to_string()]);
     drop(ex);
     let mut ex = open(dir.path());
     let report = ex.recover(&a, RecoveryMode::FullReplay).unwrap();
