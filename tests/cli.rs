@@ -791,3 +791,38 @@ fn sigkill_on_the_way_to_an_await_then_completion_after_restart_finishes_it_once
         "no kill landed while a process was running"
     );
 }
+
+/// `worker interrupt` and `worker resume`: statuses interrupted and back; invocations refused
+/// in between, in other processes too.
+#[test]
+fn worker_interrupt_and_resume_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("promises");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(dir.path(), &["worker", "new", "promises/w"]);
+    let out = ok(dir.path(), &["worker", "interrupt", "promises/w"]);
+    assert!(
+        out.contains("interrupted") && out.contains("was idle"),
+        "{out}"
+    );
+    let get: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "promises/w"])).unwrap();
+    assert_eq!(get["status"], "interrupted");
+    let err = fails(dir.path(), &["worker", "invoke", "promises/w", "total"]);
+    assert!(
+        err.contains("is interrupted") && err.contains("worker resume"),
+        "{err}"
+    );
+    let out: serde_json::Value = serde_json::from_str(&ok(
+        dir.path(),
+        &["--json", "worker", "resume", "promises/w"],
+    ))
+    .unwrap();
+    assert_eq!(out["status"], "idle");
+    let err = fails(dir.path(), &["worker", "resume", "promises/w"]);
+    assert!(err.contains("cannot be resumed: it is idle"), "{err}");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "promises/w", "total"]).trim(),
+        "0"
+    );
+}

@@ -354,3 +354,54 @@ fn replay_does_not_need_the_promise_store() {
         Err(Error::UnknownPromise(_))
     ));
 }
+
+/// `interrupt` marks a worker interrupted: invocations are refused and a completed promise does
+/// not resume it until `resume`, which puts the status back and lets it go on.
+#[test]
+fn an_interrupted_worker_runs_nothing_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = setup(dir.path());
+    let a = worker(&ex, "a");
+    invoke(&mut ex, &a, "total", &[]);
+    assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Idle);
+    assert_eq!(status(&ex, &a), WorkerStatus::Interrupted);
+    // Twice: nothing changes.
+    assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Interrupted);
+    match try_invoke(&mut ex, &a, None, "total", &[]) {
+        Err(err @ Error::WorkerInterrupted { .. }) => {
+            assert!(err.to_string().contains("worker resume"), "{err}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // It stays interrupted across a restart.
+    drop(ex);
+    let mut ex = open(dir.path());
+    assert!(matches!(
+        try_invoke(&mut ex, &a, None, "total", &[]),
+        Err(Error::WorkerInterrupted { .. })
+    ));
+    assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Idle);
+    assert!(matches!(
+        ex.resume_worker(&a),
+        Err(Error::InvalidStatus { .. })
+    ));
+    assert_eq!(invoke(&mut ex, &a, "total", &[]), "0");
+
+    // A suspended worker, interrupted: completing its promise does not resume it; resuming does.
+    let awaited = suspends(&mut ex, &a, "k", "add-and-await", &["6"]);
+    assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Suspended);
+    let completion = ex.complete_promise(&awaited, b"later").unwrap();
+    assert!(completion.completed && completion.resumed.is_empty());
+    assert_eq!(status(&ex, &a), WorkerStatus::Interrupted);
+    assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Idle);
+    let done = ex
+        .invoke(&a, "add-and-await", &["6".to_string()], Some("k"))
+        .unwrap();
+    assert_eq!(done.result.as_deref(), Some("\"6:later\""));
+    // Interrupted while suspended on a pending promise: resumed, it is suspended again.
+    let awaited = suspends(&mut ex, &a, "k2", "add-and-await", &["1"]);
+    ex.interrupt_worker(&a).unwrap();
+    assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Suspended);
+    assert!(ex.complete_promise(&awaited, b"x").unwrap().completed);
+    assert_eq!(invoke(&mut ex, &a, "total", &[]), "7");
+}

@@ -94,6 +94,16 @@ pub enum Error {
         idempotency_key: String,
     },
 
+    #[error("worker {worker} is interrupted; `golemw worker resume {worker}` lets it run again")]
+    WorkerInterrupted { worker: WorkerId },
+
+    #[error("worker {worker} cannot be {action}: it is {status}")]
+    InvalidStatus {
+        worker: WorkerId,
+        action: &'static str,
+        status: &'static str,
+    },
+
     #[error("unknown {0}: no create-promise made it (`golemw worker oplog` shows the index of each create-promise entry)")]
     UnknownPromise(crate::promises::PromiseId),
 

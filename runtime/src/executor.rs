@@ -4,6 +4,7 @@
 //! is recovered from its oplog. Workers stay active until the executor is dropped, so a
 //! long-running process replays each worker once.
 
+mod interrupt;
 mod promises;
 
 use std::collections::HashMap;
@@ -265,7 +266,7 @@ impl Executor {
 
     fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
-            self.refuse_if_waiting(id)?;
+            self.refuse_if_not_runnable(id)?;
             self.recover_into_memory(id, mode)?;
             self.forget_suspension(id)?;
             // Updates requested while the worker was busy, or left pending by a process that

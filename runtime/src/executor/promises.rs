@@ -30,14 +30,18 @@ impl Executor {
         promises::suspension(&self.storage, &record.uid)
     }
 
-    /// Before recovering a worker: one suspended on a promise that is still pending would
-    /// replay only to suspend again at the same await, so it is not recovered.
-    pub(super) fn refuse_if_waiting(&self, id: &WorkerId) -> Result<()> {
+    /// Before recovering a worker: an interrupted one does not run until resumed; one
+    /// suspended on a promise that is still pending would replay only to suspend again at the
+    /// same await, so it is not recovered.
+    pub(super) fn refuse_if_not_runnable(&self, id: &WorkerId) -> Result<()> {
         let record = match self.worker_record(id) {
             Ok(record) => record,
             // Recovery reports it.
             Err(_) => return Ok(()),
         };
+        if record.status == WorkerStatus::Interrupted {
+            return Err(Error::WorkerInterrupted { worker: id.clone() });
+        }
         if let Some(suspension) = promises::suspension(&self.storage, &record.uid)? {
             if !promises::is_ready(&self.storage, &suspension)? {
                 return Err(suspension.into_error());
@@ -77,7 +81,14 @@ impl Executor {
         loop {
             self.promise_events_seen = promises::events();
             let ready = match promises::ready_suspensions(&self.storage) {
-                Ok(ready) => ready,
+                // Interrupted workers wait for `worker resume`.
+                Ok(ready) => ready
+                    .into_iter()
+                    .filter(|s| {
+                        self.worker_record(&s.worker)
+                            .is_ok_and(|r| r.status != WorkerStatus::Interrupted)
+                    })
+                    .collect::<Vec<_>>(),
                 Err(err) => {
                     tracing::warn!(%err, "reading suspended workers failed");
                     return resumed;

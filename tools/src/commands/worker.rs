@@ -1,5 +1,5 @@
 //! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | update |
-//! complete-promise`
+//! complete-promise | interrupt | resume`
 
 use std::process::ExitCode;
 
@@ -140,6 +140,20 @@ pub enum WorkerCommand {
         /// Read the payload from a file instead.
         #[arg(long, value_name = "FILE")]
         data_file: Option<std::path::PathBuf>,
+    },
+    /// Mark a worker interrupted: nothing runs it (invocations, recovery, updates are refused,
+    /// a completed promise does not resume it) until `worker resume`. A command running the
+    /// worker holds the data directory, so this waits for no one: stop that process instead;
+    /// its invocation is finished after `worker resume`.
+    Interrupt {
+        /// COMPONENT/WORKER
+        worker: String,
+    },
+    /// Let an interrupted worker run again (back to idle, or suspended if it awaits a
+    /// promise); an invocation left in flight, or whose promise was completed, finishes now.
+    Resume {
+        /// COMPONENT/WORKER
+        worker: String,
     },
 }
 
@@ -481,6 +495,26 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             data,
             data_file,
         } => super::promise::complete(ctx, &mut executor, &worker, oplog_index, data, data_file)?,
+        WorkerCommand::Interrupt { worker } => {
+            let id = worker_id(&executor, &worker)?;
+            let previous = executor.interrupt_worker(&id)?;
+            if ctx.json {
+                output::json(&serde_json::json!({
+                    "worker": id.to_string(), "status": "interrupted", "previous": previous,
+                }));
+            } else {
+                println!("interrupted {id} (it was {})", previous.as_str());
+            }
+        }
+        WorkerCommand::Resume { worker } => {
+            let id = worker_id(&executor, &worker)?;
+            let status = executor.resume_worker(&id)?;
+            if ctx.json {
+                output::json(&serde_json::json!({ "worker": id.to_string(), "status": status }));
+            } else {
+                println!("resumed {id}: status {}", status.as_str());
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
