@@ -574,3 +574,255 @@ fn worker_list_filters_with_an_expression() {
         "{help}"
     );
 }
+
+/// `worker invoke` of a function that awaits an incomplete promise: the process says the worker
+/// is suspended, names the promise and exits with status 0; `worker complete-promise` resumes
+/// it, and the result is then returned for the invocation's idempotency key.
+#[test]
+fn a_suspended_invocation_exits_cleanly_and_complete_promise_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("promises");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    let invoke_k = [
+        "worker",
+        "invoke",
+        "--idempotency-key",
+        "order-1",
+        "promises/w",
+        "add-and-await",
+        "4",
+    ];
+    let out = ok(dir.path(), &invoke_k);
+    assert!(
+        out.contains("is suspended") && out.contains("awaits promise") && out.contains("order-1"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &[&["--json"][..], &invoke_k].concat())).unwrap();
+    assert_eq!(json["status"], "suspended");
+    assert_eq!(json["idempotency_key"], "order-1");
+    let idx = json["promise"]["oplog_idx"].as_u64().unwrap().to_string();
+    assert!(out.contains(&format!("promise {idx} ")), "{out}");
+    let get: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "promises/w"])).unwrap();
+    assert_eq!(get["status"], "suspended");
+    assert_eq!(
+        get["awaiting"]["promise"]["oplog_idx"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        idx
+    );
+    // Another invocation is refused, naming the promise.
+    let err = fails(dir.path(), &["worker", "invoke", "promises/w", "total"]);
+    assert!(
+        err.contains("is suspended") && err.contains(&format!("promise {idx} ")),
+        "{err}"
+    );
+
+    let payload = dir.path().join("payload.txt");
+    std::fs::write(&payload, "paid").unwrap();
+    let out = ok(
+        dir.path(),
+        &[
+            "worker",
+            "complete-promise",
+            "promises/w",
+            &idx,
+            "--data-file",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("completed promise") && out.contains("returned \"4:paid\""),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        dir.path(),
+        &[
+            "--json",
+            "worker",
+            "complete-promise",
+            "promises/w",
+            &idx,
+            "again",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(json["completed"], false);
+    let out = ok(
+        dir.path(),
+        &["worker", "complete-promise", "promises/w", &idx, "again"],
+    );
+    assert!(out.contains("already completed"), "{out}");
+    assert_eq!(ok(dir.path(), &invoke_k).trim(), "\"4:paid\"");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "promises/w", "total"]).trim(),
+        "4"
+    );
+    let get: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "promises/w"])).unwrap();
+    assert_eq!(get["status"], "idle");
+    assert!(get["awaiting"].is_null());
+    // Unknown and deleted promises: clear errors.
+    let err = fails(
+        dir.path(),
+        &["worker", "complete-promise", "promises/w", "999", "x"],
+    );
+    assert!(err.contains("unknown promise 999"), "{err}");
+    let idx = ok(dir.path(), &["worker", "invoke", "promises/w", "create"]);
+    ok(
+        dir.path(),
+        &["worker", "invoke", "promises/w", "delete-own", idx.trim()],
+    );
+    let err = fails(
+        dir.path(),
+        &["worker", "complete-promise", "promises/w", idx.trim(), "x"],
+    );
+    assert!(err.contains("was deleted"), "{err}");
+    let err = fails(
+        dir.path(),
+        &["worker", "complete-promise", "promises/w", "5"],
+    );
+    assert!(
+        err.contains("--data-file") || err.contains("required"),
+        "{err}"
+    );
+}
+
+/// Processes invoking a function that adds to a total, creates a promise and awaits it are
+/// killed with SIGKILL at different points on the way to the await (start-up, the invocation,
+/// the commit of the promise, the suspension); some `complete-promise` processes are killed
+/// too. After each restart the invocation is suspended on a promise, completing it finishes the
+/// invocation, and it ran exactly once.
+#[test]
+fn sigkill_on_the_way_to_an_await_then_completion_after_restart_finishes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("promises");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    // Compile once, so that the kills below land in the invocation, not in the compiler.
+    ok(dir.path(), &["worker", "invoke", "promises/warm", "total"]);
+    let started = std::time::Instant::now();
+    ok(
+        dir.path(),
+        &[
+            "worker",
+            "invoke",
+            "--idempotency-key",
+            "k",
+            "promises/warm",
+            "add-and-await",
+            "1",
+        ],
+    );
+    let full = started.elapsed();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed_while_running = 0;
+    for round in 0..10u32 {
+        let name = format!("promises/w{round}");
+        let key = format!("k{round}");
+        let invoke = [
+            "--json",
+            "worker",
+            "invoke",
+            "--idempotency-key",
+            &key,
+            &name,
+            "add-and-await",
+            "1",
+        ];
+        let mut child = spawn(&invoke);
+        std::thread::sleep(full * round / 9);
+        if child.try_wait().unwrap().is_none() {
+            killed_while_running += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // After the restart: the invocation (resumed, or run again if it had not committed
+        // anything) is suspended on its promise.
+        let out: serde_json::Value = serde_json::from_str(&ok(dir.path(), &invoke)).unwrap();
+        assert_eq!(out["status"], "suspended", "round {round}: {out}");
+        let idx = out["promise"]["oplog_idx"].as_u64().unwrap().to_string();
+        let data = format!("p{round}");
+        if round % 2 == 1 {
+            // Kill a completion too, somewhere between completing and resuming.
+            let mut child = spawn(&["worker", "complete-promise", &name, &idx, &data]);
+            std::thread::sleep(full * round / 12);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let out: serde_json::Value = serde_json::from_str(&ok(
+            dir.path(),
+            &["--json", "worker", "complete-promise", &name, &idx, &data],
+        ))
+        .unwrap();
+        // Completed by this call, or by the killed one (then resumed now, or already).
+        assert!(
+            out["completed"] == true || round % 2 == 1,
+            "round {round}: {out}"
+        );
+        let result = ok(dir.path(), &invoke[1..]);
+        assert_eq!(result.trim(), format!("\"1:{data}\""), "round {round}");
+        assert_eq!(
+            ok(dir.path(), &["worker", "invoke", &name, "total"]).trim(),
+            "1",
+            "round {round}: the invocation ran more than once"
+        );
+        let oplog = ok(dir.path(), &["worker", "oplog", &name, "--count", "1000"]);
+        assert_eq!(
+            oplog.matches("add-and-await(1)").count(),
+            1,
+            "round {round}: {oplog}"
+        );
+        assert_eq!(oplog.matches("completed -> \"1:").count(), 1, "{oplog}");
+    }
+    eprintln!("{killed_while_running} of 10 invoke processes killed while running");
+    assert!(
+        killed_while_running > 0,
+        "no kill landed while a process was running"
+    );
+}
+
+/// `worker interrupt` and `worker resume`: statuses interrupted and back; invocations refused
+/// in between, in other processes too.
+#[test]
+fn worker_interrupt_and_resume_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("promises");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(dir.path(), &["worker", "new", "promises/w"]);
+    let out = ok(dir.path(), &["worker", "interrupt", "promises/w"]);
+    assert!(
+        out.contains("interrupted") && out.contains("was idle"),
+        "{out}"
+    );
+    let get: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "promises/w"])).unwrap();
+    assert_eq!(get["status"], "interrupted");
+    let err = fails(dir.path(), &["worker", "invoke", "promises/w", "total"]);
+    assert!(
+        err.contains("is interrupted") && err.contains("worker resume"),
+        "{err}"
+    );
+    let out: serde_json::Value = serde_json::from_str(&ok(
+        dir.path(),
+        &["--json", "worker", "resume", "promises/w"],
+    ))
+    .unwrap();
+    assert_eq!(out["status"], "idle");
+    let err = fails(dir.path(), &["worker", "resume", "promises/w"]);
+    assert!(err.contains("cannot be resumed: it is idle"), "{err}");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "promises/w", "total"]).trim(),
+        "0"
+    );
+}

@@ -77,6 +77,39 @@ pub enum Error {
         target: OplogIndex,
     },
 
+    /// The invocation awaits a promise that is not complete: the worker is suspended (nothing
+    /// failed). Completing the promise resumes it.
+    #[error("worker {worker} is suspended: invocation {idempotency_key} awaits {promise}")]
+    Suspended {
+        worker: WorkerId,
+        promise: crate::promises::PromiseId,
+        idempotency_key: String,
+    },
+
+    /// A new invocation of a suspended worker is refused until its promise is completed.
+    #[error("worker {worker} is suspended (invocation {idempotency_key} awaits {promise}); complete it with `golemw worker complete-promise {} {} DATA` before invoking the worker again", promise.worker, promise.oplog_idx)]
+    WorkerSuspended {
+        worker: WorkerId,
+        promise: crate::promises::PromiseId,
+        idempotency_key: String,
+    },
+
+    #[error("worker {worker} is interrupted; `golemw worker resume {worker}` lets it run again")]
+    WorkerInterrupted { worker: WorkerId },
+
+    #[error("worker {worker} cannot be {action}: it is {status}")]
+    InvalidStatus {
+        worker: WorkerId,
+        action: &'static str,
+        status: &'static str,
+    },
+
+    #[error("unknown {0}: no create-promise made it (`golemw worker oplog` shows the index of each create-promise entry)")]
+    UnknownPromise(crate::promises::PromiseId),
+
+    #[error("{0} was deleted (delete-promise)")]
+    PromiseDeleted(crate::promises::PromiseId),
+
     #[error("invalid revert of worker {worker}: {reason}")]
     InvalidRevert { worker: WorkerId, reason: String },
 

@@ -4,6 +4,9 @@
 //! is recovered from its oplog. Workers stay active until the executor is dropped, so a
 //! long-running process replays each worker once.
 
+mod interrupt;
+mod promises;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -88,6 +91,9 @@ pub struct Executor {
     modules: HashMap<(ComponentId, ComponentVersion), (wasmer::Module, Arc<Interface>)>,
     active: HashMap<WorkerId, Active>,
     options: ExecutorOptions,
+    /// [`crate::promises::events`] when suspended workers were last looked at (`u64::MAX`: not
+    /// yet; the first invocation looks, for workers a stopped process left to resume).
+    promise_events_seen: u64,
 }
 
 impl Executor {
@@ -116,6 +122,7 @@ impl Executor {
             modules: HashMap::new(),
             active: HashMap::new(),
             options,
+            promise_events_seen: u64::MAX,
         })
     }
 
@@ -237,6 +244,7 @@ impl Executor {
             store::delete_all(txn, &storage, &record.uid)?;
             crate::snapshots::delete_all(txn, &storage, &record.uid)?;
             crate::storage::delete_prefix(txn, tables.invocations, record.uid.as_bytes())?;
+            crate::promises::delete_all(txn, &storage, &record.uid)?;
             Ok(())
         })?;
         self.storage.sync()
@@ -269,7 +277,9 @@ impl Executor {
 
     fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
+            self.refuse_if_not_runnable(id)?;
             self.recover_into_memory(id, mode, None)?;
+            self.forget_suspension(id)?;
             // Updates requested while the worker was busy, or left pending by a process that
             // stopped: the worker is idle now.
             let pending: Vec<usize> = self.active[id]
@@ -449,6 +459,8 @@ impl Executor {
         let mut record = self.worker_record(id)?;
         let live = self.active.remove(id).map(|active| active.worker);
         crate::worker::revert(&self.storage, &mut record, target)?;
+        // Recovery finds out whether the worker still awaits a promise (and suspends it again).
+        crate::promises::remove_suspension(&self.storage, &record.uid)?;
         self.recover_into_memory(id, RecoveryMode::Auto, live)?;
         Ok(self.active[id].recovery.clone())
     }
@@ -568,7 +580,9 @@ impl Executor {
         params: &[String],
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
-        let active = self.activate(id)?;
+        let active = self
+            .activate(id)
+            .map_err(|err| promises::refusal(err, idempotency_key))?;
         let uid = active.worker.record.uid;
         let history = active.worker.record.history.clone();
         if let Some(key) = idempotency_key {
@@ -595,6 +609,10 @@ impl Executor {
             Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
             other => other,
         };
+        if let Err(Error::Suspended { .. }) = &result {
+            // The guest was unwound inside the invocation: the instance cannot be used again.
+            self.active.remove(id);
+        }
         for request in requests {
             // Failures are recorded on the target worker; the caller's invocation is done.
             if let Err(err) =
@@ -603,6 +621,8 @@ impl Executor {
                 tracing::warn!(worker = %request.worker, %err, "update-worker request failed");
             }
         }
+        // Workers whose promise this invocation completed go on now that it is over.
+        self.resume_ready_workers();
         Ok(InvocationOutcome {
             result: result?,
             from_idempotency_key: false,

@@ -13,6 +13,7 @@ pub mod history;
 pub mod host;
 pub mod ids;
 pub mod oplog;
+pub mod promises;
 pub mod snapshots;
 pub mod storage;
 pub mod worker;

@@ -29,6 +29,10 @@ pub const PROVIDED: &[&str] = &[
     "oplog-commit",
     "set-oplog-index",
     "update-worker",
+    "create-promise",
+    "await-promise",
+    "complete-promise",
+    "delete-promise",
     get_workers::CONSTRUCTOR,
     get_workers::GET_NEXT,
     get_workers::DROP,
@@ -159,6 +163,9 @@ fn dispatch(
         Ok(Some(parse_wave(ty, text)?))
     };
     match func.name.as_str() {
+        name if super::promises::FUNCTIONS.contains(&name) => {
+            super::promises::call(state, func, params)
+        }
         "get-oplog-index" => {
             let index = state.gate.no_op()?;
             typed(&index.to_string())

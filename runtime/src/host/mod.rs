@@ -3,6 +3,7 @@
 
 pub mod get_workers;
 pub mod golem;
+pub mod promises;
 pub mod wasi;
 
 use std::sync::Arc;

@@ -41,6 +41,10 @@ pub struct Tables {
     pub snapshots: Database,
     /// `worker uid ++ page hash` -> encoded snapshot page.
     pub snapshot_pages: Database,
+    /// `owner worker uid ++ oplog index(BE)` -> promise record (see `crate::promises`).
+    pub promises: Database,
+    /// `worker uid` -> the promise a suspended worker awaits.
+    pub suspensions: Database,
 }
 
 /// The storage of one data directory. Holds the directory's lock while alive.
@@ -78,6 +82,8 @@ impl Storage {
             invocations: create("invocations")?,
             snapshots: create("snapshots")?,
             snapshot_pages: create("snapshot_pages")?,
+            promises: create("promises")?,
+            suspensions: create("suspensions")?,
         };
         Ok(Storage {
             env,

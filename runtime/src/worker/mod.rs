@@ -5,6 +5,7 @@
 //! Moving through history (jumps, reverts) is in [`travel`]; moving to another component
 //! version is in [`update`].
 
+mod suspend;
 mod travel;
 mod update;
 
@@ -859,6 +860,7 @@ impl Worker {
         let values = parse_params(&export, params)?;
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
+            Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
             other => other?,
         };
         if self.gate().mode() == Mode::Live {
@@ -962,6 +964,7 @@ impl Worker {
         self.record.status = WorkerStatus::Running;
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
+            Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
             other => other?,
         };
         let result = self.finish_live(&export, idempotency_key, outcome)?;

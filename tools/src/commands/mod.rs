@@ -1,6 +1,7 @@
 //! One module per command group; each turns parsed arguments into executor calls and output.
 
 pub mod component;
+pub mod promise;
 pub mod run;
 pub mod snapshot;
 pub mod worker;

@@ -57,12 +57,18 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    let outcome = executor.invoke(
+    let outcome = match executor.invoke(
         &id,
         &args.function,
         &args.args,
         args.idempotency_key.as_deref(),
-    )?;
+    ) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            super::promise::report_suspended(ctx, err)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if ctx.json {
         output::json(&serde_json::json!({
             "component": record.id.to_string(),

@@ -1,4 +1,5 @@
-//! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | update`
+//! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | update |
+//! complete-promise | interrupt | resume`
 
 use std::process::ExitCode;
 
@@ -26,6 +27,10 @@ pub enum WorkerCommand {
         args: Vec<String>,
     },
     /// Invoke a function and print its result as WAVE (creates the worker if needed).
+    ///
+    /// An invocation that awaits a promise not yet complete suspends the worker: the command
+    /// says which promise and exits with status 0. `worker complete-promise` resumes it, and
+    /// this command with the same --idempotency-key then returns the result.
     Invoke {
         /// COMPONENT/WORKER
         worker: String,
@@ -120,6 +125,36 @@ pub enum WorkerCommand {
         #[arg(long, default_value = "automatic")]
         mode: UpdateMode,
     },
+    /// Complete a promise (golem:api's create-promise) with a payload, and resume the worker
+    /// awaiting it: its suspended invocation finishes, and its result is stored under its
+    /// idempotency key. Prints whether this call completed the promise (a second completion
+    /// changes nothing); unknown and deleted promises are errors.
+    #[command(group(clap::ArgGroup::new("payload").required(true).args(["data", "data_file"])))]
+    CompletePromise {
+        /// COMPONENT/WORKER: the worker that created the promise.
+        worker: String,
+        /// The promise's oplog index (the index of its create-promise entry).
+        oplog_index: u64,
+        /// The payload, as text (its UTF-8 bytes).
+        data: Option<String>,
+        /// Read the payload from a file instead.
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<std::path::PathBuf>,
+    },
+    /// Mark a worker interrupted: nothing runs it (invocations, recovery, updates are refused,
+    /// a completed promise does not resume it) until `worker resume`. A command running the
+    /// worker holds the data directory, so this waits for no one: stop that process instead;
+    /// its invocation is finished after `worker resume`.
+    Interrupt {
+        /// COMPONENT/WORKER
+        worker: String,
+    },
+    /// Let an interrupted worker run again (back to idle, or suspended if it awaits a
+    /// promise); an invocation left in flight, or whose promise was completed, finishes now.
+    Resume {
+        /// COMPONENT/WORKER
+        worker: String,
+    },
 }
 
 pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
@@ -152,9 +187,16 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             idempotency_key,
         } => {
             let id = worker_id(&executor, &worker)?;
-            let outcome = executor.invoke(&id, &function, &args, idempotency_key.as_deref())?;
+            let outcome = match executor.invoke(&id, &function, &args, idempotency_key.as_deref()) {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    super::promise::report_suspended(ctx, err)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             if ctx.json {
                 output::json(&serde_json::json!({
+                    "status": "completed",
                     "result": outcome.result,
                     "from_idempotency_key": outcome.from_idempotency_key,
                 }));
@@ -171,8 +213,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     .last()
                     .copied();
             let blocker = executor.snapshot_blocker(&id)?;
+            let suspension = executor.suspension(&id)?;
             if ctx.json {
                 let mut value = serde_json::to_value(&record)?;
+                value["awaiting"] = serde_json::to_value(&suspension)?;
                 value["oplog_len"] = oplog_len.into();
                 value["uri"] = id.uri().into();
                 value["latest_snapshot_index"] = latest_snapshot.into();
@@ -212,6 +256,12 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 }
                 if let Some(err) = &record.last_error {
                     println!("last error:        {err}");
+                }
+                if let Some(s) = &suspension {
+                    println!(
+                        "awaiting:          {} (invocation {})",
+                        s.promise, s.idempotency_key
+                    );
                 }
                 for region in record.history.deleted.regions() {
                     println!("deleted entries:   {region} (jump or revert)");
@@ -348,7 +398,13 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             } else {
                 RecoveryMode::Auto
             };
-            let report = executor.recover(&id, mode)?;
+            let report = match executor.recover(&id, mode) {
+                Ok(report) => report,
+                Err(err) => {
+                    super::promise::report_suspended(ctx, err)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             if ctx.json {
                 output::json(&report);
             } else {
@@ -431,6 +487,32 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 println!(
                     "updated {id} to version {target_version} ({mode}); a snapshot of it was taken"
                 );
+            }
+        }
+        WorkerCommand::CompletePromise {
+            worker,
+            oplog_index,
+            data,
+            data_file,
+        } => super::promise::complete(ctx, &mut executor, &worker, oplog_index, data, data_file)?,
+        WorkerCommand::Interrupt { worker } => {
+            let id = worker_id(&executor, &worker)?;
+            let previous = executor.interrupt_worker(&id)?;
+            if ctx.json {
+                output::json(&serde_json::json!({
+                    "worker": id.to_string(), "status": "interrupted", "previous": previous,
+                }));
+            } else {
+                println!("interrupted {id} (it was {})", previous.as_str());
+            }
+        }
+        WorkerCommand::Resume { worker } => {
+            let id = worker_id(&executor, &worker)?;
+            let status = executor.resume_worker(&id)?;
+            if ctx.json {
+                output::json(&serde_json::json!({ "worker": id.to_string(), "status": status }));
+            } else {
+                println!("resumed {id}: status {}", status.as_str());
             }
         }
     }

@@ -1,0 +1,182 @@
+//! The executor's side of promises: completing one from outside, refusing to replay a worker
+//! that would only suspend again, and resuming suspended workers whose promise was completed.
+//!
+//! A suspended worker is never in memory: its instance was unwound inside the invocation.
+//! Resuming it is recovering it (replay up to the await, then live).
+
+use super::Executor;
+use crate::error::{Error, Result};
+use crate::ids::WorkerId;
+use crate::promises::{
+    self, PromiseCompletion, PromiseId, Resumption, ResumptionOutcome, Suspension,
+    RESUMES_PER_PASS_MAX,
+};
+use crate::worker::WorkerStatus;
+
+impl Executor {
+    /// Completes a promise with `data` (`golemw worker complete-promise`), then resumes every
+    /// suspended worker that can go on (the awaiting one among them). Completing a promise that
+    /// already was returns `completed: false` and still resumes a worker left waiting on it (a
+    /// process stopped before resuming it). Unknown and deleted promises are errors.
+    pub fn complete_promise(&mut self, id: &PromiseId, data: &[u8]) -> Result<PromiseCompletion> {
+        let completed = promises::complete(&self.storage, id, data)?;
+        let resumed = self.resume_ready_workers_now();
+        Ok(PromiseCompletion { completed, resumed })
+    }
+
+    /// What a suspended worker awaits; `None` if it is not suspended.
+    pub fn suspension(&self, id: &WorkerId) -> Result<Option<Suspension>> {
+        let record = self.worker_record(id)?;
+        promises::suspension(&self.storage, &record.uid)
+    }
+
+    /// Before recovering a worker: an interrupted one does not run until resumed; one
+    /// suspended on a promise that is still pending would replay only to suspend again at the
+    /// same await, so it is not recovered.
+    pub(super) fn refuse_if_not_runnable(&self, id: &WorkerId) -> Result<()> {
+        let record = match self.worker_record(id) {
+            Ok(record) => record,
+            // Recovery reports it.
+            Err(_) => return Ok(()),
+        };
+        if record.status == WorkerStatus::Interrupted {
+            return Err(Error::WorkerInterrupted { worker: id.clone() });
+        }
+        if let Some(suspension) = promises::suspension(&self.storage, &record.uid)? {
+            if !promises::is_ready(&self.storage, &suspension)? {
+                return Err(suspension.into_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a recovery that succeeded: the worker is past any await it was suspended on.
+    pub(super) fn forget_suspension(&mut self, id: &WorkerId) -> Result<()> {
+        let Some(active) = self.active.get_mut(id) else {
+            return Ok(());
+        };
+        let uid = active.worker.record.uid;
+        if active.worker.record.status == WorkerStatus::Suspended {
+            active.worker.record.status = WorkerStatus::Idle;
+        }
+        if promises::suspension(&self.storage, &uid)?.is_some() {
+            promises::remove_suspension(&self.storage, &uid)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes suspended workers whose promise was completed or deleted since the last look
+    /// (by a guest's `complete-promise`, or from outside), once the calling invocation is over.
+    pub(super) fn resume_ready_workers(&mut self) -> Vec<Resumption> {
+        if promises::events() == self.promise_events_seen {
+            return Vec::new();
+        }
+        self.resume_ready_workers_now()
+    }
+
+    /// Resumes every suspended worker whose promise is no longer pending, repeatedly (a resumed
+    /// invocation may complete further promises), at most [`RESUMES_PER_PASS_MAX`] of them.
+    pub(super) fn resume_ready_workers_now(&mut self) -> Vec<Resumption> {
+        let mut resumed = Vec::new();
+        loop {
+            self.promise_events_seen = promises::events();
+            let ready = match promises::ready_suspensions(&self.storage) {
+                // Interrupted workers wait for `worker resume`.
+                Ok(ready) => ready
+                    .into_iter()
+                    .filter(|s| {
+                        self.worker_record(&s.worker)
+                            .is_ok_and(|r| r.status != WorkerStatus::Interrupted)
+                    })
+                    .collect::<Vec<_>>(),
+                Err(err) => {
+                    tracing::warn!(%err, "reading suspended workers failed");
+                    return resumed;
+                }
+            };
+            if ready.is_empty() {
+                return resumed;
+            }
+            for suspension in ready {
+                if resumed.len() >= RESUMES_PER_PASS_MAX {
+                    tracing::warn!(
+                        "resumed {RESUMES_PER_PASS_MAX} workers in one pass; the rest resume \
+                         when next used"
+                    );
+                    return resumed;
+                }
+                resumed.push(self.resume(suspension));
+            }
+        }
+    }
+
+    /// Resumes one suspended worker: recovers it; its open invocation goes on live from the
+    /// await.
+    fn resume(&mut self, suspension: Suspension) -> Resumption {
+        let id = suspension.worker.clone();
+        self.active.remove(&id);
+        tracing::info!(worker = %id, promise = %suspension.promise, "resuming");
+        let outcome = match self.activate(&id) {
+            Ok(active) => match active.recovery.resumed.clone() {
+                Some(done) => match done.error {
+                    Some(error) => ResumptionOutcome::Trapped { error },
+                    None => ResumptionOutcome::Finished {
+                        result: done.result,
+                    },
+                },
+                // A process stopped after the invocation finished and before its suspension
+                // was forgotten: the result is already stored.
+                None => ResumptionOutcome::Finished {
+                    result: self
+                        .completed_invocation(
+                            &suspension_uid(self, &id),
+                            &suspension.idempotency_key,
+                        )
+                        .ok()
+                        .flatten()
+                        .and_then(|done| done.result),
+                },
+            },
+            Err(Error::Suspended { promise, .. }) => ResumptionOutcome::SuspendedAgain { promise },
+            Err(err) => {
+                // Not to be retried after every invocation: the next use of the worker says
+                // what is wrong.
+                if let Ok(record) = self.worker_record(&id) {
+                    let _ = promises::remove_suspension(&self.storage, &record.uid);
+                }
+                ResumptionOutcome::Failed {
+                    error: err.to_string(),
+                }
+            }
+        };
+        Resumption {
+            worker: id,
+            idempotency_key: suspension.idempotency_key,
+            outcome,
+        }
+    }
+}
+
+fn suspension_uid(executor: &Executor, id: &WorkerId) -> uuid::Uuid {
+    executor
+        .worker_record(id)
+        .map(|r| r.uid)
+        .unwrap_or_default()
+}
+
+/// The error an invocation of a suspended worker gets: the suspended invocation itself (asked
+/// for again by its idempotency key) is still suspended; any other is refused.
+pub(super) fn refusal(err: Error, idempotency_key: Option<&str>) -> Error {
+    match err {
+        Error::Suspended {
+            worker,
+            promise,
+            idempotency_key: suspended,
+        } if idempotency_key != Some(suspended.as_str()) => Error::WorkerSuspended {
+            worker,
+            promise,
+            idempotency_key: suspended,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,49 @@
+//! Suspension: an invocation awaits a promise that is not complete.
+//!
+//! The guest has been unwound (like a jump, but nothing is deleted and no completion is
+//! recorded): the invocation stays open in the oplog. What is durable afterwards, in one
+//! transaction: the entries up to (not including) the await, the worker record with status
+//! `suspended`, and the worker's row in the `suspensions` table naming the promise and the
+//! invocation. The instance is dropped by the executor; resuming is recovering, which replays up
+//! to the await and goes on live.
+
+use super::{Worker, WorkerStatus};
+use crate::error::Error;
+use crate::oplog::now_ms;
+use crate::promises::{self, Suspension};
+use crate::storage::codec;
+
+impl Worker {
+    /// The invocation `idempotency_key` raised `err` ([`Error::Suspended`]): records the
+    /// suspension durably and returns the error to report (naming the invocation).
+    pub(super) fn suspend(&mut self, err: Error, idempotency_key: &str) -> Error {
+        let Error::Suspended {
+            worker, promise, ..
+        } = err
+        else {
+            return err;
+        };
+        let suspension = Suspension {
+            worker,
+            promise,
+            idempotency_key: idempotency_key.to_string(),
+            since_ms: now_ms(),
+        };
+        self.record.status = WorkerStatus::Suspended;
+        self.record.oplog_len = self.oplog_len();
+        let record = codec::encode(&self.record);
+        let record_key = self.record.id.storage_key();
+        let uid = self.record.uid;
+        let storage = std::sync::Arc::clone(&self.storage);
+        let workers = storage.tables().workers;
+        tracing::info!(worker = %self.record.id, promise = %suspension.promise, "suspended");
+        let committed = self.gate().commit_with(true, |txn| {
+            txn.put(workers, &record_key, &record, lmdb::WriteFlags::empty())?;
+            promises::put_suspension(txn, &storage, &uid, &suspension)
+        });
+        match committed {
+            Ok(()) => suspension.into_error(),
+            Err(err) => err,
+        }
+    }
+}
