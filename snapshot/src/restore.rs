@@ -63,7 +63,7 @@ where
         });
     }
     if !skip_unchanged {
-        populate(&mut dst[..needed]);
+        advise_huge_pages(&mut dst[..needed]);
     }
     let written = AtomicU64::new(0);
     let restore_page = |(page, page_ref): (&mut [u8], &PageRef)| match page_ref {
@@ -108,17 +108,17 @@ where
     Ok(written.into_inner())
 }
 
-/// Memories at least this big are populated in one call before a restore fills them.
-const POPULATE_FROM_BYTES: usize = 16 << 20;
+/// Memories at least this big are backed by huge pages before a restore fills them.
+const HUGE_PAGES_FROM_BYTES: usize = 16 << 20;
 
-/// Faults in fresh memory about to be filled, in the kernel, in one call per thread
-/// (`MADV_POPULATE_WRITE`): filling 64 MiB of fresh memory otherwise takes 16,384 separate page
-/// faults, which cost more than the copy itself (BENCHMARKS.md, figure 5). (Transparent huge
-/// pages were tried first: with `defrag=madvise` their faults compact memory synchronously and
-/// made restores 4× slower on a busy machine.) Advice only: an error (old kernel, another OS)
-/// changes nothing.
-fn populate(dst: &mut [u8]) {
-    if dst.len() < POPULATE_FROM_BYTES {
+/// Asks the kernel to back fresh memory about to be filled with 2 MiB transparent huge pages
+/// (Linux's default THP mode, `madvise`, grants them only on request). Filling 64 MiB of fresh
+/// memory otherwise takes 16,384 page faults, which cost more than the copy itself
+/// (BENCHMARKS.md, figure 5: memcpy into fresh memory 5× slower than into faulted memory).
+/// Small memories are left alone: a 2 MiB page would inflate their resident size. Advice only:
+/// an error (no THP, another OS) changes nothing.
+fn advise_huge_pages(dst: &mut [u8]) {
+    if dst.len() < HUGE_PAGES_FROM_BYTES {
         return;
     }
     #[cfg(target_os = "linux")]
@@ -128,24 +128,15 @@ fn populate(dst: &mut [u8]) {
         let aligned = (start + OS_PAGE - 1) & !(OS_PAGE - 1);
         let end = start + dst.len();
         if end > aligned {
-            // Two halves on two threads: the kernel zeroes each page it allocates.
-            let half = ((end - aligned) / 2) & !(OS_PAGE - 1);
-            let advise = |from: usize, to: usize| {
-                // SAFETY: the range lies inside `dst`, which we borrow mutably;
-                // MADV_POPULATE_WRITE faults pages in as a write would, never changing
-                // the contents of a page already present.
-                unsafe {
-                    libc::madvise(
-                        from as *mut libc::c_void,
-                        to - from,
-                        libc::MADV_POPULATE_WRITE,
-                    );
-                }
-            };
-            rayon::join(
-                || advise(aligned, aligned + half),
-                || advise(aligned + half, end),
-            );
+            // SAFETY: the range lies inside `dst`, which we borrow mutably; MADV_HUGEPAGE
+            // changes how the kernel backs the pages, never their contents.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
         }
     }
 }
