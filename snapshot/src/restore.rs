@@ -62,9 +62,6 @@ where
             available: dst.len() as u64,
         });
     }
-    if !skip_unchanged {
-        advise_huge_pages(&mut dst[..needed]);
-    }
     let written = AtomicU64::new(0);
     let restore_page = |(page, page_ref): (&mut [u8], &PageRef)| match page_ref {
         PageRef::Zero => {
@@ -106,39 +103,6 @@ where
             .try_for_each(restore_page)?;
     }
     Ok(written.into_inner())
-}
-
-/// Memories at least this big are backed by huge pages before a restore fills them.
-const HUGE_PAGES_FROM_BYTES: usize = 16 << 20;
-
-/// Asks the kernel to back fresh memory about to be filled with 2 MiB transparent huge pages
-/// (Linux's default THP mode, `madvise`, grants them only on request). Filling 64 MiB of fresh
-/// memory otherwise takes 16,384 page faults, which cost more than the copy itself
-/// (BENCHMARKS.md, figure 5: memcpy into fresh memory 5× slower than into faulted memory).
-/// Small memories are left alone: a 2 MiB page would inflate their resident size. Advice only:
-/// an error (no THP, another OS) changes nothing.
-fn advise_huge_pages(dst: &mut [u8]) {
-    if dst.len() < HUGE_PAGES_FROM_BYTES {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        const OS_PAGE: usize = 4096;
-        let start = dst.as_mut_ptr() as usize;
-        let aligned = (start + OS_PAGE - 1) & !(OS_PAGE - 1);
-        let end = start + dst.len();
-        if end > aligned {
-            // SAFETY: the range lies inside `dst`, which we borrow mutably; MADV_HUGEPAGE
-            // changes how the kernel backs the pages, never their contents.
-            unsafe {
-                libc::madvise(
-                    aligned as *mut libc::c_void,
-                    end - aligned,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]
