@@ -219,8 +219,8 @@ fn a_trapping_invocation_is_retried_with_backoff_then_the_worker_fails() {
     let err = try_invoke(&mut ex, &id, "always-trap", &[]).unwrap_err();
     let elapsed = started.elapsed();
     assert!(
-        matches!(&err, Error::WorkerFailed { reason, .. }
-            if reason.contains("always-trap") && reason.contains("after 2 retries")),
+        matches!(&err, Error::Trap { function, message }
+            if function.contains("always-trap") && message.ends_with("(after 2 retries)")),
         "the trap is reported: {err}"
     );
     assert!(elapsed >= Duration::from_millis(120), "{elapsed:?}");

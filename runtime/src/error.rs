@@ -75,6 +75,8 @@ pub enum Error {
     #[error("worker {worker} trapped; retry {attempt} scheduled in {delay:?}")]
     RetryScheduled {
         worker: WorkerId,
+        /// The export's display name.
+        function: String,
         attempt: u64,
         delay: std::time::Duration,
     },

@@ -558,11 +558,13 @@ impl Executor {
         drop(_tokio);
         let result = match invoked {
             Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
-            Err(Error::RetryScheduled { delay, .. }) => {
+            Err(Error::RetryScheduled {
+                delay, function, ..
+            }) => {
                 // Status `retrying` is recorded; wait, then recovery runs the invocation again
                 // (and again, while it traps and the policy allows).
                 std::thread::sleep(delay);
-                self.after_retry(id, &key)
+                self.after_retry(id, &function, &key)
             }
             other => other,
         };
@@ -609,16 +611,25 @@ impl Executor {
     /// The invocation with idempotency key `key` trapped and a retry was scheduled: recovers
     /// the worker, which runs it again (retrying while it traps and the policy allows), and
     /// returns how it ended.
-    fn after_retry(&mut self, id: &WorkerId, key: &str) -> Result<Option<String>> {
+    fn after_retry(&mut self, id: &WorkerId, function: &str, key: &str) -> Result<Option<String>> {
         self.active.remove(id);
         let active = self.activate(id)?;
         let retries = active.worker.record.retry_count;
         match active.recovery.resumed.clone() {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
-                Some(error) => Err(Error::WorkerFailed {
-                    worker: id.clone(),
-                    reason: format!("{error} (after {retries} retries)"),
-                }),
+                // The last attempt's trap, as a first attempt's would be reported.
+                Some(error) => {
+                    let prefix = Error::Trap {
+                        function: function.to_string(),
+                        message: String::new(),
+                    }
+                    .to_string();
+                    let message = error.strip_prefix(&prefix).unwrap_or(&error);
+                    Err(Error::Trap {
+                        function: function.to_string(),
+                        message: format!("{message} (after {retries} retries)"),
+                    })
+                }
                 None => Ok(resumed.result),
             },
             _ => Err(Error::Engine(format!(

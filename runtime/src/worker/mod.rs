@@ -955,7 +955,7 @@ impl Worker {
     ) -> Result<Option<String>> {
         match &outcome {
             CallOutcome::Trapped(message) => {
-                if let Some(retry) = self.schedule_retry(message)? {
+                if let Some(retry) = self.schedule_retry(&export.display_name, message)? {
                     return Err(retry);
                 }
             }

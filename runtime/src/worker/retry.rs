@@ -33,7 +33,11 @@ impl Worker {
     /// attempt, discards this one durably, marks the worker `retrying` and returns the
     /// [`Error::RetryScheduled`] that tells the executor to wait and recover; `None` when the
     /// retries are used up (the worker then fails as before).
-    pub(super) fn schedule_retry(&mut self, message: &str) -> Result<Option<Error>> {
+    pub(super) fn schedule_retry(
+        &mut self,
+        function: &str,
+        message: &str,
+    ) -> Result<Option<Error>> {
         let state = self.env.as_ref(&self.store);
         let policy = state.persistence.retry_policy.clone();
         let invoked = state.persistence.invocation_start;
@@ -85,6 +89,7 @@ impl Worker {
         );
         Ok(Some(Error::RetryScheduled {
             worker: self.record.id.clone(),
+            function: function.to_string(),
             attempt,
             delay,
         }))
