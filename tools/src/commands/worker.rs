@@ -214,7 +214,9 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     println!("last error:        {err}");
                 }
                 for region in record.history.deleted.regions() {
-                    println!("deleted entries:   {region} (jump or revert)");
+                    println!(
+                        "deleted entries:   {region} (jump, revert, retry or interrupted region)"
+                    );
                 }
                 for u in &record.history.updates {
                     let outcome = match &u.outcome {
