@@ -826,3 +826,235 @@ fn worker_interrupt_and_resume_commands() {
         "0"
     );
 }
+
+/// Starts `golemw ARGS`, waits until its stdout has a line starting with `marker`, waits
+/// `grace` more, then kills it with SIGKILL. Returns that line.
+fn kill_after_line(data_dir: &Path, args: &[&str], marker: &str, grace: Duration) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_golemw"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with(marker))
+        .unwrap_or_else(|| panic!("golemw {args:?} ended before printing {marker:?}"));
+    std::thread::sleep(grace);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "golemw {args:?} ended before it could be killed"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    line
+}
+
+fn worker_json(data_dir: &Path, worker: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(data_dir, &["--json", "worker", "get", worker])).unwrap()
+}
+
+/// A process killed inside an atomic region (after the region had committed entries): the next
+/// process discards the region and runs it again, live; its effect on the worker appears once.
+#[test]
+fn sigkill_inside_an_atomic_region_runs_the_region_again_and_its_effects_appear_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("txn");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(
+        dir.path(),
+        &["worker", "invoke", "txn/w", "atomic-append", "1", "0"],
+    );
+    let invoke = [
+        "worker",
+        "invoke",
+        "txn/w",
+        "--idempotency-key",
+        "k1",
+        "atomic-append",
+        "2",
+        "1500",
+    ];
+    // The region's idempotency key is committed before it is printed; the kill lands in the
+    // sleep that follows, before the region ends.
+    let line = kill_after_line(dir.path(), &invoke, "in-region ", Duration::ZERO);
+    let first_key = line.trim_start_matches("in-region ").to_string();
+    let out = ok(dir.path(), &invoke);
+    let result = out.lines().last().unwrap().trim_matches('"').to_string();
+    let (key, items) = result.split_once(" items=").unwrap();
+    assert_ne!(key, first_key, "the region ran again, live: {out}");
+    assert!(out.contains(&format!("in-region {key}")), "{out}");
+    assert_eq!(items, "2", "{out}");
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "txn/w", "items"]).trim(),
+        "[1, 2]"
+    );
+    let oplog = ok(dir.path(), &["worker", "oplog", "txn/w"]);
+    assert!(
+        oplog.contains("discarded: atomic region interrupted"),
+        "{oplog}"
+    );
+    assert_eq!(worker_json(dir.path(), "txn/w")["status"], "idle");
+}
+
+/// Idempotence on (the default): the remote side effect ran, the process died before its
+/// record was committed, so the next process runs it again (at-least-once); it sees the other
+/// worker as it is now.
+#[test]
+fn sigkill_after_a_remote_side_effect_runs_it_again_with_idempotence_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("txn");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(dir.path(), &["worker", "invoke", "txn/b", "items"]);
+    let invoke = [
+        "worker",
+        "invoke",
+        "txn/a",
+        "--idempotency-key",
+        "r1",
+        "remote",
+        "\"b\"",
+        "1500",
+    ];
+    let line = kill_after_line(dir.path(), &invoke, "remote-done", Duration::ZERO);
+    assert_eq!(line, "remote-done status=idle version=0");
+    // Change what the effect observes: b fails.
+    ok(
+        dir.path(),
+        &[
+            "worker",
+            "invoke",
+            "txn/b",
+            "set-retry-policy",
+            "{max-attempts: 0, min-delay: 0, max-delay: 0, multiplier: 1.0}",
+        ],
+    );
+    fails(dir.path(), &["worker", "invoke", "txn/b", "always-trap"]);
+    let out = ok(dir.path(), &invoke);
+    assert!(
+        out.contains("remote-done status=failed"),
+        "ran again: {out}"
+    );
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "\"status=failed version=0\"",
+        "{out}"
+    );
+    let oplog = ok(dir.path(), &["worker", "oplog", "txn/a"]);
+    assert_eq!(oplog.matches("get-worker-metadata").count(), 1, "{oplog}");
+    assert_eq!(worker_json(dir.path(), "txn/a")["status"], "idle");
+}
+
+/// Idempotence off: the begin marker was committed before the remote side effect ran and the
+/// process died before its end marker: the next process cannot know whether the effect
+/// happened and must not run it twice, so the worker fails (at-most-once).
+#[test]
+fn sigkill_after_a_remote_side_effect_fails_the_worker_with_idempotence_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("txn");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(dir.path(), &["worker", "invoke", "txn/b", "items"]);
+    ok(
+        dir.path(),
+        &["worker", "invoke", "txn/a", "set-idempotent", "false"],
+    );
+    let invoke = [
+        "worker",
+        "invoke",
+        "txn/a",
+        "--idempotency-key",
+        "r2",
+        "remote",
+        "\"b\"",
+        "1500",
+    ];
+    kill_after_line(dir.path(), &invoke, "remote-done", Duration::ZERO);
+    let err = fails(dir.path(), &invoke);
+    assert!(
+        err.contains("remote side effect") && err.contains("idempotence mode off"),
+        "{err}"
+    );
+    let get = worker_json(dir.path(), "txn/a");
+    assert_eq!(get["status"], "failed");
+    let oplog = ok(dir.path(), &["worker", "oplog", "txn/a"]);
+    assert!(oplog.contains("begin-remote-write") || oplog.contains("remote side effect begins"));
+    assert!(
+        oplog.contains("discarded: remote side effect interrupted"),
+        "{oplog}"
+    );
+    // It stays failed in later processes.
+    fails(dir.path(), &["worker", "invoke", "txn/a", "items"]);
+}
+
+/// A trapping invocation is retried by the worker's policy: `retrying` while it waits (a
+/// process killed then leaves it so, and the next one runs the retry), `failed` with
+/// retry-count = max-attempts once they are used up.
+#[test]
+fn retries_show_as_retrying_and_end_in_failed_with_retry_count_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("txn");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    // A long first delay: the process is killed while it waits.
+    ok(
+        dir.path(),
+        &[
+            "worker",
+            "invoke",
+            "txn/r",
+            "set-retry-policy",
+            "{max-attempts: 3, min-delay: 5000000000, max-delay: 5000000000, multiplier: 1.0}",
+        ],
+    );
+    let invoke = [
+        "worker",
+        "invoke",
+        "txn/r",
+        "--idempotency-key",
+        "t1",
+        "trap-until",
+        "1",
+    ];
+    kill_after_line(
+        dir.path(),
+        &invoke,
+        "attempt with retry-count 0",
+        Duration::from_millis(700),
+    );
+    let get = worker_json(dir.path(), "txn/r");
+    assert_eq!(get["status"], "retrying", "{get}");
+    assert_eq!(get["retry_count"], 1);
+    // The next process runs the retry (without waiting the delay again): it succeeds.
+    let out = ok(dir.path(), &invoke);
+    assert_eq!(out.lines().last().unwrap(), "1", "{out}");
+    let get = worker_json(dir.path(), "txn/r");
+    assert_eq!(
+        (&get["status"], &get["retry_count"]),
+        (&"idle".into(), &0.into())
+    );
+
+    // Exhaustion: 2 retries, then failed.
+    ok(
+        dir.path(),
+        &[
+            "worker",
+            "invoke",
+            "txn/f",
+            "set-retry-policy",
+            "{max-attempts: 2, min-delay: 10000000, max-delay: 20000000, multiplier: 2.0}",
+        ],
+    );
+    let err = fails(dir.path(), &["worker", "invoke", "txn/f", "always-trap"]);
+    assert!(err.contains("after 2 retries"), "{err}");
+    let get = worker_json(dir.path(), "txn/f");
+    assert_eq!(get["status"], "failed");
+    assert_eq!(get["retry_count"], 2);
+    let text = ok(dir.path(), &["worker", "get", "txn/f"]);
+    assert!(text.contains("retry count:       2"), "{text}");
+    let oplog = ok(dir.path(), &["worker", "oplog", "txn/f"]);
+    assert_eq!(oplog.matches("failed attempt, retry").count(), 2, "{oplog}");
+}

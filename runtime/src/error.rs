@@ -69,6 +69,18 @@ pub enum Error {
     #[error("the guest asked to go back to oplog index {target}")]
     JumpRequested { target: OplogIndex },
 
+    /// Control flow, not a failure seen by users: the invocation trapped and a retry was
+    /// scheduled (its attempt is deleted from history); the executor waits `delay` and recovers
+    /// the worker, which runs the invocation again.
+    #[error("worker {worker} trapped; retry {attempt} scheduled in {delay:?}")]
+    RetryScheduled {
+        worker: WorkerId,
+        /// The export's display name.
+        function: String,
+        attempt: u64,
+        delay: std::time::Duration,
+    },
+
     /// The worker went back in its history while (or after) running this invocation, deleting
     /// it; the invocation's effects are gone.
     #[error("worker {worker} went back to oplog index {target} (set-oplog-index); this invocation was undone")]

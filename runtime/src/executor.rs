@@ -315,7 +315,9 @@ impl Executor {
         mut live: Option<Worker>,
     ) -> Result<()> {
         loop {
-            let record = self.worker_record(id)?;
+            let mut record = self.worker_record(id)?;
+            // An atomic region or remote side effect left open by a crash is settled first.
+            crate::worker::settle_interrupted(&self.storage, &mut record)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
             let inputs = self.instance_inputs(&module, &interface);
             let _tokio = self._tokio.enter();
@@ -334,6 +336,11 @@ impl Executor {
                 }
                 Err(Error::JumpRequested { target }) => {
                     tracing::debug!(worker = %id, target, "jumped back during recovery");
+                    continue;
+                }
+                // The invocation recovery finished live trapped again, and may be retried.
+                Err(Error::RetryScheduled { delay, .. }) => {
+                    std::thread::sleep(delay);
                     continue;
                 }
                 Err(err) => {
@@ -607,6 +614,14 @@ impl Executor {
         drop(_tokio);
         let result = match invoked {
             Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
+            Err(Error::RetryScheduled {
+                delay, function, ..
+            }) => {
+                // Status `retrying` is recorded; wait, then recovery runs the invocation again
+                // (and again, while it traps and the policy allows).
+                std::thread::sleep(delay);
+                self.after_retry(id, &function, &key)
+            }
             other => other,
         };
         if let Err(Error::Suspended { .. }) = &result {
@@ -653,6 +668,36 @@ impl Executor {
                 worker: id.clone(),
                 target,
             }),
+        }
+    }
+
+    /// The invocation with idempotency key `key` trapped and a retry was scheduled: recovers
+    /// the worker, which runs it again (retrying while it traps and the policy allows), and
+    /// returns how it ended.
+    fn after_retry(&mut self, id: &WorkerId, function: &str, key: &str) -> Result<Option<String>> {
+        self.active.remove(id);
+        let active = self.activate(id)?;
+        let retries = active.worker.record.retry_count;
+        match active.recovery.resumed.clone() {
+            Some(resumed) if resumed.idempotency_key == key => match resumed.error {
+                // The last attempt's trap, as a first attempt's would be reported.
+                Some(error) => {
+                    let prefix = Error::Trap {
+                        function: function.to_string(),
+                        message: String::new(),
+                    }
+                    .to_string();
+                    let message = error.strip_prefix(&prefix).unwrap_or(&error);
+                    Err(Error::Trap {
+                        function: function.to_string(),
+                        message: format!("{message} (after {retries} retries)"),
+                    })
+                }
+                None => Ok(resumed.result),
+            },
+            _ => Err(Error::Engine(format!(
+                "worker {id}: the retried invocation {key} was not resumed by recovery"
+            ))),
         }
     }
 

@@ -59,6 +59,11 @@ pub struct Gate {
     /// Keep every appended entry in memory until the next commit, however many there are (an
     /// update must reach storage whole or not at all).
     holding: bool,
+    /// `persist-nothing`: host calls run live, also during replay, and leave no entry.
+    persist_nothing: bool,
+    /// Whether a host call ran unrecorded since [`Gate::take_unrecorded`] (the invocation's
+    /// result then may legitimately differ on replay).
+    unrecorded: bool,
 }
 
 impl Gate {
@@ -86,6 +91,8 @@ impl Gate {
             history: History::default(),
             replayed: 0,
             holding: false,
+            persist_nothing: false,
+            unrecorded: false,
         }
     }
 
@@ -135,6 +142,21 @@ impl Gate {
     /// See [`Gate::discarding`]: host calls run live and are not recorded while set.
     pub fn set_discarding(&mut self, discarding: bool) {
         self.discarding = discarding;
+    }
+
+    /// See [`Gate::persist_nothing`]: set by `set-oplog-persistence-level`.
+    pub fn set_persist_nothing(&mut self, persist_nothing: bool) {
+        self.persist_nothing = persist_nothing;
+    }
+
+    /// Whether host calls are currently recorded.
+    pub fn persist_nothing(&self) -> bool {
+        self.persist_nothing
+    }
+
+    /// Whether a host call ran unrecorded since the last call; clears the flag.
+    pub fn take_unrecorded(&mut self) -> bool {
+        std::mem::take(&mut self.unrecorded)
     }
 
     /// Live or replaying.
@@ -253,6 +275,10 @@ impl Gate {
         if self.discarding {
             return Ok(live());
         }
+        if self.persist_nothing {
+            self.unrecorded = true;
+            return Ok(live());
+        }
         if let Some((index, entry)) = self.next_replayed()? {
             return match entry {
                 OplogEntry::ImportedFunctionInvoked {
@@ -277,7 +303,18 @@ impl Gate {
 
     /// Guest output: printed and recorded live; consumed silently during replay.
     pub fn log(&mut self, stream: LogStream, bytes: &[u8]) -> Result<()> {
-        if self.discarding {
+        if self.discarding || (self.persist_nothing && self.mode() == Mode::Replay) {
+            return Ok(());
+        }
+        if self.persist_nothing {
+            // Printed, not recorded: replay stays silent, as for recorded output.
+            use std::io::Write;
+            if self.echo_output {
+                let _ = match stream {
+                    LogStream::Stdout => std::io::stdout().write_all(bytes),
+                    LogStream::Stderr => std::io::stderr().write_all(bytes),
+                };
+            }
             return Ok(());
         }
         if let Some((index, entry)) = self.next_replayed()? {
@@ -307,7 +344,7 @@ impl Gate {
 
     /// A no-op marker (replayed or appended); returns its index.
     pub fn no_op(&mut self) -> Result<OplogIndex> {
-        if self.discarding {
+        if self.discarding || self.persist_nothing {
             return Ok(self.next_index - 1);
         }
         if let Some((index, entry)) = self.next_replayed()? {
@@ -320,6 +357,26 @@ impl Gate {
             };
         }
         self.append(OplogEntry::NoOp)
+    }
+
+    /// An entry the guest's own calls produce without a result (atomic-region and remote-write
+    /// markers): checked against the oplog during replay, appended live. Returns its index and
+    /// whether it was appended live. With nothing persisted, nothing is checked or appended and
+    /// the index is that of the last entry.
+    pub fn marker(&mut self, entry: OplogEntry) -> Result<(OplogIndex, bool)> {
+        if self.discarding || self.persist_nothing {
+            return Ok((self.next_index - 1, false));
+        }
+        if let Some((index, recorded)) = self.next_replayed()? {
+            if recorded == entry {
+                return Ok((index, false));
+            }
+            return Err(self.diverged(
+                index,
+                format!("the guest's {entry} was expected, but the oplog has: {recorded}"),
+            ));
+        }
+        Ok((self.append(entry)?, true))
     }
 
     /// A divergence error for `index` (also kept as the gate's fatal error).

@@ -11,6 +11,7 @@ use wasmer::{
 };
 
 use super::get_workers::{self, Construct};
+use super::persistence::{self, remote_side_effect};
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
 use crate::abi::{parse_wave, CoreType};
 use crate::component::ImportedFunction;
@@ -36,6 +37,15 @@ pub const PROVIDED: &[&str] = &[
     get_workers::CONSTRUCTOR,
     get_workers::GET_NEXT,
     get_workers::DROP,
+    // Transactions and persistence control, implemented in `super::persistence`.
+    "mark-begin-operation",
+    "mark-end-operation",
+    "get-retry-policy",
+    "set-retry-policy",
+    "get-oplog-persistence-level",
+    "set-oplog-persistence-level",
+    "get-idempotence-mode",
+    "set-idempotence-mode",
 ];
 
 /// Defines every golem host function the module imports.
@@ -132,7 +142,23 @@ fn call(
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
     let result = match func.name.as_str() {
-        get_workers::CONSTRUCTOR | get_workers::GET_NEXT => get_workers_call(state, func, params),
+        get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
+            // A remote side effect (see `persistence`); a guest misuse traps inside it.
+            let mut failure = None;
+            let result = remote_side_effect(state, |state| {
+                get_workers_call(state, func, params).or_else(|f| match f {
+                    Failure::Fatal(err) => Err(err),
+                    trap => {
+                        failure = Some(trap);
+                        Ok(None)
+                    }
+                })
+            });
+            match (failure, result) {
+                (Some(trap), _) => Err(trap),
+                (None, result) => result.map_err(Failure::Fatal),
+            }
+        }
         _ => dispatch(state, func, params).map_err(|err| match err {
             // A trap the guest caused: it fails the invocation like any other trap.
             Error::Trap { function, message } => Failure::Trap(format!("{function}: {message}")),
@@ -162,6 +188,9 @@ fn dispatch(
             .ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
         Ok(Some(parse_wave(ty, text)?))
     };
+    if let Some(result) = persistence::dispatch(state, &func.name, &params, &typed) {
+        return result;
+    }
     match func.name.as_str() {
         name if super::promises::FUNCTIONS.contains(&name) => {
             super::promises::call(state, func, params)
@@ -210,16 +239,18 @@ fn dispatch(
                 .unwrap_or_default();
             let context = Arc::clone(&state.context);
             let target = params.first().cloned();
-            let response = state.gate.host_call(
-                HostFunction::GetWorkerMetadata,
-                HostValue::Wave(request),
-                || match target.as_ref().and_then(|v| context.lookup_worker(v)) {
-                    Some(metadata) => {
-                        HostValue::Wave(format!("some({})", worker_metadata_wave(&metadata)))
-                    }
-                    None => HostValue::Wave("none".into()),
-                },
-            )?;
+            let response = remote_side_effect(state, |state| {
+                state.gate.host_call(
+                    HostFunction::GetWorkerMetadata,
+                    HostValue::Wave(request),
+                    || match target.as_ref().and_then(|v| context.lookup_worker(v)) {
+                        Some(metadata) => {
+                            HostValue::Wave(format!("some({})", worker_metadata_wave(&metadata)))
+                        }
+                        None => HostValue::Wave("none".into()),
+                    },
+                )
+            })?;
             match response {
                 HostValue::Wave(text) => typed(&text),
                 other => Err(shape_error(func, &other)),
@@ -277,11 +308,13 @@ fn dispatch(
                 .collect::<Vec<_>>()
                 .join(", ");
             let live = state.gate.mode() == crate::gate::Mode::Live;
-            state.gate.host_call(
-                HostFunction::Golem("update-worker".into()),
-                HostValue::Wave(request),
-                || HostValue::Unit,
-            )?;
+            remote_side_effect(state, |state| {
+                state.gate.host_call(
+                    HostFunction::Golem("update-worker".into()),
+                    HostValue::Wave(request),
+                    || HostValue::Unit,
+                )
+            })?;
             if live {
                 let worker = params
                     .first()

@@ -3,6 +3,7 @@
 
 pub mod get_workers;
 pub mod golem;
+pub mod persistence;
 pub mod promises;
 pub mod wasi;
 
@@ -51,6 +52,8 @@ pub struct HostState {
     pub update_requests: Vec<crate::history::UpdateRequest>,
     /// Open `get-workers` resources.
     pub enumerations: get_workers::Enumerations,
+    /// Retry policy, persistence level, idempotence mode, open atomic regions.
+    pub persistence: persistence::Persistence,
 }
 
 /// The guest memory and allocator as the canonical ABI sees them.

@@ -151,6 +151,49 @@ pub enum OplogEntry {
     },
     /// The worker called `proc_exit`; it cannot be invoked again.
     Exited { timestamp_ms: u64, code: u32 },
+    /// `mark-begin-operation`: an atomic region starts here (its index is the region's id).
+    BeginAtomicRegion,
+    /// `mark-end-operation(begin)`: the region that started at `begin` is complete.
+    EndAtomicRegion { begin: OplogIndex },
+    /// Idempotence mode off: a remote side effect is about to run (committed before it runs).
+    BeginRemoteWrite,
+    /// The remote side effect that began at `begin` has run and its result is recorded.
+    EndRemoteWrite { begin: OplogIndex },
+    /// Entries `start..=end` were discarded, as a jump deletes them: a failed attempt before a
+    /// retry, an atomic region left open by a crash, or an invocation whose remote side effect
+    /// may or may not have happened (the worker then fails).
+    Discarded {
+        timestamp_ms: u64,
+        start: OplogIndex,
+        end: OplogIndex,
+        reason: DiscardReason,
+    },
+}
+
+/// Why a region of history was discarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiscardReason {
+    /// The invocation trapped; retry `attempt` (1, 2, ...) runs after `delay_ms`.
+    Retry { attempt: u64, delay_ms: u64 },
+    /// The worker stopped inside an atomic region; the region runs again.
+    OpenAtomicRegion,
+    /// The worker stopped between the start and the end of a remote side effect with
+    /// idempotence off; the invocation is abandoned and the worker failed.
+    UnfinishedRemoteWrite,
+}
+
+impl fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscardReason::Retry { attempt, delay_ms } => {
+                write!(f, "failed attempt, retry {attempt} after {delay_ms} ms")
+            }
+            DiscardReason::OpenAtomicRegion => f.write_str("atomic region interrupted, runs again"),
+            DiscardReason::UnfinishedRemoteWrite => {
+                f.write_str("remote side effect interrupted with idempotence off")
+            }
+        }
+    }
 }
 
 impl OplogEntry {
@@ -170,6 +213,11 @@ impl OplogEntry {
             OplogEntry::UpdateSucceeded { .. } => "update-succeeded",
             OplogEntry::UpdateFailed { .. } => "update-failed",
             OplogEntry::Exited { .. } => "exited",
+            OplogEntry::BeginAtomicRegion => "begin-atomic-region",
+            OplogEntry::EndAtomicRegion { .. } => "end-atomic-region",
+            OplogEntry::BeginRemoteWrite => "begin-remote-write",
+            OplogEntry::EndRemoteWrite { .. } => "end-remote-write",
+            OplogEntry::Discarded { .. } => "discarded",
         }
     }
 }
@@ -246,6 +294,15 @@ impl fmt::Display for OplogEntry {
                 "{mode} update to version {target_version} failed: {reason}"
             ),
             OplogEntry::Exited { code, .. } => write!(f, "exited with code {code}"),
+            OplogEntry::BeginAtomicRegion => f.write_str("mark-begin-operation"),
+            OplogEntry::EndAtomicRegion { begin } => write!(f, "mark-end-operation({begin})"),
+            OplogEntry::BeginRemoteWrite => f.write_str("remote side effect begins"),
+            OplogEntry::EndRemoteWrite { begin } => {
+                write!(f, "remote side effect begun at {begin} ended")
+            }
+            OplogEntry::Discarded {
+                start, end, reason, ..
+            } => write!(f, "entries {start}..={end} discarded: {reason}"),
         }
     }
 }
@@ -260,6 +317,7 @@ impl OplogEntry {
                 | OplogEntry::Revert { .. }
                 | OplogEntry::UpdateSucceeded { .. }
                 | OplogEntry::UpdateFailed { .. }
+                | OplogEntry::Discarded { .. }
         )
     }
 }

@@ -3,4 +3,4 @@
 pub mod entry;
 pub mod store;
 
-pub use entry::{now_ms, HostFunction, HostValue, LogStream, OplogEntry};
+pub use entry::{now_ms, DiscardReason, HostFunction, HostValue, LogStream, OplogEntry};

@@ -5,10 +5,13 @@
 //! Moving through history (jumps, reverts) is in [`travel`]; moving to another component
 //! version is in [`update`].
 
+mod regions;
+mod retry;
 mod suspend;
 mod travel;
 mod update;
 
+pub use regions::settle_interrupted;
 pub use travel::{revert, RevertTarget};
 pub use update::UpdateFailure;
 
@@ -299,6 +302,8 @@ struct HostSnapshot {
     last_monotonic_ns: u64,
     /// Open `get-workers` resources (a guest may keep one across invocations).
     enumerations: crate::host::get_workers::Enumerations,
+    /// Retry policy, persistence level, idempotence mode.
+    persistence: crate::host::persistence::Persistence,
 }
 
 /// Snapshot bookkeeping of a live worker.
@@ -672,6 +677,8 @@ impl Worker {
         let state = self.env.as_mut(&mut self.store);
         state.last_monotonic_ns = host.last_monotonic_ns;
         state.enumerations = host.enumerations;
+        state.persistence = host.persistence;
+        crate::host::persistence::apply_level(state);
         Ok(written)
     }
 
@@ -706,6 +713,8 @@ impl Worker {
         let context = context_for(inputs, record);
         let state = self.env.as_mut(&mut self.store);
         state.gate = gate;
+        // The persistence level restored with the snapshot applies to the new gate.
+        crate::host::persistence::apply_level(state);
         state.context = context;
         state.update_requests.clear();
         self.record = record.clone();
@@ -752,6 +761,7 @@ impl Worker {
                 last_monotonic_ns: 0,
                 update_requests: Vec::new(),
                 enumerations: Default::default(),
+                persistence: Default::default(),
             },
         );
         host::wasi::override_imports(&mut store, &host_env, &mut imports);
@@ -858,6 +868,7 @@ impl Worker {
                 detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
             })?;
         let values = parse_params(&export, params)?;
+        self.begin_invocation(index);
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
             Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
@@ -888,7 +899,8 @@ impl Worker {
                 Some((_, OplogEntry::ExportedFunctionCompleted { result, .. })),
             ) => {
                 let replayed = value.as_ref().map(to_wave).transpose()?;
-                if replayed != result {
+                // Host calls made with persistence off ran live again: the result may differ.
+                if replayed != result && !self.gate().take_unrecorded() {
                     return Err(self.gate().diverged(
                         index,
                         format!(
@@ -955,12 +967,13 @@ impl Worker {
         let export = self.interface.find_export(function)?;
         let values = parse_params(&export, params)?;
         let canonical: Vec<String> = values.iter().map(to_wave).collect::<Result<_, _>>()?;
-        self.gate().append(OplogEntry::ExportedFunctionInvoked {
+        let invoked = self.gate().append(OplogEntry::ExportedFunctionInvoked {
             timestamp_ms: now_ms(),
             function: export.core_name.clone(),
             params: canonical,
             idempotency_key: idempotency_key.to_string(),
         })?;
+        self.begin_invocation(invoked);
         self.record.status = WorkerStatus::Running;
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
@@ -1012,6 +1025,7 @@ impl Worker {
         let host_state = postcard::to_stdvec(&HostSnapshot {
             last_monotonic_ns: state.last_monotonic_ns,
             enumerations: state.enumerations.clone(),
+            persistence: state.persistence.clone(),
         })
         .expect("encoding into a Vec cannot fail");
         if self.snapshots.stored.is_none() {
@@ -1090,6 +1104,18 @@ impl Worker {
         idempotency_key: &str,
         outcome: CallOutcome,
     ) -> Result<Option<String>> {
+        match &outcome {
+            CallOutcome::Trapped(message) => {
+                if let Some(retry) = self.schedule_retry(&export.display_name, message)? {
+                    return Err(retry);
+                }
+            }
+            // It ran to the end: the retries of this invocation, if any, are over.
+            _ => {
+                self.record.retry_count = 0;
+                self.record.last_error = None;
+            }
+        }
         let (entry, status, returned) = match outcome {
             CallOutcome::Returned(value) => {
                 let result = value.as_ref().map(to_wave).transpose()?;
@@ -1102,6 +1128,7 @@ impl Worker {
                     Ok(result),
                 )
             }
+
             CallOutcome::Trapped(message) => (
                 OplogEntry::Error {
                     timestamp_ms: now_ms(),

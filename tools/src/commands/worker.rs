@@ -264,7 +264,9 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     );
                 }
                 for region in record.history.deleted.regions() {
-                    println!("deleted entries:   {region} (jump or revert)");
+                    println!(
+                        "deleted entries:   {region} (jump, revert, retry or interrupted region)"
+                    );
                 }
                 for u in &record.history.updates {
                     let outcome = match &u.outcome {
