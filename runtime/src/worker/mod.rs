@@ -144,6 +144,26 @@ impl WorkerContext {
     }
 }
 
+/// A gate over `record`'s effective history (deleted regions passed over) that replays the
+/// entries after `after` up to `committed`, then goes live.
+fn history_gate(
+    storage: &Arc<Storage>,
+    record: &WorkerRecord,
+    committed: OplogIndex,
+    echo_output: bool,
+    after: OplogIndex,
+) -> Gate {
+    Gate::new(
+        Arc::clone(storage),
+        record.id.clone(),
+        record.uid,
+        committed,
+        echo_output,
+    )
+    .with_history(record.history.clone())
+    .resume_after(after)
+}
+
 /// What host functions know of the worker an instance is created (or rewound) for.
 fn context_for(inputs: &InstanceInputs<'_>, record: &WorkerRecord) -> Arc<WorkerContext> {
     Arc::new(WorkerContext {
@@ -407,15 +427,13 @@ impl Worker {
         // History starts at `create`, or at the last snapshot-based update (all before it is
         // skipped for good).
         let start = record.history.replay_start();
-        let mut gate = Gate::new(
-            Arc::clone(inputs.storage),
-            record.id.clone(),
-            record.uid,
+        let mut gate = history_gate(
+            inputs.storage,
+            &record,
             committed,
             inputs.echo_output,
-        )
-        .with_history(record.history.clone())
-        .resume_after(start - 1);
+            start - 1,
+        );
         let corrupt = |detail: String| Error::Corrupt {
             what: format!("oplog of worker {}", record.id),
             detail,
@@ -541,15 +559,8 @@ impl Worker {
             let (mut worker, pages_rewritten) = match rewound {
                 Some((worker, written)) => (worker, Some(written)),
                 None => {
-                    let gate = Gate::new(
-                        Arc::clone(inputs.storage),
-                        record.id.clone(),
-                        record.uid,
-                        committed,
-                        inputs.echo_output,
-                    )
-                    .with_history(record.history.clone())
-                    .resume_after(index);
+                    let gate =
+                        history_gate(inputs.storage, record, committed, inputs.echo_output, index);
                     let mut worker = Worker::instantiate(
                         inputs,
                         record.clone(),
@@ -700,15 +711,7 @@ impl Worker {
                 "the live instance runs another component version".into(),
             ));
         }
-        let gate = Gate::new(
-            Arc::clone(inputs.storage),
-            record.id.clone(),
-            record.uid,
-            committed,
-            inputs.echo_output,
-        )
-        .with_history(record.history.clone())
-        .resume_after(index);
+        let gate = history_gate(inputs.storage, record, committed, inputs.echo_output, index);
         let written = self.restore_state(manifest, true)?;
         let context = context_for(inputs, record);
         let state = self.env.as_mut(&mut self.store);

@@ -15,9 +15,8 @@
 
 use std::sync::Arc;
 
-use super::{WorkerRecord, WorkerStatus};
+use super::{history_gate, WorkerRecord, WorkerStatus};
 use crate::error::Result;
-use crate::gate::Gate;
 use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::store::{self, BlockEncoder};
@@ -42,15 +41,7 @@ fn scan(
     from: OplogIndex,
     last: OplogIndex,
 ) -> Result<Tail> {
-    let mut gate = Gate::new(
-        Arc::clone(storage),
-        record.id.clone(),
-        record.uid,
-        last,
-        false,
-    )
-    .with_history(record.history.clone())
-    .resume_after(from - 1);
+    let mut gate = history_gate(storage, record, last, false, from - 1);
     let mut tail = Tail::default();
     while let Some((index, entry)) = gate.next_replayed()? {
         match entry {

@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{Worker, WorkerRecord, WorkerStatus};
+use super::{history_gate, Worker, WorkerRecord, WorkerStatus};
 use crate::error::{Error, Result};
-use crate::gate::Gate;
 use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::store::{self, BlockEncoder};
@@ -141,15 +140,7 @@ fn invocation_starts(
     last: OplogIndex,
 ) -> Result<Vec<OplogIndex>> {
     let start = record.history.replay_start();
-    let mut gate = Gate::new(
-        Arc::clone(storage),
-        record.id.clone(),
-        record.uid,
-        last,
-        false,
-    )
-    .with_history(record.history.clone())
-    .resume_after(start - 1);
+    let mut gate = history_gate(storage, record, last, false, start - 1);
     let mut starts = Vec::new();
     while let Some((index, entry)) = gate.next_replayed()? {
         if let OplogEntry::ExportedFunctionInvoked { .. } = entry {

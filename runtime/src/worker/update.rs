@@ -11,15 +11,12 @@
 //! entries are held in memory until it commits), and a failure is recorded in the oplog and
 //! the worker record while the worker stays on its old version.
 
-use std::sync::Arc;
-
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use super::{CallOutcome, InstanceInputs, RecoveryMode, Start, Worker, WorkerStatus};
+use super::{history_gate, CallOutcome, InstanceInputs, RecoveryMode, Start, Worker, WorkerStatus};
 use crate::abi::to_wave;
 use crate::error::{Error, Result};
-use crate::gate::Gate;
 use crate::history::{UpdateMode, UpdateOutcome};
 use crate::oplog::{now_ms, OplogEntry};
 use crate::storage::codec;
@@ -126,15 +123,13 @@ impl Worker {
         let mut candidate = self.record.clone();
         candidate.component_version = target;
         candidate.status = WorkerStatus::Idle;
-        let mut gate = Gate::new(
-            Arc::clone(&self.storage),
-            candidate.id.clone(),
-            candidate.uid,
+        let mut gate = history_gate(
+            &self.storage,
+            &candidate,
             start - 1,
             inputs.echo_output,
-        )
-        .with_history(candidate.history.clone())
-        .resume_after(start - 1);
+            start - 1,
+        );
         gate.set_holding(true);
         let started = gate.append(OplogEntry::SnapshotUpdateStarted {
             timestamp_ms: now_ms(),
