@@ -21,14 +21,8 @@ pub struct Context {
 
 impl Context {
     /// Opens the data directory; guest output is echoed unless output is JSON.
-    ///
-    /// The executor is leaked on purpose: the process ends right after the command, and
-    /// everything a command commits is in the OS page cache before it returns (golemw is
-    /// SIGKILL-safe by design), so tearing the executor down — unmapping every instance's
-    /// memory, stopping the runtime — would only delay the exit (milliseconds for a 64 MiB
-    /// worker). The OS releases the data directory's lock at exit.
-    pub fn executor(&self) -> Result<&'static mut Executor> {
-        let executor = Executor::open(
+    pub fn executor(&self) -> Result<Executor> {
+        Executor::open(
             &self.data_dir,
             ExecutorOptions {
                 echo_output: !self.json,
@@ -37,8 +31,7 @@ impl Context {
                 ..ExecutorOptions::default()
             },
         )
-        .with_context(|| format!("opening the data directory {}", self.data_dir.display()))?;
-        Ok(Box::leak(Box::new(executor)))
+        .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
     }
 }
 

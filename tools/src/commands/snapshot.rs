@@ -80,10 +80,10 @@ fn manifest(s: &StoredSnapshot) -> Result<&Manifest> {
 }
 
 pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
-    let executor = ctx.executor()?;
+    let mut executor = ctx.executor()?;
     match cmd {
         SnapshotCommand::List { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let total_pages = snapshots::stored_page_bytes(executor.storage(), &uid)?;
@@ -143,7 +143,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             }
         }
         SnapshotCommand::Show { worker, index } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let m = manifest(find(&list, index)?)?;
@@ -178,7 +178,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             }
         }
         SnapshotCommand::Diff { worker, a, b } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let (ma, mb) = (
@@ -209,7 +209,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             index,
             memory,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let m = manifest(find(&list, Some(index))?)?;
@@ -229,7 +229,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             }
         }
         SnapshotCommand::Verify { worker, all } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})")
@@ -262,7 +262,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             }
         }
         SnapshotCommand::Take { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let stats = executor.snapshot(&id)?;
             if ctx.json {
                 output::json(&stats);

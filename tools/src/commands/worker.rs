@@ -158,10 +158,10 @@ pub enum WorkerCommand {
 }
 
 pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
-    let executor = ctx.executor()?;
+    let mut executor = ctx.executor()?;
     match cmd {
         WorkerCommand::New { worker, env, args } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let env = env
                 .iter()
                 .map(|kv| {
@@ -186,7 +186,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             args,
             idempotency_key,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let outcome = match executor.invoke(&id, &function, &args, idempotency_key.as_deref()) {
                 Ok(outcome) => outcome,
                 Err(err) => {
@@ -205,7 +205,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             }
         }
         WorkerCommand::Get { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let record = executor.worker_record(&id)?;
             let oplog_len = executor.oplog_len(&id)?;
             let latest_snapshot =
@@ -324,7 +324,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             }
         }
         WorkerCommand::Delete { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             executor.delete_worker(&id)?;
             if ctx.json {
                 output::json(&serde_json::json!({ "deleted": id.to_string() }));
@@ -337,7 +337,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             from,
             count,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let history = executor.worker_record(&id)?.history;
             let blocks = executor.oplog(&id, from, count)?;
             let mut shown = 0usize;
@@ -394,7 +394,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             worker,
             full_replay,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let mode = if full_replay {
                 RecoveryMode::FullReplay
             } else {
@@ -439,7 +439,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             to_oplog_index,
             last_invocations,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let target = match (to_oplog_index, last_invocations) {
                 (Some(index), _) => RevertTarget::OplogIndex(index),
                 (None, Some(count)) => RevertTarget::LastInvocations(count),
@@ -481,7 +481,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             target_version,
             mode,
         } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let update = executor.update_worker(&id, target_version, mode)?;
             if ctx.json {
                 output::json(&update);
@@ -496,9 +496,9 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             oplog_index,
             data,
             data_file,
-        } => super::promise::complete(ctx, executor, &worker, oplog_index, data, data_file)?,
+        } => super::promise::complete(ctx, &mut executor, &worker, oplog_index, data, data_file)?,
         WorkerCommand::Interrupt { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let previous = executor.interrupt_worker(&id)?;
             if ctx.json {
                 output::json(&serde_json::json!({
@@ -509,7 +509,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             }
         }
         WorkerCommand::Resume { worker } => {
-            let id = worker_id(executor, &worker)?;
+            let id = worker_id(&executor, &worker)?;
             let status = executor.resume_worker(&id)?;
             if ctx.json {
                 output::json(&serde_json::json!({ "worker": id.to_string(), "status": status }));
