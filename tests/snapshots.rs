@@ -260,3 +260,57 @@ fn a_module_that_mutates_its_tables_is_not_snapshotted() {
     );
     assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "2");
 }
+
+/// What a fresh instance writes before guest code runs (its active data segments) is known from
+/// the module, so a restore can skip reading the rest; a `start` function makes it unknowable.
+#[test]
+fn memory_a_fresh_instance_initialises_is_read_from_its_data_segments() {
+    use wasm_encoder::{
+        ConstExpr, DataSection, Function, FunctionSection, MemorySection, MemoryType, Module,
+        StartSection, TypeSection,
+    };
+    let module = |start: bool| {
+        let mut m = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        m.section(&types);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        m.section(&functions);
+        let mut memories = MemorySection::new();
+        memories.memory(MemoryType {
+            minimum: 2,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        m.section(&memories);
+        if start {
+            m.section(&StartSection { function_index: 0 });
+        }
+        let mut code = wasm_encoder::CodeSection::new();
+        let mut body = Function::new([]);
+        body.instruction(&wasm_encoder::Instruction::End);
+        code.function(&body);
+        m.section(&code);
+        let mut data = DataSection::new();
+        data.active(0, &ConstExpr::i32_const(70_000), b"hello".iter().copied());
+        data.passive(b"later".iter().copied());
+        m.section(&data);
+        m.finish()
+    };
+    let ranges = golemw_runtime::component::initialized_memory(&module(false)).unwrap();
+    let expected: Vec<std::ops::Range<u64>> = std::iter::once(70_000..70_005).collect();
+    assert_eq!(ranges, Some(expected));
+    assert_eq!(
+        golemw_runtime::component::initialized_memory(&module(true)).unwrap(),
+        None
+    );
+    // The memory guest: everything it initialises lies inside its initial memory.
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let ranges = golemw_runtime::component::initialized_memory(&wasm)
+        .unwrap()
+        .expect("a wit-bindgen guest has no start function");
+    assert!(!ranges.is_empty());
+}

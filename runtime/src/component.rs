@@ -70,6 +70,11 @@ pub struct Interface {
     /// Why instances of this module cannot be snapshotted (e.g. it mutates its tables, which a
     /// snapshot does not capture); `None` if they can.
     pub snapshot_blocker: Option<String>,
+    /// Byte ranges of linear memory a fresh instance has written before any guest code runs
+    /// (its active data segments), when that is all it writes; `None` if it cannot be known
+    /// (a `start` function, a data segment at a computed offset). Everywhere else a fresh
+    /// instance's memory is zero, so a restore need not look there.
+    pub initialized_memory: Option<Vec<std::ops::Range<u64>>>,
 }
 
 impl Interface {
@@ -233,6 +238,7 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
         exports,
         golem_imports,
         snapshot_blocker: None,
+        initialized_memory: None,
     })
 }
 
@@ -265,6 +271,41 @@ pub fn snapshot_blocker(wasm: &[u8]) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// See [`Interface::initialized_memory`].
+pub fn initialized_memory(wasm: &[u8]) -> Result<Option<Vec<std::ops::Range<u64>>>> {
+    use wasmparser::{DataKind, Operator, Payload};
+    let invalid = |e: wasmparser::BinaryReaderError| Error::InvalidComponent(e.to_string());
+    let mut ranges = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(invalid)? {
+            // Code runs at instantiation: it may write anywhere.
+            Payload::StartSection { .. } => return Ok(None),
+            Payload::DataSection(reader) => {
+                for data in reader {
+                    let data = data.map_err(invalid)?;
+                    let DataKind::Active {
+                        memory_index: 0,
+                        offset_expr,
+                    } = data.kind
+                    else {
+                        // Passive segments are written by guest code (memory.init), later.
+                        continue;
+                    };
+                    let mut ops = offset_expr.get_operators_reader();
+                    let offset = match ops.read().map_err(invalid)? {
+                        Operator::I32Const { value } => u64::from(value as u32),
+                        Operator::I64Const { value } => value as u64,
+                        _ => return Ok(None),
+                    };
+                    ranges.push(offset..offset + data.data.len() as u64);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(ranges))
 }
 
 fn leb128_u32(out: &mut Vec<u8>, mut value: u32) {

@@ -263,6 +263,7 @@ impl Executor {
         let wasm = self.components.wasm(&id, version)?;
         let mut interface = crate::component::decode_interface(&wasm)?;
         interface.snapshot_blocker = crate::component::snapshot_blocker(&wasm)?;
+        interface.initialized_memory = crate::component::initialized_memory(&wasm)?;
         let interface = Arc::new(interface);
         let module = self.components.module(&record)?;
         self.modules

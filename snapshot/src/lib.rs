@@ -19,7 +19,7 @@ pub use capture::{capture, Capture, CaptureStats, State};
 pub use diff::{diff, PageRange};
 pub use manifest::Manifest;
 pub use page::{PageHash, PageRef, PAGE_BYTES};
-pub use restore::{restore_into, restore_over};
+pub use restore::{restore_into, restore_into_fresh, restore_over};
 
 /// Pages below which capture and restore stay on the calling thread: 128 pages (8 MiB) take
 /// well under a millisecond, less than waking (or, in a fresh process, starting) a thread pool.

@@ -657,9 +657,24 @@ impl Worker {
                     reader.read_into(hash, page)
                 })?
             } else {
-                golemw_snapshot::restore_into(manifest, memory, |hash, page| {
-                    reader.read_into(hash, page)
-                })?;
+                // A fresh instance's memory is zero beyond what it had before growing and, when
+                // the module's data segments are all it writes at instantiation, outside them.
+                let initialized = self.interface.initialized_memory.as_deref();
+                let page = golemw_snapshot::PAGE_BYTES as u64;
+                let known_zero = |index: usize| {
+                    let start = index as u64 * page;
+                    let end = start + page;
+                    start >= current
+                        || initialized.is_some_and(|ranges| {
+                            !ranges.iter().any(|r| r.start < end && start < r.end)
+                        })
+                };
+                golemw_snapshot::restore_into_fresh(
+                    manifest,
+                    memory,
+                    |hash, page| reader.read_into(hash, page),
+                    known_zero,
+                )?;
                 0
             }
         };
