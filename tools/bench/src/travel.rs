@@ -175,7 +175,8 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
          entry, {} ms) = {} ms, so at most {:.1}× against the full replay even if everything \
          else were free. The tail is set by the snapshot interval (10^4 entries, the target \
          falls just before a snapshot); 50× would need the memory comparison itself to be \
-         avoided (dirty-page tracking, unavailable here: no soft-dirty bits on this kernel).",
+         avoided by dirty-page tracking (no soft-dirty bits on this kernel; userfaultfd's \
+         asynchronous write-protect with PAGEMAP_SCAN works here and is the next step).",
         fmt(restore_ms),
         count(tail),
         fmt(per_entry_ms * 1e3),
