@@ -306,9 +306,8 @@ impl Executor {
     }
 
     /// Recovers a worker and makes it active, rewinding `live` (its instance that just went
-    /// back in history) in place if a snapshot allows. A recovery that finishes an invocation
-    /// which jumps back (`set-oplog-index`) records the jump and starts over from the new
-    /// history.
+    /// back in history) in place if a snapshot allows. Jumps made during recovery are handled
+    /// by `Worker::recover_reusing` itself; a retry it schedules is waited for here.
     fn recover_into_memory(
         &mut self,
         id: &WorkerId,
@@ -334,10 +333,6 @@ impl Executor {
                         .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
                     self.active.insert(id.clone(), Active { worker, recovery });
                     return Ok(());
-                }
-                Err(Error::JumpRequested { target }) => {
-                    tracing::debug!(worker = %id, target, "jumped back during recovery");
-                    continue;
                 }
                 // The invocation recovery finished live trapped again, and may be retried.
                 Err(Error::RetryScheduled { delay, .. }) => {
@@ -395,7 +390,7 @@ impl Executor {
         let (module, interface) = match self.module(id.component_id, update.target_version) {
             Ok(found) => found,
             Err(err) => {
-                let failure = worker.fail_update_now(slot, err.to_string());
+                let failure = worker.fail_update(slot, err.to_string());
                 if let Some(worker) = failure.worker {
                     let worker = *worker;
                     self.active.insert(id.clone(), Active { worker, recovery });
@@ -656,7 +651,7 @@ impl Executor {
     ) -> Result<Option<String>> {
         let live = self.active.remove(id).map(|active| active.worker);
         self.recover_into_memory(id, RecoveryMode::Auto, live)?;
-        let recovery = self.activate(id)?.recovery.clone();
+        let recovery = self.active[id].recovery.clone();
         match recovery.resumed {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
                 Some(error) => Err(Error::Trap {

@@ -123,14 +123,6 @@ impl Gate {
         self.holding = holding;
     }
 
-    /// Moves a live gate past entries another gate appended (they were deleted, so this
-    /// instance's state is unaffected by them).
-    pub fn advance_to(&mut self, next_index: OplogIndex) {
-        assert!(self.pending.is_empty() && next_index >= self.next_index);
-        self.next_index = next_index;
-        self.replay_end = self.replay_end.max(next_index - 1);
-    }
-
     /// A gate that resumes after a snapshot taken at `snapshot_index`: replay starts at the
     /// entry after it.
     pub fn resume_after(mut self, snapshot_index: OplogIndex) -> Self {

@@ -279,15 +279,9 @@ impl Worker {
         }
     }
 
-    /// Records that update `slot` failed before it could start (e.g. its version cannot be
-    /// loaded).
-    pub fn fail_update_now(self, slot: usize, reason: String) -> UpdateFailure {
-        self.fail_update(slot, reason)
-    }
-
     /// Records that update `slot` failed (oplog entry and record, durably); the worker stays
     /// on its version.
-    fn fail_update(mut self, slot: usize, reason: String) -> UpdateFailure {
+    pub fn fail_update(mut self, slot: usize, reason: String) -> UpdateFailure {
         tracing::warn!(worker = %self.record.id, %reason, "update failed");
         let (target_version, mode) = {
             let update = &self.record.history.updates[slot];
