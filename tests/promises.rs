@@ -2,7 +2,6 @@
 //! wit-bindgen guest; an await on an incomplete promise suspends the worker, completing the
 //! promise resumes it, and the invocation's result is kept under its idempotency key.
 
-use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::{HostFunction, OplogEntry};
 use golemw_runtime::promises::{PromiseId, ResumptionOutcome};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
@@ -80,14 +79,7 @@ fn promise(id: &WorkerId, oplog_idx: u64) -> PromiseId {
 }
 
 fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
-    let mut out = Vec::new();
-    for block in ex.oplog(id, 1, usize::MAX).unwrap() {
-        match block {
-            BlockRead::Entries(e) => out.extend(e),
-            BlockRead::Corrupt { detail, .. } => panic!("corrupt oplog: {detail}"),
-        }
-    }
-    out
+    golemw_tests::oplog_entries(ex, id)
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::{DiscardReason, HostFunction, OplogEntry};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
@@ -43,14 +42,7 @@ fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> St
 }
 
 fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
-    let mut out = Vec::new();
-    for block in ex.oplog(id, 1, usize::MAX).unwrap() {
-        match block {
-            BlockRead::Entries(e) => out.extend(e),
-            BlockRead::Corrupt { detail, .. } => panic!("corrupt oplog: {detail}"),
-        }
-    }
-    out
+    golemw_tests::oplog_entries(ex, id)
 }
 
 fn count_kind(ex: &Executor, id: &WorkerId, kind: &str) -> usize {

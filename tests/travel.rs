@@ -2,7 +2,6 @@
 //! of history; the worker comes back from the newest snapshot outside every deleted region, and
 //! its state is as if the region never ran, with or without snapshots.
 
-use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::OplogEntry;
 use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{
@@ -65,14 +64,7 @@ fn snapshot_indexes(ex: &Executor, id: &WorkerId) -> Vec<u64> {
 }
 
 fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
-    let mut out = Vec::new();
-    for block in ex.oplog(id, 1, usize::MAX).unwrap() {
-        match block {
-            BlockRead::Entries(e) => out.extend(e),
-            BlockRead::Corrupt { detail, .. } => panic!("corrupt oplog: {detail}"),
-        }
-    }
-    out
+    golemw_tests::oplog_entries(ex, id)
 }
 
 /// Restart, then check that snapshot recovery and full replay reach the same state.

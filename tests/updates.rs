@@ -3,7 +3,6 @@
 //! working on its old version; successes take a memory snapshot of the new version at once.
 
 use golemw_runtime::history::{UpdateMode, UpdateOutcome};
-use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
 
@@ -41,14 +40,10 @@ fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Op
 }
 
 fn kinds(ex: &Executor, id: &WorkerId) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    for block in ex.oplog(id, 1, usize::MAX).unwrap() {
-        let BlockRead::Entries(entries) = block else {
-            panic!("corrupt oplog")
-        };
-        out.extend(entries.iter().map(|(_, e)| e.kind()));
-    }
-    out
+    golemw_tests::oplog_entries(ex, id)
+        .iter()
+        .map(|(_, e)| e.kind())
+        .collect()
 }
 
 fn snapshot_versions(ex: &Executor, id: &WorkerId) -> Vec<(u64, u64)> {

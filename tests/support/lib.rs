@@ -112,6 +112,23 @@ fn build_guests() -> Result<PathBuf, String> {
     Ok(target_dir.join(GUEST_TARGET).join("release"))
 }
 
+/// Every entry of a worker's oplog, in order; a corrupt block fails the test.
+pub fn oplog_entries(
+    executor: &golemw_runtime::Executor,
+    id: &golemw_runtime::WorkerId,
+) -> Vec<(u64, golemw_runtime::oplog::OplogEntry)> {
+    let mut out = Vec::new();
+    for block in executor.oplog(id, 1, usize::MAX).unwrap() {
+        match block {
+            golemw_runtime::oplog::store::BlockRead::Entries(e) => out.extend(e),
+            golemw_runtime::oplog::store::BlockRead::Corrupt { detail, .. } => {
+                panic!("corrupt oplog: {detail}")
+            }
+        }
+    }
+    out
+}
+
 mod fixtures;
 pub use fixtures::*;
 
