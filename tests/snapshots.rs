@@ -2,7 +2,7 @@
 //! falls back past damaged snapshots, and stores unchanged pages once.
 
 use golemw_runtime::snapshots;
-use golemw_runtime::{Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
+use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
 
 fn open(dir: &std::path::Path, policy: &str) -> Executor {
@@ -313,4 +313,116 @@ fn memory_a_fresh_instance_initialises_is_read_from_its_data_segments() {
         .unwrap()
         .expect("a wit-bindgen guest has no start function");
     assert!(!ranges.is_empty());
+}
+
+fn open_tracking(dir: &std::path::Path, track_writes: bool) -> (Executor, WorkerId) {
+    let options = ExecutorOptions {
+        snapshot_policy: SnapshotPolicy::Off,
+        snapshots_keep: 64,
+        fsync: false,
+        track_writes,
+        ..ExecutorOptions::default()
+    };
+    let ex = Executor::open(dir, options).expect("open the data directory");
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    ex.components().add("memory", &wasm).expect("add component");
+    let id = ex.worker_id("memory", "w").unwrap();
+    (ex, id)
+}
+
+fn manifests(ex: &Executor, id: &WorkerId) -> Vec<(u64, Vec<golemw_snapshot::PageRef>)> {
+    let uid = ex.worker_record(id).unwrap().uid;
+    snapshots::indexes(ex.storage(), &uid)
+        .unwrap()
+        .into_iter()
+        .map(|index| {
+            let manifest = snapshots::get(ex.storage(), &uid, index)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            (index, manifest.pages)
+        })
+        .collect()
+}
+
+/// The kernel's record of written pages (where it has one) must give snapshots identical to
+/// reading every page, and an in-place rewind that trusts it must land on the state a full
+/// replay reaches.
+#[test]
+fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page() {
+    let mut runs = Vec::new();
+    for track_writes in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ex, id) = open_tracking(dir.path(), track_writes);
+        // As `memory_workload`, without its clock call: the two runs must be byte-identical.
+        invoke(&mut ex, &id, "fill-mib", &["4"]);
+        let a = invoke(&mut ex, &id, "alloc", &["512"]).unwrap();
+        invoke(&mut ex, &id, "touch", &["10"]);
+        invoke(&mut ex, &id, "free", &[&a]);
+        invoke(&mut ex, &id, "alloc", &["8192"]); // grows linear memory
+        invoke(&mut ex, &id, "touch", &["50"]);
+        let checksum = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+        ex.snapshot(&id).unwrap();
+        if track_writes && golemw_snapshot::dirty::available().is_ok() {
+            assert!(
+                ex.tracks_writes(&id).unwrap(),
+                "the kernel can track writes"
+            );
+        } else if !track_writes {
+            assert!(!ex.tracks_writes(&id).unwrap());
+        }
+        // A rewind must undo what changed between the target's snapshot and the newest one
+        // (seen in their page tables) and what was written since the newest (told by the
+        // kernel). Each alone; the second after the record restarted at the first rewind.
+        let mut at_target = String::new();
+        for written_since_newest in [false, true] {
+            invoke(&mut ex, &id, "touch", &["3"]);
+            at_target = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+            ex.snapshot(&id).unwrap();
+            let target = ex.oplog_len(&id).unwrap();
+            invoke(&mut ex, &id, "touch", &["20"]);
+            if !written_since_newest {
+                ex.snapshot(&id).unwrap();
+            }
+            match ex.invoke(&id, "jump", &[target.to_string()], None) {
+                Err(Error::InvocationUndone { .. }) => {}
+                other => panic!("the jump should undo its own invocation: {other:?}"),
+            }
+            let report = ex.worker_record(&id).unwrap().last_recovery.unwrap();
+            assert!(
+                report.pages_rewritten.is_some(),
+                "rewound in place: {report:?}"
+            );
+            assert_eq!(report.snapshot_index, Some(target), "{report:?}");
+            // The jump deleted everything after the target.
+            assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), at_target);
+        }
+        let rewound = ex.active_state_digest(&id).unwrap();
+        // After the rewind the record restarts from the snapshot: work and capture again.
+        invoke(&mut ex, &id, "touch", &["7"]);
+        ex.snapshot(&id).unwrap();
+        invoke(&mut ex, &id, "touch", &["2"]);
+        ex.snapshot(&id).unwrap();
+        let after = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+        let pages = manifests(&ex, &id);
+        // The instance that was rewound and captured again equals a full replay.
+        let live = ex.active_state_digest(&id).unwrap();
+        let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
+        assert_eq!(
+            live, full,
+            "the rewound instance differs from a full replay"
+        );
+        let auto = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
+        assert_eq!(auto, full, "snapshot recovery differs from a full replay");
+        runs.push((checksum, at_target, rewound, after, pages));
+    }
+    let (tracked, compared) = (&runs[0], &runs[1]);
+    assert_eq!(tracked.0, compared.0);
+    assert_eq!(tracked.1, compared.1);
+    assert_eq!(
+        tracked.2, compared.2,
+        "the rewinds reached different states"
+    );
+    assert_eq!(tracked.3, compared.3);
+    assert_eq!(tracked.4, compared.4, "snapshots differ page for page");
 }

@@ -41,6 +41,10 @@ pub struct ExecutorOptions {
     pub snapshots_keep: usize,
     /// Workers per page of a guest's `get-workers` enumeration.
     pub enumeration_page_size: usize,
+    /// Ask the kernel which pages of a worker's memory were written (Linux 6.7+), so capture
+    /// and in-place rewind skip the rest instead of comparing every page. Falls back to
+    /// comparing on its own where unavailable; off forces the comparison.
+    pub track_writes: bool,
 }
 
 impl Default for ExecutorOptions {
@@ -51,6 +55,7 @@ impl Default for ExecutorOptions {
             snapshot_policy: Policy::default(),
             snapshots_keep: crate::snapshots::DEFAULT_SNAPSHOTS_KEEP,
             enumeration_page_size: crate::host::get_workers::DEFAULT_PAGE_SIZE,
+            track_writes: true,
         }
     }
 }
@@ -371,6 +376,7 @@ impl Executor {
             snapshot_policy: self.options.snapshot_policy,
             snapshots_keep: self.options.snapshots_keep,
             enumeration_page_size: self.options.enumeration_page_size,
+            track_writes: self.options.track_writes,
         }
     }
 
@@ -507,6 +513,12 @@ impl Executor {
     /// The state digest of the worker as it is in memory now (activated if it is not).
     pub fn active_state_digest(&mut self, id: &WorkerId) -> Result<String> {
         Ok(self.activate(id)?.worker.state_digest())
+    }
+
+    /// Whether the kernel is recording which pages of the worker's memory are written
+    /// (activated if it is not); see [`ExecutorOptions::track_writes`].
+    pub fn tracks_writes(&mut self, id: &WorkerId) -> Result<bool> {
+        Ok(self.activate(id)?.worker.tracks_writes())
     }
 
     /// Restores from each snapshot (or the newest only), replays to the end and compares the

@@ -3,12 +3,14 @@
 //! Cost model (64 MiB memory, 1024 pages): every page is fingerprinted with XXH3-128 (memory
 //! bandwidth, split over the cores); only pages whose fingerprint differs from the previous
 //! capture are hashed with BLAKE3 and compressed. So a capture costs one read of memory plus
-//! work proportional to what changed.
+//! work proportional to what changed. With the kernel's record of written pages
+//! ([`capture_written`]) even the read is skipped for pages nobody wrote.
 
 use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::dirty::PageSet;
 pub use crate::manifest::CaptureStats;
 use crate::manifest::Manifest;
 use crate::page::{encode_page, fingerprint, PageHash, PageRef, PAGE_BYTES};
@@ -45,6 +47,28 @@ pub struct State<'a> {
 pub fn capture(
     state: State<'_>,
     previous: Previous<'_>,
+    is_stored: impl Fn(&PageHash) -> bool + Sync,
+) -> Capture {
+    capture_pages(state, previous, None, is_stored)
+}
+
+/// [`capture`] when the kernel told us which pages were `written` since the memory held
+/// exactly `previous` (see [`crate::dirty`]): every other page is taken from `previous`
+/// without being read, so the cost follows what changed, not the size of memory. Pages past
+/// the end of `previous` are read.
+pub fn capture_written(
+    state: State<'_>,
+    previous: &[PageRef],
+    written: &PageSet,
+    is_stored: impl Fn(&PageHash) -> bool + Sync,
+) -> Capture {
+    capture_pages(state, Some(previous), Some(written), is_stored)
+}
+
+fn capture_pages(
+    state: State<'_>,
+    previous: Previous<'_>,
+    written: Option<&PageSet>,
     is_stored: impl Fn(&PageHash) -> bool + Sync,
 ) -> Capture {
     let started = Instant::now();
@@ -89,18 +113,40 @@ pub fn capture(
             encoded,
         )
     };
-    let pages: Vec<(PageRef, Option<Vec<u8>>)> = if crate::parallel(memory.len() / PAGE_BYTES) {
-        memory
+    let pages: Vec<(PageRef, Option<Vec<u8>>)> = match (written, previous) {
+        (Some(written), Some(previous)) => {
+            // Only the written pages (and any beyond the previous memory) are read.
+            let count = memory.len().div_ceil(PAGE_BYTES);
+            let read: Vec<usize> = (0..count)
+                .filter(|i| *i >= previous.len() || written.contains(*i))
+                .collect();
+            let page_at = |i: usize| {
+                let end = ((i + 1) * PAGE_BYTES).min(memory.len());
+                (i, &memory[i * PAGE_BYTES..end])
+            };
+            let fresh: Vec<(PageRef, Option<Vec<u8>>)> = if crate::parallel(read.len()) {
+                read.par_iter().map(|i| capture_page(page_at(*i))).collect()
+            } else {
+                read.iter().map(|i| capture_page(page_at(*i))).collect()
+            };
+            let mut fresh = read.into_iter().zip(fresh).peekable();
+            (0..count)
+                .map(|i| match fresh.next_if(|(j, _)| *j == i) {
+                    Some((_, page)) => page,
+                    None => (previous[i], None),
+                })
+                .collect()
+        }
+        _ if crate::parallel(memory.len() / PAGE_BYTES) => memory
             .par_chunks(PAGE_BYTES)
             .enumerate()
             .map(capture_page)
-            .collect()
-    } else {
-        memory
+            .collect(),
+        _ => memory
             .chunks(PAGE_BYTES)
             .enumerate()
             .map(capture_page)
-            .collect()
+            .collect(),
     };
     let mut new_pages: Vec<(PageHash, Vec<u8>)> = Vec::new();
     let mut refs = Vec::with_capacity(pages.len());
@@ -184,6 +230,47 @@ mod tests {
         assert_eq!(second.new_pages.len(), 1, "only the changed page is new");
         assert_eq!(second.manifest.pages[3], first.manifest.pages[3]);
         assert_ne!(second.manifest.pages[7], first.manifest.pages[7]);
+    }
+
+    #[test]
+    fn capture_of_written_pages_equals_a_full_capture() {
+        let mut memory = vec![0u8; 300 * PAGE_BYTES];
+        for (i, b) in memory.iter_mut().enumerate().step_by(4093) {
+            *b = (i % 251) as u8 + 1;
+        }
+        let stored = Mutex::new(HashSet::new());
+        let first = snap(&memory, None, &stored);
+        // Change pages 0, 7 (back to zero), 150 and 299; grow by two pages, one written.
+        let mut written = PageSet::new();
+        for page in [0usize, 7, 150, 299] {
+            memory[page * PAGE_BYTES..(page + 1) * PAGE_BYTES].fill(0);
+            written.insert(page);
+        }
+        memory[150 * PAGE_BYTES + 3] = 9;
+        memory.resize(302 * PAGE_BYTES, 0);
+        memory[301 * PAGE_BYTES] = 4;
+        // A page reported written that did not change is harmless.
+        written.insert(20);
+        let full = snap(&memory, Some(&first.manifest.pages), &stored);
+        let state = State {
+            memory: &memory,
+            globals: vec![],
+            host_state: vec![],
+            oplog_index: 1,
+            component_version: 0,
+            created_at_ms: 0,
+        };
+        let tracked = capture_written(state, &first.manifest.pages, &written, |h| {
+            stored.lock().unwrap().contains(h)
+        });
+        assert_eq!(tracked.manifest.pages, full.manifest.pages);
+        assert_eq!(tracked.manifest.pages.len(), 302);
+        assert_eq!(tracked.manifest.pages[7], PageRef::Zero);
+        assert_eq!(tracked.manifest.pages[300], PageRef::Zero);
+        assert!(matches!(
+            tracked.manifest.pages[301],
+            PageRef::Stored { .. }
+        ));
     }
 
     #[test]

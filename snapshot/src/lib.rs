@@ -4,22 +4,25 @@
 //! The pipeline is the layout, in the order data flows:
 //! [`page`] (one page's identity and encoding) -> [`capture`] (memory to manifest + new pages)
 //! -> [`manifest`] (what a snapshot is, encoded with a checksum) -> [`restore`] (manifest and
-//! pages back into memory) and [`diff`] (which pages changed between two snapshots).
+//! pages back into memory) and [`diff`] (which pages changed between two snapshots);
+//! [`dirty`] asks the kernel which pages were written, so capture and rewind skip the rest.
 //!
 //! This crate knows nothing of LMDB or Wasmer: the runtime stores what [`capture`] returns and
 //! hands [`restore`] a way to fetch pages.
 
 pub mod capture;
 pub mod diff;
+pub mod dirty;
 pub mod manifest;
 pub mod page;
 pub mod restore;
 
-pub use capture::{capture, Capture, CaptureStats, State};
+pub use capture::{capture, capture_written, Capture, CaptureStats, State};
 pub use diff::{diff, PageRange};
+pub use dirty::{DirtyTracker, PageSet};
 pub use manifest::Manifest;
 pub use page::{PageHash, PageRef, PAGE_BYTES};
-pub use restore::{restore_into, restore_into_fresh, restore_over};
+pub use restore::{restore_into, restore_into_fresh, restore_over, restore_over_candidates};
 
 /// Pages below which capture and restore stay on the calling thread: 128 pages (8 MiB) take
 /// well under a millisecond, less than waking (or, in a fresh process, starting) a thread pool.

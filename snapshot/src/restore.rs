@@ -21,7 +21,7 @@ pub fn restore_into<F>(
 where
     F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
 {
-    restore(manifest, dst, read_page, false, |_| false).map(|_| ())
+    restore(manifest, dst, read_page, false, |_| false, |_| false).map(|_| ())
 }
 
 /// [`restore_into`] for memory the caller knows to be zero wherever `known_zero(page index)`
@@ -38,7 +38,7 @@ where
     F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
     Z: Fn(usize) -> bool + Sync,
 {
-    restore(manifest, dst, read_page, false, known_zero).map(|_| ())
+    restore(manifest, dst, read_page, false, known_zero, |_| false).map(|_| ())
 }
 
 /// Rewinds memory that already holds a later state of the same instance to the snapshot:
@@ -54,25 +54,45 @@ pub fn restore_over<F>(
 where
     F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
 {
+    restore_over_candidates(manifest, dst, read_page, |_| true)
+}
+
+/// [`restore_over`] when the caller knows which pages may differ from the snapshot: pages
+/// for which `candidate(index)` is false are left alone without being read. The runtime knows
+/// this from the kernel's record of pages written since its last capture plus the pages that
+/// differ between that capture's page table and this snapshot's, so a rewind costs what
+/// changed, not a pass over memory.
+pub fn restore_over_candidates<F, C>(
+    manifest: &Manifest,
+    dst: &mut [u8],
+    read_page: F,
+    candidate: C,
+) -> Result<u64, SnapshotError>
+where
+    F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
+    C: Fn(usize) -> bool + Sync,
+{
     if dst.len() as u64 != manifest.memory_bytes {
         return Err(SnapshotError::MemoryTooSmall {
             needed: manifest.memory_bytes,
             available: dst.len() as u64,
         });
     }
-    restore(manifest, dst, read_page, true, |_| false)
+    restore(manifest, dst, read_page, true, |_| false, |i| !candidate(i))
 }
 
-fn restore<F, Z>(
+fn restore<F, Z, E>(
     manifest: &Manifest,
     dst: &mut [u8],
     read_page: F,
     skip_unchanged: bool,
     known_zero: Z,
+    known_equal: E,
 ) -> Result<u64, SnapshotError>
 where
     F: Fn(&PageHash, &mut [u8]) -> Result<(), SnapshotError> + Sync,
     Z: Fn(usize) -> bool + Sync,
+    E: Fn(usize) -> bool + Sync,
 {
     let needed = manifest.memory_bytes as usize;
     if dst.len() < needed {
@@ -83,6 +103,7 @@ where
     }
     let written = AtomicU64::new(0);
     let restore_page = |(index, (page, page_ref)): (usize, (&mut [u8], &PageRef))| match page_ref {
+        _ if known_equal(index) => Ok(()),
         PageRef::Zero if known_zero(index) => Ok(()),
         PageRef::Zero => {
             // Most of a fresh instance's memory is untouched: reading it maps the kernel's zero
@@ -197,6 +218,40 @@ mod tests {
         // Memory of another size is refused (it cannot be rewound in place).
         let mut bigger = vec![0u8; 9 * PAGE_BYTES];
         assert!(restore_over(&captured.manifest, &mut bigger, |_, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn restore_over_candidates_reads_only_the_candidates() {
+        let mut memory = vec![0u8; 6 * PAGE_BYTES];
+        for (i, b) in memory.iter_mut().enumerate() {
+            *b = (i * 13 % 241) as u8;
+        }
+        let state = State {
+            memory: &memory,
+            globals: vec![],
+            host_state: vec![],
+            oplog_index: 1,
+            component_version: 0,
+            created_at_ms: 0,
+        };
+        let captured = capture(state, None, |_| false);
+        let pages: HashMap<_, _> = captured.new_pages.into_iter().collect();
+        let mut later = memory.clone();
+        later[PAGE_BYTES] ^= 1;
+        later[4 * PAGE_BYTES] ^= 1;
+        // Page 1 changed and is a candidate; page 3 is a candidate but unchanged; page 4
+        // changed but the caller vouches it did not, so it is left alone: the caller's word
+        // is what saves reading memory.
+        let written = restore_over_candidates(
+            &captured.manifest,
+            &mut later,
+            |h, page| crate::page::decode_page_into(&pages[h], page, h),
+            |i| i == 1 || i == 3,
+        )
+        .unwrap();
+        assert_eq!(written, 1);
+        assert_eq!(later[..4 * PAGE_BYTES], memory[..4 * PAGE_BYTES]);
+        assert_ne!(later[4 * PAGE_BYTES], memory[4 * PAGE_BYTES]);
     }
 
     #[test]

@@ -37,6 +37,13 @@ struct Cli {
           default_value_t = golemw_runtime::snapshots::DEFAULT_SNAPSHOTS_KEEP)]
     snapshots_keep: usize,
 
+    /// Ask the kernel (Linux 6.7+, userfaultfd) which pages of a worker's memory were written,
+    /// so snapshots and time travel read only those. Falls back to comparing every page where
+    /// unavailable; `false` forces the comparison.
+    #[arg(long, global = true, env = "GOLEMW_WRITE_TRACKING", value_name = "BOOL",
+          default_value_t = true, action = clap::ArgAction::Set)]
+    write_tracking: bool,
+
     /// More logging (repeat for more); or set RUST_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
         json: cli.json,
         snapshot_policy: cli.snapshot_policy,
         snapshots_keep: cli.snapshots_keep,
+        write_tracking: cli.write_tracking,
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),

@@ -296,6 +296,8 @@ pub struct InstanceInputs<'a> {
     pub snapshot_policy: Policy,
     pub snapshots_keep: usize,
     pub enumeration_page_size: usize,
+    /// Ask the kernel which pages were written (see `golemw_snapshot::dirty`).
+    pub track_writes: bool,
 }
 
 /// How to bring a worker back.
@@ -326,6 +328,40 @@ struct HostSnapshot {
     persistence: crate::host::persistence::Persistence,
 }
 
+/// The pages of `memory` written since the tracker's last look (which then restarts), or None
+/// when the caller must read all of memory: not tracking yet (tracking starts now, so the next
+/// call answers) or tracking unavailable (then `enabled` turns false and stays so).
+fn take_written(
+    tracker: &mut Option<golemw_snapshot::DirtyTracker>,
+    enabled: &mut bool,
+    memory: &[u8],
+) -> Option<golemw_snapshot::PageSet> {
+    if !*enabled {
+        return None;
+    }
+    if let Some(written) = tracker.as_mut() {
+        match written.take(memory) {
+            Ok(pages) => return Some(pages),
+            Err(err) => tracing::debug!(%err, "write tracking lost; starting again"),
+        }
+    }
+    *tracker = None;
+    match golemw_snapshot::DirtyTracker::new(memory) {
+        Ok(mut started) => {
+            // Everything counts as written until the first look: take it now so that the
+            // next capture hears only of later writes.
+            if started.take(memory).is_ok() {
+                *tracker = Some(started);
+            }
+        }
+        Err(err) => {
+            tracing::debug!(%err, "pages will be compared by fingerprint");
+            *enabled = false;
+        }
+    }
+    None
+}
+
 /// Snapshot bookkeeping of a live worker.
 struct SnapshotTracker {
     policy: Policy,
@@ -334,6 +370,12 @@ struct SnapshotTracker {
     last_index: OplogIndex,
     /// Its page table, for change detection.
     last_pages: Option<Vec<golemw_snapshot::PageRef>>,
+    /// The kernel's record of pages written since memory last equalled `last_pages` exactly.
+    /// None: not tracking yet (the next capture reads all of memory and starts) or not
+    /// possible here (`track_writes` is then false).
+    written: Option<golemw_snapshot::DirtyTracker>,
+    /// Whether to try tracking writes.
+    track_writes: bool,
     /// Pages storage holds for this worker, loaded at the first capture.
     stored: Option<HashSet<golemw_snapshot::PageHash>>,
     /// Invocations since the newest snapshot (replayed ones included).
@@ -343,12 +385,14 @@ struct SnapshotTracker {
 }
 
 impl SnapshotTracker {
-    fn new(policy: Policy, keep: usize) -> Self {
+    fn new(policy: Policy, keep: usize, track_writes: bool) -> Self {
         SnapshotTracker {
             policy,
             keep: keep.max(1),
             last_index: 0,
             last_pages: None,
+            written: None,
+            track_writes,
             stored: None,
             invocations_since: 0,
             since_ms: now_ms(),
@@ -653,9 +697,40 @@ impl Worker {
             // store is used again, so nothing else reads or writes the memory meanwhile.
             let memory = unsafe { view.data_unchecked_mut() };
             if in_place {
-                golemw_snapshot::restore_over(manifest, memory, |hash, page| {
+                let tracker = &mut self.snapshots;
+                // Pages that may differ from the snapshot: written since the last capture, or
+                // different between that capture and this snapshot. Without the kernel's
+                // record, every page's fingerprint is compared.
+                let candidates = match (tracker.written.as_mut(), &tracker.last_pages) {
+                    (Some(written), Some(last)) => match written.take(memory) {
+                        Ok(written) => Some((written, last)),
+                        Err(err) => {
+                            tracing::debug!(%err, "write tracking lost; comparing every page");
+                            tracker.written = None;
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let read = |hash: &golemw_snapshot::PageHash, page: &mut [u8]| {
                     reader.read_into(hash, page)
-                })?
+                };
+                let rewritten = match candidates {
+                    Some((written, last)) => {
+                        golemw_snapshot::restore_over_candidates(manifest, memory, read, |i| {
+                            written.contains(i) || last.get(i) != manifest.pages.get(i)
+                        })?
+                    }
+                    None => golemw_snapshot::restore_over(manifest, memory, read)?,
+                };
+                // Memory equals the snapshot now: restart the record from here (our own
+                // writes just now are not news). The caller sets `last_pages` to match.
+                if let Some(written) = tracker.written.as_mut() {
+                    if written.take(memory).is_err() {
+                        tracker.written = None;
+                    }
+                }
+                rewritten
             } else {
                 // A fresh instance's memory is zero beyond what it had before growing and, when
                 // the module's data segments are all it writes at instantiation, outside them.
@@ -809,7 +884,11 @@ impl Worker {
             realloc,
             interface: Arc::clone(inputs.interface),
             storage: Arc::clone(inputs.storage),
-            snapshots: SnapshotTracker::new(inputs.snapshot_policy, inputs.snapshots_keep),
+            snapshots: SnapshotTracker::new(
+                inputs.snapshot_policy,
+                inputs.snapshots_keep,
+                inputs.track_writes,
+            ),
             record,
         };
         if start == Start::Restore {
@@ -1052,24 +1131,31 @@ impl Worker {
                 &self.record.uid,
             )?);
         }
-        let stored = self.snapshots.stored.as_ref().expect("loaded above");
+        let tracker = &mut self.snapshots;
+        let stored = tracker.stored.as_ref().expect("loaded above");
         let capture = {
             let view = self.memory.view(&self.store);
             // SAFETY: this is an idle point: no wasm frame is on the stack and nothing runs
             // until this function returns, by which time the slice is gone.
             let memory = unsafe { view.data_unchecked() };
-            golemw_snapshot::capture(
-                golemw_snapshot::State {
-                    memory,
-                    globals,
-                    host_state,
-                    oplog_index: index,
-                    component_version: self.record.component_version,
-                    created_at_ms: now_ms(),
-                },
-                self.snapshots.last_pages.as_deref(),
-                |hash| stored.contains(hash),
-            )
+            // Taken before memory is read: from here the record counts writes after this
+            // capture. Nothing writes in between (idle point).
+            let written = take_written(&mut tracker.written, &mut tracker.track_writes, memory);
+            let state = golemw_snapshot::State {
+                memory,
+                globals,
+                host_state,
+                oplog_index: index,
+                component_version: self.record.component_version,
+                created_at_ms: now_ms(),
+            };
+            let is_stored = |hash: &golemw_snapshot::PageHash| stored.contains(hash);
+            match (written, tracker.last_pages.as_deref()) {
+                (Some(written), Some(last)) => {
+                    golemw_snapshot::capture_written(state, last, &written, is_stored)
+                }
+                (_, last) => golemw_snapshot::capture(state, last, is_stored),
+            }
         };
         crate::snapshots::put(&self.storage, &self.record.uid, &capture)?;
         let stats = capture.manifest.stats;
@@ -1097,6 +1183,12 @@ impl Worker {
         // Pages may have been collected: reload the set at the next capture.
         self.snapshots.stored = None;
         Ok(())
+    }
+
+    /// Whether the kernel is recording which pages of this instance's memory are written
+    /// (from the first snapshot of the instance on, where available).
+    pub fn tracks_writes(&self) -> bool {
+        self.snapshots.written.is_some()
     }
 
     /// A digest of the instance state (memory and globals): equal digests, equal states.

@@ -17,6 +17,7 @@ pub struct Context {
     pub json: bool,
     pub snapshot_policy: golemw_runtime::SnapshotPolicy,
     pub snapshots_keep: usize,
+    pub write_tracking: bool,
 }
 
 impl Context {
@@ -28,6 +29,7 @@ impl Context {
                 echo_output: !self.json,
                 snapshot_policy: self.snapshot_policy,
                 snapshots_keep: self.snapshots_keep,
+                track_writes: self.write_tracking,
                 ..ExecutorOptions::default()
             },
         )
