@@ -750,6 +750,11 @@ impl Worker {
                     |hash, page| reader.read_into(hash, page),
                     known_zero,
                 )?;
+                // Memory equals the snapshot: start the kernel's record here (about 1 ms per
+                // 64 MiB restored), so the next capture or rewind reads only what the replay
+                // and later invocations write. The caller sets `last_pages` to match.
+                let tracker = &mut self.snapshots;
+                take_written(&mut tracker.written, &mut tracker.track_writes, memory);
                 0
             }
         };

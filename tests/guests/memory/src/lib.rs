@@ -18,6 +18,8 @@ use exports::golemw::memory::api::Guest;
 
 /// The granularity `touch` works in: an OS page.
 const CHUNK: usize = 4096;
+/// The granularity `touch-pages` works in: a wasm page.
+const WASM_PAGE: usize = 65536;
 
 /// The worker's state. No `HashMap`: its random seed would be a host call.
 struct State {
@@ -154,6 +156,37 @@ impl State {
 
 struct Memory;
 
+/// Rewrites `percent`% of the buffers' `chunk`-aligned pieces of linear memory (see `touch`).
+fn touch_chunks(percent: u32, chunk: usize) -> u64 {
+    let percent = percent.min(100) as u64;
+    let mut state = state();
+    state.counter += 1;
+    let mut rng = Rng::new(state.counter);
+    let mut hash = Hasher::new();
+    hash.word(state.counter);
+    // `n` numbers the chunks over all buffers; chunk n is selected when
+    // floor((n + 1) p / 100) > floor(n p / 100): exactly floor(N p / 100) of N chunks,
+    // evenly spread (every chunk at 100, every 10th at 10).
+    let mut n: u64 = 0;
+    for buffer in state.slots.iter_mut().flatten() {
+        let start = buffer.as_ptr() as usize;
+        let mut offset = 0;
+        while offset < buffer.len() {
+            // Up to the next `chunk` boundary of linear memory.
+            let end = ((start + offset) / chunk + 1) * chunk - start;
+            let end = end.min(buffer.len());
+            if (n + 1) * percent / 100 > n * percent / 100 {
+                let piece = &mut buffer[offset..end];
+                rng.xor(piece);
+                hash.bytes(piece);
+            }
+            n += 1;
+            offset = end;
+        }
+    }
+    hash.finish()
+}
+
 impl Guest for Memory {
     fn alloc(kib: u32) -> u32 {
         state().alloc(kib as usize * 1024)
@@ -172,33 +205,11 @@ impl Guest for Memory {
     }
 
     fn touch(percent: u32) -> u64 {
-        let percent = percent.min(100) as u64;
-        let mut state = state();
-        state.counter += 1;
-        let mut rng = Rng::new(state.counter);
-        let mut hash = Hasher::new();
-        hash.word(state.counter);
-        // `n` numbers the chunks over all buffers; chunk n is selected when
-        // floor((n + 1) p / 100) > floor(n p / 100): exactly floor(N p / 100) of N chunks,
-        // evenly spread (every chunk at 100, every 10th at 10).
-        let mut n: u64 = 0;
-        for buffer in state.slots.iter_mut().flatten() {
-            let start = buffer.as_ptr() as usize;
-            let mut offset = 0;
-            while offset < buffer.len() {
-                // Up to the next 4 KiB boundary of linear memory.
-                let end = ((start + offset) / CHUNK + 1) * CHUNK - start;
-                let end = end.min(buffer.len());
-                if (n + 1) * percent / 100 > n * percent / 100 {
-                    let chunk = &mut buffer[offset..end];
-                    rng.xor(chunk);
-                    hash.bytes(chunk);
-                }
-                n += 1;
-                offset = end;
-            }
-        }
-        hash.finish()
+        touch_chunks(percent, CHUNK)
+    }
+
+    fn touch_pages(percent: u32) -> u64 {
+        touch_chunks(percent, WASM_PAGE)
     }
 
     fn fill_mib(mib: u32) {
