@@ -209,10 +209,11 @@ fn table_mutation_fixture_is_valid() {
     assert_eq!(shape.table_mutations, 1, "incr runs table.grow");
 }
 
-const MEMORY_FUNCTIONS: [&str; 10] = [
+const MEMORY_FUNCTIONS: [&str; 11] = [
     "alloc",
     "free",
     "touch",
+    "touch-pages",
     "fill-mib",
     "checksum",
     "memory-bytes",

@@ -406,13 +406,19 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
         // The instance that was rewound and captured again equals a full replay.
         let live = ex.active_state_digest(&id).unwrap();
         let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
-        assert_eq!(live, full, "the rewound instance differs from a full replay");
+        assert_eq!(
+            live, full,
+            "the rewound instance differs from a full replay"
+        );
         let auto = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
         assert_eq!(auto, full, "snapshot recovery differs from a full replay");
         // A fresh instance restored from a snapshot tracks from the restore on.
         ex.recover(&id, RecoveryMode::Auto).unwrap();
         if track_writes && golemw_snapshot::dirty::available().is_ok() {
-            assert!(ex.tracks_writes(&id).unwrap(), "tracking from the restore on");
+            assert!(
+                ex.tracks_writes(&id).unwrap(),
+                "tracking from the restore on"
+            );
         }
         invoke(&mut ex, &id, "touch-pages", &["3"]);
         ex.snapshot(&id).unwrap();
@@ -422,7 +428,10 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
         let pages = manifests(&ex, &id);
         let live = ex.active_state_digest(&id).unwrap();
         let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
-        assert_eq!(live, full, "the restored instance differs from a full replay");
+        assert_eq!(
+            live, full,
+            "the restored instance differs from a full replay"
+        );
         runs.push((checksum, at_target, rewound, after, pages));
     }
     let (tracked, compared) = (&runs[0], &runs[1]);

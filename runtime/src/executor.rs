@@ -105,7 +105,7 @@ impl Executor {
     /// Opens (creating if needed) a data directory; fails if another process holds it.
     pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Self> {
         let mut storage = Storage::open(dir)?;
-        storage.set_fsync(options.fsync);
+        storage.set_fsync(options.fsync)?;
         let storage = Arc::new(storage);
         let engine = wasmer::Engine::default();
         let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -284,7 +284,9 @@ impl Executor {
     fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
         if !self.active.contains_key(id) {
             self.refuse_if_not_runnable(id)?;
-            self.recover_into_memory(id, mode, None)?;
+            // The recovery report is saved with the record at the worker's next commit (an
+            // activation is nearly always for an invocation): not a commit of its own.
+            self.recover_into_memory(id, mode, None, false)?;
             self.forget_suspension(id)?;
             // Updates requested while the worker was busy, or left pending by a process that
             // stopped: the worker is idle now.
@@ -303,7 +305,7 @@ impl Executor {
                     tracing::warn!(worker = %id, %err, "pending update failed");
                 }
                 if !self.active.contains_key(id) {
-                    self.recover_into_memory(id, RecoveryMode::Auto, None)?;
+                    self.recover_into_memory(id, RecoveryMode::Auto, None, false)?;
                 }
             }
         }
@@ -313,11 +315,13 @@ impl Executor {
     /// Recovers a worker and makes it active, rewinding `live` (its instance that just went
     /// back in history) in place if a snapshot allows. Jumps made during recovery are handled
     /// by `Worker::recover_reusing` itself; a retry it schedules is waited for here.
+    /// `save_report` writes the record with its new recovery report now (not durably).
     fn recover_into_memory(
         &mut self,
         id: &WorkerId,
         mode: RecoveryMode,
         mut live: Option<Worker>,
+        save_report: bool,
     ) -> Result<()> {
         loop {
             let mut record = self.worker_record(id)?;
@@ -330,12 +334,9 @@ impl Executor {
                 Ok((mut worker, recovery)) => {
                     tracing::debug!(worker = %id, ?recovery, "recovered");
                     worker.record.last_recovery = Some(recovery.clone());
-                    // Informational: written without fsync.
-                    let encoded = codec::encode(&worker.record);
-                    let db = self.storage.tables().workers;
-                    let key = id.storage_key();
-                    self.storage
-                        .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
+                    if save_report {
+                        self.save_record(&worker.record)?;
+                    }
                     self.active.insert(id.clone(), Active { worker, recovery });
                     return Ok(());
                 }
@@ -470,8 +471,17 @@ impl Executor {
         crate::worker::revert(&self.storage, &mut record, target)?;
         // Recovery finds out whether the worker still awaits a promise (and suspends it again).
         crate::promises::remove_suspension(&self.storage, &record.uid)?;
-        self.recover_into_memory(id, RecoveryMode::Auto, live)?;
+        self.recover_into_memory(id, RecoveryMode::Auto, live, true)?;
         Ok(self.active[id].recovery.clone())
+    }
+
+    /// Writes a worker record without making it durable.
+    fn save_record(&self, record: &WorkerRecord) -> Result<()> {
+        let encoded = codec::encode(record);
+        let key = record.id.storage_key();
+        let db = self.storage.tables().workers;
+        self.storage
+            .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))
     }
 
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
@@ -490,10 +500,14 @@ impl Executor {
         Ok(interface.snapshot_blocker.clone())
     }
 
-    /// Recovers a worker without invoking anything and reports how.
+    /// Recovers a worker without invoking anything and reports how (the report is saved with
+    /// the worker record, for `worker get`).
     pub fn recover(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<RecoveryReport> {
         self.active.remove(id);
-        Ok(self.activate_with(id, mode)?.recovery.clone())
+        let active = self.activate_with(id, mode)?;
+        let (record, recovery) = (active.worker.record.clone(), active.recovery.clone());
+        self.save_record(&record)?;
+        Ok(recovery)
     }
 
     /// Takes a snapshot of a worker now (it is idle between commands).
@@ -505,7 +519,10 @@ impl Executor {
     /// The state digest of a worker recovered in `mode`.
     pub fn state_digest(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<String> {
         self.active.remove(id);
-        let digest = self.activate_with(id, mode)?.worker.state_digest();
+        let worker = &mut self.activate_with(id, mode)?.worker;
+        let digest = worker.state_digest();
+        let record = worker.record.clone();
+        self.save_record(&record)?;
         self.active.remove(id);
         Ok(digest)
     }
@@ -662,7 +679,7 @@ impl Executor {
         key: &str,
     ) -> Result<Option<String>> {
         let live = self.active.remove(id).map(|active| active.worker);
-        self.recover_into_memory(id, RecoveryMode::Auto, live)?;
+        self.recover_into_memory(id, RecoveryMode::Auto, live, true)?;
         let recovery = self.active[id].recovery.clone();
         match recovery.resumed {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {

@@ -447,7 +447,10 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
                 get(&untracked, "touch-pages", 1),
             ),
             ("capture_10pct_ms".into(), get(&tracked, "touch-pages", 10)),
-            ("capture_100pct_ms".into(), get(&tracked, "touch-pages", 100)),
+            (
+                "capture_100pct_ms".into(),
+                get(&tracked, "touch-pages", 100),
+            ),
             ("capture_0pct_ms".into(), zero_on),
             ("capture_0pct_untracked_ms".into(), zero_off),
             ("storage_100_snapshots_1pct_bytes".into(), total),
