@@ -404,8 +404,8 @@ fn figure(
          reclaimable. It grows with the size of the file: about 3 MiB per 100 activations with \
          600 workers on disk in a trial run; not broken down further."
             .to_string(),
-        "Durable − batched activation is the fsync of the invocation's commit; the restore \
-         itself writes nothing but the worker record (no fsync). The OS page cache is warm \
+        "Durable − batched activation is the invocation's durable commit (two fsyncs); the \
+         activation itself writes nothing (its recovery report goes with that commit). The OS page cache is warm \
          (the workers were just written): activation reads LMDB from memory."
             .to_string(),
     ];

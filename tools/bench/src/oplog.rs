@@ -205,7 +205,7 @@ fn figure(ctx: &Ctx, n: u64, m: &Measured) -> Figure {
         speed.row(vec![what.into(), count(r), fmt(1e9 / r), vs]);
     };
     row(
-        "append: live Gate → LMDB (block per 4096, fsync at end)",
+        "append: live Gate → LMDB (block per 4096, each commit fsynced)",
         append,
         Some(encode),
     );
@@ -250,8 +250,9 @@ fn figure(ctx: &Ctx, n: u64, m: &Measured) -> Figure {
         method: format!(
             "{} `imported-function-invoked` clock entries (wall-clock readings ~1 µs apart with \
              noise) appended through a live `Gate` on a real `Storage` in a fresh data directory: \
-             the gate writes a zstd block per 4096 entries in its own LMDB transaction (no fsync), \
-             then one final durable commit (fsync). Then read back with `store::read_entries` in \
+             the gate writes a zstd block per 4096 entries in its own LMDB transaction (whose \
+             commit fsyncs the data, as every commit of durable storage does), then one final \
+             durable commit (data and meta fsyncs). Then read back with `store::read_entries` in \
              16 Ki batches, and through a replaying `Gate`. Baselines: encoding the same entries \
              with `BlockEncoder` and decoding the blocks with `decode_block`, in memory. Median of \
              {} repetitions, each on a fresh data directory.",
