@@ -243,14 +243,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(figure(
-        runs,
-        &implicit,
-        &durable,
-        &batched,
-        &plain,
-        &probe,
-    ))
+    Ok(figure(runs, &implicit, &durable, &batched, &plain, &probe))
 }
 
 fn figure(
@@ -339,10 +332,7 @@ fn figure(
             "commit of a small 3-value LMDB transaction (fsyncs its data)",
             &probe.commit,
         ),
-        (
-            "Storage::sync after it (fsyncs the meta page)",
-            fsync,
-        ),
+        ("Storage::sync after it (fsyncs the meta page)", fsync),
     ] {
         split.row(vec![name.to_string(), fmt(s.median()), fmt(s.p99())]);
         metrics.push((format!("plain {name}: p50_us"), s.median()));

@@ -13,6 +13,7 @@ mod capture;
 mod cold_start;
 mod host_calls;
 mod invocation;
+mod journal;
 mod many_workers;
 mod oplog;
 mod plain;
@@ -43,6 +44,7 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("cold-start", cold_start::run),
     ("many-workers", many_workers::run),
     ("time-travel", travel::run),
+    ("wasmer-journal", journal::run_figure),
 ];
 
 #[derive(Parser, Debug)]
@@ -67,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     many_workers: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
-    /// restore-limit, capture, cold-start, many-workers.
+    /// restore-limit, capture, cold-start, many-workers, time-travel, wasmer-journal.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print JSON on stdout instead of tables.

@@ -152,7 +152,7 @@ pub fn golemw_binary() -> Result<PathBuf> {
 
 /// Runs `golemw --json --data-dir DIR ARGS` (no GOLEMW_* or RUST_LOG from the environment;
 /// `log` sets RUST_LOG): wall time from spawn to exit, stdout, stderr.
-fn golemw_run(
+pub fn golemw_run(
     golemw: &Path,
     dir: &Path,
     args: &[&str],
@@ -164,6 +164,7 @@ fn golemw_run(
         "GOLEMW_DATA_DIR",
         "GOLEMW_SNAPSHOT_POLICY",
         "GOLEMW_SNAPSHOTS_KEEP",
+        "GOLEMW_WRITE_TRACKING",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);

@@ -35,7 +35,7 @@ struct Jump {
 }
 
 /// Copies a data directory (sparse: LMDB's map is mostly holes).
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     let status = Command::new("cp")
         .arg("-r")
         .arg("--sparse=always")
