@@ -754,7 +754,15 @@ impl Worker {
                 // 64 MiB restored), so the next capture or rewind reads only what the replay
                 // and later invocations write. The caller sets `last_pages` to match.
                 let tracker = &mut self.snapshots;
+                let started = Instant::now();
                 take_written(&mut tracker.written, &mut tracker.track_writes, memory);
+                if tracker.written.is_some() {
+                    tracing::debug!(
+                        worker = %self.record.id,
+                        track_us = started.elapsed().as_micros() as u64,
+                        "write tracking started"
+                    );
+                }
                 0
             }
         };

@@ -196,7 +196,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             "Where the {} ms go: the in-place restore takes {} ms with the kernel's record of \
              written pages against {} ms comparing every page of the 64 MiB; replaying the {} \
              tail entries takes about {} ms at the full replay's own rate ({} µs per entry); \
-             the rest is recording the jump durably (one fsync) and the executor's \
+             the rest is recording the jump durably (a durable commit: two fsyncs) and the executor's \
              bookkeeping. The tail is set by the snapshot interval (10^4 entries; the target \
              falls just before a snapshot).",
             fmt(snap_ms),
