@@ -484,12 +484,9 @@ impl Executor {
             .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))
     }
 
+    /// Writes a worker record durably.
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
-        let encoded = codec::encode(record);
-        let key = record.id.storage_key();
-        let db = self.storage.tables().workers;
-        self.storage
-            .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))?;
+        self.save_record(record)?;
         self.storage.sync()
     }
 
@@ -585,8 +582,9 @@ impl Executor {
     /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
     /// exist. With an idempotency key that already completed, returns the stored result.
     ///
-    /// A worker created here is made durable by the invocation's own commit (one fsync for
-    /// both), or by an fsync when the invocation fails before committing.
+    /// A worker created here is committed without the meta-page fsync: the invocation's own
+    /// durable commit makes both durable, or a sync does when the invocation fails before
+    /// committing.
     pub fn invoke(
         &mut self,
         id: &WorkerId,

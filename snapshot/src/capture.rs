@@ -194,20 +194,25 @@ pub(crate) fn is_zero(bytes: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::Mutex;
 
-    fn snap(memory: &[u8], previous: Previous<'_>, stored: &Mutex<HashSet<PageHash>>) -> Capture {
-        let state = State {
+    /// A state of `memory` with no globals or host state, at oplog index 1.
+    pub(crate) fn state(memory: &[u8]) -> State<'_> {
+        State {
             memory,
             globals: vec![],
             host_state: vec![],
             oplog_index: 1,
             component_version: 0,
             created_at_ms: 0,
-        };
+        }
+    }
+
+    fn snap(memory: &[u8], previous: Previous<'_>, stored: &Mutex<HashSet<PageHash>>) -> Capture {
+        let state = state(memory);
         let capture = capture(state, previous, |h| stored.lock().unwrap().contains(h));
         stored
             .lock()
@@ -252,14 +257,7 @@ mod tests {
         // A page reported written that did not change is harmless.
         written.insert(20);
         let full = snap(&memory, Some(&first.manifest.pages), &stored);
-        let state = State {
-            memory: &memory,
-            globals: vec![],
-            host_state: vec![],
-            oplog_index: 1,
-            component_version: 0,
-            created_at_ms: 0,
-        };
+        let state = state(&memory);
         let tracked = capture_written(state, &first.manifest.pages, &written, |h| {
             stored.lock().unwrap().contains(h)
         });

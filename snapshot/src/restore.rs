@@ -153,6 +153,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::capture::tests::state;
     use crate::capture::{capture, State};
 
     #[test]
@@ -195,14 +196,7 @@ mod tests {
         for (i, b) in memory.iter_mut().enumerate().take(5 * PAGE_BYTES) {
             *b = (i * 7 % 253) as u8;
         }
-        let state = State {
-            memory: &memory,
-            globals: vec![],
-            host_state: vec![],
-            oplog_index: 1,
-            component_version: 0,
-            created_at_ms: 0,
-        };
+        let state = state(&memory);
         let captured = capture(state, None, |_| false);
         let pages: HashMap<_, _> = captured.new_pages.into_iter().collect();
         // A later state: one stored page changed, one zero page written.
@@ -226,14 +220,7 @@ mod tests {
         for (i, b) in memory.iter_mut().enumerate() {
             *b = (i * 13 % 241) as u8;
         }
-        let state = State {
-            memory: &memory,
-            globals: vec![],
-            host_state: vec![],
-            oplog_index: 1,
-            component_version: 0,
-            created_at_ms: 0,
-        };
+        let state = state(&memory);
         let captured = capture(state, None, |_| false);
         let pages: HashMap<_, _> = captured.new_pages.into_iter().collect();
         let mut later = memory.clone();
@@ -257,14 +244,7 @@ mod tests {
     #[test]
     fn a_missing_page_is_an_error_not_a_wrong_state() {
         let memory = vec![1u8; 2 * PAGE_BYTES];
-        let state = State {
-            memory: &memory,
-            globals: vec![],
-            host_state: vec![],
-            oplog_index: 1,
-            component_version: 0,
-            created_at_ms: 0,
-        };
+        let state = state(&memory);
         let captured = capture(state, None, |_| false);
         let mut dst = vec![0u8; 2 * PAGE_BYTES];
         let err = restore_into(&captured.manifest, &mut dst, |h, _| {

@@ -1170,7 +1170,13 @@ impl Worker {
                 (_, last) => golemw_snapshot::capture(state, last, is_stored),
             }
         };
-        crate::snapshots::put(&self.storage, &self.record.uid, &capture)?;
+        if let Err(err) = crate::snapshots::put(&self.storage, &self.record.uid, &capture) {
+            // The kernel's record restarted at this capture, which is not stored, while
+            // `last_pages` still describes the previous one: the next capture must read all
+            // of memory again.
+            self.snapshots.written = None;
+            return Err(err);
+        }
         let stats = capture.manifest.stats;
         let tracker = &mut self.snapshots;
         if let Some(stored) = tracker.stored.as_mut() {
