@@ -725,11 +725,7 @@ impl Worker {
                 };
                 // Memory equals the snapshot now: restart the record from here (our own
                 // writes just now are not news). The caller sets `last_pages` to match.
-                if let Some(written) = tracker.written.as_mut() {
-                    if written.take(memory).is_err() {
-                        tracker.written = None;
-                    }
-                }
+                take_written(&mut tracker.written, &mut tracker.track_writes, memory);
                 rewritten
             } else {
                 // A fresh instance's memory is zero beyond what it had before growing and, when
@@ -1205,7 +1201,7 @@ impl Worker {
     }
 
     /// Whether the kernel is recording which pages of this instance's memory are written
-    /// (from the first snapshot of the instance on, where available).
+    /// (from its restore, rewind or first snapshot on, where available).
     pub fn tracks_writes(&self) -> bool {
         self.snapshots.written.is_some()
     }
