@@ -23,8 +23,8 @@ const SNAPSHOT_EVERY: u64 = 10_000;
 /// Every snapshot of the history is kept.
 const KEEP: usize = (HISTORY / SNAPSHOT_EVERY) as usize + 10;
 /// Timed jumps from snapshots, and by full replay (each on a fresh copy of the history).
-const REPS: usize = 5;
-const FULL_REPS: usize = 3;
+const REPS: usize = 9;
+const FULL_REPS: usize = 5;
 const SPEEDUP_GOAL: f64 = 50.0;
 const LIVE_GOAL_MS: f64 = 50.0;
 
