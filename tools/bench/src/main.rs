@@ -116,6 +116,14 @@ impl Ctx {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The runtime's logs, for profiling a figure: only when RUST_LOG asks (they would
+    // otherwise cost time inside the measurements).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for name in &args.only {
         if !FIGURES.iter().any(|(id, _)| id == name) {
             let known: Vec<_> = FIGURES.iter().map(|(id, _)| *id).collect();
