@@ -255,7 +255,7 @@ mod imp {
     }
 
     pub struct Tracker {
-        uffd: OwnedFd,
+        uffd: &'static OwnedFd,
     }
 
     fn os_error(what: &str) -> Unavailable {
@@ -275,29 +275,50 @@ mod imp {
             .map_err(|e| Unavailable::new(format!("opening /proc/self/pagemap: {e}")))
     }
 
+    /// One userfaultfd for the whole process. In asynchronous write-protect mode it never
+    /// delivers an event, so every tracked memory can share it, and a process with thousands
+    /// of active workers spends one descriptor, not thousands. A memory's registration ends
+    /// when the memory is unmapped (a tracker dropped before that leaves it registered, which
+    /// a later tracker of the same memory reuses).
+    fn shared_uffd() -> Result<&'static OwnedFd, Unavailable> {
+        static UFFD: OnceLock<Result<OwnedFd, (String, bool)>> = OnceLock::new();
+        UFFD.get_or_init(|| open_uffd().map_err(|e| (e.reason, e.forbidden)))
+            .as_ref()
+            .map_err(|(reason, forbidden)| Unavailable {
+                reason: reason.clone(),
+                forbidden: *forbidden,
+            })
+    }
+
+    fn open_uffd() -> Result<OwnedFd, Unavailable> {
+        // User-mode-only needs no privilege; async write-protect never delivers a fault
+        // anyway, so nothing is lost by it.
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY;
+        // SAFETY: a plain system call; the result is a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+        if fd < 0 {
+            return Err(os_error("userfaultfd"));
+        }
+        // SAFETY: `fd` is a descriptor we own from here on.
+        let uffd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_WP_ASYNC,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes a `uffdio_api`, which `api` is.
+        if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            return Err(os_error("userfaultfd with asynchronous write-protect"));
+        }
+        Ok(uffd)
+    }
+
     impl Tracker {
         pub fn new() -> Result<Self, Unavailable> {
             pagemap()?;
-            // User-mode-only needs no privilege; async write-protect never delivers a fault
-            // anyway, so nothing is lost by it.
-            let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY;
-            // SAFETY: a plain system call; the result is a new descriptor or -1.
-            let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
-            if fd < 0 {
-                return Err(os_error("userfaultfd"));
-            }
-            // SAFETY: `fd` is a descriptor we own from here on.
-            let uffd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-            let mut api = UffdioApi {
-                api: UFFD_API,
-                features: UFFD_FEATURE_WP_ASYNC,
-                ioctls: 0,
-            };
-            // SAFETY: UFFDIO_API reads and writes a `uffdio_api`, which `api` is.
-            if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
-                return Err(os_error("userfaultfd with asynchronous write-protect"));
-            }
-            Ok(Tracker { uffd })
+            Ok(Tracker {
+                uffd: shared_uffd()?,
+            })
         }
 
         pub fn register(&self, start: usize, len: usize) -> Result<(), Unavailable> {
@@ -539,6 +560,32 @@ mod tests {
             assert!(err.reason.contains("not page aligned"), "{err}");
             assert!(!err.forbidden);
         }
+    }
+
+    #[test]
+    fn trackers_share_one_descriptor_and_a_memory_can_be_tracked_again() {
+        let Some(_) = tracker_for(Mapping::new(PAGE_BYTES).slice(PAGE_BYTES)) else {
+            return;
+        };
+        let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = open_fds();
+        let mappings: Vec<Mapping> = (0..200).map(|_| Mapping::new(2 * PAGE_BYTES)).collect();
+        let trackers: Vec<DirtyTracker> = mappings
+            .iter()
+            .map(|m| DirtyTracker::new(m.slice(2 * PAGE_BYTES)).unwrap())
+            .collect();
+        // Other tests may open descriptors meanwhile; 200 trackers must not each hold one.
+        assert!(open_fds() < before + 50, "{} -> {}", before, open_fds());
+        drop(trackers);
+        // A memory whose tracker was dropped is tracked again by a new one.
+        let memory = mappings[7].slice(2 * PAGE_BYTES);
+        let mut again = DirtyTracker::new(memory).unwrap();
+        again.take(memory).unwrap();
+        memory[PAGE_BYTES + 3] = 1;
+        assert_eq!(
+            again.take(memory).unwrap().iter().collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 
     #[test]
