@@ -328,40 +328,6 @@ struct HostSnapshot {
     persistence: crate::host::persistence::Persistence,
 }
 
-/// The pages of `memory` written since the tracker's last look (which then restarts), or None
-/// when the caller must read all of memory: not tracking yet (tracking starts now, so the next
-/// call answers) or tracking unavailable (then `enabled` turns false and stays so).
-fn take_written(
-    tracker: &mut Option<golemw_snapshot::DirtyTracker>,
-    enabled: &mut bool,
-    memory: &[u8],
-) -> Option<golemw_snapshot::PageSet> {
-    if !*enabled {
-        return None;
-    }
-    if let Some(written) = tracker.as_mut() {
-        match written.take(memory) {
-            Ok(pages) => return Some(pages),
-            Err(err) => tracing::debug!(%err, "write tracking lost; starting again"),
-        }
-    }
-    *tracker = None;
-    match golemw_snapshot::DirtyTracker::new(memory) {
-        Ok(mut started) => {
-            // Everything counts as written until the first look: take it now so that the
-            // next capture hears only of later writes.
-            if started.take(memory).is_ok() {
-                *tracker = Some(started);
-            }
-        }
-        Err(err) => {
-            tracing::debug!(%err, "pages will be compared by fingerprint");
-            *enabled = false;
-        }
-    }
-    None
-}
-
 /// Snapshot bookkeeping of a live worker.
 struct SnapshotTracker {
     policy: Policy,
@@ -385,6 +351,37 @@ struct SnapshotTracker {
 }
 
 impl SnapshotTracker {
+    /// The pages of `memory` written since the kernel's record last restarted (it restarts
+    /// now), or None when the caller must read all of memory: not tracking yet (tracking
+    /// starts now, so the next call answers) or tracking unavailable (then `track_writes`
+    /// turns false and stays so).
+    fn take_written(&mut self, memory: &[u8]) -> Option<golemw_snapshot::PageSet> {
+        if !self.track_writes {
+            return None;
+        }
+        if let Some(written) = self.written.as_mut() {
+            match written.take(memory) {
+                Ok(pages) => return Some(pages),
+                Err(err) => tracing::debug!(%err, "write tracking lost; starting again"),
+            }
+        }
+        self.written = None;
+        match golemw_snapshot::DirtyTracker::new(memory) {
+            Ok(mut started) => {
+                // Everything counts as written until the first look: take it now so that
+                // the next call hears only of later writes.
+                if started.take(memory).is_ok() {
+                    self.written = Some(started);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "pages will be compared by fingerprint");
+                self.track_writes = false;
+            }
+        }
+        None
+    }
+
     fn new(policy: Policy, keep: usize, track_writes: bool) -> Self {
         SnapshotTracker {
             policy,
@@ -725,7 +722,7 @@ impl Worker {
                 };
                 // Memory equals the snapshot now: restart the record from here (our own
                 // writes just now are not news). The caller sets `last_pages` to match.
-                take_written(&mut tracker.written, &mut tracker.track_writes, memory);
+                tracker.take_written(memory);
                 rewritten
             } else {
                 // A fresh instance's memory is zero beyond what it had before growing and, when
@@ -751,7 +748,7 @@ impl Worker {
                 // and later invocations write. The caller sets `last_pages` to match.
                 let tracker = &mut self.snapshots;
                 let started = Instant::now();
-                take_written(&mut tracker.written, &mut tracker.track_writes, memory);
+                tracker.take_written(memory);
                 if tracker.written.is_some() {
                     tracing::debug!(
                         worker = %self.record.id,
@@ -1141,7 +1138,6 @@ impl Worker {
             )?);
         }
         let tracker = &mut self.snapshots;
-        let stored = tracker.stored.as_ref().expect("loaded above");
         let capture = {
             let view = self.memory.view(&self.store);
             // SAFETY: this is an idle point: no wasm frame is on the stack and nothing runs
@@ -1149,7 +1145,8 @@ impl Worker {
             let memory = unsafe { view.data_unchecked() };
             // Taken before memory is read: from here the record counts writes after this
             // capture. Nothing writes in between (idle point).
-            let written = take_written(&mut tracker.written, &mut tracker.track_writes, memory);
+            let written = tracker.take_written(memory);
+            let stored = tracker.stored.as_ref().expect("loaded above");
             let state = golemw_snapshot::State {
                 memory,
                 globals,
