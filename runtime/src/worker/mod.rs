@@ -698,16 +698,9 @@ impl Worker {
                 // Pages that may differ from the snapshot: written since the last capture, or
                 // different between that capture and this snapshot. Without the kernel's
                 // record, every page's fingerprint is compared.
-                let candidates = match (tracker.written.as_mut(), &tracker.last_pages) {
-                    (Some(written), Some(last)) => match written.take(memory) {
-                        Ok(written) => Some((written, last)),
-                        Err(err) => {
-                            tracing::debug!(%err, "write tracking lost; comparing every page");
-                            tracker.written = None;
-                            None
-                        }
-                    },
-                    _ => None,
+                let candidates = match tracker.take_written(memory) {
+                    Some(written) => tracker.last_pages.as_ref().map(|last| (written, last)),
+                    None => None,
                 };
                 let read = |hash: &golemw_snapshot::PageHash, page: &mut [u8]| {
                     reader.read_into(hash, page)
