@@ -29,7 +29,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let payload = check(bytes, what)?;
     postcard::from_bytes(payload).map_err(|err| Error::Corrupt {
         what: what.to_string(),
-        detail: format!("checksum matches but the record does not decode: {err}"),
+        detail: format!(
+            "checksum matches but the record does not decode ({err}); a data directory written \
+             by an older golemw whose layout differed reads like this (they are not migrated)"
+        ),
     })
 }
 
@@ -89,6 +92,92 @@ mod tests {
         let bytes = encode(&vec![1u32, 2, 3]);
         assert_eq!(decode::<Vec<u32>>(&bytes, "t").unwrap(), vec![1, 2, 3]);
     }
+
+    /// The bytes stored for a worker record and for oplog entries, pinned. If this fails, the
+    /// on-disk layout changed: bump [`FORMAT_VERSION`] (older data directories then get a
+    /// clear version error instead of a decode failure) and update the expected bytes. Oplog
+    /// variants may be added at the end of the enum without a bump; no other change may.
+    #[test]
+    fn the_stored_layout_is_pinned_to_the_format_version() {
+        use crate::history::{History, Region, UpdateMode, UpdateOutcome, UpdateRecord};
+        use crate::ids::{ComponentId, WorkerId};
+        use crate::oplog::entry::{DiscardReason, OplogEntry};
+        use crate::worker::{RecoveryReport, ResumedInvocation, WorkerRecord, WorkerStatus};
+        use uuid::Uuid;
+
+        let mut history = History::new(2);
+        history.updates.push(UpdateRecord {
+            target_version: 3,
+            mode: UpdateMode::SnapshotBased,
+            requested_at_ms: 7,
+            outcome: UpdateOutcome::Failed("no".into()),
+            started_at: 10,
+            completed_at: 11,
+            undone: false,
+        });
+        history.delete(Region { start: 5, end: 9 });
+        let record = WorkerRecord {
+            id: WorkerId {
+                component_id: ComponentId(Uuid::from_u128(1)),
+                worker_name: "w".into(),
+            },
+            uid: Uuid::from_u128(2),
+            component_version: 2,
+            args: vec!["a".into()],
+            env: vec![("K".into(), "V".into())],
+            created_at_ms: 3,
+            status: WorkerStatus::Idle,
+            retry_count: 1,
+            last_error: Some("e".into()),
+            oplog_len: 12,
+            last_recovery: Some(RecoveryReport {
+                entries_replayed: 4,
+                snapshot_index: Some(5),
+                skipped: vec!["s".into()],
+                resumed: Some(ResumedInvocation {
+                    idempotency_key: "k".into(),
+                    result: Some("1".into()),
+                    error: None,
+                }),
+                pages_rewritten: Some(6),
+                ..RecoveryReport::default()
+            }),
+            history,
+        };
+        let entries = [
+            OplogEntry::Create {
+                timestamp_ms: 1,
+                component_version: 2,
+                args: vec!["a".into()],
+                env: vec![],
+            },
+            OplogEntry::Discarded {
+                timestamp_ms: 1,
+                start: 2,
+                end: 3,
+                reason: DiscardReason::Retry {
+                    attempt: 4,
+                    delay_ms: 5,
+                },
+            },
+        ];
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut actual = vec![hex(&encode(&record))];
+        actual.extend(
+            entries
+                .iter()
+                .map(|e| hex(&postcard::to_stdvec(e).unwrap())),
+        );
+        let expected: [&str; 3] = [GOLDEN_RECORD, GOLDEN_CREATE, GOLDEN_DISCARDED];
+        assert_eq!(
+            actual, expected,
+            "the stored layout changed: bump FORMAT_VERSION and update the expected bytes"
+        );
+    }
+
+    const GOLDEN_RECORD: &str = "012ac7cbb31000000000000000000000000000000001017710000000000000000000000000000000020201016101014b01560301010101650c01040000000105000001017301016b010131000106020105090103010702026e6f0a0b00";
+    const GOLDEN_CREATE: &str = "00010201016100";
+    const GOLDEN_DISCARDED: &str = "11010203000405";
 
     #[test]
     fn a_truncated_record_is_reported_as_corrupt() {
