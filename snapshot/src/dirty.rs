@@ -104,9 +104,10 @@ impl Unavailable {
     }
 }
 
-/// The memory a tracker watches moved or shrank: its reports no longer apply.
-#[derive(Debug, thiserror::Error)]
-#[error("the tracked memory moved or shrank (was {was_len} bytes at {was_base:#x})")]
+/// The memory a tracker watches moved or shrank, or the kernel refused to scan or register
+/// it: its reports no longer apply.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("write tracking of the memory at {was_base:#x} ({was_len} bytes) was lost")]
 pub struct TrackingLost {
     pub was_base: usize,
     pub was_len: usize,
@@ -174,18 +175,12 @@ impl DirtyTracker {
             let registered = self.inner.register(self.base + self.len, grown);
             written.insert_range(self.len / PAGE_BYTES, memory.len() / PAGE_BYTES);
             if registered.is_err() {
-                return Err(TrackingLost {
-                    was_base: self.base,
-                    was_len: self.len,
-                });
+                return Err(lost);
             }
             // Written now means "since registration": protect what is already there.
             self.inner
                 .scan_and_protect(self.base + self.len, grown, |_, _| {})
-                .map_err(|_| TrackingLost {
-                    was_base: self.base,
-                    was_len: self.len,
-                })?;
+                .map_err(|_| lost)?;
             self.len = memory.len();
         }
         Ok(written)

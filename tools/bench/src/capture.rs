@@ -115,6 +115,15 @@ struct Run {
     series_bytes: u64,
 }
 
+impl Run {
+    /// The series of `function(percent)` rounds, if the plan had one.
+    fn find_series(&self, function: &str, percent: u32) -> Option<&Series> {
+        self.series
+            .iter()
+            .find(|s| s.function == function && s.percent == percent)
+    }
+}
+
 fn run_plan(
     ctx: &Ctx,
     track_writes: bool,
@@ -202,10 +211,8 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
                 .collect::<Vec<_>>(),
         )
     };
-    let find = |run: &'_ Run, function: &str, percent: u32| -> Option<f64> {
-        run.series
-            .iter()
-            .find(|s| s.function == function && s.percent == percent)
+    let find = |run: &Run, function: &str, percent: u32| {
+        run.find_series(function, percent)
             .map(|s| capture_ms(&s.shots))
     };
     let mut table = Table::new(&[
@@ -354,13 +361,9 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let zero_on = get(&tracked, "touch-pages", 0);
     let zero_off = get(&untracked, "touch-pages", 0);
     let pages_new = |run: &Run, f: &str, p: u32| {
-        let series = run
-            .series
-            .iter()
-            .find(|s| s.function == f && s.percent == p)
-            .expect("series in the plan");
         median(
-            &series
+            &run.find_series(f, p)
+                .expect("series in the plan")
                 .shots
                 .iter()
                 .map(|s| s.stats.pages_new as f64)

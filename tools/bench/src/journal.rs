@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use golemw_runtime::{ExecutorOptions, SnapshotPolicy};
 
 use crate::report::{Figure, Table};
-use crate::restart::{golemw_binary, golemw_run, memory_worker, MEMORY_MIB};
+use crate::restart::{golemw_binary, golemw_run, memory_worker, target_dir, MEMORY_MIB};
 use crate::stats::{fmt, median, ratio};
 use crate::travel::copy_dir;
 use crate::Ctx;
@@ -26,9 +26,7 @@ fn wasmer_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("WASMER") {
         return Some(PathBuf::from(path));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or(golemw_tests::repo_root().join("target"), PathBuf::from);
-    let path = target.join("peers").join("bin").join("wasmer");
+    let path = target_dir().join("peers").join("bin").join("wasmer");
     path.exists().then_some(path)
 }
 

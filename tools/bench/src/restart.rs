@@ -136,6 +136,12 @@ fn recover_in_process(dir: &Path, mode: RecoveryMode) -> Result<(Duration, Recov
     Ok((start.elapsed(), report))
 }
 
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or(golemw_tests::repo_root().join("target"), PathBuf::from)
+}
+
 /// Builds the release `golemw` binary (cargo does nothing when it is up to date).
 pub fn golemw_binary() -> Result<PathBuf> {
     let root = golemw_tests::repo_root();
@@ -146,8 +152,7 @@ pub fn golemw_binary() -> Result<PathBuf> {
         .status()
         .context("running cargo build --release -p golemw")?;
     ensure!(status.success(), "cargo build --release -p golemw failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    Ok(target.join("release").join("golemw"))
+    Ok(target_dir().join("release").join("golemw"))
 }
 
 /// Runs `golemw --json --data-dir DIR ARGS` (no GOLEMW_* or RUST_LOG from the environment;
