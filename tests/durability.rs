@@ -430,3 +430,95 @@ fn a_replay_that_makes_a_different_host_call_names_the_index_and_the_calls() {
     );
     assert_eq!(err.matches("diverged").count(), 1, "said once: {err}");
 }
+
+#[test]
+fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ExecutorOptions {
+        snapshot_policy: golemw_runtime::SnapshotPolicy::Off,
+        ..ExecutorOptions::default()
+    };
+    let mut ex = Executor::open(dir.path(), options()).unwrap();
+    add_component(&ex, "init", "init");
+    // What an invocation of a stored, active worker costs: one commit, one sync.
+    let known = worker(&ex, "init", "known");
+    ex.create_worker(&known, Vec::new(), Vec::new()).unwrap();
+    invoke(&mut ex, &known, "add", &["1"]);
+    let before = ex.storage().io_counts();
+    invoke(&mut ex, &known, "add", &["1"]);
+    let warm = ex.storage().io_counts();
+    assert_eq!(
+        (warm.commits - before.commits, warm.syncs - before.syncs),
+        (1, 1)
+    );
+
+    // Invoking a new name creates the worker at no extra commit or sync.
+    let fresh = worker(&ex, "init", "fresh");
+    let started = invoke(&mut ex, &fresh, "started-at", &[]).unwrap();
+    let after = ex.storage().io_counts();
+    assert_eq!(
+        (after.commits - warm.commits, after.syncs - warm.syncs),
+        (1, 1),
+        "creation shares the invocation's commit"
+    );
+    // An invocation refused before anything ran still leaves the worker stored, with the
+    // entries its start code recorded.
+    let refused = worker(&ex, "init", "refused");
+    let err = ex.invoke(&refused, "nope", &[], None).unwrap_err();
+    assert!(err.to_string().contains("unknown function"), "{err}");
+    assert_eq!(
+        ex.storage().io_counts().syncs - after.syncs,
+        1,
+        "the refused worker is stored durably"
+    );
+    drop(ex);
+
+    let mut ex = Executor::open(dir.path(), options()).unwrap();
+    let entries = |ex: &Executor, id: &WorkerId| -> Vec<String> {
+        ex.oplog(id, 1, 100)
+            .unwrap()
+            .into_iter()
+            .flat_map(|block| match block {
+                golemw_runtime::oplog::store::BlockRead::Entries(entries) => entries,
+                golemw_runtime::oplog::store::BlockRead::Corrupt { detail, .. } => {
+                    panic!("{detail}")
+                }
+            })
+            .map(|(_, entry)| entry.kind().to_string())
+            .collect()
+    };
+    // create, _initialize's clock and random calls, then the invocation.
+    let fresh_entries = entries(&ex, &fresh);
+    assert_eq!(
+        &fresh_entries[..3],
+        [
+            "create",
+            "imported-function-invoked",
+            "imported-function-invoked"
+        ]
+    );
+    assert!(
+        fresh_entries[3..].contains(&"exported-function-completed".to_string()),
+        "{fresh_entries:?}"
+    );
+    assert_eq!(
+        invoke(&mut ex, &fresh, "started-at", &[]).unwrap(),
+        started,
+        "the start code's host calls replay from the invocation's commit"
+    );
+    assert_eq!(
+        ex.worker_record(&fresh).unwrap().oplog_len,
+        ex.oplog_len(&fresh).unwrap()
+    );
+    assert_eq!(
+        entries(&ex, &refused),
+        [
+            "create",
+            "imported-function-invoked",
+            "imported-function-invoked"
+        ]
+    );
+    let status = ex.worker_record(&refused).unwrap().status;
+    assert_eq!(status, WorkerStatus::Idle);
+    invoke(&mut ex, &refused, "started-at", &[]);
+}

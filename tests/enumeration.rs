@@ -547,3 +547,55 @@ fn an_enumerating_worker_recovers_identically() {
     // And the next enumeration gets the next handle.
     assert_eq!(invoke(&mut ex, "lister", "open", &["none", "true"]), "3");
 }
+
+#[test]
+fn a_worker_created_by_the_invocation_that_enumerates_lists_itself() {
+    // Such a worker is stored by its invocation's first commit, after the enumeration: it must
+    // still be listed, once, in its place by name, on whichever page that falls.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = open_with(dir.path(), 2);
+    add_component(&ex);
+    for n in ["b", "d"] {
+        create(&mut ex, n, &[]);
+    }
+    for (new, expected) in [
+        ("a", vec![vec!["a", "b"], vec!["d"]]),
+        ("c", vec![vec!["a", "b"], vec!["c", "d"]]),
+        ("e", vec![vec!["a", "b"], vec!["c", "d"], vec!["e"]]),
+    ] {
+        for precise in [false, true] {
+            let worker = id(&ex, new);
+            let listed = ex
+                .invoke(
+                    &worker,
+                    "pages",
+                    &["none".into(), precise.to_string()],
+                    None,
+                )
+                .unwrap()
+                .result
+                .unwrap();
+            assert_eq!(pages(&listed), expected, "{new}, precise {precise}");
+        }
+    }
+    // Filters apply to it like to any other: its status while it enumerates is `running`.
+    let metadata = |ex: &mut Executor, worker: &str, filter: &str| {
+        let worker = id(ex, worker);
+        ex.invoke(&worker, "metadata", &[filter.into(), "true".into()], None)
+            .unwrap()
+            .result
+            .unwrap()
+    };
+    let running = metadata(&mut ex, "f", &any(&[&[&status("equal", "running")]]));
+    assert!(
+        running.contains("worker-name: \"f\"") && running.matches("worker-name").count() == 1,
+        "{running}"
+    );
+    let others = metadata(&mut ex, "g", &any(&[&[&name("not-equal", "g")]]));
+    assert_eq!(
+        others.matches("worker-name").count(),
+        6,
+        "a b c d e f: {others}"
+    );
+    assert!(!others.contains("worker-name: \"g\""), "{others}");
+}

@@ -169,6 +169,29 @@ impl Executor {
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Result<WorkerRecord> {
+        let (record, create) = self.new_worker(id, args, env)?;
+        let block = BlockEncoder::default().encode(std::slice::from_ref(&create));
+        let encoded = codec::encode(&record);
+        let key = id.storage_key();
+        let tables = self.storage.tables();
+        let storage = Arc::clone(&self.storage);
+        self.storage.write(|txn| {
+            match txn.put(tables.workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
+                Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(id.clone())),
+                other => other?,
+            }
+            store::append_block(txn, &storage, &record.uid, 1, &block, 1)
+        })?;
+        Ok(record)
+    }
+
+    /// The record and `create` entry of a new worker on the latest version of its component.
+    fn new_worker(
+        &self,
+        id: &WorkerId,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<(WorkerRecord, OplogEntry)> {
         let latest = self.components.latest(&id.component_id.to_string())?;
         let record = WorkerRecord {
             id: id.clone(),
@@ -190,19 +213,30 @@ impl Executor {
             args,
             env,
         };
-        let block = BlockEncoder::default().encode(std::slice::from_ref(&create));
-        let encoded = codec::encode(&record);
-        let key = id.storage_key();
-        let tables = self.storage.tables();
-        let storage = Arc::clone(&self.storage);
-        self.storage.write(|txn| {
-            match txn.put(tables.workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
-                Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(id.clone())),
-                other => other?,
+        Ok((record, create))
+    }
+
+    /// Starts a new worker in memory only (see [`Worker::create`]): the first commit of its
+    /// first invocation stores it. If its start code fails, it is stored as it would have been
+    /// by `create_worker`, and the error returned.
+    fn start_new_worker(&mut self, id: &WorkerId) -> Result<()> {
+        let (record, create) = self.new_worker(id, Vec::new(), Vec::new())?;
+        let (module, interface) = self.module(id.component_id, record.component_version)?;
+        let inputs = self.instance_inputs(&module, &interface);
+        let _tokio = self._tokio.enter();
+        match Worker::create(inputs, record, create) {
+            Ok((mut worker, recovery)) => {
+                worker.record.last_recovery = Some(recovery.clone());
+                self.active.insert(id.clone(), Active { worker, recovery });
+                Ok(())
             }
-            store::append_block(txn, &storage, &record.uid, 1, &block, 1)
-        })?;
-        Ok(record)
+            Err(err) => {
+                drop(_tokio);
+                self.write_new_worker(id, Vec::new(), Vec::new())?;
+                self.storage.sync()?;
+                Err(err)
+            }
+        }
     }
 
     /// The stored record of a worker.
@@ -582,9 +616,9 @@ impl Executor {
     /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
     /// exist. With an idempotency key that already completed, returns the stored result.
     ///
-    /// A worker created here is committed without the meta-page fsync: the invocation's own
-    /// durable commit makes both durable, or a sync does when the invocation fails before
-    /// committing.
+    /// A worker created here is stored by the invocation's own durable commit (one commit,
+    /// not two: see [`Worker::create`]), or by a commit of its own when the invocation fails
+    /// before committing anything.
     pub fn invoke(
         &mut self,
         id: &WorkerId,
@@ -593,10 +627,28 @@ impl Executor {
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
-            self.write_new_worker(id, Vec::new(), Vec::new())?;
+            self.start_new_worker(id)?;
             let outcome = self.invoke_existing(id, function, params, idempotency_key);
-            if outcome.is_err() {
-                self.storage.sync()?;
+            let stored = match self.active.get_mut(id) {
+                Some(active) => match active.worker.is_unborn() {
+                    true => active.worker.commit_birth(),
+                    false => Ok(()),
+                },
+                // Every path that deactivates a worker commits first; this only guards that.
+                None => match self.worker_record(id) {
+                    Err(Error::UnknownWorker(_)) => {
+                        tracing::warn!(worker = %id, "a new worker left memory unstored");
+                        self.write_new_worker(id, Vec::new(), Vec::new())
+                            .and_then(|_| self.storage.sync())
+                    }
+                    _ => Ok(()),
+                },
+            };
+            if let Err(err) = stored {
+                // Its name was taken by another process meanwhile, or storage failed: the
+                // instance is not the stored worker's.
+                self.active.remove(id);
+                return Err(err);
             }
             return outcome;
         }

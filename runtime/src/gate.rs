@@ -61,6 +61,10 @@ pub struct Gate {
     holding: bool,
     /// `persist-nothing`: host calls run live, also during replay, and leave no entry.
     persist_nothing: bool,
+    /// A worker created by its first invocation is not in storage yet: its record (encoded)
+    /// goes into whichever transaction the gate writes first, so creating it costs no commit
+    /// (and no fsync) of its own.
+    birth: Option<Vec<u8>>,
     /// Whether a host call ran unrecorded since [`Gate::take_unrecorded`] (the invocation's
     /// result then may legitimately differ on replay).
     unrecorded: bool,
@@ -93,7 +97,19 @@ impl Gate {
             holding: false,
             persist_nothing: false,
             unrecorded: false,
+            birth: None,
         }
+    }
+
+    /// The worker is new and not stored: its first commit inserts `record` (encoded), and
+    /// fails with [`Error::WorkerExists`] if a worker of that name was stored meanwhile.
+    pub fn set_birth(&mut self, record: Vec<u8>) {
+        self.birth = Some(record);
+    }
+
+    /// Whether the worker is still waiting for its first commit to be stored.
+    pub fn is_unborn(&self) -> bool {
+        self.birth.is_some()
     }
 
     /// Replay follows this history (passing over the regions it deleted).
@@ -397,31 +413,39 @@ impl Gate {
         durable: bool,
         mut extra: impl FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.pending.is_empty() {
-            let count = self.pending.len();
-            let first = self.next_index - count as u64;
-            // A held update can exceed one block's entries: split, all in one transaction.
-            let blocks: Vec<(OplogIndex, usize, Vec<u8>)> = self
-                .pending
-                .chunks(BLOCK_ENTRIES_MAX)
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let chunk_first = first + (i * BLOCK_ENTRIES_MAX) as u64;
-                    (chunk_first, chunk.len(), self.encoder.encode(chunk))
-                })
-                .collect();
-            let storage = Arc::clone(&self.storage);
-            let uid = self.worker_uid;
-            storage.write(|txn| {
-                for (chunk_first, chunk_len, block) in &blocks {
-                    store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
+        // A held update can exceed one block's entries: split, all in one transaction.
+        let first = self.next_index - self.pending.len() as u64;
+        let blocks: Vec<(OplogIndex, usize, Vec<u8>)> = self
+            .pending
+            .chunks(BLOCK_ENTRIES_MAX)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let chunk_first = first + (i * BLOCK_ENTRIES_MAX) as u64;
+                (chunk_first, chunk.len(), self.encoder.encode(chunk))
+            })
+            .collect();
+        let storage = Arc::clone(&self.storage);
+        let (uid, worker, birth) = (self.worker_uid, &self.worker, &self.birth);
+        storage.write(|txn| {
+            if let Some(record) = birth {
+                let workers = storage.tables().workers;
+                match txn.put(
+                    workers,
+                    &worker.storage_key(),
+                    record,
+                    lmdb::WriteFlags::NO_OVERWRITE,
+                ) {
+                    Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(worker.clone())),
+                    other => other?,
                 }
-                extra(txn)
-            })?;
-            self.pending.clear();
-        } else {
-            self.storage.write(|txn| extra(txn))?;
-        }
+            }
+            for (chunk_first, chunk_len, block) in &blocks {
+                store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
+            }
+            extra(txn)
+        })?;
+        self.pending.clear();
+        self.birth = None;
         if durable {
             self.storage.sync()?;
         }

@@ -247,7 +247,8 @@ pub fn snapshot(context: &WorkerContext, component: ComponentId) -> Result<Vec<W
 }
 
 /// Visits the latest records of `component`'s workers whose names sort after `after`, in name
-/// order, while `visit` returns true. The calling worker is visited with its live metadata.
+/// order, while `visit` returns true. The calling worker is visited with its live metadata, also
+/// during the first invocation of a worker that invocation created (not stored until it commits).
 fn scan(
     context: &WorkerContext,
     component: ComponentId,
@@ -260,6 +261,10 @@ fn scan(
     if let Some(after) = after {
         start.extend_from_slice(after.as_bytes());
     }
+    // The caller's own key while it is still to be visited.
+    let mut own = (context.id.component_id == component
+        && after.is_none_or(|after| context.id.worker_name.as_str() > after))
+    .then(|| context.id.storage_key());
     let txn = storage.env().begin_ro_txn()?;
     let mut cursor = txn.open_ro_cursor(storage.tables().workers)?;
     for item in cursor.iter_from(&start) {
@@ -270,15 +275,21 @@ fn scan(
         if after.is_some() && key == start.as_slice() {
             continue;
         }
-        let record: WorkerRecord = codec::decode(value, "worker record")?;
-        let record = if record.id == context.id {
-            context.self_metadata()
-        } else {
-            record
-        };
-        if !visit(record) {
-            break;
+        if let Some(own_key) = own.take_if(|own_key| key >= own_key.as_slice()) {
+            if !visit(context.self_metadata()) {
+                return Ok(());
+            }
+            if key == own_key.as_slice() {
+                continue;
+            }
         }
+        let record: WorkerRecord = codec::decode(value, "worker record")?;
+        if !visit(record) {
+            return Ok(());
+        }
+    }
+    if own.is_some() {
+        visit(context.self_metadata());
     }
     Ok(())
 }

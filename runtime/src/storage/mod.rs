@@ -14,6 +14,7 @@ pub mod codec;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, RwTransaction, Transaction};
 
@@ -58,7 +59,18 @@ pub struct Storage {
     dir: PathBuf,
     /// Whether [`Storage::sync`] fsyncs (off only for benchmarks of batched commits).
     fsync: bool,
+    /// Write transactions committed, and [`Storage::sync`] calls that fsynced: with fsync on,
+    /// each commit fsyncs its data once and each sync the meta page once.
+    commits: AtomicU64,
+    syncs: AtomicU64,
     _lock: File,
+}
+
+/// How many commits and syncs a [`Storage`] has made since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub commits: u64,
+    pub syncs: u64,
 }
 
 impl Storage {
@@ -94,6 +106,8 @@ impl Storage {
             tables,
             dir: dir.to_path_buf(),
             fsync: true,
+            commits: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -122,7 +136,13 @@ impl Storage {
             let mut txn = self.env.begin_rw_txn()?;
             let outcome = body(&mut txn);
             let outcome = match outcome {
-                Ok(value) => txn.commit().map(|()| value).map_err(Error::from),
+                Ok(value) => {
+                    let committed = txn.commit().map(|()| value).map_err(Error::from);
+                    if committed.is_ok() {
+                        self.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    committed
+                }
                 Err(err) => {
                     txn.abort();
                     Err(err)
@@ -181,7 +201,18 @@ impl Storage {
         }
         self.env
             .sync(true)
-            .map_err(|e| Error::Storage(format!("fsync of the oplog failed: {e}")))
+            .map_err(|e| Error::Storage(format!("fsync of the oplog failed: {e}")))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Commits and syncs so far (what a durable operation costs in fsyncs, for tests and the
+    /// benchmarks).
+    pub fn io_counts(&self) -> IoCounts {
+        IoCounts {
+            commits: self.commits.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Calls `visit(key, value)` for every key of `db` that starts with `prefix` and is

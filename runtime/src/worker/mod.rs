@@ -431,6 +431,49 @@ impl Worker {
         }
     }
 
+    /// Starts a worker that is not in storage yet: instantiates it live on an oplog that holds
+    /// only `create` (pending, like everything its start code records). Its first commit
+    /// stores the record, `create` and what followed in one transaction.
+    pub fn create(
+        inputs: InstanceInputs<'_>,
+        record: WorkerRecord,
+        create: OplogEntry,
+    ) -> Result<(Worker, RecoveryReport)> {
+        let started = Instant::now();
+        let OplogEntry::Create { args, env, .. } = &create else {
+            unreachable!("Worker::create is given a `create` entry");
+        };
+        let (args, env) = (args.clone(), env.clone());
+        let mut gate = history_gate(inputs.storage, &record, 0, inputs.echo_output, 0);
+        gate.append(create)?;
+        gate.set_birth(codec::encode(&record));
+        let created_at_ms = record.created_at_ms;
+        let mut worker = Worker::instantiate(&inputs, record, gate, &args, &env, Start::Fresh)?;
+        worker.snapshots.since_ms = created_at_ms;
+        let report = RecoveryReport {
+            duration_us: started.elapsed().as_micros() as u64,
+            ..RecoveryReport::default()
+        };
+        Ok((worker, report))
+    }
+
+    /// Whether the worker is new and its first commit has not stored it yet.
+    pub fn is_unborn(&mut self) -> bool {
+        self.gate().is_unborn()
+    }
+
+    /// Stores a new worker that nothing has committed yet (its invocation failed before any
+    /// commit), durably, with the entries its start code recorded.
+    pub fn commit_birth(&mut self) -> Result<()> {
+        self.record.oplog_len = self.oplog_len();
+        let record = codec::encode(&self.record);
+        let key = self.record.id.storage_key();
+        let workers = self.storage.tables().workers;
+        self.gate().commit_with(true, |txn| {
+            Ok(txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?)
+        })
+    }
+
     /// One recovery; a jump during it leaves the worker in `jumped`.
     fn recover_once(
         inputs: &InstanceInputs<'_>,
