@@ -137,6 +137,86 @@ fn bad_input_gets_a_clear_error() {
     assert!(err.contains("is not COMPONENT/WORKER"), "{err}");
 }
 
+/// Each process invokes a worker name that does not exist yet, which creates the worker; some
+/// are killed with SIGKILL at different points. The worker is stored by the invocation's commit,
+/// so afterwards each name is either unknown (killed before the commit) or a worker whose add
+/// happened; a process that reported its result always left the worker. No oplog block is left
+/// without its worker.
+#[test]
+fn sigkill_during_the_invocation_that_creates_a_worker_leaves_it_whole_or_absent() {
+    use lmdb::{Cursor, Transaction};
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    let rounds = 12u64;
+    let (mut reported, mut killed_while_running) = (Vec::new(), 0);
+    for round in 0..rounds {
+        let worker = format!("counter/n{round}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["worker", "invoke", &worker, "add", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if round % 3 != 0 {
+            std::thread::sleep(Duration::from_micros(2_000 * round));
+            if child.try_wait().unwrap().is_none() {
+                killed_while_running += 1;
+            }
+            let _ = child.kill(); // SIGKILL
+        }
+        if child.wait_with_output().unwrap().status.success() {
+            reported.push(round);
+        }
+    }
+    assert!(
+        killed_while_running > 0,
+        "no kill landed while a process ran"
+    );
+    let mut stored = 0;
+    for round in 0..rounds {
+        let worker = format!("counter/n{round}");
+        let get = golemw(dir.path(), &["worker", "get", &worker]);
+        if !get.status.success() {
+            let err = String::from_utf8_lossy(&get.stderr);
+            assert!(err.contains("unknown worker"), "round {round}: {err}");
+            assert!(
+                !reported.contains(&round),
+                "round {round} reported but is gone"
+            );
+            continue;
+        }
+        stored += 1;
+        let value = ok(dir.path(), &["worker", "invoke", &worker, "get"]);
+        assert_eq!(
+            value.trim(),
+            "1",
+            "round {round}: a stored worker holds its add"
+        );
+    }
+    assert!(
+        stored >= reported.len(),
+        "{stored} stored, {reported:?} reported"
+    );
+    eprintln!("{killed_while_running} kills while running; {stored} of {rounds} workers stored");
+    // Every oplog block belongs to a stored worker.
+    let storage = golemw_runtime::storage::Storage::open(dir.path()).unwrap();
+    let tables = storage.tables();
+    let txn = storage.env().begin_ro_txn().unwrap();
+    let mut uids = std::collections::HashSet::new();
+    for item in txn.open_ro_cursor(tables.workers).unwrap().iter_start() {
+        let record: golemw_runtime::WorkerRecord =
+            golemw_runtime::storage::codec::decode(item.unwrap().1, "record").unwrap();
+        uids.insert(*record.uid.as_bytes());
+    }
+    for item in txn.open_ro_cursor(tables.oplog).unwrap().iter_start() {
+        let key = item.unwrap().0;
+        assert!(uids.contains(&key[..16]), "an oplog block without a worker");
+    }
+}
+
 /// Invocations run one per process; one process is killed with SIGKILL while it works. Every
 /// invocation that reported its result must be in the worker's state afterwards.
 #[test]
