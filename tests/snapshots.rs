@@ -444,3 +444,137 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
     assert_eq!(tracked.3, compared.3);
     assert_eq!(tracked.4, compared.4, "snapshots differ page for page");
 }
+
+fn open_with_images(dir: &std::path::Path, policy: &str, images: Option<u64>) -> Executor {
+    let options = ExecutorOptions {
+        snapshot_policy: policy.parse::<SnapshotPolicy>().unwrap(),
+        snapshots_keep: 16,
+        memory_image_min_bytes: images,
+        ..ExecutorOptions::default()
+    };
+    Executor::open(dir, options).expect("open the data directory")
+}
+
+/// The state a full replay gives, from a process that keeps no image and takes no snapshot.
+fn full_replay_digest(dir: &std::path::Path, id: &WorkerId) -> String {
+    let mut ex = open_with_images(dir, "off", None);
+    ex.state_digest(id, RecoveryMode::FullReplay).unwrap()
+}
+
+/// Flips a byte in every 7th 64 KiB page of a file and cuts its last third.
+fn damage_image(path: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    let page = golemw_snapshot::PAGE_BYTES as u64;
+    for offset in (0..len).step_by(7 * page as usize) {
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, offset + 1000).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x33], offset + 1000).unwrap();
+    }
+    file.set_len(len / 3 * 2).unwrap();
+}
+
+#[test]
+fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
+    ex.components().add("memory", &wasm).unwrap();
+    let id = ex.worker_id("memory", "w").unwrap();
+    memory_workload(&mut ex, &id);
+    let uid = ex.worker_record(&id).unwrap().uid;
+    let image = snapshots::image_path(ex.storage(), &uid);
+    invoke(&mut ex, &id, "touch", &["5"]);
+    // The second invocation since the last snapshot: a snapshot, and its image.
+    let checksum = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+    let memory_bytes: u64 = invoke(&mut ex, &id, "memory-bytes", &[])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), memory_bytes);
+    drop(ex);
+
+    // A damaged image: its wrong pages (and the part cut off) are read from storage.
+    damage_image(&image);
+    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
+    let newest = *snapshot_indexes(&ex, &id).last().unwrap();
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
+    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+    // Two invocations on the image-mapped memory, growing it: a snapshot writes the pages
+    // they changed, and those the image had wrong, into the image.
+    invoke(&mut ex, &id, "alloc", &["70000"]);
+    invoke(&mut ex, &id, "touch", &["30"]);
+    let live = ex.active_state_digest(&id).unwrap();
+    drop(ex);
+    assert_eq!(full_replay_digest(dir.path(), &id), live);
+
+    // A stale image (of a newer state than the snapshot used): pages differing are repaired.
+    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let indexes = snapshot_indexes(&ex, &id);
+    let newest = indexes[indexes.len() - 1];
+    snapshots::delete_where(ex.storage(), &uid, |index| index == newest).unwrap();
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, Some(indexes[indexes.len() - 2]));
+    assert!(report.entries_replayed > 0, "{report:?}");
+    assert_eq!(ex.active_state_digest(&id).unwrap(), live);
+    drop(ex);
+
+    // An image that matches: the snapshot's own stored pages are not even read (they are
+    // damaged here), and `snapshot verify`, which reads storage, finds the damage.
+    let mut ex = open_with_images(dir.path(), "invocations:1", Some(0));
+    invoke(&mut ex, &id, "touch", &["1"]);
+    let live = ex.active_state_digest(&id).unwrap();
+    let newest = *snapshot_indexes(&ex, &id).last().unwrap();
+    drop(ex);
+    assert!(golemw_tests::corrupt_pages_of_snapshot(dir.path(), &uid, newest) > 0);
+    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(ex.active_state_digest(&id).unwrap(), live);
+    let (_, checks) = ex.verify_snapshots(&id, false, |_, _| {}).unwrap();
+    assert_eq!(checks.len(), 1);
+    assert!(!checks[0].matches, "{checks:?}");
+    // Without images the damaged snapshot is skipped.
+    drop(ex);
+    let mut ex = open_with_images(dir.path(), "off", None);
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert_ne!(report.snapshot_index, Some(newest), "{report:?}");
+    assert_eq!(ex.active_state_digest(&id).unwrap(), live);
+}
+
+#[test]
+fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
+    ex.components().add("memory", &wasm).unwrap();
+    let id = ex.worker_id("memory", "w").unwrap();
+    invoke(&mut ex, &id, "fill-mib", &["1"]);
+    let uid = ex.worker_record(&id).unwrap().uid;
+    let image = snapshots::image_path(ex.storage(), &uid);
+    // Something that is not a file where the image goes: the capture drops the image.
+    std::fs::create_dir_all(image.join("in-the-way")).unwrap();
+    invoke(&mut ex, &id, "touch", &["20"]);
+    let live = ex.active_state_digest(&id).unwrap();
+    assert!(image.is_dir());
+    drop(ex);
+    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(report.snapshot_index.is_some(), "{report:?}");
+    assert_eq!(ex.active_state_digest(&id).unwrap(), live);
+    // Deleting the worker deletes its image.
+    std::fs::remove_dir_all(&image).unwrap();
+    drop(ex);
+    let mut ex = open_with_images(dir.path(), "invocations:1", Some(0));
+    invoke(&mut ex, &id, "touch", &["1"]);
+    assert!(image.is_file());
+    ex.delete_worker(&id).unwrap();
+    assert!(!image.exists());
+}

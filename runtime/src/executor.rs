@@ -45,6 +45,11 @@ pub struct ExecutorOptions {
     /// and in-place rewind skip the rest instead of comparing every page. Falls back to
     /// comparing on its own where unavailable; off forces the comparison.
     pub track_writes: bool,
+    /// Keep the memory of workers with at least this many bytes of it as an image file next to
+    /// LMDB, written at each snapshot, that a restart maps copy-on-write instead of copying
+    /// (checked page by page against the snapshot, so a stale or damaged image only costs the
+    /// pages it has wrong). `None`: never.
+    pub memory_image_min_bytes: Option<u64>,
 }
 
 impl Default for ExecutorOptions {
@@ -56,6 +61,7 @@ impl Default for ExecutorOptions {
             snapshots_keep: crate::snapshots::DEFAULT_SNAPSHOTS_KEEP,
             enumeration_page_size: crate::host::get_workers::DEFAULT_PAGE_SIZE,
             track_writes: true,
+            memory_image_min_bytes: Some(crate::snapshots::DEFAULT_IMAGE_MIN_BYTES),
         }
     }
 }
@@ -286,7 +292,8 @@ impl Executor {
             crate::promises::delete_all(txn, &storage, &record.uid)?;
             Ok(())
         })?;
-        self.storage.sync()
+        self.storage.sync()?;
+        crate::snapshots::delete_image(&self.storage, &record.uid)
     }
 
     /// The compiled module and decoded interface of a component version (cached).
@@ -412,6 +419,7 @@ impl Executor {
             snapshots_keep: self.options.snapshots_keep,
             enumeration_page_size: self.options.enumeration_page_size,
             track_writes: self.options.track_writes,
+            image_min_bytes: self.options.memory_image_min_bytes,
         }
     }
 

@@ -286,6 +286,44 @@ impl Policy {
     }
 }
 
+/// Memory below which a worker keeps no image file: restoring a few MiB by copying takes about a
+/// millisecond, not worth a file per worker.
+pub const DEFAULT_IMAGE_MIN_BYTES: u64 = 4 << 20;
+
+/// Where a worker's memory image lives (see [`golemw_snapshot::image`]): a cache of its latest
+/// snapshot's memory next to the LMDB environment, checked against the snapshot when used.
+pub fn image_path(storage: &Storage, uid: &Uuid) -> std::path::PathBuf {
+    storage.dir().join("images").join(format!("{uid}.mem"))
+}
+
+/// Opens a worker's image, creating it (and its directory) if `create`; `None` if it does not
+/// exist and `create` is false.
+pub fn open_image(
+    storage: &Storage,
+    uid: &Uuid,
+    create: bool,
+) -> Result<Option<golemw_snapshot::MemoryImage>> {
+    let path = image_path(storage, uid);
+    if !create && !path.exists() {
+        return Ok(None);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    golemw_snapshot::MemoryImage::open(&path)
+        .map(Some)
+        .map_err(|e| Error::io(&path, e))
+}
+
+/// Removes a worker's image, if it has one.
+pub fn delete_image(storage: &Storage, uid: &Uuid) -> Result<()> {
+    let path = image_path(storage, uid);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Policy;

@@ -405,7 +405,7 @@ mod imp {
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An anonymous private mapping, like Wasmer's linear memory.
@@ -460,7 +460,7 @@ mod tests {
 
     /// The tracker, or None where the kernel lacks the feature or the system forbids it
     /// (then `new` must have said why; the runtime falls back to fingerprints).
-    fn tracker_for(memory: &[u8]) -> Option<DirtyTracker> {
+    pub(crate) fn tracker_for(memory: &[u8]) -> Option<DirtyTracker> {
         match DirtyTracker::new(memory) {
             Ok(tracker) => Some(tracker),
             Err(err) => {

@@ -5,7 +5,9 @@
 //! [`page`] (one page's identity and encoding) -> [`capture`] (memory to manifest + new pages)
 //! -> [`manifest`] (what a snapshot is, encoded with a checksum) -> [`restore`] (manifest and
 //! pages back into memory) and [`diff`] (which pages changed between two snapshots);
-//! [`dirty`] asks the kernel which pages were written, so capture and rewind skip the rest.
+//! [`dirty`] asks the kernel which pages were written, so capture and rewind skip the rest;
+//! [`image`] keeps the latest state as a file that a restore maps copy-on-write instead of
+//! copying.
 //!
 //! This crate knows nothing of LMDB or Wasmer: the runtime stores what [`capture`] returns and
 //! hands [`restore`] a way to fetch pages.
@@ -13,6 +15,7 @@
 pub mod capture;
 pub mod diff;
 pub mod dirty;
+pub mod image;
 pub mod manifest;
 pub mod page;
 pub mod restore;
@@ -20,6 +23,7 @@ pub mod restore;
 pub use capture::{capture, capture_written, Capture, CaptureStats, State};
 pub use diff::{diff, PageRange};
 pub use dirty::{DirtyTracker, PageSet};
+pub use image::MemoryImage;
 pub use manifest::Manifest;
 pub use page::{PageHash, PageRef, PAGE_BYTES};
 pub use restore::{restore_into, restore_into_fresh, restore_over, restore_over_candidates};

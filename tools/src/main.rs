@@ -44,6 +44,15 @@ struct Cli {
           default_value_t = true, action = clap::ArgAction::Set)]
     write_tracking: bool,
 
+    /// Keep the memory of workers with 4 MiB or more of it as a file next to the oplog
+    /// (`images/` in the data directory), written at each snapshot, that a restart maps
+    /// copy-on-write instead of copying; checked page by page against the snapshot, so a stale
+    /// or damaged image costs only the pages it has wrong. `false`: restarts copy from the
+    /// snapshot's pages.
+    #[arg(long, global = true, env = "GOLEMW_MEMORY_IMAGES", value_name = "BOOL",
+          default_value_t = true, action = clap::ArgAction::Set)]
+    memory_images: bool,
+
     /// More logging (repeat for more); or set RUST_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
         snapshot_policy: cli.snapshot_policy,
         snapshots_keep: cli.snapshots_keep,
         write_tracking: cli.write_tracking,
+        memory_images: cli.memory_images,
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),

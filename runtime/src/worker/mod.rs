@@ -298,6 +298,8 @@ pub struct InstanceInputs<'a> {
     pub enumeration_page_size: usize,
     /// Ask the kernel which pages were written (see `golemw_snapshot::dirty`).
     pub track_writes: bool,
+    /// Keep a memory image for memories at least this large (see `golemw_snapshot::image`).
+    pub image_min_bytes: Option<u64>,
 }
 
 /// How to bring a worker back.
@@ -309,6 +311,18 @@ pub enum RecoveryMode {
     FullReplay,
     /// From the snapshot at this oplog index (an error if it cannot be used).
     FromSnapshot(OplogIndex),
+}
+
+/// How a snapshot's state reaches an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestoreInto {
+    /// A fresh instance, every page copied from storage.
+    Fresh,
+    /// A fresh instance, the worker's memory image mapped where it has one (see
+    /// `golemw_snapshot::image`), else as [`RestoreInto::Fresh`].
+    FreshFromImage,
+    /// A live instance of the same module, rewound: only the pages that differ are written.
+    InPlace,
 }
 
 /// Whether an instance starts from scratch or is about to be overwritten by a snapshot.
@@ -344,6 +358,12 @@ struct SnapshotTracker {
     track_writes: bool,
     /// Pages storage holds for this worker, loaded at the first capture.
     stored: Option<HashSet<golemw_snapshot::PageHash>>,
+    /// Keep a memory image when memory is at least this large; `None`: never.
+    image_min_bytes: Option<u64>,
+    /// The worker's memory image as this instance mapped or last wrote it. `None`: this
+    /// instance has not; the next capture then replaces the file (a new inode) rather than
+    /// writing into one that another instance may have mapped.
+    image: Option<golemw_snapshot::MemoryImage>,
     /// Invocations since the newest snapshot (replayed ones included).
     invocations_since: u64,
     /// When the newest snapshot was taken (or the worker created), ms since the epoch.
@@ -382,7 +402,7 @@ impl SnapshotTracker {
         None
     }
 
-    fn new(policy: Policy, keep: usize, track_writes: bool) -> Self {
+    fn new(policy: Policy, keep: usize, track_writes: bool, image_min_bytes: Option<u64>) -> Self {
         SnapshotTracker {
             policy,
             keep: keep.max(1),
@@ -391,10 +411,73 @@ impl SnapshotTracker {
             written: None,
             track_writes,
             stored: None,
+            image_min_bytes,
+            image: None,
             invocations_since: 0,
             since_ms: now_ms(),
         }
     }
+}
+
+/// Maps the worker's memory image over `memory` (a fresh instance's, grown to the snapshot's
+/// size) and writes the pages it has wrong from storage. `None`, with `memory` untouched, when
+/// the worker has no image or it cannot be mapped: the caller copies from storage.
+fn map_image(
+    storage: &Arc<Storage>,
+    record: &WorkerRecord,
+    manifest: &golemw_snapshot::Manifest,
+    memory: &mut [u8],
+    reader: &crate::snapshots::PageReader<'_>,
+) -> Result<Option<golemw_snapshot::MemoryImage>> {
+    let started = Instant::now();
+    let unusable = |err: &dyn std::fmt::Display| {
+        tracing::warn!(worker = %record.id, %err, "memory image not used; copying from storage");
+    };
+    let mut image = match crate::snapshots::open_image(storage, &record.uid, false) {
+        Ok(Some(image)) => image,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            unusable(&err);
+            return Ok(None);
+        }
+    };
+    match image.file_bytes() {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
+        Err(err) => {
+            unusable(&err);
+            return Ok(None);
+        }
+    }
+    // SAFETY: `memory` is the linear memory of an instance that runs nothing until restore
+    // ends: a page-aligned region of Wasmer's own reservation, which Wasmer unmaps whole. The
+    // image file is written only by this worker's captures, through `write_changed` by the
+    // instance that mapped it, or replaced by a new file otherwise.
+    let differ = match unsafe { image.map_over(memory, &manifest.pages) } {
+        Ok(differ) => differ,
+        Err(err) => {
+            unusable(&err);
+            return Ok(None);
+        }
+    };
+    if !differ.is_empty() {
+        let mut wrong = vec![false; manifest.pages.len()];
+        differ.iter().for_each(|&index| wrong[index] = true);
+        golemw_snapshot::restore_over_candidates(
+            manifest,
+            memory,
+            |hash, page| reader.read_into(hash, page),
+            |index| wrong[index],
+        )?;
+    }
+    tracing::debug!(
+        worker = %record.id,
+        pages = manifest.pages.len(),
+        repaired = differ.len(),
+        map_us = started.elapsed().as_micros() as u64,
+        "memory image mapped"
+    );
+    Ok(Some(image))
 }
 
 impl Worker {
@@ -654,7 +737,13 @@ impl Worker {
                         Start::Restore,
                     )?;
                     instantiated_us = restore_started.elapsed().as_micros() as u64;
-                    if let Err(err) = worker.restore_state(manifest, false) {
+                    // A snapshot asked for by index (verify, recover --from-snapshot) is read
+                    // from storage: that is what is being checked.
+                    let into = match mode {
+                        RecoveryMode::Auto => RestoreInto::FreshFromImage,
+                        _ => RestoreInto::Fresh,
+                    };
+                    if let Err(err) = worker.restore_state(manifest, into) {
                         skip(err.to_string());
                         continue;
                     }
@@ -703,8 +792,9 @@ impl Worker {
     fn restore_state(
         &mut self,
         manifest: &golemw_snapshot::Manifest,
-        in_place: bool,
+        into: RestoreInto,
     ) -> Result<u64> {
+        let in_place = into == RestoreInto::InPlace;
         let wasm_page = wasmer::WASM_PAGE_SIZE as u64;
         let current = self.memory.view(&self.store).data_size();
         if in_place && manifest.memory_bytes < current {
@@ -761,24 +851,38 @@ impl Worker {
                 tracker.take_written(memory);
                 rewritten
             } else {
-                // A fresh instance's memory is zero beyond what it had before growing and, when
-                // the module's data segments are all it writes at instantiation, outside them.
-                let initialized = self.interface.initialized_memory.as_deref();
-                let page = golemw_snapshot::PAGE_BYTES as u64;
-                let known_zero = |index: usize| {
-                    let start = index as u64 * page;
-                    let end = start + page;
-                    start >= current
-                        || initialized.is_some_and(|ranges| {
-                            !ranges.iter().any(|r| r.start < end && start < r.end)
-                        })
+                let use_image = into == RestoreInto::FreshFromImage
+                    && self
+                        .snapshots
+                        .image_min_bytes
+                        .is_some_and(|min| manifest.memory_bytes >= min);
+                let image = match use_image {
+                    true => map_image(&self.storage, &self.record, manifest, memory, &reader)?,
+                    false => None,
                 };
-                golemw_snapshot::restore_into_fresh(
-                    manifest,
-                    memory,
-                    |hash, page| reader.read_into(hash, page),
-                    known_zero,
-                )?;
+                if image.is_some() {
+                    self.snapshots.image = image;
+                } else {
+                    // A fresh instance's memory is zero beyond what it had before growing and,
+                    // when the module's data segments are all it writes at instantiation,
+                    // outside them.
+                    let initialized = self.interface.initialized_memory.as_deref();
+                    let page = golemw_snapshot::PAGE_BYTES as u64;
+                    let known_zero = |index: usize| {
+                        let start = index as u64 * page;
+                        let end = start + page;
+                        start >= current
+                            || initialized.is_some_and(|ranges| {
+                                !ranges.iter().any(|r| r.start < end && start < r.end)
+                            })
+                    };
+                    golemw_snapshot::restore_into_fresh(
+                        manifest,
+                        memory,
+                        |hash, page| reader.read_into(hash, page),
+                        known_zero,
+                    )?;
+                }
                 // Memory equals the snapshot: start the kernel's record here (about 1 ms per
                 // 64 MiB restored), so the next capture or rewind reads only what the replay
                 // and later invocations write. The caller sets `last_pages` to match.
@@ -844,7 +948,7 @@ impl Worker {
             ));
         }
         let gate = history_gate(inputs.storage, record, committed, inputs.echo_output, index);
-        let written = self.restore_state(manifest, true)?;
+        let written = self.restore_state(manifest, RestoreInto::InPlace)?;
         let context = context_for(inputs, record);
         let state = self.env.as_mut(&mut self.store);
         state.gate = gate;
@@ -930,6 +1034,7 @@ impl Worker {
                 inputs.snapshot_policy,
                 inputs.snapshots_keep,
                 inputs.track_writes,
+                inputs.image_min_bytes,
             ),
             record,
         };
@@ -1215,9 +1320,58 @@ impl Worker {
         tracker.last_index = index;
         tracker.invocations_since = 0;
         tracker.since_ms = now_ms();
+        self.write_image();
         self.prune_snapshots()?;
         tracing::debug!(worker = %self.record.id, index, ?stats, "snapshot taken");
         Ok(stats)
+    }
+
+    /// Brings the worker's memory image to the snapshot just taken (memory equals `last_pages`),
+    /// where memory is large enough to keep one. A failure costs only speed: the image is
+    /// removed and the next restore copies from storage.
+    fn write_image(&mut self) {
+        let Some(min) = self.snapshots.image_min_bytes else {
+            return;
+        };
+        let view = self.memory.view(&self.store);
+        if view.data_size() < min {
+            return;
+        }
+        // SAFETY: an idle point (right after a capture): nothing runs while the slice lives.
+        let memory = unsafe { view.data_unchecked() };
+        let tracker = &mut self.snapshots;
+        let pages = tracker.last_pages.as_deref().expect("set by the capture");
+        let started = Instant::now();
+        let image = match tracker.image.take() {
+            Some(image) => Ok(image),
+            // Not mapped or written by this instance: a new file, since another instance of
+            // this worker (one being replaced) may still map the old one.
+            None => crate::snapshots::delete_image(&self.storage, &self.record.uid)
+                .and_then(|()| crate::snapshots::open_image(&self.storage, &self.record.uid, true))
+                .map(|image| image.expect("created")),
+        };
+        let written = image.and_then(|mut image| {
+            let path = || crate::snapshots::image_path(&self.storage, &self.record.uid);
+            let written = image
+                .write_changed(memory, pages)
+                .map_err(|e| Error::io(path(), e))?;
+            Ok((image, written))
+        });
+        match written {
+            Ok((image, pages_written)) => {
+                tracing::debug!(
+                    worker = %self.record.id,
+                    pages_written,
+                    image_us = started.elapsed().as_micros() as u64,
+                    "memory image written"
+                );
+                tracker.image = Some(image);
+            }
+            Err(err) => {
+                tracing::warn!(worker = %self.record.id, %err, "memory image dropped");
+                let _ = crate::snapshots::delete_image(&self.storage, &self.record.uid);
+            }
+        }
     }
 
     fn prune_snapshots(&mut self) -> Result<()> {

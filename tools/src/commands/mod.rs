@@ -18,6 +18,7 @@ pub struct Context {
     pub snapshot_policy: golemw_runtime::SnapshotPolicy,
     pub snapshots_keep: usize,
     pub write_tracking: bool,
+    pub memory_images: bool,
 }
 
 impl Context {
@@ -30,6 +31,9 @@ impl Context {
                 snapshot_policy: self.snapshot_policy,
                 snapshots_keep: self.snapshots_keep,
                 track_writes: self.write_tracking,
+                memory_image_min_bytes: self
+                    .memory_images
+                    .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
                 ..ExecutorOptions::default()
             },
         )

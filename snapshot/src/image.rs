@@ -1,0 +1,457 @@
+//! A worker's memory kept as a file, so that a restore maps it instead of copying it.
+//!
+//! Restoring 64 MiB by copying costs what writing 64 MiB of fresh memory costs, and most of that
+//! is the kernel handing out and clearing 16,384 new pages, one fault each. A private
+//! (copy-on-write) mapping of a file in the page cache costs none of that: reads map the cached
+//! pages, and only the pages the guest later writes are copied, when it writes them.
+//!
+//! The image is a cache, never the source of truth: the snapshot in storage is. It is checked
+//! page by page against the snapshot's page table when it is mapped (an XXH3-128 fingerprint per
+//! 64 KiB page at memory-bandwidth speed; holes are zero without being read), and every page that
+//! differs (torn or stale writes, a crash between a capture and its image write, corruption) is
+//! reported so the caller writes it from storage. So the file needs no fsync and no ordering with
+//! the LMDB commit.
+//!
+//! The one rule that keeps a live mapping safe: [`MemoryImage::write_changed`] writes only pages
+//! whose entry differs from what the file holds, and a page the mapping still shares with the
+//! file has, by definition, the file's content; so only pages the instance has written (and
+//! thereby copied) are ever rewritten under a mapping.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::page::{fingerprint, PageRef, PAGE_BYTES};
+
+/// An all-zero page, to compare with.
+static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
+
+/// The memory image file of one worker.
+pub struct MemoryImage {
+    file: File,
+    /// What each page of the file holds, where known (the page table it was last checked
+    /// against or written to); `None`: unknown, rewritten by the next [`MemoryImage::write_changed`].
+    held: Vec<Option<PageRef>>,
+}
+
+impl MemoryImage {
+    /// Opens the image at `path`, creating an empty one. What it holds is unknown until it is
+    /// checked by [`MemoryImage::map_over`] or written by [`MemoryImage::write_changed`].
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(MemoryImage {
+            file,
+            held: Vec::new(),
+        })
+    }
+
+    /// The file's length in bytes (0: nothing was ever written).
+    pub fn file_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Maps the image over `memory`, copy-on-write, and checks it against `pages` (the page
+    /// table of the state `memory` must hold). Returns the indexes of the pages that differ:
+    /// the caller must write those into `memory` from storage; every other page already reads
+    /// the right bytes.
+    ///
+    /// # Safety
+    ///
+    /// `memory` must be a region of its own mmap (a wasm linear memory), page aligned, that
+    /// nothing reads or writes during the call, and whose owner unmaps it with the rest of its
+    /// reservation. The file must be changed only through [`MemoryImage::write_changed`] while
+    /// the mapping lives.
+    pub unsafe fn map_over(
+        &mut self,
+        memory: &mut [u8],
+        pages: &[PageRef],
+    ) -> io::Result<Vec<usize>> {
+        if memory.len() != pages.len() * PAGE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "memory of {} bytes for a page table of {} pages",
+                    memory.len(),
+                    pages.len()
+                ),
+            ));
+        }
+        if memory.is_empty() {
+            self.held.clear();
+            return Ok(Vec::new());
+        }
+        // Past its end a file mapping faults with SIGBUS: a short (torn) image is extended with
+        // zeros, which the check below then finds wrong where they should not be zero.
+        let len = self.file_bytes()?;
+        if len < memory.len() as u64 {
+            self.file.set_len(memory.len() as u64)?;
+        }
+        let has_data = self.data_pages(pages.len())?;
+        // SAFETY: the caller guarantees `memory` is a page-aligned mapping of its own that
+        // nothing uses meanwhile; MAP_FIXED replaces exactly its pages with the file's.
+        let mapped = unsafe {
+            libc::mmap(
+                memory.as_mut_ptr().cast(),
+                memory.len(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            // Nothing was replaced (MAP_FIXED fails before unmapping on bad arguments).
+            return Err(io::Error::last_os_error());
+        }
+        let check = |(index, page): (usize, &[u8])| {
+            let good = match pages[index] {
+                PageRef::Zero => !has_data[index] || page == &ZERO_PAGE[..],
+                PageRef::Stored {
+                    fingerprint: expected,
+                    ..
+                } => has_data[index] && fingerprint(page) == expected,
+            };
+            (!good).then_some(index)
+        };
+        let differ: Vec<usize> = if crate::parallel(pages.len()) {
+            memory
+                .par_chunks(PAGE_BYTES)
+                .enumerate()
+                .filter_map(check)
+                .collect()
+        } else {
+            memory
+                .chunks(PAGE_BYTES)
+                .enumerate()
+                .filter_map(check)
+                .collect()
+        };
+        self.held = pages.iter().copied().map(Some).collect();
+        for &index in &differ {
+            // The caller writes these pages in memory; the file keeps the wrong bytes until the
+            // next write_changed.
+            self.held[index] = None;
+        }
+        Ok(differ)
+    }
+
+    /// Which pages of the first `count` hold any data (the rest lie in holes: zero, and not
+    /// worth reading). Where the filesystem cannot say, every page counts as data.
+    fn data_pages(&self, count: usize) -> io::Result<Vec<bool>> {
+        let fd = self.file.as_raw_fd();
+        let end = (count * PAGE_BYTES) as i64;
+        let mut data = vec![false; count];
+        let mut offset = 0i64;
+        while offset < end {
+            // SAFETY: lseek on a file descriptor we own.
+            let start = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+            if start < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::ENXIO) => break, // no data from `offset` on
+                    Some(libc::EINVAL) => return Ok(vec![true; count]),
+                    _ => return Err(err),
+                }
+            }
+            if start >= end {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+            if hole < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let first = start as usize / PAGE_BYTES;
+            let last = (hole.min(end) as usize).div_ceil(PAGE_BYTES);
+            data[first..last].iter_mut().for_each(|d| *d = true);
+            offset = hole;
+        }
+        Ok(data)
+    }
+
+    /// Brings the file to `pages`, the page table of `memory` as it is now: writes every page
+    /// whose entry differs from what the file holds (zero pages become holes). Returns the
+    /// number of pages written. On error what the file holds is unknown (and the next call
+    /// rewrites every page).
+    pub fn write_changed(&mut self, memory: &[u8], pages: &[PageRef]) -> io::Result<usize> {
+        debug_assert_eq!(memory.len(), pages.len() * PAGE_BYTES);
+        let outcome = self.write_changed_inner(memory, pages);
+        if outcome.is_err() {
+            self.held.clear();
+        }
+        outcome
+    }
+
+    fn write_changed_inner(&mut self, memory: &[u8], pages: &[PageRef]) -> io::Result<usize> {
+        let changed = |index: usize| self.held.get(index).copied().flatten() != Some(pages[index]);
+        let mut written = 0;
+        let mut index = 0;
+        while index < pages.len() {
+            if !changed(index) {
+                index += 1;
+                continue;
+            }
+            // A run of changed pages of one kind: one write or one hole punch.
+            let zero = pages[index] == PageRef::Zero;
+            let start = index;
+            while index < pages.len() && changed(index) && (pages[index] == PageRef::Zero) == zero {
+                index += 1;
+            }
+            let (from, to) = (start * PAGE_BYTES, index * PAGE_BYTES);
+            if zero {
+                self.punch_hole(from as u64, (to - from) as u64, &memory[from..to])?;
+            } else {
+                self.file.write_all_at(&memory[from..to], from as u64)?;
+            }
+            written += index - start;
+        }
+        // Mapping needs the file to reach the end of memory (a hole at the end is not written).
+        if self.file_bytes()? < memory.len() as u64 {
+            self.file.set_len(memory.len() as u64)?;
+        }
+        self.held = pages.iter().copied().map(Some).collect();
+        Ok(written)
+    }
+
+    /// Zeroes `len` bytes at `offset`: a hole where the filesystem can make one, else written
+    /// zeros (`zeros` is that many zero bytes).
+    fn punch_hole(&self, offset: u64, len: u64, zeros: &[u8]) -> io::Result<()> {
+        // SAFETY: fallocate on a file descriptor we own.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as i64,
+                len as i64,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => self.file.write_all_at(zeros, offset),
+            _ => Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::PageHash;
+
+    /// An anonymous mapping standing in for linear memory, unmapped on drop.
+    struct Region {
+        ptr: *mut u8,
+        len: usize,
+    }
+
+    impl Region {
+        fn new(len: usize) -> Self {
+            // SAFETY: a fresh anonymous mapping.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            Region {
+                ptr: ptr.cast(),
+                len,
+            }
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: our own mapping, `len` bytes long.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        }
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: unmaps what `new` mapped (and whatever map_over put in its place).
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+
+    fn page_table(memory: &[u8]) -> Vec<PageRef> {
+        memory
+            .chunks(PAGE_BYTES)
+            .map(|page| {
+                if page.iter().all(|&b| b == 0) {
+                    PageRef::Zero
+                } else {
+                    PageRef::Stored {
+                        hash: PageHash::of(page),
+                        fingerprint: fingerprint(page),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// 200 pages (over the threshold for checking on all cores): some zero, the rest filled.
+    fn state(seed: u8) -> Vec<u8> {
+        let mut memory = vec![0u8; 200 * PAGE_BYTES];
+        for (i, page) in memory.chunks_mut(PAGE_BYTES).enumerate() {
+            if i % 3 != 0 {
+                page.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, b)| *b = (i + j) as u8 ^ seed);
+            }
+        }
+        memory
+    }
+
+    #[test]
+    fn a_written_image_maps_back_with_nothing_to_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let original = state(1);
+        let pages = page_table(&original);
+        let mut image = MemoryImage::open(&path).unwrap();
+        assert_eq!(image.write_changed(&original, &pages).unwrap(), 200);
+        // Nothing changed: nothing to write.
+        assert_eq!(image.write_changed(&original, &pages).unwrap(), 0);
+        // Zero pages are holes: a third of the file takes no space.
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&path).unwrap());
+        assert!(
+            blocks * 512 < (original.len() as u64) * 3 / 4,
+            "{blocks} blocks"
+        );
+
+        let mut region = Region::new(original.len());
+        region.bytes().fill(0xee); // what a fresh instance might hold: overwritten by the map
+        let mut image = MemoryImage::open(&path).unwrap();
+        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        assert!(differ.is_empty(), "{differ:?}");
+        assert_eq!(region.bytes(), &original[..]);
+    }
+
+    #[test]
+    fn stale_torn_and_corrupt_pages_are_reported_and_writes_stay_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let old = state(1);
+        let mut image = MemoryImage::open(&path).unwrap();
+        image.write_changed(&old, &page_table(&old)).unwrap();
+        drop(image);
+        // The snapshot to restore is a later state: pages 1, 2 and 4 changed (4 became zero).
+        let mut new = old.clone();
+        new[PAGE_BYTES + 5] ^= 1;
+        new[2 * PAGE_BYTES..3 * PAGE_BYTES].fill(7);
+        new[4 * PAGE_BYTES..5 * PAGE_BYTES].fill(0);
+        let pages = page_table(&new);
+        // The file was also corrupted at page 10 and cut short in page 150.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff], 10 * PAGE_BYTES as u64 + 99)
+            .unwrap();
+        file.set_len(150 * PAGE_BYTES as u64 + 100).unwrap();
+        drop(file);
+
+        let mut region = Region::new(new.len());
+        let mut image = MemoryImage::open(&path).unwrap();
+        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        // Page 4 was non-zero and must be zero; 150..200 were cut (those that should be
+        // zero, i % 3 == 0, are right anyway).
+        let mut expected = vec![1, 2, 4, 10];
+        expected.extend((150..200).filter(|i| i % 3 != 0));
+        assert_eq!(differ, expected);
+        // The caller repairs them from storage.
+        let memory = region.bytes();
+        for &i in &differ {
+            let range = i * PAGE_BYTES..(i + 1) * PAGE_BYTES;
+            memory[range.clone()].copy_from_slice(&new[range]);
+        }
+        assert_eq!(memory, &new[..]);
+        // Writes to the mapping never reach the file, and the next write_changed rewrites the
+        // repaired pages (unknown in the file) and those written since.
+        memory[20 * PAGE_BYTES] ^= 0x55;
+        let now = memory.to_vec();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_ne!(on_disk[20 * PAGE_BYTES], now[20 * PAGE_BYTES]);
+        let written = image.write_changed(&now, &page_table(&now)).unwrap();
+        assert_eq!(written, differ.len() + 1);
+        assert_eq!(std::fs::read(&path).unwrap(), now);
+        // The mapping still reads the same bytes.
+        assert_eq!(region.bytes(), &now[..]);
+    }
+
+    #[test]
+    fn a_memory_larger_than_the_image_is_mapped_with_the_rest_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let small = state(3);
+        let mut image = MemoryImage::open(&path).unwrap();
+        image.write_changed(&small, &page_table(&small)).unwrap();
+        let mut grown = small.clone();
+        grown.extend(std::iter::repeat_n(9u8, 4 * PAGE_BYTES));
+        grown.extend(std::iter::repeat_n(0u8, 4 * PAGE_BYTES));
+        let pages = page_table(&grown);
+        let mut region = Region::new(grown.len());
+        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        assert_eq!(differ, vec![200, 201, 202, 203]);
+        assert_eq!(&region.bytes()[..small.len()], &small[..]);
+    }
+
+    #[test]
+    fn the_kernel_records_writes_to_a_mapped_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let original = state(5);
+        let pages = page_table(&original);
+        let mut image = MemoryImage::open(&path).unwrap();
+        image.write_changed(&original, &pages).unwrap();
+        let mut region = Region::new(original.len() + 8 * PAGE_BYTES);
+        let memory = &mut region.bytes()[..original.len()];
+        assert!(unsafe { image.map_over(memory, &pages) }
+            .unwrap()
+            .is_empty());
+        let Some(mut tracker) = crate::dirty::tests::tracker_for(memory) else {
+            return;
+        };
+        tracker.take(memory).unwrap();
+        assert!(
+            tracker.take(memory).unwrap().is_empty(),
+            "reads are not writes"
+        );
+        memory[5 * PAGE_BYTES + 3] ^= 1; // a page shared with the file: copied on write
+        memory[6 * PAGE_BYTES] = 1; // a hole (page 6 is zero)
+        let written = tracker.take(memory).unwrap();
+        assert_eq!(written.iter().collect::<Vec<_>>(), vec![5, 6]);
+        // Past the mapped image, memory grown later (anonymous) is tracked too.
+        let grown = region.bytes();
+        grown[original.len() + PAGE_BYTES] = 4;
+        let written = tracker.take(grown).unwrap();
+        assert!(
+            written.contains(201),
+            "{:?}",
+            written.iter().collect::<Vec<_>>()
+        );
+        assert!(!written.contains(5));
+    }
+
+    #[test]
+    fn a_page_table_of_another_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut image = MemoryImage::open(&dir.path().join("w.mem")).unwrap();
+        let mut region = Region::new(2 * PAGE_BYTES);
+        let err = unsafe { image.map_over(region.bytes(), &[PageRef::Zero]) }.unwrap_err();
+        assert!(err.to_string().contains("page table of 1 pages"), "{err}");
+    }
+}
