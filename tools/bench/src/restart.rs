@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{
     Executor, ExecutorOptions, RecoveryMode, RecoveryReport, SnapshotPolicy, WorkerId,
 };
@@ -129,11 +130,21 @@ fn build(ctx: &Ctx, entries: u64, bar: &ProgressBar) -> Result<History> {
 
 /// `Executor::recover` on a freshly opened executor: its wall time and report.
 fn recover_in_process(dir: &Path, mode: RecoveryMode) -> Result<(Duration, RecoveryReport)> {
-    let mut ex = Executor::open(dir, ExecutorOptions::default())?;
+    recover_with(dir, mode, ExecutorOptions::default()).map(|(wall, report, ..)| (wall, report))
+}
+
+/// `Executor::recover` on an executor freshly opened with `options`: its wall time and report,
+/// and the executor with the worker active.
+fn recover_with(
+    dir: &Path,
+    mode: RecoveryMode,
+    options: ExecutorOptions,
+) -> Result<(Duration, RecoveryReport, Executor, WorkerId)> {
+    let mut ex = Executor::open(dir, options)?;
     let id = ex.worker_id("memory", "w")?;
     let start = Instant::now();
     let report = ex.recover(&id, mode)?;
-    Ok((start.elapsed(), report))
+    Ok((start.elapsed(), report, ex, id))
 }
 
 /// The cargo target directory: `$CARGO_TARGET_DIR`, else `<repo>/target`.
@@ -170,6 +181,7 @@ pub fn golemw_run(
         "GOLEMW_SNAPSHOT_POLICY",
         "GOLEMW_SNAPSHOTS_KEEP",
         "GOLEMW_WRITE_TRACKING",
+        "GOLEMW_MEMORY_IMAGES",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -197,7 +209,19 @@ fn recover_process(
     mode: RecoveryMode,
     debug: bool,
 ) -> Result<(Duration, RecoveryReport, String)> {
-    let mut args = vec!["worker", "recover", "memory/w"];
+    recover_process_with(golemw, dir, mode, debug, true)
+}
+
+/// [`recover_process`] with memory images on or off (`--memory-images`).
+fn recover_process_with(
+    golemw: &Path,
+    dir: &Path,
+    mode: RecoveryMode,
+    debug: bool,
+    images: bool,
+) -> Result<(Duration, RecoveryReport, String)> {
+    let mut args = vec!["--memory-images", if images { "true" } else { "false" }];
+    args.extend(["worker", "recover", "memory/w"]);
     if mode == RecoveryMode::FullReplay {
         args.push("--full-replay");
     }
@@ -272,6 +296,8 @@ struct Restart {
     full_wall: Samples,
     full_duration: Samples,
     proc_auto: Samples,
+    /// Whole process from the snapshot with memory images off: every page copied.
+    proc_copy: Samples,
     proc_full: Samples,
     proc_full_duration: Samples,
     phases: Phases,
@@ -308,6 +334,9 @@ fn measure(golemw: &Path, h: &History, bar: &ProgressBar) -> Result<Restart> {
         let (wall, r, _) = recover_process(golemw, dir, RecoveryMode::Auto, false)?;
         check(&r, RecoveryMode::Auto)?;
         m.proc_auto.push(wall);
+        let (wall, r, _) = recover_process_with(golemw, dir, RecoveryMode::Auto, false, false)?;
+        check(&r, RecoveryMode::Auto)?;
+        m.proc_copy.push(wall);
         let (wall, r, _) = recover_process(golemw, dir, RecoveryMode::FullReplay, false)?;
         check(&r, RecoveryMode::FullReplay)?;
         m.proc_full.push(wall);
@@ -362,6 +391,8 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         "process: snapshot + tail ms",
         "full replay ms",
         "speed-up",
+        "process, images off: snapshot + tail ms",
+        "speed-up",
     ]);
     let mut phases = Table::new(&[
         "oplog entries",
@@ -387,6 +418,8 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             ms(m.proc_auto.median()),
             ms(m.proc_full.median()),
             format!("{}×", fmt(m.proc_full.median() / m.proc_auto.median())),
+            ms(m.proc_copy.median()),
+            format!("{}×", fmt(m.proc_full.median() / m.proc_copy.median())),
         ]);
         let p = &m.phases;
         phases.row(vec![
@@ -409,6 +442,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             ("in_process_restore_us", m.auto_restore.median()),
             ("in_process_full_replay_us", m.full_wall.median()),
             ("process_snapshot_us", m.proc_auto.median()),
+            ("process_snapshot_copied_us", m.proc_copy.median()),
             ("process_full_replay_us", m.proc_full.median()),
         ] {
             metrics.push((format!("{}: {name}", h.entries), value));
@@ -471,22 +505,21 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         }
         let floor = median(&last.phases.floor) + copy.fresh_two;
         notes.push(format!(
-            "Floor of a whole-process restart from the snapshot on this machine: a `golemw worker \
-             get` process ({} ms: start, Executor::open, module load from the compiled cache, \
-             exit) plus writing 64 MiB into memory the process never touched, on both cores ({} \
-             ms, memcpy; the first-touch page faults are most of it) = {} ms, so at most {:.1}× \
-             against this run's full replay at {} entries, short of {SPEEDUP_GOAL}×. The \
-             measured restart is {} ms over that floor (decoding and checking the pages, LMDB \
-             reads, the tail). Reaching {SPEEDUP_GOAL}× would take restoring without faulting \
-             in 16,384 fresh 4 KiB pages (transparent huge pages were tried: with \
-             defrag=madvise their faults compact memory synchronously and made restores slower \
-             on a busy machine).",
+            "The restart maps the worker's memory image (the default): it reads and checks the \
+             64 MiB from the page cache instead of writing them into memory the process never \
+             touched, and the pages the worker writes later are copied then (figure 5 measures \
+             that cost). The restart copying every page (`--memory-images false`) has a floor \
+             of a `golemw worker get` process ({} ms: start, Executor::open, module load from \
+             the compiled cache, exit) plus writing 64 MiB into fresh memory on both cores ({} \
+             ms, memcpy; the first-touch page faults are most of it) = {} ms, at most {:.1}× \
+             against this run's full replay at {} entries; it measured {:.1}× ({} ms).",
             ms(median(&last.phases.floor)),
             ms(copy.fresh_two),
             ms(floor),
             last.proc_full.median() / floor,
             count(n1 as f64),
-            ms(last.proc_auto.median() - floor),
+            last.proc_full.median() / last.proc_copy.median(),
+            ms(last.proc_copy.median()),
         ));
         metrics.push(("flatness".into(), flat));
         metrics.push(("process_speedup_at_longest".into(), speedup));
@@ -511,7 +544,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
              `FullReplay`, each on a freshly opened Executor, wall time of the call (module \
              loaded from the compiled cache included, `Executor::open` excluded). Whole process: \
              `target/release/golemw --json --data-dir D worker recover memory/w [--full-replay]`, \
-             spawn to exit. Median of {REPS} runs of each, interleaved. The phase table comes \
+             spawn to exit, and the same from the snapshot with `--memory-images false`. Median of {REPS} runs of each, interleaved. The phase table comes \
              from {REPS} more whole-process snapshot restarts with \
              `RUST_LOG=golemw_runtime::worker=debug` (its `snapshot restored` event), each \
              followed by `golemw worker get memory/w` (process start, Executor::open, module \
@@ -629,23 +662,46 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
         ..ExecutorOptions::default()
     };
     let (dir, mut ex, id) = memory_worker(ctx, options)?;
+    let memory_bytes = ex.invoke(&id, "memory-bytes", &[], None)?.result;
     ex.snapshot(&id)?;
     let at = ex.oplog_len(&id)?;
-    let memory_bytes = ex.invoke(&id, "memory-bytes", &[], None)?.result;
     drop(ex);
     let [mut wall, mut restore, mut duration] = [(); 3].map(|_| Samples::default());
+    // Per restore kind (image mapped, pages copied): restore_us, then the first invocation
+    // reading every byte (`checksum`) and the next writing every page (`touch-pages 100`).
+    let mut after: [[Samples; 3]; 2] = Default::default();
     let mut phases = Phases::default();
     for _ in 0..REPS {
-        let (w, r) = recover_in_process(dir.path(), RecoveryMode::Auto)?;
-        ensure!(
-            r.snapshot_index == Some(at),
-            "restored {:?}, not the snapshot at {at} (skipped: {:?})",
-            r.snapshot_index,
-            r.skipped
-        );
-        wall.push(w);
-        restore.push(us(r.restore_us));
-        duration.push(us(r.duration_us));
+        for (kind, images) in [(0, true), (1, false)] {
+            let options = ExecutorOptions {
+                fsync: false,
+                snapshot_policy: SnapshotPolicy::Off,
+                memory_image_min_bytes: images
+                    .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
+                ..ExecutorOptions::default()
+            };
+            let (w, r, mut ex, id) = recover_with(dir.path(), RecoveryMode::Auto, options)?;
+            ensure!(
+                r.snapshot_index == Some(at) && r.entries_replayed == 0,
+                "restored {:?} and replayed {}, not the snapshot at {at} alone (skipped: {:?})",
+                r.snapshot_index,
+                r.entries_replayed,
+                r.skipped
+            );
+            if images {
+                wall.push(w);
+                restore.push(us(r.restore_us));
+                duration.push(us(r.duration_us));
+            }
+            let [restored, read, write] = &mut after[kind];
+            restored.push(us(r.restore_us));
+            timed(read, || ex.invoke(&id, "checksum", &[], None))?;
+            timed(write, || {
+                ex.invoke(&id, "touch-pages", &["100".into()], None)
+            })?;
+            // Undone, so that every run restores the same snapshot with nothing to replay.
+            ex.revert_worker(&id, RevertTarget::LastInvocations(2))?;
+        }
         phases.add(&golemw, dir.path())?;
         bar.inc(2);
     }
@@ -698,6 +754,22 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
         );
     }
     row("process: whole golemw worker recover", median(&phases.wall));
+    for (kind, what) in [(0, "memory image mapped"), (1, "pages copied (images off)")] {
+        let [restored, read, write] = &after[kind];
+        row(
+            &format!("in process, {what}: restore_us"),
+            restored.median(),
+        );
+        row("  then `checksum`, reading every byte", read.median());
+        row(
+            "  then `touch-pages 100`, writing every page",
+            write.median(),
+        );
+        row(
+            "  restore + both invocations",
+            restored.median() + read.median() + write.median(),
+        );
+    }
     let limit = restore.median() / copy.fresh;
     Ok(Figure {
         id: "restore-limit",
@@ -705,7 +777,9 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
         method: format!(
             "A `memory` worker with {MEMORY_MIB} MiB of incompressible buffers (linear memory \
              {} bytes) and a snapshot at its last entry (no tail). In process: \
-             `Executor::recover(RecoveryMode::Auto)` on a freshly opened Executor, {REPS} runs. \
+             `Executor::recover(RecoveryMode::Auto)` on a freshly opened Executor, {REPS} runs, \
+             with memory images (the default) and without; after each, the invocations \
+             `checksum` and `touch-pages 100` are timed, then reverted. \
              Whole process: `golemw worker recover` with `RUST_LOG=golemw_runtime::worker=debug` \
              for the instantiate / restore split, {REPS} runs. Baselines, {COPY_REPS} runs \
              each: `copy_from_slice` of 64 MiB into an already-faulted `Vec<u8>`, into a freshly \
@@ -758,10 +832,24 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
             },
             format!(
                 "First-touch page faults cost {} ms of the fresh copy ({} 4 KiB pages, {} µs \
-                 each): a restore into a fresh instance's memory pays them too.",
+                 each): a restore copying into a fresh instance's memory pays them too; one \
+                 mapping the memory image pays them at the guest's first write of each page.",
                 ms(copy.fresh - copy.faulted),
                 count(bytes / 4096.0),
                 fmt((copy.fresh - copy.faulted) / (bytes / 4096.0))
+            ),
+            format!(
+                "Mapping the image moves the cost of fresh memory from the restore to the \
+                 guest's first write of each page (a copy-on-write fault): after the mapped \
+                 restore, `touch-pages 100` took {} ms against {} ms after a copied one; \
+                 restore and both invocations together {} ms against {} ms. Reading costs no \
+                 more ({} ms against {} ms for `checksum`).",
+                ms(after[0][2].median()),
+                ms(after[1][2].median()),
+                ms(after[0].iter().map(Samples::median).sum::<f64>()),
+                ms(after[1].iter().map(Samples::median).sum::<f64>()),
+                ms(after[0][1].median()),
+                ms(after[1][1].median()),
             ),
             format!(
                 "Transparent huge pages: {}.",
