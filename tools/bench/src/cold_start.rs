@@ -423,7 +423,7 @@ fn figure(
          durable commit, then the invocation's). Invoking a new worker name creates it in \
          memory and its invocation's durable commit stores it ({} fsyncs): {} µs over batched. \
          The floor of a durable cold start on this disk is one durable commit ({} µs: the \
-         two fsyncs timed alone) plus plain Wasmer's instantiate and call ({} µs): {} µs; \
+         two fsyncs timed alone) plus plain Wasmer's instantiate and call ({} µs): {} µs{}; \
          invoking a new worker name takes {} of it.",
         fmt(durable.total.median() - batched.total.median()),
         durable.fsyncs(),
@@ -432,6 +432,13 @@ fn figure(
         fmt(probe.commit.median() + fsync.median()),
         fmt(base),
         fmt(probe.commit.median() + fsync.median() + base),
+        if probe.commit.median() + fsync.median() + base > GOAL_MS * 1000.0 {
+            format!(
+                " (above the {GOAL_MS} ms goal: no durable cold start can meet it on this disk)"
+            )
+        } else {
+            String::new()
+        },
         ratio(
             implicit.total.median(),
             probe.commit.median() + fsync.median() + base
