@@ -409,13 +409,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// An anonymous private mapping, like Wasmer's linear memory.
-    struct Mapping {
+    pub(crate) struct Mapping {
         ptr: *mut u8,
         len: usize,
     }
 
     impl Mapping {
-        fn new(len: usize) -> Self {
+        pub(crate) fn new(len: usize) -> Self {
             // SAFETY: a fresh anonymous mapping; checked below.
             let ptr = unsafe {
                 libc::mmap(
@@ -435,7 +435,7 @@ pub(crate) mod tests {
         }
 
         #[allow(clippy::mut_from_ref)]
-        fn slice(&self, len: usize) -> &mut [u8] {
+        pub(crate) fn slice(&self, len: usize) -> &mut [u8] {
             assert!(len <= self.len);
             // SAFETY: within our mapping; tests use one slice at a time.
             unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }

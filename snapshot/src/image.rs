@@ -248,46 +248,8 @@ impl MemoryImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dirty::tests::Mapping;
     use crate::page::PageHash;
-
-    /// An anonymous mapping standing in for linear memory, unmapped on drop.
-    struct Region {
-        ptr: *mut u8,
-        len: usize,
-    }
-
-    impl Region {
-        fn new(len: usize) -> Self {
-            // SAFETY: a fresh anonymous mapping.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(ptr, libc::MAP_FAILED);
-            Region {
-                ptr: ptr.cast(),
-                len,
-            }
-        }
-
-        fn bytes(&mut self) -> &mut [u8] {
-            // SAFETY: our own mapping, `len` bytes long.
-            unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-        }
-    }
-
-    impl Drop for Region {
-        fn drop(&mut self) {
-            // SAFETY: unmaps what `new` mapped (and whatever map_over put in its place).
-            unsafe { libc::munmap(self.ptr.cast(), self.len) };
-        }
-    }
 
     fn page_table(memory: &[u8]) -> Vec<PageRef> {
         memory
@@ -335,12 +297,13 @@ mod tests {
             "{blocks} blocks"
         );
 
-        let mut region = Region::new(original.len());
-        region.bytes().fill(0xee); // what a fresh instance might hold: overwritten by the map
+        let region_len = original.len();
+        let region = Mapping::new(region_len);
+        region.slice(region_len).fill(0xee); // what a fresh instance might hold: overwritten by the map
         let mut image = MemoryImage::open(&path).unwrap();
-        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        let differ = unsafe { image.map_over(region.slice(region_len), &pages) }.unwrap();
         assert!(differ.is_empty(), "{differ:?}");
-        assert_eq!(region.bytes(), &original[..]);
+        assert_eq!(region.slice(region_len), &original[..]);
     }
 
     #[test]
@@ -364,16 +327,17 @@ mod tests {
         file.set_len(150 * PAGE_BYTES as u64 + 100).unwrap();
         drop(file);
 
-        let mut region = Region::new(new.len());
+        let region_len = new.len();
+        let region = Mapping::new(region_len);
         let mut image = MemoryImage::open(&path).unwrap();
-        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        let differ = unsafe { image.map_over(region.slice(region_len), &pages) }.unwrap();
         // Page 4 was non-zero and must be zero; 150..200 were cut (those that should be
         // zero, i % 3 == 0, are right anyway).
         let mut expected = vec![1, 2, 4, 10];
         expected.extend((150..200).filter(|i| i % 3 != 0));
         assert_eq!(differ, expected);
         // The caller repairs them from storage.
-        let memory = region.bytes();
+        let memory = region.slice(region_len);
         for &i in &differ {
             let range = i * PAGE_BYTES..(i + 1) * PAGE_BYTES;
             memory[range.clone()].copy_from_slice(&new[range]);
@@ -389,7 +353,7 @@ mod tests {
         assert_eq!(written, differ.len() + 1);
         assert_eq!(std::fs::read(&path).unwrap(), now);
         // The mapping still reads the same bytes.
-        assert_eq!(region.bytes(), &now[..]);
+        assert_eq!(region.slice(region_len), &now[..]);
     }
 
     #[test]
@@ -403,10 +367,11 @@ mod tests {
         grown.extend(std::iter::repeat_n(9u8, 4 * PAGE_BYTES));
         grown.extend(std::iter::repeat_n(0u8, 4 * PAGE_BYTES));
         let pages = page_table(&grown);
-        let mut region = Region::new(grown.len());
-        let differ = unsafe { image.map_over(region.bytes(), &pages) }.unwrap();
+        let region_len = grown.len();
+        let region = Mapping::new(region_len);
+        let differ = unsafe { image.map_over(region.slice(region_len), &pages) }.unwrap();
         assert_eq!(differ, vec![200, 201, 202, 203]);
-        assert_eq!(&region.bytes()[..small.len()], &small[..]);
+        assert_eq!(&region.slice(region_len)[..small.len()], &small[..]);
     }
 
     #[test]
@@ -417,8 +382,9 @@ mod tests {
         let pages = page_table(&original);
         let mut image = MemoryImage::open(&path).unwrap();
         image.write_changed(&original, &pages).unwrap();
-        let mut region = Region::new(original.len() + 8 * PAGE_BYTES);
-        let memory = &mut region.bytes()[..original.len()];
+        let region_len = original.len() + 8 * PAGE_BYTES;
+        let region = Mapping::new(region_len);
+        let memory = &mut region.slice(region_len)[..original.len()];
         assert!(unsafe { image.map_over(memory, &pages) }
             .unwrap()
             .is_empty());
@@ -435,7 +401,7 @@ mod tests {
         let written = tracker.take(memory).unwrap();
         assert_eq!(written.iter().collect::<Vec<_>>(), vec![5, 6]);
         // Past the mapped image, memory grown later (anonymous) is tracked too.
-        let grown = region.bytes();
+        let grown = region.slice(region_len);
         grown[original.len() + PAGE_BYTES] = 4;
         let written = tracker.take(grown).unwrap();
         assert!(
@@ -450,8 +416,10 @@ mod tests {
     fn a_page_table_of_another_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut image = MemoryImage::open(&dir.path().join("w.mem")).unwrap();
-        let mut region = Region::new(2 * PAGE_BYTES);
-        let err = unsafe { image.map_over(region.bytes(), &[PageRef::Zero]) }.unwrap_err();
+        let region_len = 2 * PAGE_BYTES;
+        let region = Mapping::new(region_len);
+        let err =
+            unsafe { image.map_over(region.slice(region_len), &[PageRef::Zero]) }.unwrap_err();
         assert!(err.to_string().contains("page table of 1 pages"), "{err}");
     }
 }
