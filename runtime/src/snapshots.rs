@@ -307,7 +307,7 @@ pub fn open_image(
     if !create && !path.exists() {
         return Ok(None);
     }
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|_| create) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     golemw_snapshot::MemoryImage::open(&path)
