@@ -564,6 +564,11 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     invoke(&mut ex, &id, "touch", &["20"]);
     let live = ex.active_state_digest(&id).unwrap();
     assert!(image.is_dir());
+    let images: Vec<_> = std::fs::read_dir(image.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(images.len(), 1, "nothing left behind: {images:?}");
     drop(ex);
     let mut ex = open_with_images(dir.path(), "off", Some(0));
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();

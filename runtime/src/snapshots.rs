@@ -296,21 +296,21 @@ pub fn image_path(storage: &Storage, uid: &Uuid) -> std::path::PathBuf {
     storage.dir().join("images").join(format!("{uid}.mem"))
 }
 
-/// Opens a worker's image, creating it (and its directory) if `create`; `None` if it does not
-/// exist and `create` is false.
+/// Opens a worker's image; `None` if it has none. With `create`, a new empty image replaces any
+/// file there (see [`golemw_snapshot::MemoryImage::create`]).
 pub fn open_image(
     storage: &Storage,
     uid: &Uuid,
     create: bool,
 ) -> Result<Option<golemw_snapshot::MemoryImage>> {
     let path = image_path(storage, uid);
-    if !create && !path.exists() {
-        return Ok(None);
+    if !create {
+        return golemw_snapshot::MemoryImage::open(&path).map_err(|e| Error::io(&path, e));
     }
-    if let Some(dir) = path.parent().filter(|_| create) {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    golemw_snapshot::MemoryImage::open(&path)
+    golemw_snapshot::MemoryImage::create(&path)
         .map(Some)
         .map_err(|e| Error::io(&path, e))
 }

@@ -19,9 +19,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -30,33 +30,75 @@ use crate::page::{fingerprint, PageRef, PAGE_BYTES};
 /// An all-zero page, to compare with.
 static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
 
-/// The memory image file of one worker.
+/// The memory image file of one worker. It holds no file descriptor between operations, so
+/// any number of active workers can have one.
 pub struct MemoryImage {
-    file: File,
+    path: PathBuf,
+    /// Device and inode of the file this describes: a file put at `path` since is another image
+    /// (operations on it fail rather than write into it). [`MemoryImage::create`] makes the
+    /// file that replaces an image while the old one still exists, so their inodes differ.
+    id: (u64, u64),
     /// What each page of the file holds, where known (the page table it was last checked
     /// against or written to); `None`: unknown, rewritten by the next [`MemoryImage::write_changed`].
     held: Vec<Option<PageRef>>,
 }
 
 impl MemoryImage {
-    /// Opens the image at `path`, creating an empty one. What it holds is unknown until it is
+    /// Opens the image at `path`; `None` if there is none. What it holds is unknown until it is
     /// checked by [`MemoryImage::map_over`] or written by [`MemoryImage::write_changed`].
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path) -> io::Result<Option<Self>> {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => Self::describing(path, &file).map(Some),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A new, empty image at `path`, put in place of any file there by a rename, so an instance
+    /// that maps the old file keeps reading it unchanged, and the two never share an inode.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        let fresh = PathBuf::from(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
-            .open(path)?;
+            .truncate(true)
+            .open(&fresh)?;
+        let image = Self::describing(path, &file)?;
+        if let Err(err) = std::fs::rename(&fresh, path) {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(err);
+        }
+        Ok(image)
+    }
+
+    fn describing(path: &Path, file: &File) -> io::Result<Self> {
+        let meta = file.metadata()?;
         Ok(MemoryImage {
-            file,
+            path: path.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
             held: Vec::new(),
         })
     }
 
+    /// The image's file, opened for one operation.
+    fn file(&self) -> io::Result<File> {
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != self.id {
+            return Err(io::Error::other(format!(
+                "{} was replaced by another file",
+                self.path.display()
+            )));
+        }
+        Ok(file)
+    }
+
     /// The file's length in bytes (0: nothing was ever written).
     pub fn file_bytes(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.file()?.metadata()?.len())
     }
 
     /// Maps the image over `memory`, copy-on-write, and checks it against `pages` (the page
@@ -91,11 +133,11 @@ impl MemoryImage {
         }
         // Past its end a file mapping faults with SIGBUS: a short (torn) image is extended with
         // zeros, which the check below then finds wrong where they should not be zero.
-        let len = self.file_bytes()?;
-        if len < memory.len() as u64 {
-            self.file.set_len(memory.len() as u64)?;
+        let file = self.file()?;
+        if file.metadata()?.len() < memory.len() as u64 {
+            file.set_len(memory.len() as u64)?;
         }
-        let has_data = self.data_pages(pages.len())?;
+        let has_data = data_pages(&file, pages.len())?;
         // SAFETY: the caller guarantees `memory` is a page-aligned mapping of its own that
         // nothing uses meanwhile; MAP_FIXED replaces exactly its pages with the file's.
         let mapped = unsafe {
@@ -104,10 +146,11 @@ impl MemoryImage {
                 memory.len(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_FIXED,
-                self.file.as_raw_fd(),
+                file.as_raw_fd(),
                 0,
             )
         };
+        drop(file); // the mapping keeps the file alive
         if mapped == libc::MAP_FAILED {
             // Nothing was replaced (MAP_FIXED fails before unmapping on bad arguments).
             return Err(io::Error::last_os_error());
@@ -144,40 +187,6 @@ impl MemoryImage {
         Ok(differ)
     }
 
-    /// Which pages of the first `count` hold any data (the rest lie in holes: zero, and not
-    /// worth reading). Where the filesystem cannot say, every page counts as data.
-    fn data_pages(&self, count: usize) -> io::Result<Vec<bool>> {
-        let fd = self.file.as_raw_fd();
-        let end = (count * PAGE_BYTES) as i64;
-        let mut data = vec![false; count];
-        let mut offset = 0i64;
-        while offset < end {
-            // SAFETY: lseek on a file descriptor we own.
-            let start = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
-            if start < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::ENXIO) => break, // no data from `offset` on
-                    Some(libc::EINVAL) => return Ok(vec![true; count]),
-                    _ => return Err(err),
-                }
-            }
-            if start >= end {
-                break;
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
-            if hole < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let first = start as usize / PAGE_BYTES;
-            let last = (hole.min(end) as usize).div_ceil(PAGE_BYTES);
-            data[first..last].iter_mut().for_each(|d| *d = true);
-            offset = hole;
-        }
-        Ok(data)
-    }
-
     /// Brings the file to `pages`, the page table of `memory` as it is now: writes every page
     /// whose entry differs from what the file holds (zero pages become holes). Returns the
     /// number of pages written. On error what the file holds is unknown (and the next call
@@ -192,6 +201,7 @@ impl MemoryImage {
     }
 
     fn write_changed_inner(&mut self, memory: &[u8], pages: &[PageRef]) -> io::Result<usize> {
+        let file = self.file()?;
         let changed = |index: usize| self.held.get(index).copied().flatten() != Some(pages[index]);
         let mut written = 0;
         let mut index = 0;
@@ -208,40 +218,74 @@ impl MemoryImage {
             }
             let (from, to) = (start * PAGE_BYTES, index * PAGE_BYTES);
             if zero {
-                self.punch_hole(from as u64, (to - from) as u64, &memory[from..to])?;
+                punch_hole(&file, from as u64, (to - from) as u64, &memory[from..to])?;
             } else {
-                self.file.write_all_at(&memory[from..to], from as u64)?;
+                file.write_all_at(&memory[from..to], from as u64)?;
             }
             written += index - start;
         }
         // Mapping needs the file to reach the end of memory (a hole at the end is not written).
-        if self.file_bytes()? < memory.len() as u64 {
-            self.file.set_len(memory.len() as u64)?;
+        if file.metadata()?.len() < memory.len() as u64 {
+            file.set_len(memory.len() as u64)?;
         }
         self.held = pages.iter().copied().map(Some).collect();
         Ok(written)
     }
+}
 
-    /// Zeroes `len` bytes at `offset`: a hole where the filesystem can make one, else written
-    /// zeros (`zeros` is that many zero bytes).
-    fn punch_hole(&self, offset: u64, len: u64, zeros: &[u8]) -> io::Result<()> {
-        // SAFETY: fallocate on a file descriptor we own.
-        let rc = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset as i64,
-                len as i64,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+/// Which pages of the first `count` hold any data (the rest lie in holes: zero, and not
+/// worth reading). Where the filesystem cannot say, every page counts as data.
+fn data_pages(file: &File, count: usize) -> io::Result<Vec<bool>> {
+    let fd = file.as_raw_fd();
+    let end = (count * PAGE_BYTES) as i64;
+    let mut data = vec![false; count];
+    let mut offset = 0i64;
+    while offset < end {
+        // SAFETY: lseek on a file descriptor we own.
+        let start = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if start < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENXIO) => break, // no data from `offset` on
+                Some(libc::EINVAL) => return Ok(vec![true; count]),
+                _ => return Err(err),
+            }
         }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => self.file.write_all_at(zeros, offset),
-            _ => Err(err),
+        if start >= end {
+            break;
         }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let first = start as usize / PAGE_BYTES;
+        let last = (hole.min(end) as usize).div_ceil(PAGE_BYTES);
+        data[first..last].iter_mut().for_each(|d| *d = true);
+        offset = hole;
+    }
+    Ok(data)
+}
+
+/// Zeroes `len` bytes at `offset`: a hole where the filesystem can make one, else written
+/// zeros (`zeros` is that many zero bytes).
+fn punch_hole(file: &File, offset: u64, len: u64, zeros: &[u8]) -> io::Result<()> {
+    // SAFETY: fallocate on a file descriptor we own.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.write_all_at(zeros, offset),
+        _ => Err(err),
     }
 }
 
@@ -286,7 +330,7 @@ mod tests {
         let path = dir.path().join("w.mem");
         let original = state(1);
         let pages = page_table(&original);
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::create(&path).unwrap();
         assert_eq!(image.write_changed(&original, &pages).unwrap(), 200);
         // Nothing changed: nothing to write.
         assert_eq!(image.write_changed(&original, &pages).unwrap(), 0);
@@ -300,7 +344,7 @@ mod tests {
         let region_len = original.len();
         let region = Mapping::new(region_len);
         region.slice(region_len).fill(0xee); // what a fresh instance might hold: overwritten by the map
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::open(&path).unwrap().expect("written above");
         let differ = unsafe { image.map_over(region.slice(region_len), &pages) }.unwrap();
         assert!(differ.is_empty(), "{differ:?}");
         assert_eq!(region.slice(region_len), &original[..]);
@@ -311,7 +355,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.mem");
         let old = state(1);
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::create(&path).unwrap();
         image.write_changed(&old, &page_table(&old)).unwrap();
         drop(image);
         // The snapshot to restore is a later state: pages 1, 2 and 4 changed (4 became zero).
@@ -329,7 +373,7 @@ mod tests {
 
         let region_len = new.len();
         let region = Mapping::new(region_len);
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::open(&path).unwrap().expect("written above");
         let differ = unsafe { image.map_over(region.slice(region_len), &pages) }.unwrap();
         // Page 4 was non-zero and must be zero; 150..200 were cut (those that should be
         // zero, i % 3 == 0, are right anyway).
@@ -361,7 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.mem");
         let small = state(3);
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::create(&path).unwrap();
         image.write_changed(&small, &page_table(&small)).unwrap();
         let mut grown = small.clone();
         grown.extend(std::iter::repeat_n(9u8, 4 * PAGE_BYTES));
@@ -380,7 +424,7 @@ mod tests {
         let path = dir.path().join("w.mem");
         let original = state(5);
         let pages = page_table(&original);
-        let mut image = MemoryImage::open(&path).unwrap();
+        let mut image = MemoryImage::create(&path).unwrap();
         image.write_changed(&original, &pages).unwrap();
         let region_len = original.len() + 8 * PAGE_BYTES;
         let region = Mapping::new(region_len);
@@ -413,9 +457,47 @@ mod tests {
     }
 
     #[test]
+    fn an_image_replaced_at_its_path_is_not_written_and_no_descriptor_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let memory = state(7);
+        let pages = page_table(&memory);
+        // Descriptors open on files in `dir` (other tests run alongside: count only ours).
+        let open_fds = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.starts_with(dir.path()))
+                .count()
+        };
+        assert_eq!(open_fds(), 0);
+        let mut images: Vec<MemoryImage> = (0..50)
+            .map(|i| MemoryImage::create(&dir.path().join(format!("{i}.mem"))).unwrap())
+            .collect();
+        for image in &mut images {
+            image.write_changed(&memory, &pages).unwrap();
+        }
+        assert_eq!(open_fds(), 0, "images hold no file descriptor");
+
+        let mut image = MemoryImage::create(&path).unwrap();
+        image.write_changed(&memory, &pages).unwrap();
+        // Another image put in its place (as a new instance of the worker does).
+        let other = MemoryImage::create(&path).unwrap();
+        std::fs::write(&path, b"another image").unwrap();
+        drop(other);
+        let mut changed = memory.clone();
+        changed[3] ^= 1;
+        let err = image
+            .write_changed(&changed, &page_table(&changed))
+            .unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"another image");
+    }
+
+    #[test]
     fn a_page_table_of_another_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut image = MemoryImage::open(&dir.path().join("w.mem")).unwrap();
+        let mut image = MemoryImage::create(&dir.path().join("w.mem")).unwrap();
         let region_len = 2 * PAGE_BYTES;
         let region = Mapping::new(region_len);
         let err =

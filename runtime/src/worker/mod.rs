@@ -1346,8 +1346,7 @@ impl Worker {
             Some(image) => Ok(image),
             // Not mapped or written by this instance: a new file, since another instance of
             // this worker (one being replaced) may still map the old one.
-            None => crate::snapshots::delete_image(&self.storage, &self.record.uid)
-                .and_then(|()| crate::snapshots::open_image(&self.storage, &self.record.uid, true))
+            None => crate::snapshots::open_image(&self.storage, &self.record.uid, true)
                 .map(|image| image.expect("created")),
         };
         let written = image.and_then(|mut image| {
