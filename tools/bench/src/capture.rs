@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use golemw_runtime::snapshots::{list, stored_page_bytes};
 use golemw_runtime::{Executor, ExecutorOptions, SnapshotPolicy, WorkerId};
 use golemw_snapshot::page::{decode_page_into, encode_page, fingerprint};
@@ -113,6 +113,8 @@ struct Run {
     manifest_bytes: HashMap<u64, u64>,
     base_bytes: u64,
     series_bytes: u64,
+    /// Disk space the worker's memory image takes at the end (allocated blocks).
+    image_bytes: u64,
 }
 
 impl Run {
@@ -182,6 +184,10 @@ fn run_plan(
         manifest_bytes.insert(s.index, s.manifest_bytes as u64);
         previous = Some(manifest.pages);
     }
+    let image = golemw_runtime::snapshots::image_path(ex.storage(), &uid);
+    let image_bytes = std::os::unix::fs::MetadataExt::blocks(
+        &std::fs::metadata(&image).with_context(|| format!("{}", image.display()))?,
+    ) * 512;
     Ok(Run {
         first,
         series,
@@ -189,6 +195,7 @@ fn run_plan(
         manifest_bytes,
         base_bytes,
         series_bytes,
+        image_bytes,
     })
 }
 
@@ -324,6 +331,11 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let total = (tracked.series_bytes + manifests) as f64;
     srow(&format!("{SERIES} snapshots at {what}: total"), total, n);
     srow(
+        "memory image: the latest state, one file per worker (not per snapshot)",
+        tracked.image_bytes as f64,
+        1.0,
+    );
+    srow(
         &format!("for comparison: {SERIES} full copies of linear memory"),
         n * memory_bytes,
         n,
@@ -389,7 +401,9 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
              PAGEMAP_SCAN; {}), so only written pages are read; off, every page is \
              fingerprinted and compared. capture_us is the CaptureStats time (scan, read, hash, \
              compress; no LMDB); the wall time of `Executor::snapshot` adds the LMDB write, its \
-             fsync and the pruning check. \"64 KiB pages changed\" compares each manifest's page \
+             fsyncs, the pruning check and bringing the memory image up to date (the pages that \
+             changed; all of them at the first snapshot). The memory image's size is its \
+             allocated blocks on disk at the end. \"64 KiB pages changed\" compares each manifest's page \
              table with the previous one. Storage: `snapshots::stored_page_bytes` before and \
              after the storage series plus the manifests' encoded sizes. Per-page costs: the \
              snapshot crate's functions on 64 MiB of noise, one thread, median of 3 passes. \
