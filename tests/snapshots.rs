@@ -580,6 +580,9 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     let mut ex = open_with_images(dir.path(), "invocations:1", Some(0));
     invoke(&mut ex, &id, "touch", &["1"]);
     assert!(image.is_file());
+    // What a crash between making a replacement image and renaming it would leave.
+    let unfinished = image.with_extension("mem.new");
+    std::fs::write(&unfinished, b"").unwrap();
     ex.delete_worker(&id).unwrap();
-    assert!(!image.exists());
+    assert!(!image.exists() && !unfinished.exists());
 }

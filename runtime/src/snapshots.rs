@@ -315,13 +315,10 @@ pub fn open_image(
         .map_err(|e| Error::io(&path, e))
 }
 
-/// Removes a worker's image, if it has one.
+/// Removes a worker's image, if it has one (and one a crash left half made).
 pub fn delete_image(storage: &Storage, uid: &Uuid) -> Result<()> {
     let path = image_path(storage, uid);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
-        _ => Ok(()),
-    }
+    golemw_snapshot::MemoryImage::remove(&path).map_err(|e| Error::io(&path, e))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 use crate::page::PAGE_BYTES;
 
 /// The smallest page size of the platforms we run on; the kernel tracks at this grain.
-const OS_PAGE_BYTES: usize = 4096;
+pub(crate) const OS_PAGE_BYTES: usize = 4096;
 
 /// A set of snapshot page indexes (64 KiB pages of linear memory).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -57,9 +57,7 @@ impl MemoryImage {
     /// A new, empty image at `path`, put in place of any file there by a rename, so an instance
     /// that maps the old file keeps reading it unchanged, and the two never share an inode.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let mut name = path.as_os_str().to_owned();
-        name.push(".new");
-        let fresh = PathBuf::from(name);
+        let fresh = unfinished(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -72,6 +70,17 @@ impl MemoryImage {
             return Err(err);
         }
         Ok(image)
+    }
+
+    /// Removes the image at `path`, and one a crash left half made, if there are.
+    pub fn remove(path: &Path) -> io::Result<()> {
+        for path in [path.to_path_buf(), unfinished(path)] {
+            match std::fs::remove_file(&path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn describing(path: &Path, file: &File) -> io::Result<Self> {
@@ -104,7 +113,8 @@ impl MemoryImage {
     /// Maps the image over `memory`, copy-on-write, and checks it against `pages` (the page
     /// table of the state `memory` must hold). Returns the indexes of the pages that differ:
     /// the caller must write those into `memory` from storage; every other page already reads
-    /// the right bytes.
+    /// the right bytes. On error `memory` holds what it held, or zeros if a failed mapping took
+    /// it away.
     ///
     /// # Safety
     ///
@@ -127,6 +137,12 @@ impl MemoryImage {
                 ),
             ));
         }
+        if !(memory.as_ptr() as usize).is_multiple_of(crate::dirty::OS_PAGE_BYTES) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "memory does not start at a page boundary",
+            ));
+        }
         if memory.is_empty() {
             self.held.clear();
             return Ok(Vec::new());
@@ -137,6 +153,11 @@ impl MemoryImage {
         if file.metadata()?.len() < memory.len() as u64 {
             file.set_len(memory.len() as u64)?;
         }
+        // The check reads the page cache, but the mapping goes on reading the file after it:
+        // bytes still waiting to be written back must reach the disk first (a failed writeback
+        // would let an evicted page come back older). Captures flush what they write, so this
+        // is nearly free except after a process died between a capture and its flush.
+        file.sync_data()?;
         let has_data = data_pages(&file, pages.len())?;
         // SAFETY: the caller guarantees `memory` is a page-aligned mapping of its own that
         // nothing uses meanwhile; MAP_FIXED replaces exactly its pages with the file's.
@@ -150,11 +171,29 @@ impl MemoryImage {
                 0,
             )
         };
-        drop(file); // the mapping keeps the file alive
         if mapped == libc::MAP_FAILED {
-            // Nothing was replaced (MAP_FIXED fails before unmapping on bad arguments).
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            // Some kernels unmap the old range before a MAP_FIXED mapping can still fail: put
+            // zeroed memory back, so the caller can restore into it by copying.
+            // SAFETY: the same range, again replaced whole, by anonymous memory.
+            let zeroed = unsafe {
+                libc::mmap(
+                    memory.as_mut_ptr().cast(),
+                    memory.len(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if zeroed == libc::MAP_FAILED {
+                // Linear memory with a hole in it cannot be used or safely left to anyone.
+                eprintln!("golemw: could not map memory back after a failed image mapping: {err}");
+                std::process::abort();
+            }
+            return Err(err);
         }
+        drop(file); // the mapping keeps the file alive
         let check = |(index, page): (usize, &[u8])| {
             let good = match pages[index] {
                 PageRef::Zero => !has_data[index] || page == &ZERO_PAGE[..],
@@ -228,9 +267,21 @@ impl MemoryImage {
         if file.metadata()?.len() < memory.len() as u64 {
             file.set_len(memory.len() as u64)?;
         }
+        // On disk now, so that a writeback error is reported here (and the image dropped), not
+        // met later as an older page read back into a mapping.
+        if written > 0 {
+            file.sync_data()?;
+        }
         self.held = pages.iter().copied().map(Some).collect();
         Ok(written)
     }
+}
+
+/// Where [`MemoryImage::create`] makes a new image before renaming it into place.
+fn unfinished(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
 }
 
 /// Which pages of the first `count` hold any data (the rest lie in holes: zero, and not
@@ -492,6 +543,23 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("replaced"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"another image");
+    }
+
+    #[test]
+    fn memory_off_a_page_boundary_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let memory = state(2);
+        let pages = page_table(&memory);
+        let mut image = MemoryImage::create(&path).unwrap();
+        image.write_changed(&memory, &pages).unwrap();
+        let region_len = memory.len() + PAGE_BYTES;
+        let region = Mapping::new(region_len);
+        region.slice(region_len).fill(5);
+        let shifted = &mut region.slice(region_len)[8..8 + memory.len()];
+        let err = unsafe { image.map_over(shifted, &pages) }.unwrap_err();
+        assert!(err.to_string().contains("page boundary"), "{err}");
+        assert!(region.slice(region_len).iter().all(|&b| b == 5));
     }
 
     #[test]
