@@ -154,9 +154,10 @@ impl MemoryImage {
             file.set_len(memory.len() as u64)?;
         }
         // The check reads the page cache, but the mapping goes on reading the file after it:
-        // bytes still waiting to be written back must reach the disk first (a failed writeback
-        // would let an evicted page come back older). Captures flush what they write, so this
-        // is nearly free except after a process died between a capture and its flush.
+        // bytes still waiting to be written back must reach the disk first, and a writeback
+        // that failed (which would let an evicted page come back older) is reported here, to
+        // this new descriptor too. Captures start their writeback at once, so this finds little
+        // or nothing to do (about 50 µs on a clean file here).
         file.sync_data()?;
         let has_data = data_pages(&file, pages.len())?;
         // SAFETY: the caller guarantees `memory` is a page-aligned mapping of its own that
@@ -267,10 +268,16 @@ impl MemoryImage {
         if file.metadata()?.len() < memory.len() as u64 {
             file.set_len(memory.len() as u64)?;
         }
-        // On disk now, so that a writeback error is reported here (and the image dropped), not
-        // met later as an older page read back into a mapping.
+        // Start writing back now, without waiting: the fdatasync before the next mapping then
+        // has little left to do, and reports a writeback that failed meanwhile.
         if written > 0 {
-            file.sync_data()?;
+            // SAFETY: sync_file_range on a file descriptor we own; no memory is passed.
+            let rc = unsafe {
+                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         self.held = pages.iter().copied().map(Some).collect();
         Ok(written)
