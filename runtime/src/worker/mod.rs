@@ -1004,8 +1004,13 @@ impl Worker {
             },
         );
         host::wasi::override_imports(&mut store, &host_env, &mut imports);
-        let golem: Vec<_> = inputs.interface.golem_imports.values().cloned().collect();
-        host::golem::define_imports(&mut store, &host_env, &mut imports, &golem);
+        host::golem::define_imports(
+            &mut store,
+            &host_env,
+            &mut imports,
+            inputs.module,
+            &inputs.interface.golem_imports,
+        );
         let instance = Instance::new(&mut store, inputs.module, &imports)
             .map_err(|e| engine_error("instantiating the module", &e))?;
         wasi.initialize(&mut store, instance.clone())
