@@ -341,6 +341,9 @@ fn sigkill_during_a_snapshot_write_leaves_a_recoverable_worker() {
     let recover = ok(dir.path(), &["--json", "worker", "recover", "memory/k"]);
     let report: serde_json::Value = serde_json::from_str(&recover).unwrap();
     assert!(report["snapshot_index"].is_u64(), "{report}");
+    assert!(report["image"]["pages"].as_u64() > Some(0), "{report}");
+    let text = ok(dir.path(), &["worker", "recover", "memory/k"]);
+    assert!(text.contains("its memory image mapped ("), "{text}");
     // Restored through the memory image (whatever state the kills left it in) and by copying
     // the snapshot's pages: the same memory.
     let mapped = ok(dir.path(), &["worker", "invoke", "memory/k", "checksum"]);

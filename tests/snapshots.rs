@@ -505,6 +505,12 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     let newest = *snapshot_indexes(&ex, &id).last().unwrap();
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
+    let used = report.image.expect("the image was mapped");
+    assert_eq!(
+        used.pages * golemw_snapshot::PAGE_BYTES as u64,
+        memory_bytes
+    );
+    assert!(used.repaired > 0 && used.repaired < used.pages, "{used:?}");
     assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
     // Two invocations on the image-mapped memory, growing it: a snapshot writes the pages
     // they changed, and those the image had wrong, into the image.
@@ -537,6 +543,11 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
     assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(
+        report.image.map(|used| used.repaired),
+        Some(0),
+        "{report:?}"
+    );
     assert_eq!(ex.active_state_digest(&id).unwrap(), live);
     let (_, checks) = ex.verify_snapshots(&id, false, |_, _| {}).unwrap();
     assert_eq!(checks.len(), 1);
@@ -546,6 +557,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     let mut ex = open_with_images(dir.path(), "off", None);
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_ne!(report.snapshot_index, Some(newest), "{report:?}");
+    assert_eq!(report.image, None);
     assert_eq!(ex.active_state_digest(&id).unwrap(), live);
 }
 

@@ -251,6 +251,19 @@ pub struct RecoveryReport {
     /// When a live instance was rewound in place to the snapshot (after a jump): the 64 KiB
     /// pages that differed and were written. `None`: a fresh instance was restored.
     pub pages_rewritten: Option<u64>,
+    /// When the worker's memory image was mapped for the restore, how much of it was right.
+    /// Not kept in the stored record (its layout is pinned): `worker recover` shows it.
+    #[serde(skip)]
+    pub image: Option<ImageUse>,
+}
+
+/// A memory image mapped for a restore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImageUse {
+    /// 64 KiB pages of the snapshot.
+    pub pages: u64,
+    /// Of them, pages the image had wrong, written from storage instead.
+    pub repaired: u64,
 }
 
 /// An invocation recovery finished live (it was in flight when the worker stopped, or a jump
@@ -360,6 +373,8 @@ struct SnapshotTracker {
     stored: Option<HashSet<golemw_snapshot::PageHash>>,
     /// Keep a memory image when memory is at least this large; `None`: never.
     image_min_bytes: Option<u64>,
+    /// How the last restore into this instance used the memory image, for its report.
+    mapped: Option<ImageUse>,
     /// The worker's memory image as this instance mapped or last wrote it. `None`: this
     /// instance has not; the next capture then replaces the file (a new inode) rather than
     /// writing into one that another instance may have mapped.
@@ -412,6 +427,7 @@ impl SnapshotTracker {
             track_writes,
             stored: None,
             image_min_bytes,
+            mapped: None,
             image: None,
             invocations_since: 0,
             since_ms: now_ms(),
@@ -428,7 +444,7 @@ fn map_image(
     manifest: &golemw_snapshot::Manifest,
     memory: &mut [u8],
     reader: &crate::snapshots::PageReader<'_>,
-) -> Result<Option<golemw_snapshot::MemoryImage>> {
+) -> Result<Option<(golemw_snapshot::MemoryImage, ImageUse)>> {
     let started = Instant::now();
     let unusable = |err: &dyn std::fmt::Display| {
         tracing::warn!(worker = %record.id, %err, "memory image not used; copying from storage");
@@ -477,7 +493,11 @@ fn map_image(
         map_us = started.elapsed().as_micros() as u64,
         "memory image mapped"
     );
-    Ok(Some(image))
+    let used = ImageUse {
+        pages: manifest.pages.len() as u64,
+        repaired: differ.len() as u64,
+    };
+    Ok(Some((image, used)))
 }
 
 impl Worker {
@@ -762,6 +782,7 @@ impl Worker {
                 bytes_restored: manifest.memory_bytes,
                 restore_us: restore_started.elapsed().as_micros() as u64,
                 pages_rewritten,
+                image: worker.snapshots.mapped.take(),
                 ..RecoveryReport::default()
             };
             match worker.replay(&mut report) {
@@ -860,8 +881,9 @@ impl Worker {
                     true => map_image(&self.storage, &self.record, manifest, memory, &reader)?,
                     false => None,
                 };
-                if image.is_some() {
-                    self.snapshots.image = image;
+                if let Some((image, used)) = image {
+                    self.snapshots.image = Some(image);
+                    self.snapshots.mapped = Some(used);
                 } else {
                     // A fresh instance's memory is zero beyond what it had before growing and,
                     // when the module's data segments are all it writes at instantiation,

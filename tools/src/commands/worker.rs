@@ -408,16 +408,29 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 }
             };
             if ctx.json {
-                output::json(&report);
+                // The report as the worker record keeps it, plus how the memory image was used.
+                let mut value = serde_json::to_value(&report)?;
+                value["image"] = serde_json::to_value(report.image)?;
+                output::json(&value);
             } else {
                 for reason in &report.skipped {
                     eprintln!("note: {reason}");
                 }
                 match report.snapshot_index {
                     Some(index) => println!(
-                        "restored snapshot at oplog index {index} ({} bytes of memory) in {:.3} ms",
+                        "restored snapshot at oplog index {index} ({} bytes of memory) in {:.3} ms{}",
                         report.bytes_restored,
-                        report.restore_us as f64 / 1000.0
+                        report.restore_us as f64 / 1000.0,
+                        match report.image {
+                            Some(image) => format!(
+                                ", its memory image mapped ({} of {} pages right, {} written from \
+                                 the snapshot)",
+                                image.pages - image.repaired,
+                                image.pages,
+                                image.repaired
+                            ),
+                            None => String::new(),
+                        }
                     ),
                     None => println!("no snapshot used: full replay"),
                 }
