@@ -436,8 +436,9 @@ impl SnapshotTracker {
 }
 
 /// Maps the worker's memory image over `memory` (a fresh instance's, grown to the snapshot's
-/// size) and writes the pages it has wrong from storage. `None`, with `memory` untouched, when
-/// the worker has no image or it cannot be mapped: the caller copies from storage.
+/// size) and writes the pages it has wrong from storage. `None` when the worker has no image or
+/// it cannot be mapped (`memory` then holds what it held, or zeros where a failed mapping took
+/// it): the caller copies from storage, which is right over either.
 fn map_image(
     storage: &Arc<Storage>,
     record: &WorkerRecord,
