@@ -382,6 +382,15 @@ mod tests {
         memory
     }
 
+    /// An image of `memory` written at `w.mem` in a new temporary directory.
+    fn written_image(memory: &[u8]) -> (tempfile::TempDir, PathBuf, MemoryImage) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.mem");
+        let mut image = MemoryImage::create(&path).unwrap();
+        image.write_changed(memory, &page_table(memory)).unwrap();
+        (dir, path, image)
+    }
+
     #[test]
     fn a_written_image_maps_back_with_nothing_to_repair() {
         let dir = tempfile::tempdir().unwrap();
@@ -410,11 +419,8 @@ mod tests {
 
     #[test]
     fn stale_torn_and_corrupt_pages_are_reported_and_writes_stay_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.mem");
         let old = state(1);
-        let mut image = MemoryImage::create(&path).unwrap();
-        image.write_changed(&old, &page_table(&old)).unwrap();
+        let (_dir, path, image) = written_image(&old);
         drop(image);
         // The snapshot to restore is a later state: pages 1, 2 and 4 changed (4 became zero).
         let mut new = old.clone();
@@ -460,11 +466,8 @@ mod tests {
 
     #[test]
     fn a_memory_larger_than_the_image_is_mapped_with_the_rest_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.mem");
         let small = state(3);
-        let mut image = MemoryImage::create(&path).unwrap();
-        image.write_changed(&small, &page_table(&small)).unwrap();
+        let (_dir, _path, mut image) = written_image(&small);
         let mut grown = small.clone();
         grown.extend(std::iter::repeat_n(9u8, 4 * PAGE_BYTES));
         grown.extend(std::iter::repeat_n(0u8, 4 * PAGE_BYTES));
@@ -478,12 +481,9 @@ mod tests {
 
     #[test]
     fn the_kernel_records_writes_to_a_mapped_image() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.mem");
         let original = state(5);
         let pages = page_table(&original);
-        let mut image = MemoryImage::create(&path).unwrap();
-        image.write_changed(&original, &pages).unwrap();
+        let (_dir, _path, mut image) = written_image(&original);
         let region_len = original.len() + 8 * PAGE_BYTES;
         let region = Mapping::new(region_len);
         let memory = &mut region.slice(region_len)[..original.len()];
@@ -554,12 +554,9 @@ mod tests {
 
     #[test]
     fn memory_off_a_page_boundary_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.mem");
         let memory = state(2);
         let pages = page_table(&memory);
-        let mut image = MemoryImage::create(&path).unwrap();
-        image.write_changed(&memory, &pages).unwrap();
+        let (_dir, _path, mut image) = written_image(&memory);
         let region_len = memory.len() + PAGE_BYTES;
         let region = Mapping::new(region_len);
         region.slice(region_len).fill(5);
