@@ -344,6 +344,11 @@ fn sigkill_during_a_snapshot_write_leaves_a_recoverable_worker() {
     assert!(report["image"]["pages"].as_u64() > Some(0), "{report}");
     let text = ok(dir.path(), &["worker", "recover", "memory/k"]);
     assert!(text.contains("its memory image mapped ("), "{text}");
+    let get: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "worker", "get", "memory/k"])).unwrap();
+    assert!(get["memory_image_bytes"].as_u64() > Some(16 << 20), "{get}");
+    let text = ok(dir.path(), &["worker", "get", "memory/k"]);
+    assert!(text.contains("memory image:"), "{text}");
     // Restored through the memory image (whatever state the kills left it in) and by copying
     // the snapshot's pages: the same memory.
     let mapped = ok(dir.path(), &["worker", "invoke", "memory/k", "checksum"]);

@@ -214,6 +214,13 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     .copied();
             let blocker = executor.snapshot_blocker(&id)?;
             let suspension = executor.suspension(&id)?;
+            // The memory image's size on disk (allocated: zero pages are holes), if it has one.
+            let image_bytes = std::fs::metadata(golemw_runtime::snapshots::image_path(
+                executor.storage(),
+                &record.uid,
+            ))
+            .ok()
+            .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
             if ctx.json {
                 let mut value = serde_json::to_value(&record)?;
                 value["awaiting"] = serde_json::to_value(&suspension)?;
@@ -221,6 +228,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 value["uri"] = id.uri().into();
                 value["latest_snapshot_index"] = latest_snapshot.into();
                 value["snapshots_disabled"] = blocker.clone().into();
+                value["memory_image_bytes"] = image_bytes.into();
                 output::json(&value);
             } else {
                 println!("worker:            {}", record.id.worker_name);
@@ -242,6 +250,12 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 }
                 if let Some(reason) = &blocker {
                     println!("snapshots:         disabled: {reason}");
+                }
+                if let Some(bytes) = image_bytes {
+                    println!(
+                        "memory image:      {:.1} MiB on disk (restarts map it)",
+                        bytes as f64 / (1 << 20) as f64
+                    );
                 }
                 if let Some(r) = &record.last_recovery {
                     println!(
