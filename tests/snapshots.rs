@@ -6,12 +6,11 @@ use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPol
 use golemw_tests::guest_wasm;
 
 fn open(dir: &std::path::Path, policy: &str) -> Executor {
-    let options = ExecutorOptions {
-        snapshot_policy: policy.parse::<SnapshotPolicy>().unwrap(),
-        snapshots_keep: 16,
-        ..ExecutorOptions::default()
-    };
-    Executor::open(dir, options).expect("open the data directory")
+    open_with_images(
+        dir,
+        policy,
+        ExecutorOptions::default().memory_image_min_bytes,
+    )
 }
 
 fn setup(dir: &std::path::Path, policy: &str, wasm: &[u8], name: &str) -> (Executor, WorkerId) {
@@ -455,6 +454,16 @@ fn open_with_images(dir: &std::path::Path, policy: &str, images: Option<u64>) ->
     Executor::open(dir, options).expect("open the data directory")
 }
 
+/// A `memory` worker whose executor keeps an image of any memory, snapshotting every second
+/// invocation.
+fn memory_worker_imaging_all(dir: &std::path::Path) -> (Executor, WorkerId) {
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let ex = open_with_images(dir, "invocations:2", Some(0));
+    ex.components().add("memory", &wasm).unwrap();
+    let id = ex.worker_id("memory", "w").unwrap();
+    (ex, id)
+}
+
 /// The state a full replay gives, from a process that keeps no image and takes no snapshot.
 fn full_replay_digest(dir: &std::path::Path, id: &WorkerId) -> String {
     let mut ex = open_with_images(dir, "off", None);
@@ -482,10 +491,7 @@ fn damage_image(path: &std::path::Path) {
 #[test]
 fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
-    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
-    ex.components().add("memory", &wasm).unwrap();
-    let id = ex.worker_id("memory", "w").unwrap();
+    let (mut ex, id) = memory_worker_imaging_all(dir.path());
     memory_workload(&mut ex, &id);
     let uid = ex.worker_record(&id).unwrap().uid;
     let image = snapshots::image_path(ex.storage(), &uid);
@@ -564,10 +570,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
 #[test]
 fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
-    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
-    ex.components().add("memory", &wasm).unwrap();
-    let id = ex.worker_id("memory", "w").unwrap();
+    let (mut ex, id) = memory_worker_imaging_all(dir.path());
     invoke(&mut ex, &id, "fill-mib", &["1"]);
     let uid = ex.worker_record(&id).unwrap().uid;
     let image = snapshots::image_path(ex.storage(), &uid);

@@ -44,14 +44,16 @@ pub struct MemoryImage {
 }
 
 impl MemoryImage {
-    /// Opens the image at `path`; `None` if there is none. What it holds is unknown until it is
-    /// checked by [`MemoryImage::map_over`] or written by [`MemoryImage::write_changed`].
+    /// Opens the image at `path`; `None` if there is none, or only an empty one (nothing was
+    /// ever written to it). What it holds is unknown until it is checked by
+    /// [`MemoryImage::map_over`] or written by [`MemoryImage::write_changed`].
     pub fn open(path: &Path) -> io::Result<Option<Self>> {
-        match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => Self::describing(path, &file).map(Some),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err),
-        }
+        let meta = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => file.metadata()?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        Ok((meta.len() > 0).then(|| Self::describing(path, &meta)))
     }
 
     /// A new, empty image at `path`, put in place of any file there by a rename, so an instance
@@ -64,7 +66,7 @@ impl MemoryImage {
             .create(true)
             .truncate(true)
             .open(&fresh)?;
-        let image = Self::describing(path, &file)?;
+        let image = Self::describing(path, &file.metadata()?);
         if let Err(err) = std::fs::rename(&fresh, path) {
             let _ = std::fs::remove_file(&fresh);
             return Err(err);
@@ -83,13 +85,12 @@ impl MemoryImage {
         Ok(())
     }
 
-    fn describing(path: &Path, file: &File) -> io::Result<Self> {
-        let meta = file.metadata()?;
-        Ok(MemoryImage {
+    fn describing(path: &Path, meta: &std::fs::Metadata) -> Self {
+        MemoryImage {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
             held: Vec::new(),
-        })
+        }
     }
 
     /// The image's file, opened for one operation.
@@ -103,11 +104,6 @@ impl MemoryImage {
             )));
         }
         Ok(file)
-    }
-
-    /// The file's length in bytes (0: nothing was ever written).
-    pub fn file_bytes(&self) -> io::Result<u64> {
-        Ok(self.file()?.metadata()?.len())
     }
 
     /// Maps the image over `memory`, copy-on-write, and checks it against `pages` (the page

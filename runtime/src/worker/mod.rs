@@ -458,14 +458,6 @@ fn map_image(
             return Ok(None);
         }
     };
-    match image.file_bytes() {
-        Ok(0) => return Ok(None),
-        Ok(_) => {}
-        Err(err) => {
-            unusable(&err);
-            return Ok(None);
-        }
-    }
     // SAFETY: `memory` is the linear memory of an instance that runs nothing until restore
     // ends: a page-aligned region of Wasmer's own reservation, which Wasmer unmaps whole. The
     // image file is written only by this worker's captures, through `write_changed` by the
