@@ -461,16 +461,22 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
         (1, 1),
         "creation shares the invocation's commit"
     );
-    // An invocation refused before anything ran still leaves the worker stored, with the
-    // entries its start code recorded.
+    // An invocation that names no function of the component, or gives wrong parameters, is
+    // refused before it creates anything: no commit, no worker.
     let refused = worker(&ex, "init", "refused");
     let err = ex.invoke(&refused, "nope", &[], None).unwrap_err();
     assert!(err.to_string().contains("unknown function"), "{err}");
-    assert_eq!(
-        ex.storage().io_counts().syncs - after.syncs,
-        1,
-        "the refused worker is stored durably"
-    );
+    let err = ex.invoke(&refused, "add", &[], None).unwrap_err();
+    assert!(matches!(err, Error::InvalidArguments(_)), "{err}");
+    let err = ex
+        .invoke(&refused, "add", &["\"one\"".to_string()], None)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArguments(_)), "{err}");
+    assert_eq!(ex.storage().io_counts(), after, "nothing was written");
+    assert!(matches!(
+        ex.worker_record(&refused),
+        Err(Error::UnknownWorker(_))
+    ));
     drop(ex);
 
     let mut ex = Executor::open(dir.path(), options()).unwrap();
@@ -510,15 +516,9 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
         ex.worker_record(&fresh).unwrap().oplog_len,
         ex.oplog_len(&fresh).unwrap()
     );
-    assert_eq!(
-        entries(&ex, &refused),
-        [
-            "create",
-            "imported-function-invoked",
-            "imported-function-invoked"
-        ]
-    );
-    let status = ex.worker_record(&refused).unwrap().status;
-    assert_eq!(status, WorkerStatus::Idle);
+    assert!(matches!(
+        ex.worker_record(&refused),
+        Err(Error::UnknownWorker(_))
+    ));
     invoke(&mut ex, &refused, "started-at", &[]);
 }

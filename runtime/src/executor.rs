@@ -626,7 +626,7 @@ impl Executor {
     ///
     /// A worker created here is stored by the invocation's own durable commit (one commit,
     /// not two: see [`Worker::create`]), or by a commit of its own when the invocation fails
-    /// before committing anything.
+    /// before committing anything. An unknown function or wrong parameters create nothing.
     pub fn invoke(
         &mut self,
         id: &WorkerId,
@@ -635,6 +635,11 @@ impl Executor {
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
+            // A request that names no function of the component, or gives it wrong
+            // parameters, is refused before it creates anything.
+            let latest = self.components.latest(&id.component_id.to_string())?;
+            let (_, interface) = self.module(id.component_id, latest.version)?;
+            crate::worker::parse_params(&*interface.find_export(function)?, params)?;
             self.start_new_worker(id)?;
             let outcome = self.invoke_existing(id, function, params, idempotency_key);
             let stored = match self.active.get_mut(id) {

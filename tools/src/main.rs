@@ -3,6 +3,8 @@
 mod commands;
 mod filter_expr;
 mod output;
+mod serve;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +80,8 @@ enum Command {
     /// Inspect, diff, export and verify worker snapshots.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
+    /// Serve the data directory over HTTP: components, workers, invocations, oplogs, promises.
+    Serve(serve::ServeArgs),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Command::Component(cmd) => commands::component::run(&ctx, cmd),
         Command::Worker(cmd) => commands::worker::run(&ctx, cmd),
         Command::Snapshot(cmd) => commands::snapshot::run(&ctx, cmd),
+        Command::Serve(args) => serve::run(&ctx, args),
     };
     match outcome {
         Ok(code) => code,

@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use golemw_runtime::{Executor, ExecutorOptions, WorkerId};
 
 /// What every command gets from the global flags.
+#[derive(Clone)]
 pub struct Context {
     pub data_dir: PathBuf,
     pub json: bool,

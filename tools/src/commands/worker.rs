@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use golemw_runtime::history::{UpdateMode, UpdateOutcome};
-use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::RecoveryMode;
 
 use super::{worker_id, Context};
 use crate::output;
+use crate::views::{self, OplogRow, WorkerDetails};
 
 #[derive(Subcommand)]
 pub enum WorkerCommand {
@@ -206,31 +206,19 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
         }
         WorkerCommand::Get { worker } => {
             let id = worker_id(&executor, &worker)?;
-            let record = executor.worker_record(&id)?;
-            let oplog_len = executor.oplog_len(&id)?;
-            let latest_snapshot =
-                golemw_runtime::snapshots::indexes(executor.storage(), &record.uid)?
-                    .last()
-                    .copied();
-            let blocker = executor.snapshot_blocker(&id)?;
-            let suspension = executor.suspension(&id)?;
-            // The memory image's size on disk (allocated: zero pages are holes), if it has one.
-            let image_bytes = std::fs::metadata(golemw_runtime::snapshots::image_path(
-                executor.storage(),
-                &record.uid,
-            ))
-            .ok()
-            .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
+            let details = WorkerDetails::read(&mut executor, &id)?;
             if ctx.json {
-                let mut value = serde_json::to_value(&record)?;
-                value["awaiting"] = serde_json::to_value(&suspension)?;
-                value["oplog_len"] = oplog_len.into();
-                value["uri"] = id.uri().into();
-                value["latest_snapshot_index"] = latest_snapshot.into();
-                value["snapshots_disabled"] = blocker.clone().into();
-                value["memory_image_bytes"] = image_bytes.into();
-                output::json(&value);
+                output::json(&details.to_json());
             } else {
+                let WorkerDetails {
+                    record,
+                    oplog_len,
+                    latest_snapshot,
+                    snapshot_blocker: blocker,
+                    suspension,
+                    image_bytes,
+                    ..
+                } = details;
                 println!("worker:            {}", record.id.worker_name);
                 println!("component:         {}", record.id.component_id);
                 println!("uri:               {}", id.uri());
@@ -352,53 +340,32 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             count,
         } => {
             let id = worker_id(&executor, &worker)?;
-            let history = executor.worker_record(&id)?.history;
-            let blocks = executor.oplog(&id, from, count)?;
-            let mut shown = 0usize;
-            let mut corrupt = false;
-            let mut rows = Vec::new();
-            'blocks: for block in blocks {
-                match block {
-                    BlockRead::Entries(entries) => {
-                        for (index, entry) in entries.into_iter().filter(|(i, _)| *i >= from) {
-                            if shown == count {
-                                break 'blocks;
-                            }
-                            shown += 1;
-                            let deleted = history.deleted.contains(index);
-                            if ctx.json {
-                                rows.push(serde_json::json!({
-                                    "index": index,
-                                    "kind": entry.kind(),
-                                    "deleted": deleted,
-                                    "entry": entry,
-                                }));
-                            } else {
-                                // Deleted entries stay visible, marked: the history shows
-                                // what a jump or revert undid.
-                                let mark = if deleted { "x" } else { " " };
-                                println!("{index:>8} {mark} {:<28} {entry}", entry.kind());
-                            }
+            let rows = views::oplog_rows(&executor, &id, from, count)?;
+            let corrupt = rows.iter().any(|r| matches!(r, OplogRow::Corrupt { .. }));
+            if ctx.json {
+                output::json(&rows.iter().map(OplogRow::to_json).collect::<Vec<_>>());
+            } else {
+                for row in &rows {
+                    match row {
+                        OplogRow::Entry {
+                            index,
+                            deleted,
+                            entry,
+                        } => {
+                            // Deleted entries stay visible, marked: the history shows what a
+                            // jump or revert undid.
+                            let mark = if *deleted { "x" } else { " " };
+                            println!("{index:>8} {mark} {:<28} {entry}", entry.kind());
                         }
-                    }
-                    BlockRead::Corrupt {
-                        first,
-                        last,
-                        detail,
-                    } => {
-                        corrupt = true;
-                        if ctx.json {
-                            rows.push(serde_json::json!({
-                                "first": first, "last": last, "corrupt": detail,
-                            }));
-                        } else {
-                            eprintln!("{first:>8}  entries {first}..={last} are CORRUPT: {detail}");
+                        OplogRow::Corrupt {
+                            first,
+                            last,
+                            detail,
+                        } => {
+                            eprintln!("{first:>8}  entries {first}..={last} are CORRUPT: {detail}")
                         }
                     }
                 }
-            }
-            if ctx.json {
-                output::json(&rows);
             }
             if corrupt {
                 bail!("the oplog of {id} has corrupt entries (see above)");

@@ -1,0 +1,432 @@
+//! `golemw serve`, as a client uses it: a real server process on a free port, spoken to over
+//! HTTP/1.1, killed with SIGKILL where crash safety is the point.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use golemw_tests::guest_wasm;
+use serde_json::{json, Value};
+
+/// A running `golemw serve`; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start golemw serve");
+        let mut server = Server {
+            child,
+            address: String::new(),
+        };
+        let mut line = String::new();
+        BufReader::new(server.child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("serve printed {line:?} first: {e}"));
+        server.address = started["listening"].as_str().unwrap().to_string();
+        server
+    }
+
+    /// Sends one request; returns the status code and the JSON body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{method} {path}: body {body:?} is not JSON: {e}"));
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// Invokes `function` of `worker` (`COMPONENT/NAME`).
+    fn invoke(&self, worker: &str, function: &str, params: &[&str]) -> (u16, Value) {
+        let (component, name) = worker.split_once('/').unwrap();
+        self.post_json(
+            &format!("/v1/components/{component}/workers/{name}/invoke-and-await"),
+            json!({ "function": function, "params": params }),
+        )
+    }
+
+    /// The result of an invocation that must complete.
+    fn result(&self, worker: &str, function: &str, params: &[&str]) -> Value {
+        let (status, body) = self.invoke(worker, function, params);
+        assert_eq!(status, 200, "{function}{params:?} on {worker}: {body}");
+        assert_eq!(body["status"], "completed", "{body}");
+        body["result"].clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_component(server: &Server, name: &str, guest: &str) -> Value {
+    let wasm = std::fs::read(guest_wasm(guest)).unwrap();
+    let (status, body) = server.request(
+        "POST",
+        &format!("/v1/components/{name}"),
+        &[("Content-Type", "application/wasm")],
+        &wasm,
+    );
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// Asserts an error answer: its status and kind, and that its message mentions `says`.
+fn assert_error((status, body): (u16, Value), want_status: u16, kind: &str, says: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["kind"], kind, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains(says),
+        "{message:?} should mention {says:?}"
+    );
+}
+
+#[test]
+fn the_http_api_manages_components_and_workers_and_invokes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/healthz"), (200, json!({ "status": "ok" })));
+    assert_error(server.get("/v2/nothing"), 404, "no-route", "/v2/nothing");
+
+    // Components.
+    let component = add_component(&server, "counter", "counter");
+    assert_eq!(component["name"], "counter");
+    assert_eq!(component["version"], 0);
+    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
+    assert_error(
+        server.request("POST", "/v1/components/counter", &[], &wasm),
+        409,
+        "component-exists",
+        "already exists",
+    );
+    assert_error(
+        server.request(
+            "POST",
+            "/v1/components/broken",
+            &[],
+            b"\0asm but not really",
+        ),
+        400,
+        "invalid-component",
+        "invalid component",
+    );
+    let (status, updated) = server.request("PUT", "/v1/components/counter", &[], &wasm);
+    assert_eq!((status, &updated["version"]), (200, &json!(1)), "{updated}");
+    let (status, list) = server.get("/v1/components");
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(server.get("/v1/components/counter").1["version"], 1);
+    assert_error(
+        server.get("/v1/components/nope"),
+        404,
+        "unknown-component",
+        "nope",
+    );
+
+    // Workers: created explicitly, or by their first invocation.
+    let (status, created) = server.post_json(
+        "/v1/components/counter/workers",
+        json!({ "name": "w1", "env": { "REGION": "eu" } }),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["env"], json!([["REGION", "eu"]]));
+    assert_error(
+        server.post_json("/v1/components/counter/workers", json!({ "name": "w1" })),
+        409,
+        "worker-exists",
+        "already exists",
+    );
+    assert_error(
+        server.post_json("/v1/components/counter/workers", json!({ "nom": "w1" })),
+        400,
+        "bad-request",
+        "name",
+    );
+    assert_eq!(server.result("counter/w1", "add", &["2"]), "2");
+    assert_eq!(server.result("counter/w1", "add", &["3"]), "5");
+    assert_eq!(server.result("counter/w2", "get", &[]), "0");
+
+    // An idempotency key runs the invocation once; a repeat returns its stored result.
+    let invoke_once = |n: &str| {
+        let body = json!({ "function": "add", "params": [n] }).to_string();
+        server.request(
+            "POST",
+            "/v1/components/counter/workers/w1/invoke-and-await",
+            &[
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "order-7"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (status, first) = invoke_once("10");
+    assert_eq!((status, &first["result"]), (200, &json!("15")), "{first}");
+    assert_eq!(first["from_idempotency_key"], false);
+    let (status, again) = invoke_once("10");
+    assert_eq!((status, &again["result"]), (200, &json!("15")), "{again}");
+    assert_eq!(again["from_idempotency_key"], true);
+    assert_eq!(server.result("counter/w1", "get", &[]), "15");
+
+    // Metadata, listing with a filter, the oplog.
+    let (status, w1) = server.get("/v1/components/counter/workers/w1");
+    assert_eq!(status, 200, "{w1}");
+    assert_eq!(w1["status"], "idle");
+    assert!(w1["oplog_len"].as_u64().unwrap() >= 9, "{w1}");
+    assert_eq!(
+        w1["uri"],
+        format!("urn:worker:{}/w1", component["id"].as_str().unwrap())
+    );
+    let (status, all) = server.get("/v1/components/counter/workers");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"]["worker_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w1", "w2"], "{all}");
+    let (status, filtered) =
+        server.get("/v1/components/counter/workers?filter=env.REGION%20%3D%3D%20eu");
+    assert_eq!(status, 200, "{filtered}");
+    assert_eq!(filtered.as_array().unwrap().len(), 1, "{filtered}");
+    assert_error(
+        server.get("/v1/components/counter/workers?filter=name%20~%20x"),
+        400,
+        "invalid-filter",
+        "column",
+    );
+    let (status, oplog) = server.get("/v1/components/counter/workers/w1/oplog?from=1&count=2");
+    assert_eq!(status, 200, "{oplog}");
+    let rows = oplog.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{oplog}");
+    assert_eq!(
+        (rows[0]["index"].as_u64(), rows[0]["kind"].as_str()),
+        (Some(1), Some("create"))
+    );
+
+    // Bad requests: each a clear error, and the worker's state untouched.
+    assert_error(
+        server.invoke("counter/w1", "nope", &[]),
+        400,
+        "unknown-function",
+        "nope",
+    );
+    assert_error(
+        server.invoke("counter/w1", "add", &[]),
+        400,
+        "invalid-arguments",
+        "1",
+    );
+    assert_error(
+        server.invoke("counter/w1", "add", &["1", "2"]),
+        400,
+        "invalid-arguments",
+        "2",
+    );
+    assert_error(
+        server.invoke("counter/w1", "add", &["\"two\""]),
+        400,
+        "invalid-arguments",
+        "",
+    );
+    assert_error(
+        server.invoke("counter/w1", "add", &["{"]),
+        400,
+        "invalid-arguments",
+        "",
+    );
+    assert_error(
+        server.request(
+            "POST",
+            "/v1/components/counter/workers/w1/invoke-and-await",
+            &[("Content-Type", "application/json")],
+            b"{\"function\": ",
+        ),
+        400,
+        "bad-request",
+        "",
+    );
+    assert_error(
+        server.invoke("nope/w1", "get", &[]),
+        404,
+        "unknown-component",
+        "nope",
+    );
+    // A refused invocation of a new name creates no worker.
+    assert_error(
+        server.invoke("counter/ghost", "add", &["x"]),
+        400,
+        "invalid-arguments",
+        "u64",
+    );
+    assert_error(
+        server.get("/v1/components/counter/workers/ghost"),
+        404,
+        "unknown-worker",
+        "ghost",
+    );
+    assert_error(
+        server.get("/v1/components/counter/workers/w9"),
+        404,
+        "unknown-worker",
+        "w9",
+    );
+    assert_eq!(server.result("counter/w1", "get", &[]), "15");
+
+    // Deletion.
+    let (status, deleted) = server.request("DELETE", "/v1/components/counter/workers/w2", &[], b"");
+    assert_eq!(status, 200, "{deleted}");
+    assert_error(
+        server.get("/v1/components/counter/workers/w2"),
+        404,
+        "unknown-worker",
+        "w2",
+    );
+}
+
+/// A server killed with SIGKILL after answering loses none of the invocations it answered,
+/// and holds the data directory while it runs.
+#[test]
+fn a_killed_server_loses_no_answered_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_component(&server, "counter", "counter");
+    let mut total = 0u64;
+    for n in 1..=20u64 {
+        total += n;
+        assert_eq!(
+            server.result("counter/w", "add", &[&n.to_string()]),
+            total.to_string()
+        );
+    }
+    // Another golemw on the same directory is refused while the server holds it.
+    let other = Command::new(env!("CARGO_BIN_EXE_golemw"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["worker", "get", "counter/w"])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("in use by another golemw process"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    drop(server); // SIGKILL
+
+    let server = Server::start(dir.path());
+    assert_eq!(server.result("counter/w", "get", &[]), total.to_string());
+    assert_eq!(
+        server.result("counter/w", "add", &["1"]),
+        (total + 1).to_string()
+    );
+}
+
+/// An invocation that awaits an incomplete promise answers 202 with the promise; completing
+/// the promise over HTTP resumes the worker, and the same request then returns the result.
+#[test]
+fn a_suspended_invocation_answers_202_and_completing_its_promise_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_component(&server, "promises", "promises");
+    let invoke = || {
+        let body = json!({ "function": "add-and-await", "params": ["4"] }).to_string();
+        server.request(
+            "POST",
+            "/v1/components/promises/workers/w/invoke-and-await",
+            &[
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "order-1"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (status, suspended) = invoke();
+    assert_eq!(status, 202, "{suspended}");
+    assert_eq!(suspended["status"], "suspended");
+    assert_eq!(suspended["idempotency_key"], "order-1");
+    let idx = suspended["promise"]["oplog_idx"].as_u64().unwrap();
+    assert_error(
+        server.invoke("promises/w", "total", &[]),
+        409,
+        "worker-suspended",
+        "suspended",
+    );
+    assert_error(
+        server.request(
+            "POST",
+            "/v1/components/promises/workers/w/promises/999/complete",
+            &[],
+            b"x",
+        ),
+        404,
+        "unknown-promise",
+        "999",
+    );
+
+    let (status, completion) = server.request(
+        "POST",
+        &format!("/v1/components/promises/workers/w/promises/{idx}/complete"),
+        &[],
+        b"paid",
+    );
+    assert_eq!(status, 200, "{completion}");
+    assert_eq!(completion["completed"], true, "{completion}");
+    let (status, done) = invoke();
+    assert_eq!(
+        (status, &done["result"]),
+        (200, &json!("\"4:paid\"")),
+        "{done}"
+    );
+    assert_eq!(server.result("promises/w", "total", &[]), "4");
+}

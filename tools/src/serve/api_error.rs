@@ -1,0 +1,78 @@
+//! Errors of the HTTP API: a status code and a JSON body `{"error": message, "kind": kind}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use golemw_runtime::Error;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A stable, kebab-case name of what went wrong, for scripts.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        use StatusCode as S;
+        let (status, kind) = match &err {
+            Error::UnknownComponent(_) => (S::NOT_FOUND, "unknown-component"),
+            Error::UnknownComponentVersion { .. } => (S::NOT_FOUND, "unknown-component-version"),
+            Error::UnknownWorker(_) => (S::NOT_FOUND, "unknown-worker"),
+            Error::UnknownPromise(_) => (S::NOT_FOUND, "unknown-promise"),
+            Error::ComponentExists(_) => (S::CONFLICT, "component-exists"),
+            Error::WorkerExists(_) => (S::CONFLICT, "worker-exists"),
+            Error::InvalidComponent(_) => (S::BAD_REQUEST, "invalid-component"),
+            Error::InvalidWorkerName(_) => (S::BAD_REQUEST, "invalid-worker-name"),
+            Error::UnknownFunction(_) => (S::BAD_REQUEST, "unknown-function"),
+            Error::InvalidArguments(_) => (S::BAD_REQUEST, "invalid-arguments"),
+            Error::InvalidRevert { .. } => (S::BAD_REQUEST, "invalid-revert"),
+            Error::WorkerFailed { .. } => (S::CONFLICT, "worker-failed"),
+            Error::WorkerExited { .. } => (S::CONFLICT, "worker-exited"),
+            Error::WorkerSuspended { .. } => (S::CONFLICT, "worker-suspended"),
+            Error::WorkerInterrupted { .. } => (S::CONFLICT, "worker-interrupted"),
+            Error::InvalidStatus { .. } => (S::CONFLICT, "invalid-status"),
+            Error::PromiseDeleted(_) => (S::CONFLICT, "promise-deleted"),
+            Error::UpdateFailed { .. } => (S::CONFLICT, "update-failed"),
+            Error::InvocationUndone { .. } => (S::CONFLICT, "invocation-undone"),
+            // The guest failed, not the server: the request was fine, its function was not.
+            Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
+            Error::Divergence { .. } => (S::INTERNAL_SERVER_ERROR, "divergence"),
+            Error::Corrupt { .. } => (S::INTERNAL_SERVER_ERROR, "corrupt-storage"),
+            Error::MapFull => (S::INSUFFICIENT_STORAGE, "storage-full"),
+            Error::Storage(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
+            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, kind, err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, kind = self.kind, message = %self.message, "request failed");
+        }
+        let body = serde_json::json!({ "error": self.message, "kind": self.kind });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,82 @@
+//! The one thread that owns the executor. Wasmer stores and the LMDB writer are used from it
+//! alone; HTTP handlers send it jobs and await their answers, so requests run one at a time, in
+//! the order they arrive.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use golemw_runtime::Executor;
+
+use super::api_error::ApiError;
+use crate::commands::Context;
+
+type Job = Box<dyn FnOnce(&mut Executor) + Send>;
+
+/// A handle to send jobs to the executor's thread; cheap to clone.
+#[derive(Clone)]
+pub struct ExecutorThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ExecutorThread {
+    /// Opens the data directory on a new thread; fails as opening it fails (e.g. another
+    /// process holds it). The thread ends when every handle is dropped.
+    pub fn start(ctx: Context) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened, open_result) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("golemw-executor".into())
+            .spawn(move || {
+                let mut executor = match ctx.executor() {
+                    Ok(executor) => {
+                        let _ = opened.send(Ok(()));
+                        executor
+                    }
+                    Err(err) => {
+                        let _ = opened.send(Err(err));
+                        return;
+                    }
+                };
+                for job in queue {
+                    job(&mut executor);
+                }
+            })?;
+        match open_result.recv() {
+            Ok(Ok(())) => Ok((ExecutorThread { jobs }, thread)),
+            Ok(Err(err)) => Err(err),
+            Err(_) => anyhow::bail!("the executor thread stopped while opening the data directory"),
+        }
+    }
+
+    /// Runs `job` on the executor's thread and returns what it returned. A job that panics
+    /// answers 500; the thread goes on with the next job (the oplog, not memory, is the truth:
+    /// the next activation of an affected worker recovers it from storage).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Executor) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |executor: &mut Executor| {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(executor)));
+            let _ = answer.send(outcome.map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into())
+            }));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::internal("the executor thread has stopped"))?;
+        match answered.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => {
+                tracing::error!(%panic, "a request panicked on the executor thread");
+                Err(ApiError::internal(format!("internal error: {panic}")))
+            }
+            Err(_) => Err(ApiError::internal("the executor thread has stopped")),
+        }
+    }
+}

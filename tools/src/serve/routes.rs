@@ -1,0 +1,329 @@
+//! The HTTP API's routes. Every handler turns its request into one job for the executor's
+//! thread; the job's error becomes an [`ApiError`].
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use golemw_runtime::promises::PromiseId;
+use golemw_runtime::{Error, Executor, WorkerId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api_error::ApiError;
+use super::executor_thread::ExecutorThread;
+use crate::views::{self, WorkerDetails};
+
+/// Largest component upload accepted.
+const COMPONENT_BYTES_MAX: usize = 512 << 20;
+/// The header that makes an invocation run at most once per key.
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// Every route of the API (documented in README.md, "HTTP API").
+pub fn router(executor: ExecutorThread) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/v1/components", get(list_components))
+        .route(
+            "/v1/components/{component}",
+            get(get_component)
+                .post(add_component)
+                .put(update_component)
+                .layer(DefaultBodyLimit::max(COMPONENT_BYTES_MAX)),
+        )
+        .route(
+            "/v1/components/{component}/workers",
+            get(list_workers).post(create_worker),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}",
+            get(get_worker).delete(delete_worker),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/invoke-and-await",
+            post(invoke),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/oplog",
+            get(oplog),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/promises/{oplog_idx}/complete",
+            post(complete_promise),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no route {uri}; `golemw serve --help` lists the routes"),
+            )
+        })
+        .with_state(executor)
+}
+
+fn ok(value: Value) -> Reply {
+    Ok((StatusCode::OK, Json(value)))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("JSON serialisation of our own types")
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload
+        .map(|Json(value)| value)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
+async fn list_components(State(executor): State<ExecutorThread>) -> Reply {
+    let list = executor.run(|ex| ex.components().list()).await??;
+    ok(to_json(&list))
+}
+
+async fn get_component(
+    State(executor): State<ExecutorThread>,
+    Path(component): Path<String>,
+) -> Reply {
+    let record = executor
+        .run(move |ex| ex.components().latest(&component))
+        .await??;
+    ok(to_json(&record))
+}
+
+/// `POST /v1/components/{name}`, the wasm file as the body: adds a component.
+async fn add_component(
+    State(executor): State<ExecutorThread>,
+    Path(name): Path<String>,
+    wasm: Bytes,
+) -> Reply {
+    let record = executor
+        .run(move |ex| ex.components().add(&name, &wasm))
+        .await??;
+    Ok((StatusCode::CREATED, Json(to_json(&record))))
+}
+
+/// `PUT /v1/components/{component}`, the wasm file as the body: adds a version.
+async fn update_component(
+    State(executor): State<ExecutorThread>,
+    Path(component): Path<String>,
+    wasm: Bytes,
+) -> Reply {
+    let record = executor
+        .run(move |ex| ex.components().update(&component, &wasm))
+        .await??;
+    ok(to_json(&record))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    /// A `golemw worker list --filter` expression.
+    filter: Option<String>,
+}
+
+async fn list_workers(
+    State(executor): State<ExecutorThread>,
+    Path(component): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Reply {
+    let filter = query
+        .filter
+        .as_deref()
+        .map(crate::filter_expr::parse)
+        .transpose()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid-filter", err.to_string()))?;
+    let workers = executor
+        .run(move |ex| {
+            let id = ex.components().resolve_id(&component)?;
+            let mut workers = ex.list_workers(&id)?;
+            if let Some(filter) = &filter {
+                workers.retain(|w| filter.matches(w));
+            }
+            Ok::<_, Error>(workers)
+        })
+        .await??;
+    ok(to_json(&workers))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWorker {
+    name: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+async fn create_worker(
+    State(executor): State<ExecutorThread>,
+    Path(component): Path<String>,
+    payload: Result<Json<NewWorker>, JsonRejection>,
+) -> Reply {
+    let new = body(payload)?;
+    let record = executor
+        .run(move |ex| {
+            let id = ex.worker_id(&component, &new.name)?;
+            ex.create_worker(&id, new.args, new.env.into_iter().collect())
+        })
+        .await??;
+    Ok((StatusCode::CREATED, Json(to_json(&record))))
+}
+
+fn worker_id(ex: &Executor, component: &str, worker: &str) -> Result<WorkerId, Error> {
+    ex.worker_id(component, worker)
+}
+
+async fn get_worker(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+) -> Reply {
+    let details = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            WorkerDetails::read(ex, &id).map(|details| details.to_json())
+        })
+        .await??;
+    ok(details)
+}
+
+async fn delete_worker(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+) -> Reply {
+    let deleted = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            ex.delete_worker(&id).map(|()| id.to_string())
+        })
+        .await??;
+    ok(json!({ "deleted": deleted }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invocation {
+    /// `ns:pkg/iface.{func}`, or `func` if unambiguous.
+    function: String,
+    /// Parameters as WAVE values.
+    #[serde(default)]
+    params: Vec<String>,
+}
+
+/// Invokes a function and waits for its result (creating the worker if needed). An
+/// invocation that awaits a promise not yet complete answers 202 with the promise; completing
+/// it resumes the worker, and the same request with the same `Idempotency-Key` then returns the
+/// result.
+async fn invoke(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+    headers: HeaderMap,
+    payload: Result<Json<Invocation>, JsonRejection>,
+) -> Reply {
+    let invocation = body(payload)?;
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let outcome = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            ex.invoke(
+                &id,
+                &invocation.function,
+                &invocation.params,
+                key.as_deref(),
+            )
+        })
+        .await?;
+    match outcome {
+        Ok(outcome) => ok(json!({
+            "status": "completed",
+            "result": outcome.result,
+            "from_idempotency_key": outcome.from_idempotency_key,
+        })),
+        Err(Error::Suspended {
+            worker,
+            promise,
+            idempotency_key,
+        }) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "status": "suspended",
+                "worker": worker.to_string(),
+                "idempotency_key": idempotency_key,
+                "promise": { "worker": promise.worker.to_string(), "oplog_idx": promise.oplog_idx },
+            })),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct OplogQuery {
+    /// First index to show (the first entry is 1).
+    #[serde(default = "first_index")]
+    from: u64,
+    /// How many entries to show.
+    #[serde(default = "default_count")]
+    count: usize,
+}
+
+fn first_index() -> u64 {
+    1
+}
+
+fn default_count() -> usize {
+    100
+}
+
+async fn oplog(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+    Query(query): Query<OplogQuery>,
+) -> Reply {
+    let rows = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            let rows = views::oplog_rows(ex, &id, query.from, query.count)?;
+            Ok::<_, Error>(
+                rows.iter()
+                    .map(views::OplogRow::to_json)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await??;
+    ok(Value::Array(rows))
+}
+
+/// `POST .../promises/{oplog_idx}/complete`, the payload as the body.
+async fn complete_promise(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker, oplog_idx)): Path<(String, String, u64)>,
+    data: Bytes,
+) -> Reply {
+    let completion = executor
+        .run(move |ex| {
+            let id = PromiseId {
+                worker: worker_id(ex, &component, &worker)?,
+                oplog_idx,
+            };
+            ex.complete_promise(&id, &data)
+        })
+        .await??;
+    ok(to_json(&completion))
+}

@@ -1,0 +1,137 @@
+//! What `golemw` shows of a worker, computed in one place for the command line and the HTTP API
+//! of `golemw serve`.
+
+use golemw_runtime::oplog::store::BlockRead;
+use golemw_runtime::oplog::OplogEntry;
+use golemw_runtime::promises::Suspension;
+use golemw_runtime::{Executor, Result, WorkerId, WorkerRecord};
+
+/// A worker's record and what is known of it beyond the record.
+pub struct WorkerDetails {
+    pub id: WorkerId,
+    pub record: WorkerRecord,
+    pub oplog_len: u64,
+    pub latest_snapshot: Option<u64>,
+    /// Why snapshots are off for this worker's component, if they are.
+    pub snapshot_blocker: Option<String>,
+    pub suspension: Option<Suspension>,
+    /// The memory image's size on disk (allocated: zero pages are holes), if it has one.
+    pub image_bytes: Option<u64>,
+}
+
+impl WorkerDetails {
+    pub fn read(executor: &mut Executor, id: &WorkerId) -> Result<Self> {
+        let record = executor.worker_record(id)?;
+        let oplog_len = executor.oplog_len(id)?;
+        let latest_snapshot = golemw_runtime::snapshots::indexes(executor.storage(), &record.uid)?
+            .last()
+            .copied();
+        let snapshot_blocker = executor.snapshot_blocker(id)?;
+        let suspension = executor.suspension(id)?;
+        let image_bytes = std::fs::metadata(golemw_runtime::snapshots::image_path(
+            executor.storage(),
+            &record.uid,
+        ))
+        .ok()
+        .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
+        Ok(WorkerDetails {
+            id: id.clone(),
+            record,
+            oplog_len,
+            latest_snapshot,
+            snapshot_blocker,
+            suspension,
+            image_bytes,
+        })
+    }
+
+    /// The record's fields plus the rest, as `worker get --json` prints them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value =
+            serde_json::to_value(&self.record).expect("JSON serialisation of our own types");
+        value["awaiting"] =
+            serde_json::to_value(&self.suspension).expect("JSON serialisation of our own types");
+        value["oplog_len"] = self.oplog_len.into();
+        value["uri"] = self.id.uri().into();
+        value["latest_snapshot_index"] = self.latest_snapshot.into();
+        value["snapshots_disabled"] = self.snapshot_blocker.clone().into();
+        value["memory_image_bytes"] = self.image_bytes.into();
+        value
+    }
+}
+
+/// One row of a worker's oplog as shown: an entry, or a block that could not be decoded.
+pub enum OplogRow {
+    Entry {
+        index: u64,
+        /// Deleted by a jump, revert, retry or interrupted region (kept visible, marked).
+        deleted: bool,
+        entry: OplogEntry,
+    },
+    Corrupt {
+        first: u64,
+        last: u64,
+        detail: String,
+    },
+}
+
+impl OplogRow {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            OplogRow::Entry {
+                index,
+                deleted,
+                entry,
+            } => serde_json::json!({
+                "index": index,
+                "kind": entry.kind(),
+                "deleted": deleted,
+                "entry": entry,
+            }),
+            OplogRow::Corrupt {
+                first,
+                last,
+                detail,
+            } => serde_json::json!({ "first": first, "last": last, "corrupt": detail }),
+        }
+    }
+}
+
+/// Up to `count` rows of a worker's oplog from index `from` (the first entry is 1).
+pub fn oplog_rows(
+    executor: &Executor,
+    id: &WorkerId,
+    from: u64,
+    count: usize,
+) -> Result<Vec<OplogRow>> {
+    let history = executor.worker_record(id)?.history;
+    let mut rows = Vec::new();
+    let mut shown = 0usize;
+    for block in executor.oplog(id, from, count)? {
+        match block {
+            BlockRead::Entries(entries) => {
+                for (index, entry) in entries.into_iter().filter(|(i, _)| *i >= from) {
+                    if shown == count {
+                        return Ok(rows);
+                    }
+                    shown += 1;
+                    rows.push(OplogRow::Entry {
+                        index,
+                        deleted: history.deleted.contains(index),
+                        entry,
+                    });
+                }
+            }
+            BlockRead::Corrupt {
+                first,
+                last,
+                detail,
+            } => rows.push(OplogRow::Corrupt {
+                first,
+                last,
+                detail,
+            }),
+        }
+    }
+    Ok(rows)
+}
