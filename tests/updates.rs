@@ -216,3 +216,46 @@ fn a_jump_back_before_an_update_returns_to_the_old_version() {
     assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "1");
     assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "4");
 }
+
+/// The latest version of each component is found by one seek, whichever components sort
+/// before or after it; a worker created by invocation starts on it.
+#[test]
+fn the_latest_version_is_found_among_neighbouring_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = open(dir.path());
+    let wasm = std::fs::read(guest_wasm("update-v1")).unwrap();
+    let names = ["a", "b", "c"];
+    for name in names {
+        ex.components().add(name, &wasm).unwrap();
+    }
+    for (updates, name) in names.iter().enumerate() {
+        for _ in 0..updates {
+            add_version(&ex, name, "update-v2");
+        }
+    }
+    for (updates, name) in names.iter().enumerate() {
+        let id = ex.components().resolve_id(name).unwrap();
+        let latest = ex.components().latest_of(&id).unwrap();
+        assert_eq!(
+            (latest.name.as_str(), latest.version),
+            (*name, updates as u64)
+        );
+        assert_eq!(
+            ex.components().latest(name).unwrap().version,
+            updates as u64
+        );
+        let versions = ex.components().versions(&id).unwrap();
+        assert_eq!(versions.last().unwrap().version, latest.version);
+        let worker = ex.worker_id(name, "fresh").unwrap();
+        invoke(&mut ex, &worker, "version", &[]);
+        assert_eq!(
+            ex.worker_record(&worker).unwrap().component_version,
+            updates as u64
+        );
+    }
+    let unknown = golemw_runtime::ComponentId(uuid::Uuid::new_v4());
+    assert!(matches!(
+        ex.components().latest_of(&unknown),
+        Err(Error::UnknownComponent(_))
+    ));
+}

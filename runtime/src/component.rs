@@ -542,9 +542,28 @@ impl ComponentStore {
     /// The latest version of a component given by name or UUID.
     pub fn latest(&self, name_or_id: &str) -> Result<ComponentRecord> {
         let id = self.resolve_id(name_or_id)?;
-        self.versions(&id)?
-            .pop()
-            .ok_or_else(|| Error::UnknownComponent(name_or_id.to_string()))
+        self.latest_of(&id)
+    }
+
+    /// The latest version of a component: one seek past its last version, one step back (not
+    /// a decode of every version: this is on the path of every new worker).
+    pub fn latest_of(&self, id: &ComponentId) -> Result<ComponentRecord> {
+        use lmdb::Cursor;
+        let txn = self.storage.env().begin_ro_txn()?;
+        let cursor = txn.open_ro_cursor(self.storage.tables().components)?;
+        let past_end = version_key(id, ComponentVersion::MAX);
+        let step_back = match cursor.get(Some(&past_end), None, lmdb_sys::MDB_SET_RANGE) {
+            Ok(_) => lmdb_sys::MDB_PREV,
+            Err(lmdb::Error::NotFound) => lmdb_sys::MDB_LAST,
+            Err(err) => return Err(err.into()),
+        };
+        match cursor.get(None, None, step_back) {
+            Ok((Some(key), value)) if key.len() == 24 && &key[..16] == id.0.as_bytes() => {
+                codec::decode(value, "component record")
+            }
+            Ok(_) | Err(lmdb::Error::NotFound) => Err(Error::UnknownComponent(id.to_string())),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// One version of a component.

@@ -198,7 +198,7 @@ impl Executor {
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Result<(WorkerRecord, OplogEntry)> {
-        let latest = self.components.latest(&id.component_id.to_string())?;
+        let latest = self.components.latest_of(&id.component_id)?;
         let record = WorkerRecord {
             id: id.clone(),
             uid: Uuid::new_v4(),
@@ -637,7 +637,7 @@ impl Executor {
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
             // A request that names no function of the component, or gives it wrong
             // parameters, is refused before it creates anything.
-            let latest = self.components.latest(&id.component_id.to_string())?;
+            let latest = self.components.latest_of(&id.component_id)?;
             let (_, interface) = self.module(id.component_id, latest.version)?;
             crate::worker::parse_params(&*interface.find_export(function)?, params)?;
             self.start_new_worker(id)?;
