@@ -522,3 +522,62 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
     ));
     invoke(&mut ex, &refused, "started-at", &[]);
 }
+
+/// A result is stored under its idempotency key when the caller gave the key (it may repeat
+/// it); an invocation without one writes no such row (its generated key is known to no one),
+/// and its result is in the oplog all the same.
+#[test]
+fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
+    add_component(&ex, "counter", "counter");
+    let id = worker(&ex, "counter", "w");
+    let rows = |ex: &Executor| -> usize {
+        use lmdb::{Cursor, Transaction};
+        let uid = ex.worker_record(&id).unwrap().uid;
+        let txn = ex.storage().env().begin_ro_txn().unwrap();
+        let mut cursor = txn
+            .open_ro_cursor(ex.storage().tables().invocations)
+            .unwrap();
+        cursor
+            .iter_from(uid.as_bytes())
+            .map(Result::unwrap)
+            .take_while(|(key, _)| key.starts_with(uid.as_bytes()))
+            .count()
+    };
+    assert_eq!(invoke(&mut ex, &id, "add", &["2"]).as_deref(), Some("2"));
+    assert_eq!(invoke(&mut ex, &id, "add", &["3"]).as_deref(), Some("5"));
+    assert_eq!(rows(&ex), 0);
+    let keyed = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
+    assert_eq!(
+        (keyed.result.as_deref(), keyed.from_idempotency_key),
+        (Some("9"), false)
+    );
+    assert_eq!(rows(&ex), 1);
+    drop(ex);
+
+    let mut ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
+    let again = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
+    assert_eq!(
+        (again.result.as_deref(), again.from_idempotency_key),
+        (Some("9"), true)
+    );
+    let completed: Vec<Option<String>> = golemw_tests::oplog_entries(&ex, &id)
+        .into_iter()
+        .filter_map(|(_, entry)| match entry {
+            golemw_runtime::oplog::OplogEntry::ExportedFunctionCompleted { result, .. } => {
+                Some(result)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        completed,
+        [
+            Some("2".to_string()),
+            Some("5".to_string()),
+            Some("9".to_string())
+        ]
+    );
+    assert_eq!(invoke(&mut ex, &id, "get", &[]).as_deref(), Some("9"));
+}

@@ -697,7 +697,7 @@ impl Executor {
             .unwrap_or_else(|| Uuid::new_v4().to_string());
         let _tokio = self._tokio.enter();
         let worker = &mut self.active.get_mut(id).expect("activated above").worker;
-        let invoked = worker.invoke(function, params, &key);
+        let invoked = worker.invoke(function, params, &key, idempotency_key.is_some());
         let requests = worker.take_update_requests();
         drop(_tokio);
         let result = match invoked {

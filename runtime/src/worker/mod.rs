@@ -1143,7 +1143,9 @@ impl Worker {
             // (or a jump went back into it). It has now finished live; record it like any live
             // invocation, and keep how it ended for whoever is waiting for it.
             report.resumed_invocation = true;
-            let (result, error) = match self.finish_live(&export, idempotency_key, outcome) {
+            // Whoever waits for it may know its key (it was suspended, retried or interrupted
+            // and may be asked for again): keep the result.
+            let (result, error) = match self.finish_live(&export, idempotency_key, true, outcome) {
                 Ok(result) => (result, None),
                 Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
                 Err(err) => return Err(err),
@@ -1207,12 +1209,16 @@ impl Worker {
         }
     }
 
-    /// Invokes an export live with WAVE params; returns the WAVE result.
+    /// Invokes an export live with WAVE params; returns the WAVE result. `keep_result` stores
+    /// the result under the idempotency key, for a caller that may repeat the key; without it
+    /// (a key generated for this call, known to nobody) the result is only in the oplog, and
+    /// the commit writes one table fewer.
     pub fn invoke(
         &mut self,
         function: &str,
         params: &[String],
         idempotency_key: &str,
+        keep_result: bool,
     ) -> Result<Option<String>> {
         match self.record.status {
             WorkerStatus::Failed => {
@@ -1244,7 +1250,7 @@ impl Worker {
             Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
             other => other?,
         };
-        let result = self.finish_live(&export, idempotency_key, outcome)?;
+        let result = self.finish_live(&export, idempotency_key, keep_result, outcome)?;
         self.snapshots.invocations_since += 1;
         self.maybe_snapshot();
         Ok(result)
@@ -1427,12 +1433,13 @@ impl Worker {
         hasher.finalize().to_hex().to_string()
     }
 
-    /// Records how a live invocation ended and commits it durably with the worker record and
-    /// the idempotency result, in one transaction.
+    /// Records how a live invocation ended and commits it durably with the worker record and,
+    /// with `keep_result`, the result under its idempotency key, in one transaction.
     fn finish_live(
         &mut self,
         export: &ExportedFunction,
         idempotency_key: &str,
+        keep_result: bool,
         outcome: CallOutcome,
     ) -> Result<Option<String>> {
         match &outcome {
@@ -1489,12 +1496,12 @@ impl Worker {
         let record = codec::encode(&self.record);
         let record_key = self.record.id.storage_key();
         let result_value = match &returned {
-            Ok(result) => Some(codec::encode(&InvocationResult {
+            Ok(result) if keep_result => Some(codec::encode(&InvocationResult {
                 function: export.display_name.clone(),
                 result: result.clone(),
                 completed_at,
             })),
-            Err(_) => None,
+            _ => None,
         };
         let invocation_key = invocation_key(&self.record.uid, idempotency_key);
         let tables = self.storage.tables();
