@@ -153,8 +153,8 @@ fn figure(ctx: &Ctx, rows: &[Summary], entries_per_invocation: u64) -> Figure {
             "One invocation of the `clocks` guest's `many-clocks(n)` (n WASI `clock_time_get` \
              calls of the wall clock), timed end to end, {} runs per configuration after {WARMUP} \
              warm-up runs, configurations interleaved. golemw runs through `Executor::invoke` on an \
-             active worker (WAVE params, oplog entries, canonical ABI, commit of the block, the \
-             worker record and the idempotency result in one LMDB transaction); plain Wasmer calls \
+             active worker (WAVE params, oplog entries, canonical ABI, commit of the block and the \
+             worker record in one LMDB transaction); plain Wasmer calls \
              the core export `{EXPORT}` directly on the same module with wasmer-wasix's own \
              clock. t(0) is the fixed cost of an invocation; the marginal cost of one host call is \
              (t(1000) − t(0)) / 1000 from the medians.",

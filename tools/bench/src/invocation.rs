@@ -88,8 +88,6 @@ fn breakdown(ctx: &Ctx) -> Result<[Samples; 3]> {
                     &[7u8; 160],
                     WriteFlags::empty(),
                 )?;
-                let key = [uid.as_bytes().as_slice(), &i.to_be_bytes()].concat();
-                txn.put(tables.invocations, &key, &[7u8; 80], WriteFlags::empty())?;
                 Ok(())
             })
         };
@@ -139,7 +137,7 @@ fn figure(ctx: &Ctx, samples: &[Samples; 3], parts: &[Samples; 3]) -> Figure {
     let mut split = Table::new(&["part of a commit, timed alone", "p50 µs", "p99 µs"]);
     let part_names = [
         "BlockEncoder::encode of the 2 entries (postcard + zstd)",
-        "LMDB write transaction: block + record + result, no fsync",
+        "LMDB write transaction: block + record, no fsync",
         "the same, durable: its data fsync, then Storage::sync (the meta page's)",
     ];
     for (name, s) in part_names.iter().zip(parts) {
@@ -153,8 +151,8 @@ fn figure(ctx: &Ctx, samples: &[Samples; 3], parts: &[Samples; 3]) -> Figure {
             "One invocation of the `counter` guest's `get` (reads a static, no host calls) through \
              `Executor::invoke` on an active worker, {} runs per configuration after {WARMUP} \
              warm-up runs, interleaved. Each golemw invocation appends two entries (invoked, \
-             completed) and commits them with the worker record and the idempotency result in one \
-             LMDB transaction, made durable (two fsyncs) in the durable configuration. Plain Wasmer calls the core \
+             completed) and commits them with the worker record in one LMDB transaction (an \
+             invocation given an idempotency key also stores its result under the key), made durable (two fsyncs) in the durable configuration. Plain Wasmer calls the core \
              export `{EXPORT}` directly (golem:api imports stubbed; `get` calls none). The second table \
              times the parts of a commit alone on a fresh data directory, same number of runs.",
             ctx.latency_runs
