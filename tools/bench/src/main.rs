@@ -150,18 +150,23 @@ fn main() -> Result<()> {
         many_workers: args.many_workers,
         scratch,
     };
-    let meta = report::Meta::collect(&std::env::args().skip(1).collect::<Vec<_>>());
+    let mut meta = report::Meta::collect(&std::env::args().skip(1).collect::<Vec<_>>());
     let mut figures = Vec::new();
     for (id, run) in FIGURES {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == id) {
             continue;
         }
+        let started = std::time::Instant::now();
         let figure = run(&ctx).with_context(|| format!("figure {id}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("figure {id}: {seconds:.1} s");
+        meta.timings.push((id.to_string(), seconds));
         if !args.json {
             println!("{}", figure.to_text());
         }
         figures.push(figure);
     }
+    eprintln!("wall time: {}", meta.timings_text());
     if args.json {
         let out = serde_json::json!({ "meta": meta, "figures": figures });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -181,6 +181,8 @@ pub struct Meta {
     pub load: String,
     pub rustc: String,
     pub command: String,
+    /// Wall time of each figure run, in seconds, in order.
+    pub timings: Vec<(String, f64)>,
 }
 
 impl Meta {
@@ -223,6 +225,7 @@ impl Meta {
                 .join(" "),
             rustc,
             command,
+            timings: Vec::new(),
         }
     }
 
@@ -232,7 +235,8 @@ impl Meta {
              - Toolchain: {}, release profile, Wasmer 7.4.2 (Cranelift), wasmer-wasix 0.704.2\n\
              - Last run: {}, load average at its start {} (1, 5, 15 min)\n\
              - Command: `{}` (from the repository root)\n\
-             - Data directories: temporary, under `target/bench-tmp/` (the repository's disk)\n",
+             - Data directories: temporary, under `target/bench-tmp/` (the repository's disk)\n\
+             - Wall time: {}\n",
             self.cpu,
             self.cores,
             self.memory,
@@ -240,8 +244,20 @@ impl Meta {
             self.rustc,
             self.date,
             self.load,
-            self.command
+            self.command,
+            self.timings_text()
         )
+    }
+
+    /// "12.3 min (host-calls 41 s, oplog 35 s, ...)": the suite must stay under 15 minutes.
+    pub fn timings_text(&self) -> String {
+        let total: f64 = self.timings.iter().map(|(_, s)| s).sum();
+        let each: Vec<String> = self
+            .timings
+            .iter()
+            .map(|(id, s)| format!("{id} {s:.0} s"))
+            .collect();
+        format!("{:.1} min ({})", total / 60.0, each.join(", "))
     }
 }
 
