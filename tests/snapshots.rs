@@ -601,3 +601,34 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     ex.delete_worker(&id).unwrap();
     assert!(!image.exists() && !unfinished.exists());
 }
+
+/// A crash between deleting a worker (committed) and unlinking its image leaves the file; the
+/// next open of the data directory removes it, and keeps the images of workers that exist.
+#[test]
+fn the_image_of_a_deleted_worker_is_removed_when_the_data_directory_is_next_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ex, id) = memory_worker_imaging_all(dir.path());
+    invoke(&mut ex, &id, "fill-mib", &["1"]);
+    invoke(&mut ex, &id, "touch", &["1"]);
+    let uid = ex.worker_record(&id).unwrap().uid;
+    let image = snapshots::image_path(ex.storage(), &uid);
+    assert!(image.is_file());
+    let live = ex.active_state_digest(&id).unwrap();
+    // What the crash leaves: the image (and a replacement being written) of a worker whose
+    // deletion was committed.
+    let orphan = snapshots::image_path(ex.storage(), &uuid::Uuid::new_v4());
+    std::fs::copy(&image, &orphan).unwrap();
+    let unfinished = orphan.with_extension("mem.new");
+    std::fs::write(&unfinished, b"").unwrap();
+    drop(ex);
+
+    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    assert!(!orphan.exists() && !unfinished.exists());
+    assert!(image.is_file());
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(
+        report.image.is_some(),
+        "the live worker's image is used: {report:?}"
+    );
+    assert_eq!(ex.active_state_digest(&id).unwrap(), live);
+}

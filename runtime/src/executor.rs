@@ -113,6 +113,10 @@ impl Executor {
         let mut storage = Storage::open(dir)?;
         storage.set_fsync(options.fsync)?;
         let storage = Arc::new(storage);
+        if let Err(err) = crate::snapshots::remove_orphan_images(&storage) {
+            // Images only make restarts faster: one that cannot be looked at costs disk space.
+            tracing::warn!(%err, "could not look for the memory images of deleted workers");
+        }
         let engine = wasmer::Engine::default();
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -321,6 +321,41 @@ pub fn delete_image(storage: &Storage, uid: &Uuid) -> Result<()> {
     golemw_snapshot::MemoryImage::remove(&path).map_err(|e| Error::io(&path, e))
 }
 
+/// Removes the images of workers that no longer exist: a crash between a worker's deletion
+/// (committed) and the unlink of its image leaves its file behind. Called when a data directory
+/// is opened, before any worker is in memory. Returns how many workers' images were removed.
+pub fn remove_orphan_images(storage: &Storage) -> Result<usize> {
+    let dir = storage.dir().join("images");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(Error::io(&dir, err)),
+    };
+    let mut orphans = std::collections::BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        let name = entry.file_name();
+        // `<uid>.mem`, or `<uid>.mem.new` (an image being replaced when the process stopped).
+        let Some(uid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".new").or(Some(n)))
+            .and_then(|n| n.strip_suffix(".mem"))
+            .and_then(|n| Uuid::parse_str(n).ok())
+        else {
+            continue;
+        };
+        // Every stored worker has its `create` entry; a deleted one has no oplog at all.
+        if crate::oplog::store::last_index(storage, &uid)? == 0 {
+            orphans.insert(uid);
+        }
+    }
+    for uid in &orphans {
+        tracing::info!(%uid, "removing the memory image of a deleted worker");
+        delete_image(storage, uid)?;
+    }
+    Ok(orphans.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Policy;
