@@ -430,3 +430,94 @@ fn a_suspended_invocation_answers_202_and_completing_its_promise_resumes_it() {
     );
     assert_eq!(server.result("promises/w", "total", &[]), "4");
 }
+
+/// The worker operations a user would otherwise run with the CLI, which the server's hold on
+/// the data directory refuses while it runs: interrupt and resume, update, revert.
+#[test]
+fn workers_are_interrupted_resumed_updated_and_reverted_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_component(&server, "upd", "update-v1");
+    let (status, created) = server.post_json("/v1/components/upd/workers", json!({ "name": "w" }));
+    assert_eq!(status, 201, "{created}");
+    let v2 = std::fs::read(guest_wasm("update-v2")).unwrap();
+    assert_eq!(server.request("PUT", "/v1/components/upd", &[], &v2).0, 200);
+    assert_eq!(server.result("upd/w", "add", &["5"]), "5");
+    assert_eq!(server.result("upd/w", "add", &["7"]), "12");
+    let post = |path: &str| {
+        server.request(
+            "POST",
+            &format!("/v1/components/upd/workers/w/{path}"),
+            &[],
+            b"",
+        )
+    };
+    let post_json = |path: &str, body: Value| {
+        server.post_json(&format!("/v1/components/upd/workers/w/{path}"), body)
+    };
+
+    // Interrupted, nothing runs it until it is resumed.
+    let (status, interrupted) = post("interrupt");
+    assert_eq!(status, 200, "{interrupted}");
+    assert_eq!(
+        (&interrupted["status"], &interrupted["previous"]),
+        (&json!("interrupted"), &json!("idle"))
+    );
+    assert_error(
+        server.invoke("upd/w", "get", &[]),
+        409,
+        "worker-interrupted",
+        "interrupted",
+    );
+    let (status, resumed) = post("resume");
+    assert_eq!(
+        (status, &resumed["status"]),
+        (200, &json!("idle")),
+        "{resumed}"
+    );
+    assert_eq!(server.result("upd/w", "get", &[]), "12");
+
+    // Updated to version 1: the new code runs on the old state.
+    assert_eq!(server.result("upd/w", "version", &[]), "1");
+    assert_error(
+        post_json("update", json!({ "version": 1, "mode": "sideways" })),
+        400,
+        "bad-request",
+        "sideways",
+    );
+    assert_error(
+        post_json("update", json!({ "version": 9 })),
+        404,
+        "unknown-component-version",
+        "9",
+    );
+    // (`version` returned 1 on version 0: an automatic update would diverge replaying it.)
+    let (status, updated) = post_json("update", json!({ "version": 1, "mode": "snapshot-based" }));
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(server.result("upd/w", "version", &[]), "2");
+    assert_eq!(server.result("upd/w", "get", &[]), "12");
+
+    // Reverted: the last invocation is undone.
+    assert_eq!(server.result("upd/w", "add", &["100"]), "112");
+    assert_error(
+        post_json("revert", json!({})),
+        400,
+        "bad-request",
+        "exactly one",
+    );
+    assert_error(
+        post_json(
+            "revert",
+            json!({ "to_oplog_index": 2, "last_invocations": 1 }),
+        ),
+        400,
+        "bad-request",
+        "exactly one",
+    );
+    let (status, reverted) = post_json("revert", json!({ "last_invocations": 1 }));
+    assert_eq!(status, 200, "{reverted}");
+    assert_eq!(reverted["status"], "idle");
+    assert_eq!(server.result("upd/w", "get", &[]), "12");
+    let (_, w) = server.get("/v1/components/upd/workers/w");
+    assert_eq!(w["component_version"], 1, "{w}");
+}

@@ -4,7 +4,7 @@
 use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::OplogEntry;
 use golemw_runtime::promises::Suspension;
-use golemw_runtime::{Executor, Result, WorkerId, WorkerRecord};
+use golemw_runtime::{Executor, RecoveryReport, Result, WorkerId, WorkerRecord};
 
 /// A worker's record and what is known of it beyond the record.
 pub struct WorkerDetails {
@@ -134,4 +134,21 @@ pub fn oplog_rows(
         }
     }
     Ok(rows)
+}
+
+/// A worker after a revert, as `worker revert --json` prints it: the region deleted, where the
+/// worker is now and how it was recovered.
+pub fn reverted(
+    executor: &Executor,
+    id: &WorkerId,
+    recovery: &RecoveryReport,
+) -> Result<serde_json::Value> {
+    let record = executor.worker_record(id)?;
+    Ok(serde_json::json!({
+        "worker": id.to_string(),
+        "deleted": record.history.deleted.regions().last(),
+        "status": record.status.as_str(),
+        "component_version": record.component_version,
+        "recovery": recovery,
+    }))
 }

@@ -442,13 +442,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             let report = executor.revert_worker(&id, target)?;
             let record = executor.worker_record(&id)?;
             if ctx.json {
-                output::json(&serde_json::json!({
-                    "worker": id.to_string(),
-                    "deleted": record.history.deleted.regions().last(),
-                    "status": record.status.as_str(),
-                    "component_version": record.component_version,
-                    "recovery": report,
-                }));
+                output::json(&views::reverted(&executor, &id, &report)?);
             } else {
                 if let Some(region) = record.history.deleted.regions().last() {
                     println!("reverted {id}: entries {region} deleted");

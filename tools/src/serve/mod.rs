@@ -34,6 +34,11 @@ use crate::commands::Context;
 ///          body {"function", "params": [WAVE, ...]}; header Idempotency-Key (optional)
 ///   GET    /v1/components/C/workers/W/oplog[?from=N&count=N]
 ///   POST   /v1/components/C/workers/W/promises/N/complete   body: the payload
+///   POST   /v1/components/C/workers/W/interrupt | resume
+///   POST   /v1/components/C/workers/W/update   body {"version": V, "mode"?: "automatic" |
+///                                               "snapshot-based"}
+///   POST   /v1/components/C/workers/W/revert   body {"to_oplog_index": N} or
+///                                               {"last_invocations": N}
 ///
 /// Requests run one at a time, in arrival order, on one executor: a long invocation delays
 /// the requests behind it. The data directory is held while serving (other golemw commands on

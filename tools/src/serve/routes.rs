@@ -9,7 +9,9 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use golemw_runtime::history::UpdateMode;
 use golemw_runtime::promises::PromiseId;
+use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{Error, Executor, WorkerId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -59,6 +61,22 @@ pub fn router(executor: ExecutorThread) -> Router {
         .route(
             "/v1/components/{component}/workers/{worker}/promises/{oplog_idx}/complete",
             post(complete_promise),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/interrupt",
+            post(interrupt),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/resume",
+            post(resume),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/update",
+            post(update),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/revert",
+            post(revert),
         )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
@@ -326,4 +344,101 @@ async fn complete_promise(
         })
         .await??;
     ok(to_json(&completion))
+}
+
+/// Marks a worker interrupted: nothing runs it until `resume`.
+async fn interrupt(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+) -> Reply {
+    let (id, previous) = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            ex.interrupt_worker(&id).map(|previous| (id, previous))
+        })
+        .await??;
+    ok(json!({ "worker": id.to_string(), "status": "interrupted", "previous": previous }))
+}
+
+/// Lets an interrupted worker run again; an invocation it left in flight finishes now.
+async fn resume(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+) -> Reply {
+    let (id, status) = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            ex.resume_worker(&id).map(|status| (id, status))
+        })
+        .await??;
+    ok(json!({ "worker": id.to_string(), "status": status }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Update {
+    /// The component version to move to.
+    version: u64,
+    /// `automatic` (the default) or `snapshot-based`.
+    #[serde(default = "automatic")]
+    mode: UpdateMode,
+}
+
+fn automatic() -> UpdateMode {
+    UpdateMode::Automatic
+}
+
+/// Moves a worker to another version of its component (as `golemw worker update`).
+async fn update(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+    payload: Result<Json<Update>, JsonRejection>,
+) -> Reply {
+    let update = body(payload)?;
+    let record = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            ex.update_worker(&id, update.version, update.mode)
+        })
+        .await??;
+    ok(to_json(&record))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revert {
+    to_oplog_index: Option<u64>,
+    last_invocations: Option<u64>,
+}
+
+/// Goes back in a worker's history (as `golemw worker revert`): body `{"to_oplog_index": N}`
+/// or `{"last_invocations": N}`.
+async fn revert(
+    State(executor): State<ExecutorThread>,
+    Path((component, worker)): Path<(String, String)>,
+    payload: Result<Json<Revert>, JsonRejection>,
+) -> Reply {
+    let target = match body(payload)? {
+        Revert {
+            to_oplog_index: Some(index),
+            last_invocations: None,
+        } => RevertTarget::OplogIndex(index),
+        Revert {
+            to_oplog_index: None,
+            last_invocations: Some(count),
+        } => RevertTarget::LastInvocations(count),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of to_oplog_index and last_invocations",
+            ))
+        }
+    };
+    let reverted = executor
+        .run(move |ex| {
+            let id = worker_id(ex, &component, &worker)?;
+            let recovery = ex.revert_worker(&id, target)?;
+            views::reverted(ex, &id, &recovery)
+        })
+        .await??;
+    ok(reverted)
 }
