@@ -521,3 +521,44 @@ fn workers_are_interrupted_resumed_updated_and_reverted_over_http() {
     let (_, w) = server.get("/v1/components/upd/workers/w");
     assert_eq!(w["component_version"], 1, "{w}");
 }
+
+/// A trapped invocation's retry backoff is waited out on a timer: other requests run while it
+/// waits, and the invocation's own request answers once a retry succeeds.
+#[test]
+fn a_retry_backoff_does_not_hold_up_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_component(&server, "txn", "txn");
+    // One retry, 2 s after the first attempt traps.
+    server.result(
+        "txn/slow",
+        "set-retry-policy",
+        &["{max-attempts: 1, min-delay: 2000000000, max-delay: 2000000000, multiplier: 1.0}"],
+    );
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        // Traps while the worker's retry count is below 1: the retry returns 1.
+        let slow = scope.spawn(|| server.result("txn/slow", "trap-until", &["1"]));
+        while server.get("/v1/components/txn/workers/slow").1["status"] != "retrying" {
+            assert!(!slow.is_finished(), "the first attempt did not trap");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(server.result("txn/fast", "items", &[]), "[]");
+        assert_eq!(
+            server.get("/v1/components/txn/workers/fast").1["status"],
+            "idle"
+        );
+        assert!(
+            !slow.is_finished(),
+            "the other requests ran during the backoff"
+        );
+        assert_eq!(slow.join().unwrap(), "1");
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let (_, slow) = server.get("/v1/components/txn/workers/slow");
+    assert_eq!(
+        (&slow["status"], &slow["retry_count"]),
+        (&json!("idle"), &json!(0)),
+        "{slow}"
+    );
+}

@@ -373,3 +373,74 @@ fn idempotence_mode_is_on_by_default_and_off_wraps_remote_side_effects_in_marker
     invoke(&mut ex, &id, "set-idempotent", &["true"]);
     assert_eq!(invoke(&mut ex, &id, "get-idempotent", &[]), "true");
 }
+
+/// With `wait_for_retries` off, a trapped invocation returns `RetryScheduled` at once (the
+/// retry durably scheduled, the worker `retrying`), and `continue_retry` runs the next attempt;
+/// if something activated the worker first, that ran the attempt, and `continue_retry` returns
+/// its result.
+#[test]
+fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = Executor::open(
+        dir.path(),
+        ExecutorOptions {
+            fsync: false,
+            wait_for_retries: false,
+            ..ExecutorOptions::default()
+        },
+    )
+    .unwrap();
+    let wasm = std::fs::read(guest_wasm("txn")).unwrap();
+    ex.components().add("txn", &wasm).unwrap();
+    let policy =
+        "{max-attempts: 2, min-delay: 3600000000000, max-delay: 3600000000000, multiplier: 1.0}";
+    let scheduled = |ex: &mut Executor, id: &WorkerId| {
+        let started = Instant::now();
+        let err = try_invoke(ex, id, "trap-until", &["2"]).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no wait for the hour"
+        );
+        let Error::RetryScheduled {
+            function,
+            idempotency_key,
+            attempt,
+            delay,
+            ..
+        } = err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((attempt, delay), (1, Duration::from_secs(3600)));
+        assert_eq!(ex.worker_record(id).unwrap().status, WorkerStatus::Retrying);
+        (function, idempotency_key)
+    };
+
+    // The caller goes on: each continuation runs one more attempt, until one returns.
+    let a = ex.worker_id("txn", "a").unwrap();
+    invoke(&mut ex, &a, "set-retry-policy", &[policy]);
+    let (function, key) = scheduled(&mut ex, &a);
+    let again = ex.continue_retry(&a, &function, &key).unwrap_err();
+    assert!(
+        matches!(again, Error::RetryScheduled { attempt: 2, .. }),
+        "{again}"
+    );
+    let done = ex.continue_retry(&a, &function, &key).unwrap();
+    assert_eq!(done.result.as_deref(), Some("2"));
+    assert_eq!(ex.worker_record(&a).unwrap().status, WorkerStatus::Idle);
+
+    // Another invocation of the worker comes first: its activation runs the attempts (one
+    // retry scheduled again, then it returns), and the continuation finds the result.
+    let b = ex.worker_id("txn", "b").unwrap();
+    invoke(&mut ex, &b, "set-retry-policy", &[policy]);
+    let (function, key) = scheduled(&mut ex, &b);
+    let err = try_invoke(&mut ex, &b, "items", &[]).unwrap_err();
+    assert!(
+        matches!(err, Error::RetryScheduled { attempt: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(invoke(&mut ex, &b, "items", &[]), "[]");
+    let done = ex.continue_retry(&b, &function, &key).unwrap();
+    assert_eq!(done.result.as_deref(), Some("2"));
+    assert_eq!(count_kind(&ex, &b, "exported-function-completed"), 3);
+}

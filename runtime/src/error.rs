@@ -69,14 +69,17 @@ pub enum Error {
     #[error("the guest asked to go back to oplog index {target}")]
     JumpRequested { target: OplogIndex },
 
-    /// Control flow, not a failure seen by users: the invocation trapped and a retry was
-    /// scheduled (its attempt is deleted from history); the executor waits `delay` and recovers
-    /// the worker, which runs the invocation again.
-    #[error("worker {worker} trapped; retry {attempt} scheduled in {delay:?}")]
+    /// The invocation trapped and a retry was scheduled (its attempt is deleted from history).
+    /// The executor waits `delay` and recovers the worker, which runs the invocation again;
+    /// with `ExecutorOptions::wait_for_retries` off it returns this instead, and
+    /// `Executor::continue_retry` goes on once the delay has passed.
+    #[error("worker {worker} trapped; retry {attempt} of invocation {idempotency_key} is scheduled in {delay:?}")]
     RetryScheduled {
         worker: WorkerId,
         /// The export's display name.
         function: String,
+        /// The retried invocation's idempotency key.
+        idempotency_key: String,
         attempt: u64,
         delay: std::time::Duration,
     },

@@ -50,6 +50,11 @@ pub struct ExecutorOptions {
     /// (checked page by page against the snapshot, so a stale or damaged image only costs the
     /// pages it has wrong). `None`: never.
     pub memory_image_min_bytes: Option<u64>,
+    /// Wait out the backoff before retrying a trapped invocation inside the call that ran it,
+    /// sleeping this thread. Off, the call returns [`Error::RetryScheduled`] as soon as the
+    /// retry is durably scheduled, and [`Executor::continue_retry`] goes on once the delay has
+    /// passed: a server runs other requests meanwhile.
+    pub wait_for_retries: bool,
 }
 
 impl Default for ExecutorOptions {
@@ -62,6 +67,7 @@ impl Default for ExecutorOptions {
             enumeration_page_size: crate::host::get_workers::DEFAULT_PAGE_SIZE,
             track_writes: true,
             memory_image_min_bytes: Some(crate::snapshots::DEFAULT_IMAGE_MIN_BYTES),
+            wait_for_retries: true,
         }
     }
 }
@@ -386,7 +392,7 @@ impl Executor {
                     return Ok(());
                 }
                 // The invocation recovery finished live trapped again, and may be retried.
-                Err(Error::RetryScheduled { delay, .. }) => {
+                Err(Error::RetryScheduled { delay, .. }) if self.options.wait_for_retries => {
                     std::thread::sleep(delay);
                     continue;
                 }
@@ -708,11 +714,17 @@ impl Executor {
             Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
             Err(Error::RetryScheduled {
                 delay, function, ..
-            }) => {
+            }) if self.options.wait_for_retries => {
                 // Status `retrying` is recorded; wait, then recovery runs the invocation again
                 // (and again, while it traps and the policy allows).
                 std::thread::sleep(delay);
                 self.after_retry(id, &function, &key)
+            }
+            Err(retry @ Error::RetryScheduled { .. }) => {
+                // The caller waits (see `continue_retry`); whatever activates the worker first
+                // recovers it and so runs the invocation again.
+                self.active.remove(id);
+                Err(retry)
             }
             other => other,
         };
@@ -761,6 +773,28 @@ impl Executor {
                 target,
             }),
         }
+    }
+
+    /// Goes on with an invocation whose retry was scheduled (the [`Error::RetryScheduled`] a
+    /// call returns when [`ExecutorOptions::wait_for_retries`] is off), once its delay has
+    /// passed: recovers the worker, which runs the invocation again, and returns how it ended,
+    /// or `RetryScheduled` again for the next attempt. If something else recovered the worker
+    /// meanwhile, the invocation has finished already and its result is returned.
+    pub fn continue_retry(
+        &mut self,
+        id: &WorkerId,
+        function: &str,
+        idempotency_key: &str,
+    ) -> Result<InvocationOutcome> {
+        let uid = self.worker_record(id)?.uid;
+        let result = match self.completed_invocation(&uid, idempotency_key)? {
+            Some(done) => Ok(done.result),
+            None => self.after_retry(id, function, idempotency_key),
+        };
+        Ok(InvocationOutcome {
+            result: result?,
+            from_idempotency_key: false,
+        })
     }
 
     /// The invocation with idempotency key `key` trapped and a retry was scheduled: recovers

@@ -1444,7 +1444,9 @@ impl Worker {
     ) -> Result<Option<String>> {
         match &outcome {
             CallOutcome::Trapped(message) => {
-                if let Some(retry) = self.schedule_retry(&export.display_name, message)? {
+                if let Some(retry) =
+                    self.schedule_retry(&export.display_name, idempotency_key, message)?
+                {
                     return Err(retry);
                 }
             }

@@ -36,6 +36,7 @@ impl Worker {
     pub(super) fn schedule_retry(
         &mut self,
         function: &str,
+        idempotency_key: &str,
         message: &str,
     ) -> Result<Option<Error>> {
         let state = self.env.as_ref(&self.store);
@@ -90,6 +91,7 @@ impl Worker {
         Ok(Some(Error::RetryScheduled {
             worker: self.record.id.clone(),
             function: function.to_string(),
+            idempotency_key: idempotency_key.to_string(),
             attempt,
             delay,
         }))

@@ -25,20 +25,27 @@ pub struct Context {
 impl Context {
     /// Opens the data directory; guest output is echoed unless output is JSON.
     pub fn executor(&self) -> Result<Executor> {
-        Executor::open(
-            &self.data_dir,
-            ExecutorOptions {
-                echo_output: !self.json,
-                snapshot_policy: self.snapshot_policy,
-                snapshots_keep: self.snapshots_keep,
-                track_writes: self.write_tracking,
-                memory_image_min_bytes: self
-                    .memory_images
-                    .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
-                ..ExecutorOptions::default()
-            },
-        )
-        .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
+        self.executor_with(self.executor_options())
+    }
+
+    /// The executor options the global flags ask for.
+    pub fn executor_options(&self) -> ExecutorOptions {
+        ExecutorOptions {
+            echo_output: !self.json,
+            snapshot_policy: self.snapshot_policy,
+            snapshots_keep: self.snapshots_keep,
+            track_writes: self.write_tracking,
+            memory_image_min_bytes: self
+                .memory_images
+                .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
+            ..ExecutorOptions::default()
+        }
+    }
+
+    /// Opens the data directory with `options`.
+    pub fn executor_with(&self, options: ExecutorOptions) -> Result<Executor> {
+        Executor::open(&self.data_dir, options)
+            .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
     }
 }
 

@@ -55,6 +55,8 @@ impl From<Error> for ApiError {
             Error::PromiseDeleted(_) => (S::CONFLICT, "promise-deleted"),
             Error::UpdateFailed { .. } => (S::CONFLICT, "update-failed"),
             Error::InvocationUndone { .. } => (S::CONFLICT, "invocation-undone"),
+            // Another request's invocation of this worker trapped and waits for its retry.
+            Error::RetryScheduled { .. } => (S::SERVICE_UNAVAILABLE, "worker-retrying"),
             // The guest failed, not the server: the request was fine, its function was not.
             Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
             Error::Divergence { .. } => (S::INTERNAL_SERVER_ERROR, "divergence"),

@@ -28,7 +28,13 @@ impl ExecutorThread {
         let thread = std::thread::Builder::new()
             .name("golemw-executor".into())
             .spawn(move || {
-                let mut executor = match ctx.executor() {
+                // A trapped invocation's retry backoff is waited out on a timer (see the
+                // invoke route), not by sleeping the thread every request runs on.
+                let options = golemw_runtime::ExecutorOptions {
+                    wait_for_retries: false,
+                    ..ctx.executor_options()
+                };
+                let mut executor = match ctx.executor_with(options) {
                     Ok(executor) => {
                         let _ = opened.send(Ok(()));
                         executor

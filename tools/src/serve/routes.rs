@@ -257,7 +257,7 @@ async fn invoke(
         ),
         None => None,
     };
-    let outcome = executor
+    let mut outcome = executor
         .run(move |ex| {
             let id = worker_id(ex, &component, &worker)?;
             ex.invoke(
@@ -268,6 +268,22 @@ async fn invoke(
             )
         })
         .await?;
+    // The invocation trapped and will be retried: wait out the backoff here, so the executor
+    // runs other requests meanwhile, then let it go on (and again, while it traps and the
+    // worker's retry policy allows).
+    while let Err(Error::RetryScheduled {
+        worker,
+        function,
+        idempotency_key,
+        delay,
+        ..
+    }) = outcome
+    {
+        tokio::time::sleep(delay).await;
+        outcome = executor
+            .run(move |ex| ex.continue_retry(&worker, &function, &idempotency_key))
+            .await?;
+    }
     match outcome {
         Ok(outcome) => ok(json!({
             "status": "completed",
