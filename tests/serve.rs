@@ -323,6 +323,69 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
     );
     assert_eq!(server.result("counter/w1", "get", &[]), "15");
 
+    // Requests axum itself refuses answer in the same JSON shape.
+    assert_error(
+        server.request("DELETE", "/v1/components/counter", &[], b""),
+        405,
+        "method-not-allowed",
+        "",
+    );
+    assert_error(
+        server.request(
+            "POST",
+            "/v1/components/counter/workers/w1/promises/abc/complete",
+            &[],
+            b"",
+        ),
+        400,
+        "bad-request",
+        "",
+    );
+    assert_error(
+        server.get("/v1/components/counter/workers/w1/oplog?count=x"),
+        400,
+        "bad-request",
+        "count",
+    );
+    assert_error(
+        server.get("/v1/components/counter/workers?filtr=x"),
+        400,
+        "bad-request",
+        "filtr",
+    );
+    assert_error(
+        server.request(
+            "POST",
+            "/v1/components/counter/workers/w1/invoke-and-await",
+            &[],
+            br#"{"function": "get"}"#,
+        ),
+        415,
+        "unsupported-media-type",
+        "Content-Type",
+    );
+    assert_error(
+        server.get("/v1/components/counter/workers/a%2Fb"),
+        400,
+        "invalid-worker-name",
+        "a/b",
+    );
+    // Idempotency keys are 1 to 256 bytes.
+    let with_key = |key: &str| {
+        server.request(
+            "POST",
+            "/v1/components/counter/workers/w1/invoke-and-await",
+            &[
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", key),
+            ],
+            br#"{"function": "add", "params": ["1"]}"#,
+        )
+    };
+    assert_error(with_key(""), 400, "invalid-arguments", "idempotency key");
+    assert_error(with_key(&"k".repeat(257)), 400, "invalid-arguments", "257");
+    assert_eq!(with_key(&"k".repeat(256)).1["result"], "16");
+
     // Deletion.
     let (status, deleted) = server.request("DELETE", "/v1/components/counter/workers/w2", &[], b"");
     assert_eq!(status, 200, "{deleted}");
@@ -398,6 +461,15 @@ fn a_suspended_invocation_answers_202_and_completing_its_promise_resumes_it() {
     let idx = suspended["promise"]["oplog_idx"].as_u64().unwrap();
     assert_error(
         server.invoke("promises/w", "total", &[]),
+        409,
+        "worker-suspended",
+        "suspended",
+    );
+    assert_error(
+        server.post_json(
+            "/v1/components/promises/workers/w/update",
+            json!({ "version": 0 }),
+        ),
         409,
         "worker-suspended",
         "suspended",
@@ -561,4 +633,23 @@ fn a_retry_backoff_does_not_hold_up_other_requests() {
         (&json!("idle"), &json!(0)),
         "{slow}"
     );
+}
+
+/// SIGTERM: the server answers what it is doing, exits with status 0 and lets the data
+/// directory go.
+#[test]
+fn sigterm_stops_the_server_cleanly_and_releases_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    add_component(&server, "counter", "counter");
+    assert_eq!(server.result("counter/w", "add", &["3"]), "3");
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let server = Server::start(dir.path());
+    assert_eq!(server.result("counter/w", "get", &[]), "3");
 }

@@ -27,6 +27,10 @@ use crate::worker::{
     Worker, WorkerRecord, WorkerStatus,
 };
 
+/// The longest idempotency key accepted (results are stored under `worker uid ++ key`, and LMDB
+/// keys are at most 511 bytes).
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+
 /// Settings of an executor.
 #[derive(Clone, Debug)]
 pub struct ExecutorOptions {
@@ -644,6 +648,14 @@ impl Executor {
         params: &[String],
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+                return Err(Error::InvalidArguments(format!(
+                    "an idempotency key is 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes; this one is {}",
+                    key.len()
+                )));
+            }
+        }
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
             // A request that names no function of the component, or gives it wrong
             // parameters, is refused before it creates anything.

@@ -59,13 +59,36 @@ impl From<Error> for ApiError {
             Error::RetryScheduled { .. } => (S::SERVICE_UNAVAILABLE, "worker-retrying"),
             // The guest failed, not the server: the request was fine, its function was not.
             Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
+            // Answered as 202 by the invoke route; elsewhere the worker awaits a promise.
+            Error::Suspended { .. } => (S::CONFLICT, "worker-suspended"),
             Error::Divergence { .. } => (S::INTERNAL_SERVER_ERROR, "divergence"),
             Error::Corrupt { .. } => (S::INTERNAL_SERVER_ERROR, "corrupt-storage"),
             Error::MapFull => (S::INSUFFICIENT_STORAGE, "storage-full"),
             Error::Storage(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
-            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Io { .. } => (S::INTERNAL_SERVER_ERROR, "io"),
+            Error::Engine(_) => (S::INTERNAL_SERVER_ERROR, "engine"),
+            // A value the guest handed back that does not fit its declared type.
+            Error::Abi(_) => (S::INTERNAL_SERVER_ERROR, "abi"),
+            // Never reach a caller: the data directory is held before serving starts, and a
+            // jump is turned into a recovery inside the executor.
+            Error::DataDirLocked { .. } | Error::JumpRequested { .. } => {
+                (S::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         ApiError::new(status, kind, err.to_string())
+    }
+}
+
+/// The `kind` of an error answered with `status` by axum itself (a rejected path, query or
+/// body, an unknown method), before any handler of ours ran.
+pub fn kind_of_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "no-route",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
     }
 }
 

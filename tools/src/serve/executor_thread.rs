@@ -1,17 +1,18 @@
 //! The one thread that owns the executor. Wasmer stores and the LMDB writer are used from it
 //! alone; HTTP handlers send it jobs and await their answers, so requests run one at a time, in
-//! the order they arrive.
+//! the order their bodies finished arriving.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use golemw_runtime::Executor;
+use golemw_runtime::{Executor, ExecutorOptions};
 
 use super::api_error::ApiError;
 use crate::commands::Context;
 
-type Job = Box<dyn FnOnce(&mut Executor) + Send>;
+/// A job for the executor; returns whether it panicked.
+type Job = Box<dyn FnOnce(&mut Executor) -> bool + Send>;
 
 /// A handle to send jobs to the executor's thread; cheap to clone.
 #[derive(Clone)]
@@ -23,18 +24,18 @@ impl ExecutorThread {
     /// Opens the data directory on a new thread; fails as opening it fails (e.g. another
     /// process holds it). The thread ends when every handle is dropped.
     pub fn start(ctx: Context) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        // A trapped invocation's retry backoff is waited out on a timer (see the invoke
+        // route), not by sleeping the thread every request runs on.
+        let options = ExecutorOptions {
+            wait_for_retries: false,
+            ..ctx.executor_options()
+        };
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened, open_result) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("golemw-executor".into())
             .spawn(move || {
-                // A trapped invocation's retry backoff is waited out on a timer (see the
-                // invoke route), not by sleeping the thread every request runs on.
-                let options = golemw_runtime::ExecutorOptions {
-                    wait_for_retries: false,
-                    ..ctx.executor_options()
-                };
-                let mut executor = match ctx.executor_with(options) {
+                let mut executor = match ctx.executor_with(options.clone()) {
                     Ok(executor) => {
                         let _ = opened.send(Ok(()));
                         executor
@@ -45,7 +46,21 @@ impl ExecutorThread {
                     }
                 };
                 for job in queue {
-                    job(&mut executor);
+                    if !job(&mut executor) {
+                        continue;
+                    }
+                    // A panic may have left a worker's instance half-run in memory, with
+                    // entries not committed: drop every instance with the executor, and let
+                    // the next activations recover the workers from storage.
+                    tracing::error!("reopening the data directory after a panic");
+                    drop(executor);
+                    executor = match ctx.executor_with(options.clone()) {
+                        Ok(executor) => executor,
+                        Err(err) => {
+                            tracing::error!(%err, "could not reopen the data directory; no more requests are served");
+                            return;
+                        }
+                    };
                 }
             })?;
         match open_result.recv() {
@@ -56,8 +71,7 @@ impl ExecutorThread {
     }
 
     /// Runs `job` on the executor's thread and returns what it returned. A job that panics
-    /// answers 500; the thread goes on with the next job (the oplog, not memory, is the truth:
-    /// the next activation of an affected worker recovers it from storage).
+    /// answers 500, and the executor is reopened before the next job (see [`Self::start`]).
     pub async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Executor) -> T + Send + 'static,
@@ -65,6 +79,7 @@ impl ExecutorThread {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |executor: &mut Executor| {
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(executor)));
+            let panicked = outcome.is_err();
             let _ = answer.send(outcome.map_err(|panic| {
                 panic
                     .downcast_ref::<String>()
@@ -72,6 +87,7 @@ impl ExecutorThread {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into())
             }));
+            panicked
         });
         self.jobs
             .send(job)

@@ -9,12 +9,14 @@ mod routes;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use axum::extract::Request;
+use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::commands::Context;
 
@@ -40,9 +42,11 @@ use crate::commands::Context;
 ///   POST   /v1/components/C/workers/W/revert   body {"to_oplog_index": N} or
 ///                                               {"last_invocations": N}
 ///
-/// Requests run one at a time, in arrival order, on one executor: a long invocation delays
-/// the requests behind it. The data directory is held while serving (other golemw commands on
-/// it are refused); a killed server loses nothing committed.
+/// Requests run one at a time, in the order their bodies arrive, on one executor: a long
+/// invocation delays the requests behind it (a retry's backoff does not). SIGINT or SIGTERM
+/// lets requests in flight finish (30 s at most; a second signal stops at once). The data
+/// directory is held while serving (other golemw commands on it are refused); a killed server
+/// loses nothing it answered.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
@@ -50,6 +54,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9881")]
     listen: SocketAddr,
 }
+
+/// How long requests in flight may take to finish after SIGINT or SIGTERM; a second signal
+/// stops at once. Stopping cuts nothing durable short: what was answered is committed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
     let (executor, executor_thread) = executor_thread::ExecutorThread::start(ctx.clone())?;
@@ -59,6 +67,10 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the HTTP runtime")?;
     runtime.block_on(async {
+        // Before the address is printed: a signal sent as soon as a script reads it stops the
+        // server cleanly.
+        let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -75,36 +87,74 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         } else {
             println!("listening on http://{address}");
         }
-        let app = routes::router(executor).layer(middleware::from_fn(log_request));
+        let app = routes::router(executor)
+            .layer(middleware::from_fn(json_errors))
+            .layer(middleware::from_fn(log_request));
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown_signal(interrupt, terminate))
             .await
-            .context("serving HTTP")
+            .context("serving HTTP")?;
+        // The router (and with it the last job sender) is gone: the executor thread finishes
+        // the job it is on and stops. Waited for here, where the grace deadline still runs.
+        tokio::task::spawn_blocking(move || executor_thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the executor thread panicked"))
     })?;
-    // The router (and with it the last job sender) is gone: the executor thread finishes the
-    // job it is on and stops.
-    drop(runtime);
-    executor_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the executor thread panicked"))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM; stop the server with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
+/// Resolves at the first SIGINT or SIGTERM; from then on a second one, or the end of
+/// [`SHUTDOWN_GRACE`], exits the process.
+async fn shutdown_signal(mut interrupt: Signal, mut terminate: Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("stopping: finishing the requests in flight");
+    tracing::info!(
+        grace = ?SHUTDOWN_GRACE,
+        "stopping: finishing the requests in flight (a second signal stops at once)"
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        }
+        tracing::warn!(
+            "stopping now: requests still running are cut off (all answered ones are durable)"
+        );
+        std::process::exit(1);
+    });
+}
+
+/// Errors axum answers itself (a path, query or body it cannot read, an unknown method) come
+/// as plain text: rewritten as the API's JSON error, so every error has the same shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => status.canonical_reason().unwrap_or("error").to_string(),
+        false => text,
+    };
+    let mut rewritten =
+        api_error::ApiError::new(status, api_error::kind_of_status(status), message)
+            .into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        rewritten.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    rewritten
 }
 
 /// One `info` line per request: method, path, status and time taken.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use golemw_runtime::history::UpdateMode;
-use golemw_runtime::promises::PromiseId;
+use golemw_runtime::promises::{PromiseId, PROMISE_PAYLOAD_BYTES_MAX};
 use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{Error, Executor, WorkerId};
 use serde::Deserialize;
@@ -60,7 +60,8 @@ pub fn router(executor: ExecutorThread) -> Router {
         )
         .route(
             "/v1/components/{component}/workers/{worker}/promises/{oplog_idx}/complete",
-            post(complete_promise),
+            // One byte over the runtime's limit, so that its error (not axum's) says why.
+            post(complete_promise).layer(DefaultBodyLimit::max(PROMISE_PAYLOAD_BYTES_MAX + 1)),
         )
         .route(
             "/v1/components/{component}/workers/{worker}/interrupt",
@@ -96,11 +97,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("JSON serialisation of our own types")
 }
 
-/// A JSON body, or a 400 that says what is wrong with it.
+/// A JSON body, or an error that says what is wrong with it (400, or 415 without a JSON
+/// content type, 413 when too large).
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    payload
-        .map(|Json(value)| value)
-        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    payload.map(|Json(value)| value).map_err(|rejection| {
+        // axum answers valid JSON of the wrong shape with 422; here 422 means the guest
+        // trapped, so a malformed request is a 400 like any other.
+        let status = match rejection.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            status => status,
+        };
+        ApiError::new(
+            status,
+            super::api_error::kind_of_status(status),
+            rejection.body_text(),
+        )
+    })
 }
 
 async fn list_components(State(executor): State<ExecutorThread>) -> Reply {
@@ -143,6 +155,7 @@ async fn update_component(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     /// A `golemw worker list --filter` expression.
     filter: Option<String>,
@@ -308,6 +321,7 @@ async fn invoke(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OplogQuery {
     /// First index to show (the first entry is 1).
     #[serde(default = "first_index")]
