@@ -210,33 +210,41 @@ async fn create_worker(
     Ok((StatusCode::CREATED, Json(to_json(&record))))
 }
 
-fn worker_id(ex: &Executor, component: &str, worker: &str) -> Result<WorkerId, Error> {
-    ex.worker_id(component, worker)
+/// Runs `job` on the executor's thread for the worker the path's `(component, worker)` names
+/// (resolved there, after any request before it has run).
+async fn on_worker<T: Send + 'static>(
+    executor: &ExecutorThread,
+    (component, worker): (String, String),
+    job: impl FnOnce(&mut Executor, WorkerId) -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let outcome = executor
+        .run(move |ex| {
+            let id = ex.worker_id(&component, &worker)?;
+            job(ex, id)
+        })
+        .await?;
+    Ok(outcome?)
 }
 
 async fn get_worker(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Reply {
-    let details = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            WorkerDetails::read(ex, &id).map(|details| details.to_json())
-        })
-        .await??;
+    let details = on_worker(&executor, path, |ex, id| {
+        WorkerDetails::read(ex, &id).map(|details| details.to_json())
+    })
+    .await?;
     ok(details)
 }
 
 async fn delete_worker(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Reply {
-    let deleted = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            ex.delete_worker(&id).map(|()| id.to_string())
-        })
-        .await??;
+    let deleted = on_worker(&executor, path, |ex, id| {
+        ex.delete_worker(&id).map(|()| id.to_string())
+    })
+    .await?;
     ok(json!({ "deleted": deleted }))
 }
 
@@ -256,7 +264,7 @@ struct Invocation {
 /// result.
 async fn invoke(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     headers: HeaderMap,
     payload: Result<Json<Invocation>, JsonRejection>,
 ) -> Reply {
@@ -270,17 +278,16 @@ async fn invoke(
         ),
         None => None,
     };
-    let mut outcome = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            ex.invoke(
-                &id,
-                &invocation.function,
-                &invocation.params,
-                key.as_deref(),
-            )
-        })
-        .await?;
+    // The outcome itself, not flattened: a retry and a suspension are answered below.
+    let mut outcome = on_worker(&executor, path, move |ex, id| {
+        Ok(ex.invoke(
+            &id,
+            &invocation.function,
+            &invocation.params,
+            key.as_deref(),
+        ))
+    })
+    .await?;
     // The invocation trapped and will be retried: wait out the backoff here, so the executor
     // runs other requests meanwhile, then let it go on (and again, while it traps and the
     // worker's retry policy allows).
@@ -341,20 +348,14 @@ fn default_count() -> usize {
 
 async fn oplog(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Query(query): Query<OplogQuery>,
 ) -> Reply {
-    let rows = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            let rows = views::oplog_rows(ex, &id, query.from, query.count)?;
-            Ok::<_, Error>(
-                rows.iter()
-                    .map(views::OplogRow::to_json)
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await??;
+    let rows = on_worker(&executor, path, move |ex, id| {
+        let rows = views::oplog_rows(ex, &id, query.from, query.count)?;
+        Ok(rows.iter().map(views::OplogRow::to_json).collect())
+    })
+    .await?;
     ok(Value::Array(rows))
 }
 
@@ -364,43 +365,34 @@ async fn complete_promise(
     Path((component, worker, oplog_idx)): Path<(String, String, u64)>,
     data: Bytes,
 ) -> Reply {
-    let completion = executor
-        .run(move |ex| {
-            let id = PromiseId {
-                worker: worker_id(ex, &component, &worker)?,
-                oplog_idx,
-            };
-            ex.complete_promise(&id, &data)
-        })
-        .await??;
+    let completion = on_worker(&executor, (component, worker), move |ex, worker| {
+        ex.complete_promise(&PromiseId { worker, oplog_idx }, &data)
+    })
+    .await?;
     ok(to_json(&completion))
 }
 
 /// Marks a worker interrupted: nothing runs it until `resume`.
 async fn interrupt(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Reply {
-    let (id, previous) = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            ex.interrupt_worker(&id).map(|previous| (id, previous))
-        })
-        .await??;
+    let (id, previous) = on_worker(&executor, path, |ex, id| {
+        ex.interrupt_worker(&id).map(|previous| (id, previous))
+    })
+    .await?;
     ok(json!({ "worker": id.to_string(), "status": "interrupted", "previous": previous }))
 }
 
 /// Lets an interrupted worker run again; an invocation it left in flight finishes now.
 async fn resume(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Reply {
-    let (id, status) = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            ex.resume_worker(&id).map(|status| (id, status))
-        })
-        .await??;
+    let (id, status) = on_worker(&executor, path, |ex, id| {
+        ex.resume_worker(&id).map(|status| (id, status))
+    })
+    .await?;
     ok(json!({ "worker": id.to_string(), "status": status }))
 }
 
@@ -421,16 +413,14 @@ fn automatic() -> UpdateMode {
 /// Moves a worker to another version of its component (as `golemw worker update`).
 async fn update(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     payload: Result<Json<Update>, JsonRejection>,
 ) -> Reply {
     let update = body(payload)?;
-    let record = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            ex.update_worker(&id, update.version, update.mode)
-        })
-        .await??;
+    let record = on_worker(&executor, path, move |ex, id| {
+        ex.update_worker(&id, update.version, update.mode)
+    })
+    .await?;
     ok(to_json(&record))
 }
 
@@ -445,7 +435,7 @@ struct Revert {
 /// or `{"last_invocations": N}`.
 async fn revert(
     State(executor): State<ExecutorThread>,
-    Path((component, worker)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     payload: Result<Json<Revert>, JsonRejection>,
 ) -> Reply {
     let target = match body(payload)? {
@@ -463,12 +453,10 @@ async fn revert(
             ))
         }
     };
-    let reverted = executor
-        .run(move |ex| {
-            let id = worker_id(ex, &component, &worker)?;
-            let recovery = ex.revert_worker(&id, target)?;
-            views::reverted(ex, &id, &recovery)
-        })
-        .await??;
+    let reverted = on_worker(&executor, path, move |ex, id| {
+        let recovery = ex.revert_worker(&id, target)?;
+        views::reverted(ex, &id, &recovery)
+    })
+    .await?;
     ok(reverted)
 }
