@@ -81,6 +81,33 @@ enum Command {
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
     /// Serve the data directory over HTTP: components, workers, invocations, oplogs, promises.
+    ///
+    /// Routes (all answers are JSON; errors are {"error": MESSAGE, "kind": KIND}):
+    ///   GET    /healthz
+    ///   GET    /v1/components                       latest version of every component
+    ///   GET    /v1/components/C                     latest version of component C (name or UUID)
+    ///   POST   /v1/components/NAME                  add a component; body: the wasm file
+    ///   PUT    /v1/components/C                     add a version of C; body: the wasm file
+    ///   GET    /v1/components/C/workers[?filter=EXPR]          (EXPR as `worker list --filter`)
+    ///   POST   /v1/components/C/workers             create; body {"name", "args"?, "env"?: {K: V}}
+    ///   GET    /v1/components/C/workers/W           metadata, as `worker get --json`
+    ///   DELETE /v1/components/C/workers/W
+    ///   POST   /v1/components/C/workers/W/invoke-and-await
+    ///          body {"function", "params": [WAVE, ...]}; header Idempotency-Key (optional)
+    ///   GET    /v1/components/C/workers/W/oplog[?from=N&count=N]
+    ///   POST   /v1/components/C/workers/W/promises/N/complete   body: the payload
+    ///   POST   /v1/components/C/workers/W/interrupt | resume
+    ///   POST   /v1/components/C/workers/W/update   body {"version": V, "mode"?: "automatic" |
+    ///                                               "snapshot-based"}
+    ///   POST   /v1/components/C/workers/W/revert   body {"to_oplog_index": N} or
+    ///                                               {"last_invocations": N}
+    ///
+    /// Requests run one at a time, in the order their bodies arrive, on one executor: a long
+    /// invocation delays the requests behind it (a retry's backoff does not). SIGINT or SIGTERM
+    /// lets requests in flight finish (30 s at most; a second signal stops at once). The data
+    /// directory is held while serving (other golemw commands on it are refused); a killed server
+    /// loses nothing it answered.
+    #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
 }
 
