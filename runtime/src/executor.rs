@@ -236,12 +236,15 @@ impl Executor {
         Ok((record, create))
     }
 
-    /// Starts a new worker in memory only (see [`Worker::create`]): the first commit of its
-    /// first invocation stores it. If its start code fails, it is stored as it would have been
-    /// by `create_worker`, and the error returned.
-    fn start_new_worker(&mut self, id: &WorkerId) -> Result<()> {
+    /// Starts a new worker in memory only (see [`Worker::create`]) for an invocation of
+    /// `function` with `params`: the first commit of its first invocation stores it. An
+    /// invocation that names no function of the component, or gives it wrong parameters, is
+    /// refused before anything is created. If the start code fails, the worker is stored as it
+    /// would have been by `create_worker`, and the error returned.
+    fn start_new_worker(&mut self, id: &WorkerId, function: &str, params: &[String]) -> Result<()> {
         let (record, create) = self.new_worker(id, Vec::new(), Vec::new())?;
         let (module, interface) = self.module(id.component_id, record.component_version)?;
+        crate::worker::parse_params(&*interface.find_export(function)?, params)?;
         let inputs = self.instance_inputs(&module, &interface);
         let _tokio = self._tokio.enter();
         match Worker::create(inputs, record, create) {
@@ -657,12 +660,7 @@ impl Executor {
             }
         }
         if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
-            // A request that names no function of the component, or gives it wrong
-            // parameters, is refused before it creates anything.
-            let latest = self.components.latest_of(&id.component_id)?;
-            let (_, interface) = self.module(id.component_id, latest.version)?;
-            crate::worker::parse_params(&*interface.find_export(function)?, params)?;
-            self.start_new_worker(id)?;
+            self.start_new_worker(id, function, params)?;
             let outcome = self.invoke_existing(id, function, params, idempotency_key);
             let stored = match self.active.get_mut(id) {
                 Some(active) => match active.worker.is_unborn() {
