@@ -440,10 +440,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 (None, None) => bail!("give --to-oplog-index or --last-invocations"),
             };
             let report = executor.revert_worker(&id, target)?;
-            let record = executor.worker_record(&id)?;
             if ctx.json {
                 output::json(&views::reverted(&executor, &id, &report)?);
             } else {
+                let record = executor.worker_record(&id)?;
                 if let Some(region) = record.history.deleted.regions().last() {
                     println!("reverted {id}: entries {region} deleted");
                 }
