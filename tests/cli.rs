@@ -380,7 +380,7 @@ fn sigkill_during_an_update_leaves_the_worker_on_one_version_or_the_other() {
             fsync: false,
             ..ExecutorOptions::default()
         };
-        let mut ex = Executor::open(dir.path(), options).unwrap();
+        let ex = Executor::open(dir.path(), options).unwrap();
         let v1 = std::fs::read(guest_wasm("update-v1")).unwrap();
         ex.components().add("upd", &v1).unwrap();
         let id = ex.worker_id("upd", "w").unwrap();

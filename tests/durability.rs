@@ -54,7 +54,7 @@ fn counter_state_survives_restarts() {
             Some(&*(8 + round).to_string())
         );
     }
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = worker(&ex, "counter", "w1");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.invocations_replayed, 2 + 3 * 2);
@@ -140,7 +140,7 @@ fn the_oplog_records_host_calls_and_output() {
 #[test]
 fn an_idempotency_key_runs_the_invocation_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex, "counter", "counter");
     let id = worker(&ex, "counter", "w");
     let args = vec!["10".to_string()];
@@ -174,7 +174,7 @@ fn a_diverging_replay_is_detected_and_fails_the_worker() {
     }
     // Point the worker at version 1 behind the executor's back, as a broken update would.
     golemw_tests::set_worker_component_version(dir.path(), &id, 1);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let err = ex.recover(&id, RecoveryMode::Auto).unwrap_err();
     match &err {
         Error::Divergence { index, detail, .. } => {
@@ -253,7 +253,7 @@ fn every_wit_type_round_trips_through_the_abi() {
     assert_eq!(invoke(&mut ex, &id, "sum18", &args).as_deref(), Some("171"));
     drop(ex);
     // Every one of those invocations replays with the same result.
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::Auto)
         .expect("typed invocations replay");
 }
@@ -385,7 +385,7 @@ fn a_corrupt_oplog_block_is_reported_with_its_indexes_and_never_replayed() {
     }
     // Entries 4 and 5 are the second invocation, committed as one block.
     golemw_tests::corrupt_oplog_block(dir.path(), &uid, 4);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let blocks = ex.oplog(&id, 1, 100).unwrap();
     let corrupt: Vec<_> = blocks
         .iter()
@@ -421,7 +421,7 @@ fn a_replay_that_makes_a_different_host_call_names_the_index_and_the_calls() {
     // Rewrite the recorded invocation to call `random` instead of `now`: replay then meets a
     // random_get where the oplog has a clock_time_get.
     golemw_tests::rewrite_invoked_function(dir.path(), &id, "golemw:clocks/api#random");
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let err = ex.recover(&id, RecoveryMode::Auto).unwrap_err().to_string();
     assert!(err.contains("diverged at oplog index 3"), "{err}");
     assert!(

@@ -434,7 +434,7 @@ fn a_dropped_handle_cannot_be_used() {
 
     // The trap is in the oplog: recovery reproduces it (the same handle numbers, the same drop).
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     for worker in ["user", "twice", "stranger"] {
         let worker = id(&ex, worker);
         ex.recover(&worker, RecoveryMode::FullReplay)

@@ -209,7 +209,7 @@ fn unknown_and_deleted_promises_are_errors() {
     }
     // The refusal is recorded: replay fails the worker in the same way, without the store.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&c, RecoveryMode::FullReplay).unwrap();
     assert_eq!(status(&ex, &c), WorkerStatus::Failed);
 }

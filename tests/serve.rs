@@ -1,123 +1,27 @@
 //! `golemw serve`, as a client uses it: a real server process on a free port, spoken to over
 //! HTTP/1.1, killed with SIGKILL where crash safety is the point.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use golemw_tests::guest_wasm;
 use serde_json::{json, Value};
 
-/// A running `golemw serve`; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
+/// A running `golemw serve` of this build.
+struct Server;
 
 impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_golemw"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start golemw serve");
-        let mut server = Server {
-            child,
-            address: String::new(),
-        };
-        let mut line = String::new();
-        BufReader::new(server.child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve printed {line:?} first: {e}"));
-        server.address = started["listening"].as_str().unwrap().to_string();
-        server
-    }
-
-    /// Sends one request; returns the status code and the JSON body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.address,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("{method} {path}: body {body:?} is not JSON: {e}"));
-        (status, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, &[], b"")
-    }
-
-    fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
-        let body = body.to_string();
-        self.request(
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
+    fn start(data_dir: &Path) -> golemw_tests::server::Server {
+        golemw_tests::server::Server::start_with(
+            env!("CARGO_BIN_EXE_golemw").as_ref(),
+            data_dir,
+            &[],
         )
-    }
-
-    /// Invokes `function` of `worker` (`COMPONENT/NAME`).
-    fn invoke(&self, worker: &str, function: &str, params: &[&str]) -> (u16, Value) {
-        let (component, name) = worker.split_once('/').unwrap();
-        self.post_json(
-            &format!("/v1/components/{component}/workers/{name}/invoke-and-await"),
-            json!({ "function": function, "params": params }),
-        )
-    }
-
-    /// The result of an invocation that must complete.
-    fn result(&self, worker: &str, function: &str, params: &[&str]) -> Value {
-        let (status, body) = self.invoke(worker, function, params);
-        assert_eq!(status, 200, "{function}{params:?} on {worker}: {body}");
-        assert_eq!(body["status"], "completed", "{body}");
-        body["result"].clone()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn add_component(server: &Server, name: &str, guest: &str) -> Value {
-    let wasm = std::fs::read(guest_wasm(guest)).unwrap();
-    let (status, body) = server.request(
-        "POST",
-        &format!("/v1/components/{name}"),
-        &[("Content-Type", "application/wasm")],
-        &wasm,
-    );
-    assert_eq!(status, 201, "{body}");
-    body
+fn add_component(server: &golemw_tests::server::Server, name: &str, guest: &str) -> Value {
+    server.add_component(name, guest)
 }
 
 /// Asserts an error answer: its status and kind, and that its message mentions `says`.

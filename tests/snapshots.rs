@@ -466,7 +466,7 @@ fn memory_worker_imaging_all(dir: &std::path::Path) -> (Executor, WorkerId) {
 
 /// The state a full replay gives, from a process that keeps no image and takes no snapshot.
 fn full_replay_digest(dir: &std::path::Path, id: &WorkerId) -> String {
-    let mut ex = open_with_images(dir, "off", None);
+    let ex = open_with_images(dir, "off", None);
     ex.state_digest(id, RecoveryMode::FullReplay).unwrap()
 }
 
@@ -527,7 +527,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     assert_eq!(full_replay_digest(dir.path(), &id), live);
 
     // A stale image (of a newer state than the snapshot used): pages differing are repaired.
-    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let ex = open_with_images(dir.path(), "off", Some(0));
     let indexes = snapshot_indexes(&ex, &id);
     let newest = indexes[indexes.len() - 1];
     snapshots::delete_where(ex.storage(), &uid, |index| index == newest).unwrap();
@@ -545,7 +545,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     let newest = *snapshot_indexes(&ex, &id).last().unwrap();
     drop(ex);
     assert!(golemw_tests::corrupt_pages_of_snapshot(dir.path(), &uid, newest) > 0);
-    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let ex = open_with_images(dir.path(), "off", Some(0));
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
     assert!(report.skipped.is_empty(), "{report:?}");
@@ -560,7 +560,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
     assert!(!checks[0].matches, "{checks:?}");
     // Without images the damaged snapshot is skipped.
     drop(ex);
-    let mut ex = open_with_images(dir.path(), "off", None);
+    let ex = open_with_images(dir.path(), "off", None);
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_ne!(report.snapshot_index, Some(newest), "{report:?}");
     assert_eq!(report.image, None);
@@ -585,7 +585,7 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
         .collect();
     assert_eq!(images.len(), 1, "nothing left behind: {images:?}");
     drop(ex);
-    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let ex = open_with_images(dir.path(), "off", Some(0));
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert!(report.snapshot_index.is_some(), "{report:?}");
     assert_eq!(ex.active_state_digest(&id).unwrap(), live);
@@ -622,7 +622,7 @@ fn the_image_of_a_deleted_worker_is_removed_when_the_data_directory_is_next_open
     std::fs::write(&unfinished, b"").unwrap();
     drop(ex);
 
-    let mut ex = open_with_images(dir.path(), "off", Some(0));
+    let ex = open_with_images(dir.path(), "off", Some(0));
     assert!(!orphan.exists() && !unfinished.exists());
     assert!(image.is_file());
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();

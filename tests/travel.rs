@@ -69,7 +69,7 @@ fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
 
 /// Restart, then check that snapshot recovery and full replay reach the same state.
 fn restart_and_compare(dir: &std::path::Path, id: &WorkerId, policy: &str) -> Executor {
-    let mut ex = open(dir, policy);
+    let ex = open(dir, policy);
     let auto = ex.state_digest(id, RecoveryMode::Auto).unwrap();
     let full = ex.state_digest(id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(auto, full, "snapshot recovery and full replay disagree");

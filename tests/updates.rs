@@ -19,7 +19,7 @@ fn open(dir: &std::path::Path) -> Executor {
 /// `add_version` adds version 1 afterwards (new workers start on the latest version). The
 /// guests report their own version numbers (1, 2) from `version`.
 fn on_v1(dir: &std::path::Path, name: &str, v1: &str) -> (Executor, WorkerId) {
-    let mut ex = open(dir);
+    let ex = open(dir);
     let wasm = std::fs::read(guest_wasm(v1)).unwrap();
     ex.components().add(name, &wasm).unwrap();
     let id = ex.worker_id(name, "w").unwrap();

@@ -15,6 +15,10 @@ pub enum Error {
     #[error("storage is full (LMDB map full)")]
     MapFull,
 
+    /// The disk holding the data directory is full: nothing of the failed write was kept.
+    #[error("no space left on device in {dir} ({detail}); free some space and retry: nothing of the failed operation was kept")]
+    StorageFull { dir: String, detail: String },
+
     #[error("the data directory {path} is in use by another golemw process (pid {pid}); stop it or use another --data-dir")]
     DataDirLocked { path: String, pid: String },
 
@@ -112,6 +116,45 @@ pub enum Error {
     #[error("worker {worker} is interrupted; `golemw worker resume {worker}` lets it run again")]
     WorkerInterrupted { worker: WorkerId },
 
+    /// The worker is suspended (sleeping) in another invocation: this one was queued and runs
+    /// once that one is over.
+    #[error("worker {worker} is busy with a suspended invocation; invocation {idempotency_key} is queued behind it")]
+    Queued {
+        worker: WorkerId,
+        idempotency_key: String,
+    },
+
+    #[error("worker {worker} has no invocation with idempotency key {idempotency_key:?} queued, running or finished with a result")]
+    UnknownInvocation {
+        worker: WorkerId,
+        idempotency_key: String,
+    },
+
+    /// A queued, sleeping or retried invocation ended with an error (in the background).
+    #[error("invocation {idempotency_key} of worker {worker} failed: {message}")]
+    DeferredFailed {
+        worker: WorkerId,
+        idempotency_key: String,
+        message: String,
+    },
+
+    #[error("worker {worker} has {max} invocations queued already; wait for some to run")]
+    QueueFull { worker: WorkerId, max: usize },
+
+    /// The running invocation was stopped by an interrupt request (Golem's wording). Its
+    /// entries so far are kept; `worker resume` finishes it.
+    #[error("Interrupted via the Golem API (worker {worker}); `golemw worker resume {worker}` finishes the invocation")]
+    Interrupted { worker: WorkerId },
+
+    /// The invocation sleeps until `until_ms` (a sleep past the durable-sleep threshold): the
+    /// worker is suspended and is brought back at that time, when the invocation goes on.
+    #[error("worker {worker} is sleeping until {until_ms} ms since the epoch (invocation {idempotency_key})")]
+    Sleeping {
+        worker: WorkerId,
+        until_ms: u64,
+        idempotency_key: String,
+    },
+
     #[error("worker {worker} cannot be {action}: it is {status}")]
     InvalidStatus {
         worker: WorkerId,
@@ -154,8 +197,14 @@ pub enum Error {
 
 impl From<lmdb::Error> for Error {
     fn from(err: lmdb::Error) -> Self {
+        /// ENOSPC and EDQUOT: what LMDB returns when a write or fsync finds the disk full.
+        const NO_SPACE: [i32; 2] = [28, 122];
         match err {
             lmdb::Error::MapFull => Error::MapFull,
+            lmdb::Error::Other(code) if NO_SPACE.contains(&code) => Error::StorageFull {
+                dir: String::new(),
+                detail: err.to_string(),
+            },
             err => Error::Storage(err.to_string()),
         }
     }

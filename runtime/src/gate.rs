@@ -6,6 +6,7 @@
 //! one block per [`Gate::commit`] (batching: one LMDB transaction, one fsync, many entries).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -68,6 +69,8 @@ pub struct Gate {
     /// Whether a host call ran unrecorded since [`Gate::take_unrecorded`] (the invocation's
     /// result then may legitimately differ on replay).
     unrecorded: bool,
+    /// Set from another thread to stop the running invocation at its next host call.
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Gate {
@@ -98,7 +101,39 @@ impl Gate {
             persist_nothing: false,
             unrecorded: false,
             birth: None,
+            interrupt: None,
         }
+    }
+
+    /// The flag that, once set, makes the next host call fail with [`Error::Interrupted`].
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// [`Error::Interrupted`] if an interrupt was requested.
+    fn check_interrupt(&self) -> Result<()> {
+        match &self.interrupt {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Interrupted {
+                worker: self.worker.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether replay is at a recorded call of `function` (what the guest is about to do was
+    /// done in a way that left such an entry, e.g. a sleep that suspended the worker).
+    pub fn replaying(&mut self, function: &HostFunction) -> Result<bool> {
+        if self.discarding || self.persist_nothing {
+            return Ok(false);
+        }
+        self.settle()?;
+        if self.mode() == Mode::Live {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.replay_buffer.front(),
+            Some((_, OplogEntry::ImportedFunctionInvoked { function: recorded, .. })) if recorded == function
+        ))
     }
 
     /// The worker is new and not stored: its first commit inserts `record` (encoded), and
@@ -280,6 +315,7 @@ impl Gate {
         request: HostValue,
         live: impl FnOnce() -> HostValue,
     ) -> Result<HostValue> {
+        self.check_interrupt()?;
         if self.discarding {
             return Ok(live());
         }
@@ -311,6 +347,7 @@ impl Gate {
 
     /// Guest output: printed and recorded live; consumed silently during replay.
     pub fn log(&mut self, stream: LogStream, bytes: &[u8]) -> Result<()> {
+        self.check_interrupt()?;
         if self.discarding || (self.persist_nothing && self.mode() == Mode::Replay) {
             return Ok(());
         }
@@ -372,6 +409,7 @@ impl Gate {
     /// whether it was appended live. With nothing persisted, nothing is checked or appended and
     /// the index is that of the last entry.
     pub fn marker(&mut self, entry: OplogEntry) -> Result<(OplogIndex, bool)> {
+        self.check_interrupt()?;
         if self.discarding || self.persist_nothing {
             return Ok((self.next_index - 1, false));
         }
@@ -407,11 +445,14 @@ impl Gate {
     }
 
     /// Writes every pending entry as one block in one transaction together with `extra` (e.g.
-    /// the worker record and an idempotency result), then fsyncs if `durable`.
+    /// the worker record and an idempotency result), then fsyncs if `durable`. The transaction
+    /// may be shared with other workers' commits (group commit, [`Storage::commit`]), and
+    /// `extra` may run more than once. If the commit fails, the entries stay pending and the
+    /// caller must drop the instance: storage does not hold what its memory holds.
     pub fn commit_with(
         &mut self,
         durable: bool,
-        mut extra: impl FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()>,
+        mut extra: impl FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         // A held update can exceed one block's entries: split, all in one transaction.
         let first = self.next_index - self.pending.len() as u64;
@@ -425,9 +466,9 @@ impl Gate {
             })
             .collect();
         let storage = Arc::clone(&self.storage);
-        let (uid, worker, birth) = (self.worker_uid, &self.worker, &self.birth);
-        storage.write(|txn| {
-            if let Some(record) = birth {
+        let (uid, worker, birth) = (self.worker_uid, self.worker.clone(), self.birth.clone());
+        let write: crate::storage::WriteOp = Box::new(move |txn| {
+            if let Some(record) = &birth {
                 let workers = storage.tables().workers;
                 match txn.put(
                     workers,
@@ -443,12 +484,10 @@ impl Gate {
                 store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
             }
             extra(txn)
-        })?;
+        });
+        self.storage.commit(write, durable)?;
         self.pending.clear();
         self.birth = None;
-        if durable {
-            self.storage.sync()?;
-        }
         Ok(())
     }
 

@@ -14,13 +14,15 @@ pub mod host;
 pub mod ids;
 pub mod oplog;
 pub mod promises;
+pub mod queue;
+pub mod sleeps;
 pub mod snapshots;
 pub mod storage;
 pub mod worker;
 pub mod worker_filter;
 
 pub use error::{Error, Result};
-pub use executor::{Executor, ExecutorOptions, InvocationOutcome};
+pub use executor::{Executor, ExecutorOptions, InvocationOutcome, Turn};
 pub use ids::{ComponentId, OplogIndex, WorkerId};
 pub use snapshots::Policy as SnapshotPolicy;
 pub use worker::{RecoveryMode, RecoveryReport, WorkerRecord, WorkerStatus};

@@ -132,5 +132,7 @@ pub fn oplog_entries(
 mod fixtures;
 pub use fixtures::*;
 
+pub mod server;
+
 mod wasm_fixtures;
 pub use wasm_fixtures::*;

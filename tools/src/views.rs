@@ -15,12 +15,16 @@ pub struct WorkerDetails {
     /// Why snapshots are off for this worker's component, if they are.
     pub snapshot_blocker: Option<String>,
     pub suspension: Option<Suspension>,
+    /// The sleep the worker is suspended in, if it is (a server's durable sleep).
+    pub sleep: Option<golemw_runtime::sleeps::Sleep>,
+    /// Invocations queued for the worker, not yet run.
+    pub queued: usize,
     /// The memory image's size on disk (allocated: zero pages are holes), if it has one.
     pub image_bytes: Option<u64>,
 }
 
 impl WorkerDetails {
-    pub fn read(executor: &mut Executor, id: &WorkerId) -> Result<Self> {
+    pub fn read(executor: &Executor, id: &WorkerId) -> Result<Self> {
         let record = executor.worker_record(id)?;
         let oplog_len = executor.oplog_len(id)?;
         let latest_snapshot = golemw_runtime::snapshots::indexes(executor.storage(), &record.uid)?
@@ -28,6 +32,8 @@ impl WorkerDetails {
             .copied();
         let snapshot_blocker = executor.snapshot_blocker(id)?;
         let suspension = executor.suspension(id)?;
+        let sleep = golemw_runtime::sleeps::get(executor.storage(), &record.uid)?;
+        let queued = golemw_runtime::queue::list(executor.storage(), &record.uid)?.len();
         let image_bytes = std::fs::metadata(golemw_runtime::snapshots::image_path(
             executor.storage(),
             &record.uid,
@@ -41,6 +47,8 @@ impl WorkerDetails {
             latest_snapshot,
             snapshot_blocker,
             suspension,
+            sleep,
+            queued,
             image_bytes,
         })
     }
@@ -51,6 +59,8 @@ impl WorkerDetails {
             serde_json::to_value(&self.record).expect("JSON serialisation of our own types");
         value["awaiting"] =
             serde_json::to_value(&self.suspension).expect("JSON serialisation of our own types");
+        value["sleeping_until_ms"] = self.sleep.as_ref().map(|s| s.until_ms).into();
+        value["queued_invocations"] = self.queued.into();
         value["oplog_len"] = self.oplog_len.into();
         value["uri"] = self.id.uri().into();
         value["latest_snapshot_index"] = self.latest_snapshot.into();

@@ -4,7 +4,9 @@
 //! A suspended worker is never in memory: its instance was unwound inside the invocation.
 //! Resuming it is recovering it (replay up to the await, then live).
 
-use super::Executor;
+use std::sync::atomic::Ordering;
+
+use super::{Executor, Turn};
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::promises::{
@@ -18,7 +20,7 @@ impl Executor {
     /// suspended worker that can go on (the awaiting one among them). Completing a promise that
     /// already was returns `completed: false` and still resumes a worker left waiting on it (a
     /// process stopped before resuming it). Unknown and deleted promises are errors.
-    pub fn complete_promise(&mut self, id: &PromiseId, data: &[u8]) -> Result<PromiseCompletion> {
+    pub fn complete_promise(&self, id: &PromiseId, data: &[u8]) -> Result<PromiseCompletion> {
         let completed = promises::complete(&self.storage, id, data)?;
         let resumed = self.resume_ready_workers_now();
         Ok(PromiseCompletion { completed, resumed })
@@ -47,12 +49,22 @@ impl Executor {
                 return Err(suspension.into_error());
             }
         }
+        // A worker asleep past the durable-sleep threshold would replay only to sleep again.
+        if let (Some(min), Some(sleep)) = (
+            self.options.durable_sleep_min,
+            crate::sleeps::get(&self.storage, &record.uid)?,
+        ) {
+            let left = sleep.until_ms.saturating_sub(crate::oplog::now_ms());
+            if left >= min.as_millis() as u64 {
+                return Err(sleep.into_error());
+            }
+        }
         Ok(())
     }
 
     /// After a recovery that succeeded: the worker is past any await it was suspended on.
-    pub(super) fn forget_suspension(&mut self, id: &WorkerId) -> Result<()> {
-        let Some(active) = self.active.get_mut(id) else {
+    pub(super) fn forget_suspension(&self, turn: &mut Turn) -> Result<()> {
+        let Some(active) = turn.active.as_mut() else {
             return Ok(());
         };
         let uid = active.worker.record.uid;
@@ -62,24 +74,35 @@ impl Executor {
         if promises::suspension(&self.storage, &uid)?.is_some() {
             promises::remove_suspension(&self.storage, &uid)?;
         }
+        if crate::sleeps::get(&self.storage, &uid)?.is_some() {
+            crate::sleeps::remove(&self.storage, &uid)?;
+        }
         Ok(())
     }
 
     /// Resumes suspended workers whose promise was completed or deleted since the last look
     /// (by a guest's `complete-promise`, or from outside), once the calling invocation is over.
-    pub(super) fn resume_ready_workers(&mut self) -> Vec<Resumption> {
-        if promises::events() == self.promise_events_seen {
+    pub(super) fn resume_ready_workers(&self) -> Vec<Resumption> {
+        if promises::events() == self.promise_events_seen.load(Ordering::SeqCst) {
             return Vec::new();
         }
-        self.resume_ready_workers_now()
+        // One thread resumes for all; one that finds another at it leaves it the work (the
+        // other looks again until the events stop changing).
+        if self.resuming.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let resumed = self.resume_ready_workers_now();
+        self.resuming.store(false, Ordering::SeqCst);
+        resumed
     }
 
     /// Resumes every suspended worker whose promise is no longer pending, repeatedly (a resumed
     /// invocation may complete further promises), at most [`RESUMES_PER_PASS_MAX`] of them.
-    pub(super) fn resume_ready_workers_now(&mut self) -> Vec<Resumption> {
+    pub(super) fn resume_ready_workers_now(&self) -> Vec<Resumption> {
         let mut resumed = Vec::new();
         loop {
-            self.promise_events_seen = promises::events();
+            self.promise_events_seen
+                .store(promises::events(), Ordering::SeqCst);
             let ready = match promises::ready_suspensions(&self.storage) {
                 // Interrupted workers wait for `worker resume`.
                 Ok(ready) => ready
@@ -112,11 +135,12 @@ impl Executor {
 
     /// Resumes one suspended worker: recovers it; its open invocation goes on live from the
     /// await.
-    fn resume(&mut self, suspension: Suspension) -> Resumption {
+    fn resume(&self, suspension: Suspension) -> Resumption {
         let id = suspension.worker.clone();
-        self.active.remove(&id);
+        let mut turn = self.turn(&id);
+        turn.active = None;
         tracing::info!(worker = %id, promise = %suspension.promise, "resuming");
-        let outcome = match self.activate(&id) {
+        let outcome = match self.activate(&mut turn, crate::worker::RecoveryMode::Auto) {
             Ok(active) => match active.recovery.resumed.clone() {
                 Some(done) => match done.error {
                     Some(error) => ResumptionOutcome::Trapped { error },
@@ -149,6 +173,20 @@ impl Executor {
                 }
             }
         };
+        // Those waiting for the invocation hear how it went on.
+        match &outcome {
+            ResumptionOutcome::Finished { result } => {
+                self.finish(&id, &suspension.idempotency_key, Ok(result.clone()))
+            }
+            ResumptionOutcome::Trapped { error } | ResumptionOutcome::Failed { error } => {
+                self.finish(&id, &suspension.idempotency_key, Err(error.clone()))
+            }
+            ResumptionOutcome::SuspendedAgain { .. } => {}
+        }
+        // What was queued behind the suspended invocation runs now.
+        if matches!(outcome, ResumptionOutcome::Finished { .. }) {
+            self.drain_queue(&mut turn);
+        }
         Resumption {
             worker: id,
             idempotency_key: suspension.idempotency_key,

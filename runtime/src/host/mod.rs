@@ -54,6 +54,9 @@ pub struct HostState {
     pub enumerations: get_workers::Enumerations,
     /// Retry policy, persistence level, idempotence mode, open atomic regions.
     pub persistence: persistence::Persistence,
+    /// Sleeps at least this long suspend the worker durably instead of holding its thread
+    /// (a server sets it; one-shot commands sleep in the process).
+    pub durable_sleep_min: Option<std::time::Duration>,
 }
 
 /// The guest memory and allocator as the canonical ABI sees them.

@@ -70,7 +70,8 @@ pub fn call(
                         gate.append(invoked(function, HostValue::Unit, HostValue::U64(index)))?;
                     assert_eq!(at, index, "an appended entry gets the gate's next index");
                     let uid = context.record.uid;
-                    gate.commit_with(false, |txn| {
+                    let storage = Arc::clone(&storage);
+                    gate.commit_with(false, move |txn| {
                         promises::put_pending(txn, &storage, &uid, index)
                     })?;
                     index
@@ -141,7 +142,8 @@ pub fn call(
                             data,
                             completed_at_ms: now_ms(),
                         };
-                        gate.commit_with(false, |txn| {
+                        let (storage, id) = (Arc::clone(&storage), id.clone());
+                        gate.commit_with(false, move |txn| {
                             promises::put_state(txn, &storage, &id, completed.clone())
                         })?;
                         promises::note_event();
@@ -180,7 +182,8 @@ pub fn call(
                         let deleted = PromiseState::Deleted {
                             deleted_at_ms: now_ms(),
                         };
-                        gate.commit_with(false, |txn| {
+                        let (storage, id) = (Arc::clone(&storage), id.clone());
+                        gate.commit_with(false, move |txn| {
                             promises::put_state(txn, &storage, &id, deleted.clone())
                         })?;
                         promises::note_event();

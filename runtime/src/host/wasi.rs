@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, RuntimeError, Store};
 
 use super::{abort, HostState, WASI_MODULE};
+use crate::error::Error;
+use crate::gate::Mode;
 use crate::oplog::{HostFunction, HostValue, LogStream};
 
 /// Every function of `wasi_snapshot_preview1`; a module importing anything else from that
@@ -265,16 +267,58 @@ fn poll_oneoff(
         }
     }
     let (userdata, wait) = earliest.expect("nsubs >= 1");
+    // A long sleep suspends the worker durably (in a server): its due time is recorded, the
+    // guest unwound, and the worker brought back at that time; the replay that brings it back
+    // finds the due time here and sleeps only what is left.
+    let durable_min = state.durable_sleep_min;
+    let long = |wait: Duration| durable_min.is_some_and(|min| wait >= min);
+    let sleep_until = HostFunction::SleepUntil;
+    let request = HostValue::U64(wait.as_nanos() as u64);
+    let due_ms = if state
+        .gate
+        .replaying(&sleep_until)
+        .map_err(|e| abort(&mut state.gate, e))?
+        || (state.gate.mode() == Mode::Live && long(wait) && !state.gate.persist_nothing())
+    {
+        let due = || HostValue::U64(crate::oplog::now_ms() + wait.as_millis() as u64);
+        match state
+            .gate
+            .host_call(sleep_until, request.clone(), due)
+            .map_err(|e| abort(&mut state.gate, e))?
+        {
+            HostValue::U64(due_ms) => Some(due_ms),
+            other => {
+                return Err(abort(
+                    &mut state.gate,
+                    recorded_shape_error("golemw:sleep-until", &other),
+                ))
+            }
+        }
+    } else {
+        None
+    };
+    let mut live_wait = wait;
+    if let (Some(due_ms), Mode::Live) = (due_ms, state.gate.mode()) {
+        let left = Duration::from_millis(due_ms.saturating_sub(crate::oplog::now_ms()));
+        if long(left) {
+            let worker = state.gate.worker().clone();
+            return Err(abort(
+                &mut state.gate,
+                Error::Sleeping {
+                    worker,
+                    until_ms: due_ms,
+                    idempotency_key: String::new(),
+                },
+            ));
+        }
+        live_wait = left;
+    }
     let response = state
         .gate
-        .host_call(
-            HostFunction::PollOneoff,
-            HostValue::U64(wait.as_nanos() as u64),
-            || {
-                std::thread::sleep(wait.min(SLEEP_MAX));
-                HostValue::U64(userdata)
-            },
-        )
+        .host_call(HostFunction::PollOneoff, request, || {
+            std::thread::sleep(live_wait.min(SLEEP_MAX));
+            HostValue::U64(userdata)
+        })
         .map_err(|e| abort(&mut state.gate, e))?;
     let HostValue::U64(fired) = response else {
         return Err(abort(

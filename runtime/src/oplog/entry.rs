@@ -34,6 +34,10 @@ pub enum HostFunction {
     GetWorkerMetadata,
     /// Any other golem:api / golem:rpc function, by its import name.
     Golem(String),
+    /// A sleep long enough to suspend the worker durably: the request is the sleep asked for
+    /// (ns), the response its due time (ms since the epoch). Recorded before the worker is
+    /// suspended, so the worker brought back at the due time sleeps only what is left.
+    SleepUntil,
 }
 
 impl fmt::Display for HostFunction {
@@ -48,6 +52,7 @@ impl fmt::Display for HostFunction {
             HostFunction::GetSelfMetadata => f.write_str("golem:api/host.get-self-metadata"),
             HostFunction::GetWorkerMetadata => f.write_str("golem:api/host.get-worker-metadata"),
             HostFunction::Golem(name) => f.write_str(name),
+            HostFunction::SleepUntil => f.write_str("golemw:sleep-until"),
         }
     }
 }

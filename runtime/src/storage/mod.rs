@@ -10,6 +10,9 @@
 //! failure during that flush can leave a meta page pointing at pages never written.)
 
 pub mod codec;
+mod group_commit;
+
+pub use group_commit::{WriteOp, BATCH_WRITES_MAX};
 
 use std::fs::File;
 use std::io::Write;
@@ -50,6 +53,11 @@ pub struct Tables {
     pub promises: Database,
     /// `worker uid` -> the promise a suspended worker awaits.
     pub suspensions: Database,
+    /// `worker uid` -> when a worker suspended by a long sleep is due, and its invocation.
+    pub sleeps: Database,
+    /// `worker uid ++ sequence (BE)` -> an invocation queued for the worker (`invoke` without
+    /// waiting), until it has run.
+    pub queue: Database,
 }
 
 /// The storage of one data directory. Holds the directory's lock while alive.
@@ -63,6 +71,10 @@ pub struct Storage {
     /// each commit fsyncs its data once and each sync the meta page once.
     commits: AtomicU64,
     syncs: AtomicU64,
+    /// Writes committed through [`Storage::commit`] (several per commit when they meet).
+    grouped_writes: AtomicU64,
+    /// Where concurrent [`Storage::commit`] calls meet.
+    group: group_commit::GroupCommit,
     _lock: File,
 }
 
@@ -71,6 +83,8 @@ pub struct Storage {
 pub struct IoCounts {
     pub commits: u64,
     pub syncs: u64,
+    /// Writes made through [`Storage::commit`]; over the commits they took, the batch size.
+    pub grouped_writes: u64,
 }
 
 impl Storage {
@@ -100,6 +114,8 @@ impl Storage {
             snapshot_pages: create("snapshot_pages")?,
             promises: create("promises")?,
             suspensions: create("suspensions")?,
+            sleeps: create("sleeps")?,
+            queue: create("queue")?,
         };
         Ok(Storage {
             env,
@@ -108,6 +124,8 @@ impl Storage {
             fsync: true,
             commits: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            grouped_writes: AtomicU64::new(0),
+            group: group_commit::GroupCommit::default(),
             _lock: lock,
         })
     }
@@ -150,12 +168,73 @@ impl Storage {
             };
             match outcome {
                 Err(Error::MapFull) => self.grow_map()?,
-                other => return other,
+                other => return other.map_err(|err| self.with_dir(err)),
             }
         }
         Err(Error::Storage(
             "the LMDB map stayed full after growing; the disk may be full".into(),
         ))
+    }
+
+    /// Commits `op` together with the writes other threads are committing at the same moment
+    /// (group commit, see [`group_commit`]): one transaction and, when any of them is
+    /// `durable`, one [`Storage::sync`] for all. Returns once `op` is committed (and durable,
+    /// if asked) or failed; a failed `op` leaves nothing in storage. `op` may run more than
+    /// once (a batch is applied again without a write that failed, or after the map grew).
+    pub fn commit(&self, op: WriteOp, durable: bool) -> Result<()> {
+        self.group.submit(op, durable, &mut |ops, durable| {
+            self.apply_batch(ops, durable)
+        })
+    }
+
+    /// Applies a batch of writes in one transaction (see [`Storage::commit`]). A write that
+    /// fails is dropped and the rest applied again in a fresh transaction, so that it leaves
+    /// no trace; a failed commit or sync fails every write of the batch.
+    fn apply_batch(&self, ops: &mut [WriteOp], durable: bool) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
+        let committed = loop {
+            let pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
+            if pending.is_empty() {
+                break Ok(0);
+            }
+            let mut failed: Option<(usize, Error)> = None;
+            let attempt = self.write(|txn| {
+                for &i in &pending {
+                    match ops[i](txn) {
+                        Ok(()) => {}
+                        // The map grows and the whole batch is applied again.
+                        Err(Error::MapFull) => return Err(Error::MapFull),
+                        Err(err) => {
+                            failed = Some((i, err));
+                            return Err(Error::Storage("a write of the batch failed".into()));
+                        }
+                    }
+                }
+                Ok(pending.len())
+            });
+            match (attempt, failed.take()) {
+                // Aborted: the failed write is answered, the others are applied again.
+                (Err(_), Some((i, err))) => results[i] = Some(Err(err)),
+                (Ok(count), _) => break Ok(count),
+                (Err(err), None) => break Err(err),
+            }
+        };
+        let outcome = committed.and_then(|count| {
+            self.grouped_writes
+                .fetch_add(count as u64, Ordering::Relaxed);
+            match durable && count > 0 {
+                true => self.sync(),
+                false => Ok(()),
+            }
+        });
+        results
+            .into_iter()
+            .map(|result| match (result, &outcome) {
+                (Some(failed), _) => failed,
+                (None, Ok(())) => Ok(()),
+                (None, Err(err)) => Err(group_commit::copy_error(err)),
+            })
+            .collect()
     }
 
     fn grow_map(&self) -> Result<()> {
@@ -199,11 +278,23 @@ impl Storage {
         if !self.fsync {
             return Ok(());
         }
-        self.env
-            .sync(true)
-            .map_err(|e| Error::Storage(format!("fsync of the oplog failed: {e}")))?;
+        self.env.sync(true).map_err(|e| match Error::from(e) {
+            err @ Error::StorageFull { .. } => self.with_dir(err),
+            err => Error::Storage(format!("fsync of the oplog failed: {err}")),
+        })?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Names the data directory in a "disk full" error.
+    fn with_dir(&self, err: Error) -> Error {
+        match err {
+            Error::StorageFull { dir, detail } if dir.is_empty() => Error::StorageFull {
+                dir: self.dir.display().to_string(),
+                detail,
+            },
+            other => other,
+        }
     }
 
     /// Commits and syncs so far (what a durable operation costs in fsyncs, for tests and the
@@ -212,6 +303,7 @@ impl Storage {
         IoCounts {
             commits: self.commits.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
+            grouped_writes: self.grouped_writes.load(Ordering::Relaxed),
         }
     }
 

@@ -16,6 +16,7 @@ pub use travel::{revert, RevertTarget};
 pub use update::UpdateFailure;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -294,9 +295,24 @@ pub struct Worker {
     interface: Arc<Interface>,
     storage: Arc<Storage>,
     snapshots: SnapshotTracker,
+    /// Set from another thread to stop the running invocation (the gate checks it at every
+    /// host call; [`Worker::interrupter`] also stops guest code that makes none).
+    interrupt: Arc<AtomicBool>,
     /// The worker's record, kept current and written at every commit.
     pub record: WorkerRecord,
 }
+
+// SAFETY: a worker moves between threads only with its turn (`executor::slots`): one thread
+// at a time has it, and only between invocations, with no wasm frame and no host function on
+// any stack. Wasmer's `Store` is not `Send` because it holds raw pointers into its own VM
+// allocations (instances, tables, globals, function contexts), the `on_called` hook and host
+// environments boxed as `dyn Any`; none of that is tied to the thread that made it. The trap
+// handler's and the interrupt registry's thread state exist only for the duration of a call,
+// which runs wholly on one thread; the hook is never set (it is for async calls); the host
+// environments are ours (`HostState`, whose fields are `Send`) and wasmer-wasix's `WasiEnv`,
+// which is `Send` (WASIX moves it between threads itself). Exclusive use is what a
+// `Mutex<Store>` would give; see docs/architecture.md (Concurrency).
+unsafe impl Send for Worker {}
 
 /// Everything needed to instantiate a worker.
 pub struct InstanceInputs<'a> {
@@ -313,6 +329,8 @@ pub struct InstanceInputs<'a> {
     pub track_writes: bool,
     /// Keep a memory image for memories at least this large (see `golemw_snapshot::image`).
     pub image_min_bytes: Option<u64>,
+    /// Sleeps at least this long suspend the worker durably (see [`crate::sleeps`]).
+    pub durable_sleep_min: Option<std::time::Duration>,
 }
 
 /// How to bring a worker back.
@@ -565,7 +583,7 @@ impl Worker {
         let record = codec::encode(&self.record);
         let key = self.record.id.storage_key();
         let workers = self.storage.tables().workers;
-        self.gate().commit_with(true, |txn| {
+        self.gate().commit_with(true, move |txn| {
             Ok(txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?)
         })
     }
@@ -962,7 +980,8 @@ impl Worker {
                 "the live instance runs another component version".into(),
             ));
         }
-        let gate = history_gate(inputs.storage, record, committed, inputs.echo_output, index);
+        let mut gate = history_gate(inputs.storage, record, committed, inputs.echo_output, index);
+        gate.set_interrupt(Arc::clone(&self.interrupt));
         let written = self.restore_state(manifest, RestoreInto::InPlace)?;
         let context = context_for(inputs, record);
         let state = self.env.as_mut(&mut self.store);
@@ -1003,6 +1022,8 @@ impl Worker {
             wasmer_wasix::WasiVersion::Snapshot1,
         );
         let context = context_for(inputs, &record);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        gate.set_interrupt(Arc::clone(&interrupt));
         let host_env = FunctionEnv::new(
             &mut store,
             HostState {
@@ -1016,6 +1037,7 @@ impl Worker {
                 update_requests: Vec::new(),
                 enumerations: Default::default(),
                 persistence: Default::default(),
+                durable_sleep_min: inputs.durable_sleep_min,
             },
         );
         host::wasi::override_imports(&mut store, &host_env, &mut imports);
@@ -1056,6 +1078,7 @@ impl Worker {
                 inputs.track_writes,
                 inputs.image_min_bytes,
             ),
+            interrupt,
             record,
         };
         if start == Start::Restore {
@@ -1136,6 +1159,8 @@ impl Worker {
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
             Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
+            Err(err @ Error::Sleeping { .. }) => return Err(self.sleep(err, idempotency_key)),
+            Err(Error::Interrupted { .. }) => return Err(self.interrupted()),
             other => other?,
         };
         if self.gate().mode() == Mode::Live {
@@ -1248,6 +1273,8 @@ impl Worker {
         let outcome = match self.call_export(&export, &values) {
             Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
             Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
+            Err(err @ Error::Sleeping { .. }) => return Err(self.sleep(err, idempotency_key)),
+            Err(Error::Interrupted { .. }) => return Err(self.interrupted()),
             other => other?,
         };
         let result = self.finish_live(&export, idempotency_key, keep_result, outcome)?;
@@ -1507,7 +1534,7 @@ impl Worker {
         };
         let invocation_key = invocation_key(&self.record.uid, idempotency_key);
         let tables = self.storage.tables();
-        self.gate().commit_with(true, |txn| {
+        self.gate().commit_with(true, move |txn| {
             use lmdb::WriteFlags;
             txn.put(tables.workers, &record_key, &record, WriteFlags::empty())?;
             if let Some(value) = &result_value {
@@ -1591,11 +1618,25 @@ impl Worker {
         if let Some(fatal) = self.gate().take_fatal() {
             return Err(fatal);
         }
+        // Whatever trapped once an interrupt was asked for is the interrupt: Wasmer's signal
+        // can land where its trap is not reported as `HostInterrupt`, and an invocation being
+        // interrupted must not be retried.
+        if self.interrupt.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted {
+                worker: self.record.id.clone(),
+            });
+        }
         match err.downcast::<wasmer_wasix::WasiError>() {
             Ok(wasmer_wasix::WasiError::Exit(code)) => Ok(CallOutcome::Exited(code.raw() as u32)),
             Ok(other) => Ok(CallOutcome::Trapped(other.to_string())),
             Err(err) => Ok(CallOutcome::Trapped(err.message())),
         }
+    }
+
+    /// What stops this worker's running invocation from another thread: the flag its gate
+    /// checks at every host call, and Wasmer's interrupter for guest code between host calls.
+    pub fn interrupter(&self) -> (Arc<AtomicBool>, wasmer::Interrupter) {
+        (Arc::clone(&self.interrupt), self.store.interrupter())
     }
 
     /// Entries in the oplog (committed or pending).

@@ -80,7 +80,7 @@ impl Worker {
         let record = codec::encode(&self.record);
         let key = self.record.id.storage_key();
         let workers = self.storage.tables().workers;
-        self.gate().commit_with(true, |txn| {
+        self.gate().commit_with(true, move |txn| {
             txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
             Ok(())
         })?;

@@ -11,6 +11,7 @@ use super::{Worker, WorkerStatus};
 use crate::error::Error;
 use crate::oplog::now_ms;
 use crate::promises::{self, Suspension};
+use crate::sleeps::Sleep;
 use crate::storage::codec;
 
 impl Worker {
@@ -37,12 +38,65 @@ impl Worker {
         let storage = std::sync::Arc::clone(&self.storage);
         let workers = storage.tables().workers;
         tracing::info!(worker = %self.record.id, promise = %suspension.promise, "suspended");
-        let committed = self.gate().commit_with(true, |txn| {
+        let row = suspension.clone();
+        let committed = self.gate().commit_with(true, move |txn| {
             txn.put(workers, &record_key, &record, lmdb::WriteFlags::empty())?;
-            promises::put_suspension(txn, &storage, &uid, &suspension)
+            promises::put_suspension(txn, &storage, &uid, &row)
         });
         match committed {
             Ok(()) => suspension.into_error(),
+            Err(err) => err,
+        }
+    }
+}
+
+impl Worker {
+    /// The invocation `idempotency_key` raised `err` ([`Error::Sleeping`]): a sleep long enough
+    /// to suspend the worker (its due time is recorded in the oplog). Records the suspension
+    /// durably, with the worker's row in `sleeps`, and returns the error to report.
+    pub(super) fn sleep(&mut self, err: Error, idempotency_key: &str) -> Error {
+        let Error::Sleeping {
+            worker, until_ms, ..
+        } = err
+        else {
+            return err;
+        };
+        let sleep = Sleep {
+            worker,
+            until_ms,
+            idempotency_key: idempotency_key.to_string(),
+            since_ms: now_ms(),
+        };
+        self.record.status = WorkerStatus::Suspended;
+        self.record.oplog_len = self.oplog_len();
+        let record = codec::encode(&self.record);
+        let record_key = self.record.id.storage_key();
+        let uid = self.record.uid;
+        let storage = std::sync::Arc::clone(&self.storage);
+        let workers = storage.tables().workers;
+        tracing::info!(worker = %self.record.id, until_ms, "sleeping");
+        let row = sleep.clone();
+        let committed = self.gate().commit_with(true, move |txn| {
+            txn.put(workers, &record_key, &record, lmdb::WriteFlags::empty())?;
+            crate::sleeps::put(txn, &storage, &uid, &row)
+        });
+        match committed {
+            Ok(()) => sleep.into_error(),
+            Err(err) => err,
+        }
+    }
+
+    /// The running invocation was interrupted: commits what it recorded so far with the record
+    /// (status `interrupted`), durably, and returns the error to report. `worker resume`
+    /// recovers the worker, which finishes the invocation live.
+    pub(super) fn interrupted(&mut self) -> Error {
+        self.record.status = WorkerStatus::Interrupted;
+        self.record.oplog_len = self.oplog_len();
+        tracing::info!(worker = %self.record.id, "invocation interrupted");
+        match self.commit_record(true) {
+            Ok(()) => Error::Interrupted {
+                worker: self.record.id.clone(),
+            },
             Err(err) => err,
         }
     }

@@ -51,7 +51,7 @@ impl Worker {
         let key = self.record.id.storage_key();
         let workers = self.storage.tables().workers;
         tracing::info!(worker = %self.record.id, target, %region, "set-oplog-index: jumping back");
-        self.gate().commit_with(true, |txn| {
+        self.gate().commit_with(true, move |txn| {
             txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
             Ok(())
         })

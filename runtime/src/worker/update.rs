@@ -325,7 +325,7 @@ impl Worker {
         let record = codec::encode(&self.record);
         let key = self.record.id.storage_key();
         let workers = self.storage.tables().workers;
-        self.gate().commit_with(durable, |txn| {
+        self.gate().commit_with(durable, move |txn| {
             txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
             Ok(())
         })

@@ -84,7 +84,7 @@ impl Side {
             self.executor = None;
         }
         if self.executor.is_none() {
-            let mut executor = Executor::open(self.dir.path(), self.options.clone())?;
+            let executor = Executor::open(self.dir.path(), self.options.clone())?;
             if executor.components().resolve_id("counter").is_err() {
                 executor.components().add("counter", wasm)?;
             }
@@ -142,6 +142,7 @@ impl Side {
         self.io = IoCounts {
             commits: io_after.commits - io_before.commits,
             syncs: io_after.syncs - io_before.syncs,
+            grouped_writes: io_after.grouped_writes - io_before.grouped_writes,
         };
         self.active += 1;
         if record {

@@ -152,7 +152,7 @@ pub fn run_figure(ctx: &Ctx) -> Result<Figure> {
         snapshot_policy: SnapshotPolicy::Off,
         ..ExecutorOptions::default()
     };
-    let (dir, mut ex, id) = memory_worker(ctx, options)?;
+    let (dir, ex, id) = memory_worker(ctx, options)?;
     ex.snapshot(&id)?;
     drop(ex);
     let golemw = golemw_binary()?;

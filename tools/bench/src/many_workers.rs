@@ -193,7 +193,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             fsync,
             ..ExecutorOptions::default()
         };
-        let mut executor = Executor::open(dir.path(), options)?;
+        let executor = Executor::open(dir.path(), options)?;
         let warm: WorkerId = executor.worker_id("counter", &name(order[n - 1]))?;
         // Loads and caches the compiled module without activating a worker.
         executor.snapshot_blocker(&warm)?;

@@ -60,7 +60,7 @@ pub fn memory_worker(
     options: ExecutorOptions,
 ) -> Result<(tempfile::TempDir, Executor, WorkerId)> {
     let dir = ctx.temp_dir()?;
-    let mut ex = Executor::open(dir.path(), options).context("opening the executor")?;
+    let ex = Executor::open(dir.path(), options).context("opening the executor")?;
     let wasm = std::fs::read(golemw_tests::guest_wasm("memory"))?;
     ex.components().add("memory", &wasm)?;
     let id = ex.worker_id("memory", "w")?;
@@ -140,7 +140,7 @@ fn recover_with(
     mode: RecoveryMode,
     options: ExecutorOptions,
 ) -> Result<(Duration, RecoveryReport, Executor, WorkerId)> {
-    let mut ex = Executor::open(dir, options)?;
+    let ex = Executor::open(dir, options)?;
     let id = ex.worker_id("memory", "w")?;
     let start = Instant::now();
     let report = ex.recover(&id, mode)?;
@@ -661,7 +661,7 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
         snapshot_policy: SnapshotPolicy::Off,
         ..ExecutorOptions::default()
     };
-    let (dir, mut ex, id) = memory_worker(ctx, options)?;
+    let (dir, ex, id) = memory_worker(ctx, options)?;
     let memory_bytes = ex.invoke(&id, "memory-bytes", &[], None)?.result;
     ex.snapshot(&id)?;
     let at = ex.oplog_len(&id)?;
@@ -680,7 +680,7 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
                     .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
                 ..ExecutorOptions::default()
             };
-            let (w, r, mut ex, id) = recover_with(dir.path(), RecoveryMode::Auto, options)?;
+            let (w, r, ex, id) = recover_with(dir.path(), RecoveryMode::Auto, options)?;
             ensure!(
                 r.snapshot_index == Some(at) && r.entries_replayed == 0,
                 "restored {:?} and replayed {}, not the snapshot at {at} alone (skipped: {:?})",

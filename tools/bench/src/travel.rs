@@ -73,7 +73,7 @@ fn jump(dir: &Path, target: u64, way: Way) -> Result<Jump> {
         ..ExecutorOptions::default()
     };
     let without_snapshots = way == Way::FullReplay;
-    let mut ex = Executor::open(dir, options)?;
+    let ex = Executor::open(dir, options)?;
     let id = ex.worker_id("memory", "w")?;
     if without_snapshots {
         let uid = ex.worker_record(&id)?.uid;

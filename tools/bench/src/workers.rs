@@ -24,7 +24,7 @@ impl BenchWorker {
             snapshot_policy: golemw_runtime::SnapshotPolicy::Off,
             ..ExecutorOptions::default()
         };
-        let mut executor = Executor::open(dir.path(), options).context("opening the executor")?;
+        let executor = Executor::open(dir.path(), options).context("opening the executor")?;
         executor
             .components()
             .add("bench", wasm)

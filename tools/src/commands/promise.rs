@@ -43,7 +43,7 @@ pub fn report_suspended(ctx: &Context, err: Error) -> Result<()> {
 /// `golemw worker complete-promise COMPONENT/WORKER OPLOG-INDEX (DATA | --data-file FILE)`.
 pub fn complete(
     ctx: &Context,
-    executor: &mut Executor,
+    executor: &Executor,
     worker: &str,
     oplog_idx: u64,
     data: Option<String>,

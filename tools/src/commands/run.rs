@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
         .and_then(|s| s.to_str())
         .context("the file name is not valid UTF-8")?
         .to_string();
-    let mut executor = ctx.executor()?;
+    let executor = ctx.executor()?;
     let components = executor.components();
     let record = match components.latest(&name) {
         Ok(latest)

@@ -80,7 +80,7 @@ fn manifest(s: &StoredSnapshot) -> Result<&Manifest> {
 }
 
 pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
-    let mut executor = ctx.executor()?;
+    let executor = ctx.executor()?;
     match cmd {
         SnapshotCommand::List { worker } => {
             let id = worker_id(&executor, &worker)?;

@@ -158,7 +158,7 @@ pub enum WorkerCommand {
 }
 
 pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
-    let mut executor = ctx.executor()?;
+    let executor = ctx.executor()?;
     match cmd {
         WorkerCommand::New { worker, env, args } => {
             let id = worker_id(&executor, &worker)?;
@@ -206,7 +206,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
         }
         WorkerCommand::Get { worker } => {
             let id = worker_id(&executor, &worker)?;
-            let details = WorkerDetails::read(&mut executor, &id)?;
+            let details = WorkerDetails::read(&executor, &id)?;
             if ctx.json {
                 output::json(&details.to_json());
             } else {
@@ -216,6 +216,8 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                     latest_snapshot,
                     snapshot_blocker: blocker,
                     suspension,
+                    sleep,
+                    queued,
                     image_bytes,
                     ..
                 } = details;
@@ -264,6 +266,16 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                         "awaiting:          {} (invocation {})",
                         s.promise, s.idempotency_key
                     );
+                }
+                if let Some(s) = &sleep {
+                    println!(
+                        "sleeping until:    {} (invocation {})",
+                        output::timestamp(s.until_ms),
+                        s.idempotency_key
+                    );
+                }
+                if queued > 0 {
+                    println!("queued:            {queued} invocations");
                 }
                 for region in record.history.deleted.regions() {
                     println!(
@@ -484,7 +496,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             oplog_index,
             data,
             data_file,
-        } => super::promise::complete(ctx, &mut executor, &worker, oplog_index, data, data_file)?,
+        } => super::promise::complete(ctx, &executor, &worker, oplog_index, data, data_file)?,
         WorkerCommand::Interrupt { worker } => {
             let id = worker_id(&executor, &worker)?;
             let previous = executor.interrupt_worker(&id)?;

@@ -51,6 +51,14 @@ impl From<Error> for ApiError {
             Error::WorkerExited { .. } => (S::CONFLICT, "worker-exited"),
             Error::WorkerSuspended { .. } => (S::CONFLICT, "worker-suspended"),
             Error::WorkerInterrupted { .. } => (S::CONFLICT, "worker-interrupted"),
+            // The invocation was stopped by `interrupt` (Golem's "Interrupted via the Golem API").
+            Error::Interrupted { .. } => (S::CONFLICT, "interrupted"),
+            Error::QueueFull { .. } => (S::TOO_MANY_REQUESTS, "queue-full"),
+            Error::UnknownInvocation { .. } => (S::NOT_FOUND, "unknown-invocation"),
+            Error::DeferredFailed { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
+            Error::StorageFull { .. } => (S::INSUFFICIENT_STORAGE, "storage-full"),
+            // Answered by the invoke route by waiting; elsewhere the worker is busy.
+            Error::Sleeping { .. } | Error::Queued { .. } => (S::CONFLICT, "worker-suspended"),
             Error::InvalidStatus { .. } => (S::CONFLICT, "invalid-status"),
             Error::PromiseDeleted(_) => (S::CONFLICT, "promise-deleted"),
             Error::UpdateFailed { .. } => (S::CONFLICT, "update-failed"),

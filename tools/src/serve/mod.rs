@@ -1,10 +1,10 @@
 //! `golemw serve`: the data directory's components and workers behind an HTTP API.
 //!
-//! One thread owns the executor ([`executor_thread`]); the HTTP side (axum on tokio) turns each
-//! request into a job for it ([`routes`]) and its errors into status codes ([`api_error`]).
+//! The HTTP side (axum on tokio) turns each request into a job on the shared executor
+//! ([`jobs`], [`routes`]) and its errors into status codes ([`api_error`]).
 
 mod api_error;
-mod executor_thread;
+mod jobs;
 mod routes;
 
 use std::net::SocketAddr;
@@ -26,16 +26,45 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the address is printed either way).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9881")]
     listen: SocketAddr,
+
+    /// Workers kept in memory at most; past it the least recently used idle ones are dropped
+    /// and come back from their nearest snapshot when next used.
+    #[arg(long, value_name = "N", env = "GOLEMW_MAX_ACTIVE_WORKERS",
+          default_value_t = golemw_runtime::executor::DEFAULT_MAX_ACTIVE_WORKERS)]
+    max_active_workers: usize,
+
+    /// A guest sleep at least this long (milliseconds) suspends its worker durably instead of
+    /// holding a thread: the due time is recorded, the instance dropped, and the worker brought
+    /// back then (after a restart too). Shorter sleeps wait in the thread.
+    #[arg(long, value_name = "MS", env = "GOLEMW_DURABLE_SLEEP_MIN_MS",
+          default_value_t = golemw_runtime::executor::DEFAULT_DURABLE_SLEEP_MIN_MS)]
+    durable_sleep_min_ms: u64,
 }
 
 /// How long requests in flight may take to finish after SIGINT or SIGTERM; a second signal
 /// stops at once. Stopping cuts nothing durable short: what was answered is committed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Threads running invocations (and other jobs) at once, at most. Each blocks while its guest
+/// runs or its commit waits for the disk; many of them waiting together is what lets group
+/// commit share one fsync among many invocations.
+const BLOCKING_THREADS_MAX: usize = 512;
+
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
-    let (executor, executor_thread) = executor_thread::ExecutorThread::start(ctx.clone())?;
+    // A trapped invocation's retry backoff is waited out on a timer (see the invoke route),
+    // not by sleeping a thread.
+    let options = golemw_runtime::ExecutorOptions {
+        wait_for_retries: false,
+        max_active_workers: args.max_active_workers,
+        durable_sleep_min: Some(Duration::from_millis(args.durable_sleep_min_ms)),
+        ..ctx.executor_options()
+    };
+    let executor = golemw_runtime::Executor::serve(&ctx.data_dir, options)
+        .with_context(|| format!("opening the data directory {}", ctx.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
+        .thread_name("golemw-serve")
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
@@ -60,19 +89,18 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         } else {
             println!("listening on http://{address}");
         }
-        let app = routes::router(executor)
+        let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(log_request));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal(interrupt, terminate))
             .await
             .context("serving HTTP")?;
-        // The router (and with it the last job sender) is gone: the executor thread finishes
-        // the job it is on and stops. Waited for here, where the grace deadline still runs.
-        tokio::task::spawn_blocking(move || executor_thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the executor thread panicked"))
+        anyhow::Ok(())
     })?;
+    // Every connection is closed and its jobs are done (a job's handler waits for it).
+    drop(runtime);
+    drop(executor);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP API's routes. Every handler turns its request into one job for the executor's
-//! thread; the job's error becomes an [`ApiError`].
+//! The HTTP API's routes. Every handler turns its request into a job on the shared executor
+//! ([`Jobs`]); the job's error becomes an [`ApiError`].
 
 use std::collections::BTreeMap;
 
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::ApiError;
-use super::executor_thread::ExecutorThread;
+use super::jobs::Jobs;
 use crate::views::{self, WorkerDetails};
 
 /// Largest component upload accepted.
@@ -28,7 +28,7 @@ const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// Every route of the API (documented in README.md, "HTTP API").
-pub fn router(executor: ExecutorThread) -> Router {
+pub fn router(executor: Jobs) -> Router {
     Router::new()
         .route(
             "/healthz",
@@ -53,6 +53,14 @@ pub fn router(executor: ExecutorThread) -> Router {
         .route(
             "/v1/components/{component}/workers/{worker}/invoke-and-await",
             post(invoke),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/invoke",
+            post(enqueue),
+        )
+        .route(
+            "/v1/components/{component}/workers/{worker}/invocations/{key}",
+            get(invocation_status),
         )
         .route(
             "/v1/components/{component}/workers/{worker}/oplog",
@@ -115,15 +123,12 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
-async fn list_components(State(executor): State<ExecutorThread>) -> Reply {
+async fn list_components(State(executor): State<Jobs>) -> Reply {
     let list = executor.run(|ex| ex.components().list()).await??;
     ok(to_json(&list))
 }
 
-async fn get_component(
-    State(executor): State<ExecutorThread>,
-    Path(component): Path<String>,
-) -> Reply {
+async fn get_component(State(executor): State<Jobs>, Path(component): Path<String>) -> Reply {
     let record = executor
         .run(move |ex| ex.components().latest(&component))
         .await??;
@@ -132,7 +137,7 @@ async fn get_component(
 
 /// `POST /v1/components/{name}`, the wasm file as the body: adds a component.
 async fn add_component(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(name): Path<String>,
     wasm: Bytes,
 ) -> Reply {
@@ -144,7 +149,7 @@ async fn add_component(
 
 /// `PUT /v1/components/{component}`, the wasm file as the body: adds a version.
 async fn update_component(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(component): Path<String>,
     wasm: Bytes,
 ) -> Reply {
@@ -162,7 +167,7 @@ struct ListQuery {
 }
 
 async fn list_workers(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(component): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Reply {
@@ -196,7 +201,7 @@ struct NewWorker {
 }
 
 async fn create_worker(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(component): Path<String>,
     payload: Result<Json<NewWorker>, JsonRejection>,
 ) -> Reply {
@@ -210,12 +215,11 @@ async fn create_worker(
     Ok((StatusCode::CREATED, Json(to_json(&record))))
 }
 
-/// Runs `job` on the executor's thread for the worker the path's `(component, worker)` names
-/// (resolved there, after any request before it has run).
+/// Runs `job` on the executor for the worker the path's `(component, worker)` names.
 async fn on_worker<T: Send + 'static>(
-    executor: &ExecutorThread,
+    executor: &Jobs,
     (component, worker): (String, String),
-    job: impl FnOnce(&mut Executor, WorkerId) -> Result<T, Error> + Send + 'static,
+    job: impl FnOnce(&Executor, WorkerId) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let outcome = executor
         .run(move |ex| {
@@ -226,10 +230,7 @@ async fn on_worker<T: Send + 'static>(
     Ok(outcome?)
 }
 
-async fn get_worker(
-    State(executor): State<ExecutorThread>,
-    Path(path): Path<(String, String)>,
-) -> Reply {
+async fn get_worker(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let details = on_worker(&executor, path, |ex, id| {
         WorkerDetails::read(ex, &id).map(|details| details.to_json())
     })
@@ -237,10 +238,7 @@ async fn get_worker(
     ok(details)
 }
 
-async fn delete_worker(
-    State(executor): State<ExecutorThread>,
-    Path(path): Path<(String, String)>,
-) -> Reply {
+async fn delete_worker(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let deleted = on_worker(&executor, path, |ex, id| {
         ex.delete_worker(&id).map(|()| id.to_string())
     })
@@ -263,31 +261,26 @@ struct Invocation {
 /// it resumes the worker, and the same request with the same `Idempotency-Key` then returns the
 /// result.
 async fn invoke(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
     headers: HeaderMap,
     payload: Result<Json<Invocation>, JsonRejection>,
 ) -> Reply {
     let invocation = body(payload)?;
-    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
-                .to_string(),
-        ),
-        None => None,
-    };
+    let key = idempotency_key(&headers)?;
+    let (component, worker) = path;
+    let id = executor.executor().worker_id(&component, &worker)?;
     // The outcome itself, not flattened: a retry and a suspension are answered below.
-    let mut outcome = on_worker(&executor, path, move |ex, id| {
-        Ok(ex.invoke(
-            &id,
-            &invocation.function,
-            &invocation.params,
-            key.as_deref(),
-        ))
-    })
-    .await?;
+    let mut outcome = executor
+        .in_turn(&id, move |ex, turn| {
+            ex.invoke_in(
+                turn,
+                &invocation.function,
+                &invocation.params,
+                key.as_deref(),
+            )
+        })
+        .await?;
     // The invocation trapped and will be retried: wait out the backoff here, so the executor
     // runs other requests meanwhile, then let it go on (and again, while it traps and the
     // worker's retry policy allows).
@@ -304,6 +297,26 @@ async fn invoke(
             .run(move |ex| ex.continue_retry(&worker, &function, &idempotency_key))
             .await?;
     }
+    let outcome = match outcome {
+        // Asleep (its own sleep, or queued behind another invocation's): the worker holds no
+        // thread meanwhile, and neither does this request.
+        Err(
+            Error::Sleeping {
+                idempotency_key, ..
+            }
+            | Error::Queued {
+                idempotency_key, ..
+            },
+        ) => executor
+            .executor()
+            .await_invocation(&id, &idempotency_key)
+            .await
+            .map(|result| golemw_runtime::InvocationOutcome {
+                result,
+                from_idempotency_key: false,
+            }),
+        other => other,
+    };
     match outcome {
         Ok(outcome) => ok(json!({
             "status": "completed",
@@ -327,6 +340,61 @@ async fn invoke(
     }
 }
 
+/// The `Idempotency-Key` header, if given.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(value) => Ok(Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
+                .to_string(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Queues an invocation (Golem's `invoke`): 202 with its idempotency key once it is durably
+/// queued for the worker (created if needed); it runs after those queued before it.
+async fn enqueue(
+    State(executor): State<Jobs>,
+    Path(path): Path<(String, String)>,
+    headers: HeaderMap,
+    payload: Result<Json<Invocation>, JsonRejection>,
+) -> Reply {
+    let invocation = body(payload)?;
+    let key = idempotency_key(&headers)?;
+    let (worker, key) = on_worker(&executor, path, move |ex, id| {
+        let key = ex.enqueue(
+            &id,
+            &invocation.function,
+            &invocation.params,
+            key.as_deref(),
+        )?;
+        Ok((id, key))
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "queued", "worker": worker.to_string(), "idempotency_key": key })),
+    ))
+}
+
+/// Where an invocation is: pending (queued), running, suspended, or completed with its result.
+async fn invocation_status(
+    State(executor): State<Jobs>,
+    Path((component, worker, key)): Path<(String, String, String)>,
+) -> Reply {
+    let status = on_worker(&executor, (component, worker), move |ex, id| {
+        ex.invocation_status(&id, &key)?
+            .ok_or(Error::UnknownInvocation {
+                worker: id,
+                idempotency_key: key,
+            })
+    })
+    .await?;
+    ok(to_json(&status))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OplogQuery {
@@ -347,7 +415,7 @@ fn default_count() -> usize {
 }
 
 async fn oplog(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
     Query(query): Query<OplogQuery>,
 ) -> Reply {
@@ -361,7 +429,7 @@ async fn oplog(
 
 /// `POST .../promises/{oplog_idx}/complete`, the payload as the body.
 async fn complete_promise(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path((component, worker, oplog_idx)): Path<(String, String, u64)>,
     data: Bytes,
 ) -> Reply {
@@ -373,10 +441,7 @@ async fn complete_promise(
 }
 
 /// Marks a worker interrupted: nothing runs it until `resume`.
-async fn interrupt(
-    State(executor): State<ExecutorThread>,
-    Path(path): Path<(String, String)>,
-) -> Reply {
+async fn interrupt(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let (id, previous) = on_worker(&executor, path, |ex, id| {
         ex.interrupt_worker(&id).map(|previous| (id, previous))
     })
@@ -385,10 +450,7 @@ async fn interrupt(
 }
 
 /// Lets an interrupted worker run again; an invocation it left in flight finishes now.
-async fn resume(
-    State(executor): State<ExecutorThread>,
-    Path(path): Path<(String, String)>,
-) -> Reply {
+async fn resume(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let (id, status) = on_worker(&executor, path, |ex, id| {
         ex.resume_worker(&id).map(|status| (id, status))
     })
@@ -412,7 +474,7 @@ fn automatic() -> UpdateMode {
 
 /// Moves a worker to another version of its component (as `golemw worker update`).
 async fn update(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
     payload: Result<Json<Update>, JsonRejection>,
 ) -> Reply {
@@ -434,7 +496,7 @@ struct Revert {
 /// Goes back in a worker's history (as `golemw worker revert`): body `{"to_oplog_index": N}`
 /// or `{"last_invocations": N}`.
 async fn revert(
-    State(executor): State<ExecutorThread>,
+    State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
     payload: Result<Json<Revert>, JsonRejection>,
 ) -> Reply {

@@ -1,15 +1,26 @@
 //! The executor: owns a data directory and the workers active in this process.
 //!
-//! Every operation that touches a worker first makes it active: if it is not yet in memory it
-//! is recovered from its oplog. Workers stay active until the executor is dropped, so a
-//! long-running process replays each worker once.
+//! Every operation that touches a worker first takes the worker's turn ([`slots`]): invocations
+//! of different workers run in parallel on the callers' threads, those of one worker one at a
+//! time, in arrival order. Then it makes the worker active: if it is not in memory it is
+//! recovered from its oplog. Workers stay active until evicted (past
+//! [`ExecutorOptions::max_active_workers`]) or the executor is dropped, so a long-running
+//! process replays each worker rarely. Commits of different workers meet in one transaction
+//! ([`Storage::commit`]).
 
+mod background;
+mod deferred;
 mod interrupt;
 mod promises;
+mod slots;
+
+pub use deferred::{Finished, InvocationStatus};
+pub use slots::Turn;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 
 use lmdb::{Cursor, Transaction, WriteFlags};
 use uuid::Uuid;
@@ -59,7 +70,26 @@ pub struct ExecutorOptions {
     /// retry is durably scheduled, and [`Executor::continue_retry`] goes on once the delay has
     /// passed: a server runs other requests meanwhile.
     pub wait_for_retries: bool,
+    /// Workers kept in memory at most; past it, the least recently used idle ones are dropped
+    /// and come back from storage (nearest snapshot plus tail) when next used.
+    pub max_active_workers: usize,
+    /// Guest sleeps at least this long suspend the worker durably and free its thread; a timer
+    /// brings it back when due ([`crate::sleeps`]). Needs an executor that runs timers
+    /// ([`Executor::serve`]); `None` (one-shot commands): sleeps wait in the process.
+    pub durable_sleep_min: Option<std::time::Duration>,
 }
+
+/// Default of [`ExecutorOptions::max_active_workers`]: an idle `counter`-sized instance costs
+/// about 1.3 MiB resident (its 1.1 MiB linear memory and Wasmer's instance around it), so 1,024
+/// of them stay near 1.3 GiB, and a restore brings an evicted one back in about a millisecond.
+pub const DEFAULT_MAX_ACTIVE_WORKERS: usize = 1024;
+
+/// Default of the durable-sleep threshold in a server (`golemw serve --durable-sleep-min-ms`).
+/// Suspending costs a durable commit (two fsyncs, ~0.5 ms) and waking a recovery (~1 ms for a
+/// small worker from its snapshot, more for a long tail): about 2 ms of work, against a thread
+/// held for the whole sleep. Past 100 ms the work is under 2% of the sleep it frees a thread
+/// for; shorter sleeps (polling loops, backoffs) stay in the thread.
+pub const DEFAULT_DURABLE_SLEEP_MIN_MS: u64 = 100;
 
 impl Default for ExecutorOptions {
     fn default() -> Self {
@@ -72,6 +102,8 @@ impl Default for ExecutorOptions {
             track_writes: true,
             memory_image_min_bytes: Some(crate::snapshots::DEFAULT_IMAGE_MIN_BYTES),
             wait_for_retries: true,
+            max_active_workers: DEFAULT_MAX_ACTIVE_WORKERS,
+            durable_sleep_min: None,
         }
     }
 }
@@ -97,24 +129,46 @@ pub struct InvocationOutcome {
 }
 
 /// A worker in memory, with how it was recovered.
-struct Active {
+pub(crate) struct Active {
     worker: Worker,
     recovery: RecoveryReport,
 }
 
-/// Owns one data directory.
+/// Someone waiting for a deferred invocation's outcome.
+type Waiter = tokio::sync::oneshot::Sender<Finished>;
+
+/// A compiled module and its decoded interface.
+type LoadedModule = (wasmer::Module, Arc<Interface>);
+
+/// Owns one data directory. Shared by every thread that uses it (`&self` everywhere).
 pub struct Executor {
     storage: Arc<Storage>,
     components: ComponentStore,
-    /// wasmer-wasix schedules its background work on tokio; it must outlive every worker.
-    _tokio: tokio::runtime::Runtime,
+    /// wasmer-wasix schedules its background work on tokio; it must outlive every worker
+    /// (taken in `drop`, to shut down without blocking whatever thread drops the executor).
+    tokio: Option<tokio::runtime::Runtime>,
     wasi_runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
-    modules: HashMap<(ComponentId, ComponentVersion), (wasmer::Module, Arc<Interface>)>,
-    active: HashMap<WorkerId, Active>,
+    modules: Mutex<HashMap<(ComponentId, ComponentVersion), LoadedModule>>,
+    /// Each worker's turn and, between turns, its instance.
+    slots: slots::Slots,
     options: ExecutorOptions,
     /// [`crate::promises::events`] when suspended workers were last looked at (`u64::MAX`: not
     /// yet; the first invocation looks, for workers a stopped process left to resume).
-    promise_events_seen: u64,
+    promise_events_seen: AtomicU64,
+    /// Whether a thread is resuming suspended workers (one at a time does it for all).
+    resuming: AtomicBool,
+    /// Timers and threads of a serving executor ([`Executor::serve`]); unset in one-shot use.
+    background: std::sync::OnceLock<background::Background>,
+    /// Callers waiting for deferred invocations, by worker and idempotency key.
+    waiters: Mutex<HashMap<(WorkerId, String), Vec<Waiter>>>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(tokio) = self.tokio.take() {
+            tokio.shutdown_background();
+        }
+    }
 }
 
 impl Executor {
@@ -142,13 +196,38 @@ impl Executor {
         Ok(Executor {
             components: ComponentStore::new(Arc::clone(&storage), engine),
             storage,
-            _tokio: tokio,
+            tokio: Some(tokio),
             wasi_runtime: Arc::new(runtime),
-            modules: HashMap::new(),
-            active: HashMap::new(),
+            modules: Mutex::new(HashMap::new()),
+            slots: slots::Slots::new(options.max_active_workers),
             options,
-            promise_events_seen: u64::MAX,
+            promise_events_seen: AtomicU64::new(u64::MAX),
+            resuming: AtomicBool::new(false),
+            background: std::sync::OnceLock::new(),
+            waiters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Enters the tokio runtime wasmer-wasix schedules on, for the current thread.
+    fn enter_tokio(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.tokio.as_ref().expect("set until drop").enter()
+    }
+
+    /// Waits (blocking this thread) until it is this caller's turn to use the worker; every
+    /// operation on a worker takes its turn. Dropping the turn gives it to the next caller.
+    pub fn turn(&self, id: &WorkerId) -> Turn {
+        self.slots.turn(id)
+    }
+
+    /// [`Executor::turn`] for async callers: waits without holding a thread (a server holds
+    /// none while a request waits behind another invocation of the same worker).
+    pub fn turn_async(&self, id: &WorkerId) -> impl std::future::Future<Output = Turn> + Send {
+        self.slots.turn_async(id)
+    }
+
+    /// Instances in memory now, and evicted so far.
+    pub fn active_counts(&self) -> (u64, u64) {
+        self.slots.counts()
     }
 
     /// The component store.
@@ -172,19 +251,22 @@ impl Executor {
 
     /// Creates a worker on the latest version of its component (a durable commit).
     pub fn create_worker(
-        &mut self,
+        &self,
         id: &WorkerId,
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Result<WorkerRecord> {
-        let record = self.write_new_worker(id, args, env)?;
-        self.storage.sync()?;
-        Ok(record)
+        let turn = self.turn(id);
+        if turn.active.is_some() {
+            // Started by an invocation and not stored yet, or stored: either way it exists.
+            return Err(Error::WorkerExists(id.clone()));
+        }
+        self.write_new_worker(id, args, env)
     }
 
-    /// Writes a new worker's record and `create` entry in one transaction, without fsync.
+    /// Writes a new worker's record and `create` entry in one durable transaction.
     fn write_new_worker(
-        &mut self,
+        &self,
         id: &WorkerId,
         args: Vec<String>,
         env: Vec<(String, String)>,
@@ -192,16 +274,19 @@ impl Executor {
         let (record, create) = self.new_worker(id, args, env)?;
         let block = BlockEncoder::default().encode(std::slice::from_ref(&create));
         let encoded = codec::encode(&record);
-        let key = id.storage_key();
-        let tables = self.storage.tables();
+        let (key, uid, worker) = (id.storage_key(), record.uid, id.clone());
         let storage = Arc::clone(&self.storage);
-        self.storage.write(|txn| {
-            match txn.put(tables.workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
-                Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(id.clone())),
-                other => other?,
-            }
-            store::append_block(txn, &storage, &record.uid, 1, &block, 1)
-        })?;
+        self.storage.commit(
+            Box::new(move |txn| {
+                let workers = storage.tables().workers;
+                match txn.put(workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
+                    Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(worker.clone())),
+                    other => other?,
+                }
+                store::append_block(txn, &storage, &uid, 1, &block, 1)
+            }),
+            true,
+        )?;
         Ok(record)
     }
 
@@ -241,32 +326,38 @@ impl Executor {
     /// invocation that names no function of the component, or gives it wrong parameters, is
     /// refused before anything is created. If the start code fails, the worker is stored as it
     /// would have been by `create_worker`, and the error returned.
-    fn start_new_worker(&mut self, id: &WorkerId, function: &str, params: &[String]) -> Result<()> {
-        let (record, create) = self.new_worker(id, Vec::new(), Vec::new())?;
+    fn start_new_worker(&self, turn: &mut Turn, function: &str, params: &[String]) -> Result<()> {
+        let id = turn.worker().clone();
+        let (record, create) = self.new_worker(&id, Vec::new(), Vec::new())?;
         let (module, interface) = self.module(id.component_id, record.component_version)?;
         crate::worker::parse_params(&*interface.find_export(function)?, params)?;
         let inputs = self.instance_inputs(&module, &interface);
-        let _tokio = self._tokio.enter();
+        let _tokio = self.enter_tokio();
         match Worker::create(inputs, record, create) {
             Ok((mut worker, recovery)) => {
                 worker.record.last_recovery = Some(recovery.clone());
-                self.active.insert(id.clone(), Active { worker, recovery });
+                turn.active = Some(Active { worker, recovery });
                 Ok(())
             }
             Err(err) => {
                 drop(_tokio);
-                self.write_new_worker(id, Vec::new(), Vec::new())?;
-                self.storage.sync()?;
+                self.write_new_worker(&id, Vec::new(), Vec::new())?;
                 Err(err)
             }
         }
     }
 
-    /// The stored record of a worker.
+    /// The record of a worker: as the instance in memory has it, else as stored. A worker
+    /// running an invocation is shown `running`.
     pub fn worker_record(&self, id: &WorkerId) -> Result<WorkerRecord> {
-        if let Some(active) = self.active.get(id) {
-            return Ok(active.worker.record.clone());
+        if let Some(record) = self.slots.record(id) {
+            return Ok(record);
         }
+        self.stored_record(id)
+    }
+
+    /// The record of a worker as storage has it.
+    fn stored_record(&self, id: &WorkerId) -> Result<WorkerRecord> {
         match self
             .storage
             .get(self.storage.tables().workers, &id.storage_key())?
@@ -287,8 +378,8 @@ impl Executor {
                 break;
             }
             let record: WorkerRecord = codec::decode(value, "worker record")?;
-            match self.active.get(&record.id) {
-                Some(active) => out.push(active.worker.record.clone()),
+            match self.slots.record(&record.id) {
+                Some(active) => out.push(active),
                 None => out.push(record),
             }
         }
@@ -296,9 +387,10 @@ impl Executor {
     }
 
     /// Deletes a worker: its record, oplog and stored results.
-    pub fn delete_worker(&mut self, id: &WorkerId) -> Result<()> {
+    pub fn delete_worker(&self, id: &WorkerId) -> Result<()> {
+        let mut turn = self.turn(id);
         let record = self.worker_record(id)?;
-        self.active.remove(id);
+        turn.active = None;
         let tables = self.storage.tables();
         let storage = Arc::clone(&self.storage);
         self.storage.write(|txn| {
@@ -307,6 +399,8 @@ impl Executor {
             crate::snapshots::delete_all(txn, &storage, &record.uid)?;
             crate::storage::delete_prefix(txn, tables.invocations, record.uid.as_bytes())?;
             crate::promises::delete_all(txn, &storage, &record.uid)?;
+            crate::sleeps::delete(txn, &storage, &record.uid)?;
+            crate::queue::delete_all(txn, &storage, &record.uid)?;
             Ok(())
         })?;
         self.storage.sync()?;
@@ -314,14 +408,14 @@ impl Executor {
     }
 
     /// The compiled module and decoded interface of a component version (cached).
-    fn module(
-        &mut self,
-        id: ComponentId,
-        version: ComponentVersion,
-    ) -> Result<(wasmer::Module, Arc<Interface>)> {
-        if let Some((module, interface)) = self.modules.get(&(id, version)) {
+    fn module(&self, id: ComponentId, version: ComponentVersion) -> Result<LoadedModule> {
+        if let Some((module, interface)) =
+            self.modules.lock().expect("poisoned").get(&(id, version))
+        {
             return Ok((module.clone(), Arc::clone(interface)));
         }
+        // Loaded outside the lock (a first compile takes seconds); two threads loading the same
+        // version at once both do, and the first to finish is kept.
         let record: ComponentRecord = self.components.get(&id, version)?;
         let wasm = self.components.wasm(&id, version)?;
         let mut interface = crate::component::decode_interface(&wasm)?;
@@ -329,26 +423,26 @@ impl Executor {
         interface.initialized_memory = crate::component::initialized_memory(&wasm)?;
         let interface = Arc::new(interface);
         let module = self.components.module(&record)?;
-        self.modules
-            .insert((id, version), (module.clone(), Arc::clone(&interface)));
-        Ok((module, interface))
+        let mut modules = self.modules.lock().expect("poisoned");
+        let (module, interface) = modules.entry((id, version)).or_insert((module, interface));
+        Ok((module.clone(), Arc::clone(interface)))
     }
 
-    /// Makes a worker active, recovering it from its oplog if it is not in memory.
-    fn activate(&mut self, id: &WorkerId) -> Result<&mut Active> {
-        self.activate_with(id, RecoveryMode::Auto)
-    }
-
-    fn activate_with(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<&mut Active> {
-        if !self.active.contains_key(id) {
-            self.refuse_if_not_runnable(id)?;
+    /// Makes the worker of `turn` active, recovering it from its oplog if it is not in memory.
+    fn activate<'t>(&self, turn: &'t mut Turn, mode: RecoveryMode) -> Result<&'t mut Active> {
+        if turn.active.is_none() {
+            let id = turn.worker().clone();
+            self.refuse_if_not_runnable(&id)?;
             // The recovery report is saved with the record at the worker's next commit (an
             // activation is nearly always for an invocation): not a commit of its own.
-            self.recover_into_memory(id, mode, None, false)?;
-            self.forget_suspension(id)?;
+            self.recover_into_memory(turn, mode, None, false)?;
+            self.forget_suspension(turn)?;
             // Updates requested while the worker was busy, or left pending by a process that
             // stopped: the worker is idle now.
-            let pending: Vec<usize> = self.active[id]
+            let pending: Vec<usize> = turn
+                .active
+                .as_ref()
+                .expect("recovered above")
                 .worker
                 .record
                 .history
@@ -359,35 +453,37 @@ impl Executor {
                 .map(|(slot, _)| slot)
                 .collect();
             for slot in pending {
-                if let Err(err) = self.run_update(id, slot) {
+                if let Err(err) = self.run_update(turn, slot) {
                     tracing::warn!(worker = %id, %err, "pending update failed");
                 }
-                if !self.active.contains_key(id) {
-                    self.recover_into_memory(id, RecoveryMode::Auto, None, false)?;
+                if turn.active.is_none() {
+                    self.recover_into_memory(turn, RecoveryMode::Auto, None, false)?;
                 }
             }
         }
-        Ok(self.active.get_mut(id).expect("inserted above"))
+        Ok(turn.active.as_mut().expect("activated above"))
     }
 
-    /// Recovers a worker and makes it active, rewinding `live` (its instance that just went
-    /// back in history) in place if a snapshot allows. Jumps made during recovery are handled
-    /// by `Worker::recover_reusing` itself; a retry it schedules is waited for here.
+    /// Recovers the worker of `turn` and makes it active, rewinding `live` (its instance that
+    /// just went back in history) in place if a snapshot allows. Jumps made during recovery are
+    /// handled by `Worker::recover_reusing` itself; a retry it schedules is waited for here.
     /// `save_report` writes the record with its new recovery report now (not durably).
     fn recover_into_memory(
-        &mut self,
-        id: &WorkerId,
+        &self,
+        turn: &mut Turn,
         mode: RecoveryMode,
         mut live: Option<Worker>,
         save_report: bool,
     ) -> Result<()> {
+        let id = turn.worker().clone();
+        turn.active = None;
         loop {
-            let mut record = self.worker_record(id)?;
+            let mut record = self.stored_record(&id)?;
             // An atomic region or remote side effect left open by a crash is settled first.
             crate::worker::settle_interrupted(&self.storage, &mut record)?;
             let (module, interface) = self.module(id.component_id, record.component_version)?;
             let inputs = self.instance_inputs(&module, &interface);
-            let _tokio = self._tokio.enter();
+            let _tokio = self.enter_tokio();
             match Worker::recover_reusing(inputs, record.clone(), mode, live.take()) {
                 Ok((mut worker, recovery)) => {
                     tracing::debug!(worker = %id, ?recovery, "recovered");
@@ -395,7 +491,7 @@ impl Executor {
                     if save_report {
                         self.save_record(&worker.record)?;
                     }
-                    self.active.insert(id.clone(), Active { worker, recovery });
+                    turn.active = Some(Active { worker, recovery });
                     return Ok(());
                 }
                 // The invocation recovery finished live trapped again, and may be retried.
@@ -437,13 +533,15 @@ impl Executor {
             enumeration_page_size: self.options.enumeration_page_size,
             track_writes: self.options.track_writes,
             image_min_bytes: self.options.memory_image_min_bytes,
+            durable_sleep_min: self.options.durable_sleep_min,
         }
     }
 
-    /// Applies update `slot` (pending) of an active, idle worker.
-    fn run_update(&mut self, id: &WorkerId, slot: usize) -> Result<UpdateRecord> {
-        let Some(Active { worker, recovery }) = self.active.remove(id) else {
-            return Err(Error::UnknownWorker(id.clone()));
+    /// Applies update `slot` (pending) of the active, idle worker of `turn`.
+    fn run_update(&self, turn: &mut Turn, slot: usize) -> Result<UpdateRecord> {
+        let id = turn.worker().clone();
+        let Some(Active { worker, recovery }) = turn.active.take() else {
+            return Err(Error::UnknownWorker(id));
         };
         let update = worker.record.history.updates[slot].clone();
         let current = worker.record.component_version;
@@ -458,14 +556,16 @@ impl Executor {
             Err(err) => {
                 let failure = worker.fail_update(slot, err.to_string());
                 if let Some(worker) = failure.worker {
-                    let worker = *worker;
-                    self.active.insert(id.clone(), Active { worker, recovery });
+                    turn.active = Some(Active {
+                        worker: *worker,
+                        recovery,
+                    });
                 }
                 return Err(failed(failure.reason));
             }
         };
         let inputs = self.instance_inputs(&module, &interface);
-        let _tokio = self._tokio.enter();
+        let _tokio = self.enter_tokio();
         let outcome = match update.mode {
             UpdateMode::Automatic => worker.update_automatic(inputs, slot),
             UpdateMode::SnapshotBased => worker.update_snapshot_based(inputs, slot),
@@ -474,19 +574,18 @@ impl Executor {
             Ok(updated) => {
                 let record = updated.record.history.updates[slot].clone();
                 tracing::info!(worker = %id, version = update.target_version, mode = %update.mode, "updated");
-                self.active.insert(
-                    id.clone(),
-                    Active {
-                        worker: updated,
-                        recovery,
-                    },
-                );
+                turn.active = Some(Active {
+                    worker: updated,
+                    recovery,
+                });
                 Ok(record)
             }
             Err(failure) => {
                 if let Some(worker) = failure.worker {
-                    let worker = *worker;
-                    self.active.insert(id.clone(), Active { worker, recovery });
+                    turn.active = Some(Active {
+                        worker: *worker,
+                        recovery,
+                    });
                 }
                 Err(failed(failure.reason))
             }
@@ -497,14 +596,25 @@ impl Executor {
     /// commands it always is). Returns the update as recorded; a failed update is an error,
     /// and the worker stays on its version.
     pub fn update_worker(
-        &mut self,
+        &self,
         id: &WorkerId,
         target_version: ComponentVersion,
         mode: UpdateMode,
     ) -> Result<UpdateRecord> {
+        let mut turn = self.turn(id);
+        self.update_in(&mut turn, target_version, mode)
+    }
+
+    fn update_in(
+        &self,
+        turn: &mut Turn,
+        target_version: ComponentVersion,
+        mode: UpdateMode,
+    ) -> Result<UpdateRecord> {
         // An unknown version is refused before anything is recorded.
-        self.components.get(&id.component_id, target_version)?;
-        let worker = &mut self.activate(id)?.worker;
+        self.components
+            .get(&turn.worker().component_id, target_version)?;
+        let worker = &mut self.activate(turn, RecoveryMode::Auto)?.worker;
         worker.record.history.updates.push(UpdateRecord {
             target_version,
             mode,
@@ -518,20 +628,22 @@ impl Executor {
         // Durable before it runs: a process killed mid-update applies it at the next start.
         let record = worker.record.clone();
         self.put_record(&record)?;
-        self.run_update(id, slot)
+        self.run_update(turn, slot)
     }
 
     /// Reverts a worker: deletes its history after an oplog index, or its last N invocations,
     /// recording a `revert` entry, then recovers it. Works on failed workers too (reverting
     /// past the failure brings them back).
-    pub fn revert_worker(&mut self, id: &WorkerId, target: RevertTarget) -> Result<RecoveryReport> {
+    pub fn revert_worker(&self, id: &WorkerId, target: RevertTarget) -> Result<RecoveryReport> {
+        let mut turn = self.turn(id);
         let mut record = self.worker_record(id)?;
-        let live = self.active.remove(id).map(|active| active.worker);
+        let live = turn.active.take().map(|active| active.worker);
         crate::worker::revert(&self.storage, &mut record, target)?;
         // Recovery finds out whether the worker still awaits a promise (and suspends it again).
         crate::promises::remove_suspension(&self.storage, &record.uid)?;
-        self.recover_into_memory(id, RecoveryMode::Auto, live, true)?;
-        Ok(self.active[id].recovery.clone())
+        crate::sleeps::remove(&self.storage, &record.uid)?;
+        self.recover_into_memory(&mut turn, RecoveryMode::Auto, live, true)?;
+        Ok(turn.active.as_ref().expect("recovered").recovery.clone())
     }
 
     /// Writes a worker record without making it durable.
@@ -545,12 +657,17 @@ impl Executor {
 
     /// Writes a worker record durably.
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
-        self.save_record(record)?;
-        self.storage.sync()
+        let encoded = codec::encode(record);
+        let key = record.id.storage_key();
+        let db = self.storage.tables().workers;
+        self.storage.commit(
+            Box::new(move |txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?)),
+            true,
+        )
     }
 
     /// Why a worker cannot be snapshotted, if it cannot.
-    pub fn snapshot_blocker(&mut self, id: &WorkerId) -> Result<Option<String>> {
+    pub fn snapshot_blocker(&self, id: &WorkerId) -> Result<Option<String>> {
         let record = self.worker_record(id)?;
         let (_, interface) = self.module(id.component_id, record.component_version)?;
         Ok(interface.snapshot_blocker.clone())
@@ -558,47 +675,60 @@ impl Executor {
 
     /// Recovers a worker without invoking anything and reports how (the report is saved with
     /// the worker record, for `worker get`).
-    pub fn recover(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<RecoveryReport> {
-        self.active.remove(id);
-        let active = self.activate_with(id, mode)?;
+    pub fn recover(&self, id: &WorkerId, mode: RecoveryMode) -> Result<RecoveryReport> {
+        let mut turn = self.turn(id);
+        turn.active = None;
+        let active = self.activate(&mut turn, mode)?;
         let (record, recovery) = (active.worker.record.clone(), active.recovery.clone());
         self.save_record(&record)?;
         Ok(recovery)
     }
 
-    /// Takes a snapshot of a worker now (it is idle between commands).
-    pub fn snapshot(&mut self, id: &WorkerId) -> Result<golemw_snapshot::CaptureStats> {
-        let _tokio = self._tokio.enter();
-        self.activate(id)?.worker.snapshot()
+    /// Takes a snapshot of a worker now (it is idle between invocations).
+    pub fn snapshot(&self, id: &WorkerId) -> Result<golemw_snapshot::CaptureStats> {
+        let mut turn = self.turn(id);
+        let _tokio = self.enter_tokio();
+        self.activate(&mut turn, RecoveryMode::Auto)?
+            .worker
+            .snapshot()
     }
 
-    /// The state digest of a worker recovered in `mode`.
-    pub fn state_digest(&mut self, id: &WorkerId, mode: RecoveryMode) -> Result<String> {
-        self.active.remove(id);
-        let worker = &mut self.activate_with(id, mode)?.worker;
+    /// The state digest of a worker recovered in `mode` (the instance is dropped afterwards).
+    pub fn state_digest(&self, id: &WorkerId, mode: RecoveryMode) -> Result<String> {
+        let mut turn = self.turn(id);
+        turn.active = None;
+        let worker = &mut self.activate(&mut turn, mode)?.worker;
         let digest = worker.state_digest();
         let record = worker.record.clone();
         self.save_record(&record)?;
-        self.active.remove(id);
+        turn.active = None;
         Ok(digest)
     }
 
     /// The state digest of the worker as it is in memory now (activated if it is not).
-    pub fn active_state_digest(&mut self, id: &WorkerId) -> Result<String> {
-        Ok(self.activate(id)?.worker.state_digest())
+    pub fn active_state_digest(&self, id: &WorkerId) -> Result<String> {
+        let mut turn = self.turn(id);
+        Ok(self
+            .activate(&mut turn, RecoveryMode::Auto)?
+            .worker
+            .state_digest())
     }
 
     /// Whether the kernel is recording which pages of the worker's memory are written
     /// (activated if it is not); see [`ExecutorOptions::track_writes`].
-    pub fn tracks_writes(&mut self, id: &WorkerId) -> Result<bool> {
-        Ok(self.activate(id)?.worker.tracks_writes())
+    pub fn tracks_writes(&self, id: &WorkerId) -> Result<bool> {
+        let mut turn = self.turn(id);
+        Ok(self
+            .activate(&mut turn, RecoveryMode::Auto)?
+            .worker
+            .tracks_writes())
     }
 
     /// Restores from each snapshot (or the newest only), replays to the end and compares the
     /// final state with a full replay from the first entry. `progress(done, total)` is called
     /// after each step.
     pub fn verify_snapshots(
-        &mut self,
+        &self,
         id: &WorkerId,
         all: bool,
         mut progress: impl FnMut(usize, usize),
@@ -640,107 +770,40 @@ impl Executor {
 
     /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
     /// exist. With an idempotency key that already completed, returns the stored result.
+    /// Waits (blocking this thread) for the worker's turn; see [`Executor::invoke_in`].
+    pub fn invoke(
+        &self,
+        id: &WorkerId,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<InvocationOutcome> {
+        self.invoke_in(self.turn(id), function, params, idempotency_key)
+    }
+
+    /// [`Executor::invoke`] on the worker whose turn the caller holds (from
+    /// [`Executor::turn_async`], say). The turn is given up when the invocation is over; then
+    /// what the invocation asked of other workers (updates, resuming workers whose promise it
+    /// completed) is done, each in that worker's turn.
     ///
     /// A worker created here is stored by the invocation's own durable commit (one commit,
     /// not two: see [`Worker::create`]), or by a commit of its own when the invocation fails
     /// before committing anything. An unknown function or wrong parameters create nothing.
-    pub fn invoke(
-        &mut self,
-        id: &WorkerId,
+    pub fn invoke_in(
+        &self,
+        mut turn: Turn,
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
-        if let Some(key) = idempotency_key {
-            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-                return Err(Error::InvalidArguments(format!(
-                    "an idempotency key is 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes; this one is {}",
-                    key.len()
-                )));
-            }
-        }
-        if let Err(Error::UnknownWorker(_)) = self.worker_record(id) {
-            self.start_new_worker(id, function, params)?;
-            let outcome = self.invoke_existing(id, function, params, idempotency_key);
-            let stored = match self.active.get_mut(id) {
-                Some(active) => match active.worker.is_unborn() {
-                    true => active.worker.commit_birth(),
-                    false => Ok(()),
-                },
-                // Every path that deactivates a worker commits first; this only guards that.
-                None => match self.worker_record(id) {
-                    Err(Error::UnknownWorker(_)) => {
-                        tracing::warn!(worker = %id, "a new worker left memory unstored");
-                        self.write_new_worker(id, Vec::new(), Vec::new())
-                            .and_then(|_| self.storage.sync())
-                    }
-                    _ => Ok(()),
-                },
-            };
-            if let Err(err) = stored {
-                // Its name was taken by another process meanwhile, or storage failed: the
-                // instance is not the stored worker's.
-                self.active.remove(id);
-                return Err(err);
-            }
-            return outcome;
-        }
-        self.invoke_existing(id, function, params, idempotency_key)
-    }
-
-    fn invoke_existing(
-        &mut self,
-        id: &WorkerId,
-        function: &str,
-        params: &[String],
-        idempotency_key: Option<&str>,
-    ) -> Result<InvocationOutcome> {
-        let active = self
-            .activate(id)
-            .map_err(|err| promises::refusal(err, idempotency_key))?;
-        let uid = active.worker.record.uid;
-        let history = active.worker.record.history.clone();
-        if let Some(key) = idempotency_key {
-            match self.completed_invocation(&uid, key)? {
-                // A result whose invocation a jump or revert deleted no longer counts.
-                Some(done) if !history.deleted.contains(done.completed_at) => {
-                    return Ok(InvocationOutcome {
-                        result: done.result,
-                        from_idempotency_key: true,
-                    });
-                }
-                _ => {}
-            }
-        }
-        let key = idempotency_key
-            .map(str::to_string)
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
-        let _tokio = self._tokio.enter();
-        let worker = &mut self.active.get_mut(id).expect("activated above").worker;
-        let invoked = worker.invoke(function, params, &key, idempotency_key.is_some());
-        let requests = worker.take_update_requests();
-        drop(_tokio);
-        let result = match invoked {
-            Err(Error::JumpRequested { target }) => self.after_jump(id, target, &key),
-            Err(Error::RetryScheduled {
-                delay, function, ..
-            }) if self.options.wait_for_retries => {
-                // Status `retrying` is recorded; wait, then recovery runs the invocation again
-                // (and again, while it traps and the policy allows).
-                std::thread::sleep(delay);
-                self.after_retry(id, &function, &key)
-            }
-            Err(retry @ Error::RetryScheduled { .. }) => {
-                // The caller waits (see `continue_retry`); whatever activates the worker first
-                // recovers it and so runs the invocation again.
-                self.active.remove(id);
-                Err(retry)
-            }
-            other => other,
-        };
-        if let Err(Error::Suspended { .. }) = &result {
-            // The guest was unwound inside the invocation: the instance cannot be used again.
-            self.active.remove(id);
+        check_idempotency_key(idempotency_key)?;
+        let (result, requests) =
+            self.invoke_turn(&mut turn, function, params, idempotency_key, true);
+        let worker = turn.worker().clone();
+        drop(turn);
+        if let Err(Error::Sleeping { until_ms, .. }) = &result {
+            // Brought back at its due time (in a serving executor; in another, by its next use).
+            self.schedule_wake(*until_ms, worker);
         }
         for request in requests {
             // Failures are recorded on the target worker; the caller's invocation is done.
@@ -752,24 +815,179 @@ impl Executor {
         }
         // Workers whose promise this invocation completed go on now that it is over.
         self.resume_ready_workers();
-        Ok(InvocationOutcome {
-            result: result?,
+        result
+    }
+
+    /// The invocation inside its turn: creates the worker if it is new, runs it, and drops the
+    /// instance when it cannot be trusted to match storage any more. With `queued_first`,
+    /// invocations queued for the worker earlier run before it (arrival order); if they cannot
+    /// all run now (the worker sleeps), this one is queued behind them ([`Error::Queued`]).
+    fn invoke_turn(
+        &self,
+        turn: &mut Turn,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+        queued_first: bool,
+    ) -> (
+        Result<InvocationOutcome>,
+        Vec<crate::history::UpdateRequest>,
+    ) {
+        let id = turn.worker().clone();
+        if queued_first && self.has_queued(&id) && !self.drain_queue(turn) {
+            return (
+                self.queue_behind(&id, function, params, idempotency_key),
+                Vec::new(),
+            );
+        }
+        let is_new = turn.active.is_none()
+            && matches!(self.stored_record(&id), Err(Error::UnknownWorker(_)));
+        if is_new {
+            if let Err(err) = self.start_new_worker(turn, function, params) {
+                return (Err(err), Vec::new());
+            }
+        }
+        let (outcome, requests) = self.invoke_existing(turn, function, params, idempotency_key);
+        if is_new {
+            let stored = match turn.active.as_mut() {
+                Some(active) => match active.worker.is_unborn() {
+                    true => active.worker.commit_birth(),
+                    false => Ok(()),
+                },
+                // Every path that deactivates a worker commits first; this only guards that.
+                None => match self.stored_record(&id) {
+                    Err(Error::UnknownWorker(_)) => {
+                        tracing::warn!(worker = %id, "a new worker left memory unstored");
+                        self.write_new_worker(&id, Vec::new(), Vec::new())
+                            .map(|_| ())
+                    }
+                    _ => Ok(()),
+                },
+            };
+            if let Err(err) = stored {
+                // Its name was taken by another process meanwhile, or storage failed: the
+                // instance is not the stored worker's.
+                turn.active = None;
+                return (Err(err), requests);
+            }
+        }
+        if let Err(err) = &outcome {
+            if !keeps_instance(err) {
+                // A failed commit (disk full, I/O error) or an unwound guest: memory may hold
+                // what storage does not. The next turn recovers the worker from storage.
+                turn.active = None;
+            }
+        }
+        (outcome, requests)
+    }
+
+    fn invoke_existing(
+        &self,
+        turn: &mut Turn,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+    ) -> (
+        Result<InvocationOutcome>,
+        Vec<crate::history::UpdateRequest>,
+    ) {
+        let active = match self.activate(turn, RecoveryMode::Auto) {
+            Ok(active) => active,
+            // Asleep in another invocation: this one waits in the queue.
+            Err(Error::Sleeping {
+                idempotency_key: sleeping,
+                ..
+            }) if Some(sleeping.as_str()) != idempotency_key => {
+                let id = turn.worker().clone();
+                return (
+                    self.queue_behind(&id, function, params, idempotency_key),
+                    Vec::new(),
+                );
+            }
+            Err(err) => return (Err(promises::refusal(err, idempotency_key)), Vec::new()),
+        };
+        let uid = active.worker.record.uid;
+        let history = active.worker.record.history.clone();
+        if let Some(key) = idempotency_key {
+            match self.completed_invocation(&uid, key) {
+                // A result whose invocation a jump or revert deleted no longer counts.
+                Ok(Some(done)) if !history.deleted.contains(done.completed_at) => {
+                    let outcome = InvocationOutcome {
+                        result: done.result,
+                        from_idempotency_key: true,
+                    };
+                    return (Ok(outcome), Vec::new());
+                }
+                Ok(_) => {}
+                Err(err) => return (Err(err), Vec::new()),
+            }
+        }
+        let key = idempotency_key
+            .map(str::to_string)
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let _tokio = self.enter_tokio();
+        let (requested, wasm) = turn
+            .active
+            .as_ref()
+            .expect("activated above")
+            .worker
+            .interrupter();
+        turn.set_running(Some(&key), Some(slots::Interrupt { requested, wasm }));
+        let worker = &mut turn.active.as_mut().expect("activated above").worker;
+        let invoked = worker.invoke(function, params, &key, idempotency_key.is_some());
+        let requests = worker.take_update_requests();
+        turn.set_running(None, None);
+        drop(_tokio);
+        let result = match invoked {
+            Err(Error::JumpRequested { target }) => self.after_jump(turn, target, &key),
+            Err(Error::RetryScheduled {
+                delay, function, ..
+            }) if self.options.wait_for_retries => {
+                // Status `retrying` is recorded; wait, then recovery runs the invocation again
+                // (and again, while it traps and the policy allows).
+                std::thread::sleep(delay);
+                self.after_retry(turn, &function, &key)
+            }
+            // The caller waits (see `continue_retry`); whatever activates the worker first
+            // recovers it and so runs the invocation again.
+            other => other,
+        };
+        let outcome = result.map(|result| InvocationOutcome {
+            result,
             from_idempotency_key: false,
+        });
+        (outcome, requests)
+    }
+
+    /// Whether the worker has invocations queued (a stored worker; one read).
+    fn has_queued(&self, id: &WorkerId) -> bool {
+        self.worker_record(id)
+            .and_then(|record| crate::queue::first(&self.storage, &record.uid))
+            .is_ok_and(|first| first.is_some())
+    }
+
+    /// Queues an invocation behind the worker's suspended one and reports it queued.
+    fn queue_behind(
+        &self,
+        id: &WorkerId,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<InvocationOutcome> {
+        let key = self.push_queued(id, function, params, idempotency_key)?;
+        Err(Error::Queued {
+            worker: id.clone(),
+            idempotency_key: key,
         })
     }
 
     /// The invocation with idempotency key `key` jumped back to `target`: recovers the worker
     /// on its new history. If the jump went back into that same invocation, it has run again
     /// to the end and its result is returned; otherwise it was deleted.
-    fn after_jump(
-        &mut self,
-        id: &WorkerId,
-        target: OplogIndex,
-        key: &str,
-    ) -> Result<Option<String>> {
-        let live = self.active.remove(id).map(|active| active.worker);
-        self.recover_into_memory(id, RecoveryMode::Auto, live, true)?;
-        let recovery = self.active[id].recovery.clone();
+    fn after_jump(&self, turn: &mut Turn, target: OplogIndex, key: &str) -> Result<Option<String>> {
+        let live = turn.active.take().map(|active| active.worker);
+        self.recover_into_memory(turn, RecoveryMode::Auto, live, true)?;
+        let recovery = turn.active.as_ref().expect("recovered").recovery.clone();
         match recovery.resumed {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
                 Some(error) => Err(Error::Trap {
@@ -779,7 +997,7 @@ impl Executor {
                 None => Ok(resumed.result),
             },
             _ => Err(Error::InvocationUndone {
-                worker: id.clone(),
+                worker: turn.worker().clone(),
                 target,
             }),
         }
@@ -791,16 +1009,24 @@ impl Executor {
     /// or `RetryScheduled` again for the next attempt. If something else recovered the worker
     /// meanwhile, the invocation has finished already and its result is returned.
     pub fn continue_retry(
-        &mut self,
+        &self,
         id: &WorkerId,
         function: &str,
         idempotency_key: &str,
     ) -> Result<InvocationOutcome> {
+        let mut turn = self.turn(id);
         let uid = self.worker_record(id)?.uid;
         let result = match self.completed_invocation(&uid, idempotency_key)? {
             Some(done) => Ok(done.result),
-            None => self.after_retry(id, function, idempotency_key),
+            None => self.after_retry(&mut turn, function, idempotency_key),
         };
+        if let Err(err) = &result {
+            if !keeps_instance(err) {
+                turn.active = None;
+            }
+        }
+        drop(turn);
+        self.resume_ready_workers();
         Ok(InvocationOutcome {
             result: result?,
             from_idempotency_key: false,
@@ -810,9 +1036,9 @@ impl Executor {
     /// The invocation with idempotency key `key` trapped and a retry was scheduled: recovers
     /// the worker, which runs it again (retrying while it traps and the policy allows), and
     /// returns how it ended.
-    fn after_retry(&mut self, id: &WorkerId, function: &str, key: &str) -> Result<Option<String>> {
-        self.active.remove(id);
-        let active = self.activate(id)?;
+    fn after_retry(&self, turn: &mut Turn, function: &str, key: &str) -> Result<Option<String>> {
+        turn.active = None;
+        let active = self.activate(turn, RecoveryMode::Auto)?;
         let retries = active.worker.record.retry_count;
         match active.recovery.resumed.clone() {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
@@ -832,7 +1058,8 @@ impl Executor {
                 None => Ok(resumed.result),
             },
             _ => Err(Error::Engine(format!(
-                "worker {id}: the retried invocation {key} was not resumed by recovery"
+                "worker {}: the retried invocation {key} was not resumed by recovery",
+                turn.worker()
             ))),
         }
     }
@@ -848,4 +1075,38 @@ impl Executor {
         let record = self.worker_record(id)?;
         store::last_index(&self.storage, &record.uid)
     }
+}
+
+/// Refuses an idempotency key that is empty or too long to be part of an LMDB key.
+fn check_idempotency_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX => {
+            Err(Error::InvalidArguments(format!(
+                "an idempotency key is 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes; this one is {}",
+                key.len()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the instance of a worker whose invocation ended with `err` still matches storage
+/// and may be kept for the next invocation. Refusals before anything ran and traps (recorded
+/// and committed) keep it; anything else drops it: a failed commit (memory holds what storage
+/// does not: the next attempt must start from storage), a guest unwound mid-invocation
+/// (suspended, retry scheduled, jumped), an engine or storage error.
+fn keeps_instance(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::UnknownFunction(_)
+            | Error::InvalidArguments(_)
+            | Error::WorkerFailed { .. }
+            | Error::WorkerExited { .. }
+            | Error::WorkerSuspended { .. }
+            | Error::WorkerInterrupted { .. }
+            | Error::Trap { .. }
+            | Error::InvocationUndone { .. }
+            | Error::Queued { .. }
+            | Error::QueueFull { .. }
+    )
 }
