@@ -1176,3 +1176,39 @@ fn retries_show_as_retrying_and_end_in_failed_with_retry_count_max_attempts() {
     let oplog = ok(dir.path(), &["worker", "oplog", "txn/f"]);
     assert_eq!(oplog.matches("failed attempt, retry").count(), 2, "{oplog}");
 }
+
+#[test]
+fn options_may_follow_the_wave_arguments_and_negative_numbers_are_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    // The README's synopsis: options after the arguments.
+    let args = [
+        "worker",
+        "invoke",
+        "counter/w",
+        "add",
+        "2",
+        "--idempotency-key",
+        "k1",
+    ];
+    assert_eq!(ok(dir.path(), &args).trim(), "2");
+    assert_eq!(
+        ok(dir.path(), &args).trim(),
+        "2",
+        "the key was not taken as the key"
+    );
+    let types = guest_wasm("types");
+    ok(dir.path(), &["component", "add", types.to_str().unwrap()]);
+    let echo = ok(
+        dir.path(),
+        &["worker", "invoke", "types/t", "echo-s64", "-5", "--json"],
+    );
+    assert!(echo.contains("\"-5\""), "{echo}");
+    // A value starting with `-` that is not a number goes after `--`.
+    let inf = ok(
+        dir.path(),
+        &["worker", "invoke", "types/t", "echo-f64", "--", "-inf"],
+    );
+    assert_eq!(inf.trim(), "-inf");
+}

@@ -316,13 +316,36 @@ fn a_killed_server_loses_no_answered_invocation() {
             total.to_string()
         );
     }
-    // Another golemw on the same directory is refused while the server holds it.
-    let other = Command::new(env!("CARGO_BIN_EXE_golemw"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["worker", "get", "counter/w"])
-        .output()
-        .unwrap();
+    // Other golemw commands on the same directory go through the server while it holds it...
+    let golemw = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_golemw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("RUST_LOG", "golemw=info")
+            .output()
+            .unwrap()
+    };
+    let invoked = golemw(&["worker", "invoke", "counter/w", "get"]);
+    assert!(
+        invoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&invoked.stdout).trim(),
+        total.to_string()
+    );
+    assert!(
+        String::from_utf8_lossy(&invoked.stderr).contains("answered by the server"),
+        "{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
+    let got = golemw(&["--json", "worker", "get", "counter/w"]);
+    let got: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(got["status"], "idle", "{got}");
+    // ...and one that needs the directory to itself is refused, saying why.
+    let other = golemw(&["snapshot", "list", "counter/w"]);
     assert!(!other.status.success());
     assert!(
         String::from_utf8_lossy(&other.stderr).contains("in use by another golemw process"),

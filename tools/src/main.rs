@@ -3,6 +3,7 @@
 mod commands;
 mod filter_expr;
 mod output;
+mod remote;
 mod serve;
 mod views;
 
@@ -101,12 +102,16 @@ enum Command {
     ///                                               "snapshot-based"}
     ///   POST   /v1/components/C/workers/W/revert   body {"to_oplog_index": N} or
     ///                                               {"last_invocations": N}
+    ///   POST   /v1/components/C/workers/W/invoke   queue it (202 with its idempotency key)
+    ///   GET    /v1/components/C/workers/W/invocations/KEY   pending, running, suspended, completed
+    ///   GET    /v1/metrics/io                       commits, syncs, grouping, workers in memory
     ///
-    /// Requests run one at a time, in the order their bodies arrive, on one executor: a long
-    /// invocation delays the requests behind it (a retry's backoff does not). SIGINT or SIGTERM
-    /// lets requests in flight finish (30 s at most; a second signal stops at once). The data
-    /// directory is held while serving (other golemw commands on it are refused); a killed server
-    /// loses nothing it answered.
+    /// Invocations of different workers run in parallel, one worker's in arrival order; commits
+    /// that meet share one fsync. Long guest sleeps suspend the worker durably (see
+    /// --durable-sleep-min-ms). SIGINT or SIGTERM lets requests in flight finish (30 s at most; a
+    /// second signal stops at once). While serving, `golemw worker` and `golemw component`
+    /// commands on the same data directory go through the server; a killed server loses nothing
+    /// it answered.
     #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
 }
@@ -119,6 +124,12 @@ fn default_data_dir() -> PathBuf {
         Some(home) => PathBuf::from(home).join(".local/share/golemw"),
         None => PathBuf::from(".golemw"),
     }
+}
+
+/// A command that ran in this process (logged for `-v`, beside the server's "answered by").
+fn local(outcome: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    tracing::info!("answered in this process");
+    outcome
 }
 
 fn main() -> ExitCode {
@@ -146,8 +157,17 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),
-        Command::Component(cmd) => commands::component::run(&ctx, cmd),
-        Command::Worker(cmd) => commands::worker::run(&ctx, cmd),
+        // While `golemw serve` holds the data directory, these go through its API.
+        Command::Component(cmd) => match remote::Remote::find(&ctx.data_dir) {
+            Ok(Some(server)) => remote::run_component(&ctx, &server, cmd),
+            Ok(None) => local(commands::component::run(&ctx, cmd)),
+            Err(err) => Err(err),
+        },
+        Command::Worker(cmd) => match remote::Remote::find(&ctx.data_dir) {
+            Ok(Some(server)) => remote::run_worker(&ctx, &server, cmd),
+            Ok(None) => local(commands::worker::run(&ctx, cmd)),
+            Err(err) => Err(err),
+        },
         Command::Snapshot(cmd) => commands::snapshot::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, args),
     };

@@ -60,6 +60,8 @@ impl WorkerDetails {
         value["awaiting"] =
             serde_json::to_value(&self.suspension).expect("JSON serialisation of our own types");
         value["sleeping_until_ms"] = self.sleep.as_ref().map(|s| s.until_ms).into();
+        value["sleep"] =
+            serde_json::to_value(&self.sleep).expect("JSON serialisation of our own types");
         value["queued_invocations"] = self.queued.into();
         value["oplog_len"] = self.oplog_len.into();
         value["uri"] = self.id.uri().into();
@@ -161,4 +163,40 @@ pub fn reverted(
         "component_version": record.component_version,
         "recovery": recovery,
     }))
+}
+
+impl WorkerDetails {
+    /// Reads back what [`WorkerDetails::to_json`] wrote (the CLI through a server).
+    pub fn from_json(value: &serde_json::Value) -> serde_json::Result<Self> {
+        let record: WorkerRecord = serde_json::from_value(value.clone())?;
+        Ok(WorkerDetails {
+            id: record.id.clone(),
+            record,
+            oplog_len: value["oplog_len"].as_u64().unwrap_or(0),
+            latest_snapshot: value["latest_snapshot_index"].as_u64(),
+            snapshot_blocker: value["snapshots_disabled"].as_str().map(str::to_string),
+            suspension: serde_json::from_value(value["awaiting"].clone())?,
+            sleep: serde_json::from_value(value["sleep"].clone())?,
+            queued: value["queued_invocations"].as_u64().unwrap_or(0) as usize,
+            image_bytes: value["memory_image_bytes"].as_u64(),
+        })
+    }
+}
+
+impl OplogRow {
+    /// Reads back what [`OplogRow::to_json`] wrote (the CLI through a server).
+    pub fn from_json(value: &serde_json::Value) -> serde_json::Result<Self> {
+        if let Some(detail) = value["corrupt"].as_str() {
+            return Ok(OplogRow::Corrupt {
+                first: value["first"].as_u64().unwrap_or(0),
+                last: value["last"].as_u64().unwrap_or(0),
+                detail: detail.to_string(),
+            });
+        }
+        Ok(OplogRow::Entry {
+            index: value["index"].as_u64().unwrap_or(0),
+            deleted: value["deleted"].as_bool().unwrap_or(false),
+            entry: serde_json::from_value(value["entry"].clone())?,
+        })
+    }
 }

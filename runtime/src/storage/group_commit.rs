@@ -16,7 +16,7 @@
 //! map growing, see [`super::Storage::write`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use lmdb::RwTransaction;
 
@@ -34,14 +34,16 @@ struct Queued {
     id: u64,
     op: WriteOp,
     durable: bool,
+    /// The writer's thread, unparked when its result is in or it is to lead. Each writer is
+    /// woken by name, not all of them by a broadcast: with dozens waiting, waking every one at
+    /// each batch cost more context switches than the invocations themselves.
+    thread: std::thread::Thread,
 }
 
 /// The writers' meeting point.
 #[derive(Default)]
 pub(super) struct GroupCommit {
     state: Mutex<State>,
-    /// Signalled when a batch is done (its writers find their results) or a leader steps down.
-    done: Condvar,
 }
 
 #[derive(Default)]
@@ -70,13 +72,23 @@ impl GroupCommit {
         let mut state = self.state.lock().expect("group commit state poisoned");
         let id = state.next_id;
         state.next_id += 1;
-        state.queue.push_back(Queued { id, op, durable });
+        let thread = std::thread::current();
+        state.queue.push_back(Queued {
+            id,
+            op,
+            durable,
+            thread,
+        });
         loop {
             if let Some(result) = state.results.remove(&id) {
                 return result;
             }
             if state.leading {
-                state = self.done.wait(state).expect("group commit state poisoned");
+                // Unparked when this write's batch is done, or to lead the next one (an unpark
+                // that comes first makes the park return at once; spurious returns loop).
+                drop(state);
+                std::thread::park();
+                state = self.state.lock().expect("group commit state poisoned");
                 continue;
             }
             // Lead: take what is queued (this write is among it, unless more than a batch
@@ -86,8 +98,14 @@ impl GroupCommit {
             let batch: Vec<Queued> = state.queue.drain(..take).collect();
             drop(state);
             let durable = batch.iter().any(|q| q.durable);
-            let (ids, mut ops): (Vec<u64>, Vec<WriteOp>) =
-                batch.into_iter().map(|q| (q.id, q.op)).unzip();
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut ops = Vec::with_capacity(batch.len());
+            let mut threads = Vec::with_capacity(batch.len());
+            for queued in batch {
+                ids.push(queued.id);
+                ops.push(queued.op);
+                threads.push(queued.thread);
+            }
             // A panic here would leave `leading` set and every writer waiting for ever: the
             // ops are our own code, so it is a bug, and the process must not limp on.
             let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -103,7 +121,14 @@ impl GroupCommit {
             state = self.state.lock().expect("group commit state poisoned");
             state.leading = false;
             state.results.extend(ids.into_iter().zip(results));
-            self.done.notify_all();
+            // The first writer still queued leads the next batch; the batch's writers go on.
+            if let Some(next) = state.queue.front() {
+                next.thread.unpark();
+            }
+            let me = std::thread::current().id();
+            for thread in threads.into_iter().filter(|t| t.id() != me) {
+                thread.unpark();
+            }
         }
     }
 }

@@ -80,25 +80,32 @@ pub fn run(ctx: &Context, cmd: ComponentCommand) -> Result<ExitCode> {
             let list = components.list()?;
             if ctx.json {
                 output::json(&list);
-            } else if list.is_empty() {
-                println!("no components; add one with `golemw component add FILE.wasm`");
             } else {
-                println!(
-                    "{:<24} {:<36} {:>7} {:>10}  CREATED",
-                    "NAME", "ID", "VERSION", "SIZE"
-                );
-                for c in list {
-                    println!(
-                        "{:<24} {:<36} {:>7} {:>10}  {}",
-                        c.name,
-                        c.id.to_string(),
-                        c.version,
-                        c.size,
-                        output::timestamp(c.created_at_ms)
-                    );
-                }
+                print_components(&list);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `component list` as text.
+pub fn print_components(list: &[golemw_runtime::component::ComponentRecord]) {
+    if list.is_empty() {
+        println!("no components; add one with `golemw component add FILE.wasm`");
+        return;
+    }
+    println!(
+        "{:<24} {:<36} {:>7} {:>10}  CREATED",
+        "NAME", "ID", "VERSION", "SIZE"
+    );
+    for c in list {
+        println!(
+            "{:<24} {:<36} {:>7} {:>10}  {}",
+            c.name,
+            c.id.to_string(),
+            c.version,
+            c.size,
+            output::timestamp(c.created_at_ms)
+        );
+    }
 }

@@ -17,7 +17,9 @@ pub struct RunArgs {
     /// The function to invoke: `ns:pkg/iface.{func}`, or just `func` if unambiguous.
     function: String,
     /// Parameters as WAVE values, e.g. `42`, `"text"`, `[1, 2]`, `{name: "x"}`.
-    #[arg(allow_hyphen_values = true)]
+    /// Options may come before or after them; negative numbers are values. A value that
+    /// starts with `-` otherwise (`-inf`) goes after `--`, which ends the options.
+    #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
     /// Worker name.
     #[arg(long, default_value = "main")]

@@ -11,6 +11,8 @@ use golemw_runtime::RecoveryMode;
 
 use super::{worker_id, Context};
 use crate::output;
+use golemw_runtime::WorkerRecord;
+
 use crate::views::{self, OplogRow, WorkerDetails};
 
 #[derive(Subcommand)]
@@ -37,11 +39,19 @@ pub enum WorkerCommand {
         /// `ns:pkg/iface.{func}`, or `func` if unambiguous.
         function: String,
         /// Parameters as WAVE values.
-        #[arg(allow_hyphen_values = true)]
+        /// Options may come before or after them; negative numbers are values. A value that
+        /// starts with `-` otherwise (`-inf`) goes after `--`, which ends the options.
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// Run at most once per key: a repeated key returns the stored result.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Queue the invocation and return its idempotency key once it is durably queued
+        /// (Golem's `invoke`), instead of waiting for its result. A server runs it at once,
+        /// after what is queued before it; without one, the worker's next invocation (in any
+        /// process) runs it first.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Show a worker's metadata: status, version, args, env, retries, oplog length.
     Get {
@@ -185,8 +195,20 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             function,
             args,
             idempotency_key,
+            no_wait,
         } => {
             let id = worker_id(&executor, &worker)?;
+            if no_wait {
+                let key = executor.enqueue(&id, &function, &args, idempotency_key.as_deref())?;
+                if ctx.json {
+                    output::json(&serde_json::json!({
+                        "status": "queued", "worker": id.to_string(), "idempotency_key": key,
+                    }));
+                } else {
+                    println!("queued invocation {key} of {function} for worker {id}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let outcome = match executor.invoke(&id, &function, &args, idempotency_key.as_deref()) {
                 Ok(outcome) => outcome,
                 Err(err) => {
@@ -210,97 +232,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&details.to_json());
             } else {
-                let WorkerDetails {
-                    record,
-                    oplog_len,
-                    latest_snapshot,
-                    snapshot_blocker: blocker,
-                    suspension,
-                    sleep,
-                    queued,
-                    image_bytes,
-                    ..
-                } = details;
-                println!("worker:            {}", record.id.worker_name);
-                println!("component:         {}", record.id.component_id);
-                println!("uri:               {}", id.uri());
-                println!("status:            {}", record.status.as_str());
-                println!("component version: {}", record.component_version);
-                println!("args:              {:?}", record.args);
-                println!("env:               {:?}", record.env);
-                println!(
-                    "created:           {}",
-                    output::timestamp(record.created_at_ms)
-                );
-                println!("retry count:       {}", record.retry_count);
-                println!("oplog length:      {oplog_len}");
-                match latest_snapshot {
-                    Some(index) => println!("latest snapshot:   at oplog index {index}"),
-                    None => println!("latest snapshot:   none"),
-                }
-                if let Some(reason) = &blocker {
-                    println!("snapshots:         disabled: {reason}");
-                }
-                if let Some(bytes) = image_bytes {
-                    println!(
-                        "memory image:      {:.1} MiB on disk (restarts map it)",
-                        bytes as f64 / (1 << 20) as f64
-                    );
-                }
-                if let Some(r) = &record.last_recovery {
-                    println!(
-                        "last recovery:     {}, {} entries replayed, {:.3} ms",
-                        match r.snapshot_index {
-                            Some(i) => format!("from snapshot at {i}"),
-                            None => "full replay".to_string(),
-                        },
-                        r.entries_replayed,
-                        r.duration_us as f64 / 1000.0
-                    );
-                }
-                if let Some(err) = &record.last_error {
-                    println!("last error:        {err}");
-                }
-                if let Some(s) = &suspension {
-                    println!(
-                        "awaiting:          {} (invocation {})",
-                        s.promise, s.idempotency_key
-                    );
-                }
-                if let Some(s) = &sleep {
-                    println!(
-                        "sleeping until:    {} (invocation {})",
-                        output::timestamp(s.until_ms),
-                        s.idempotency_key
-                    );
-                }
-                if queued > 0 {
-                    println!("queued:            {queued} invocations");
-                }
-                for region in record.history.deleted.regions() {
-                    println!(
-                        "deleted entries:   {region} (jump, revert, retry or interrupted region)"
-                    );
-                }
-                for u in &record.history.updates {
-                    let outcome = match &u.outcome {
-                        UpdateOutcome::Pending => "pending".to_string(),
-                        UpdateOutcome::Succeeded if u.undone => {
-                            "succeeded, then undone by a jump or revert".to_string()
-                        }
-                        UpdateOutcome::Succeeded => "succeeded".to_string(),
-                        UpdateOutcome::Failed(reason) => format!("failed: {reason}"),
-                    };
-                    let at = if u.completed_at > 0 {
-                        format!(" at oplog index {}", u.completed_at)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "update:            to version {} ({}){at}: {outcome}",
-                        u.target_version, u.mode
-                    );
-                }
+                print_details(details);
             }
         }
         WorkerCommand::List { component, filter } => {
@@ -315,26 +247,8 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             }
             if ctx.json {
                 output::json(&workers);
-            } else if workers.is_empty() {
-                match &filter {
-                    Some(filter) => println!("no workers of {component} match {filter}"),
-                    None => println!("no workers of {component}"),
-                }
             } else {
-                println!(
-                    "{:<32} {:<11} {:>7} {:>8}  CREATED",
-                    "NAME", "STATUS", "VERSION", "OPLOG"
-                );
-                for w in workers {
-                    println!(
-                        "{:<32} {:<11} {:>7} {:>8}  {}",
-                        w.id.worker_name,
-                        w.status.as_str(),
-                        w.component_version,
-                        w.oplog_len,
-                        output::timestamp(w.created_at_ms)
-                    );
-                }
+                print_workers(&component, filter.as_ref().map(|f| f.to_string()), &workers);
             }
         }
         WorkerCommand::Delete { worker } => {
@@ -357,27 +271,7 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&rows.iter().map(OplogRow::to_json).collect::<Vec<_>>());
             } else {
-                for row in &rows {
-                    match row {
-                        OplogRow::Entry {
-                            index,
-                            deleted,
-                            entry,
-                        } => {
-                            // Deleted entries stay visible, marked: the history shows what a
-                            // jump or revert undid.
-                            let mark = if *deleted { "x" } else { " " };
-                            println!("{index:>8} {mark} {:<28} {entry}", entry.kind());
-                        }
-                        OplogRow::Corrupt {
-                            first,
-                            last,
-                            detail,
-                        } => {
-                            eprintln!("{first:>8}  entries {first}..={last} are CORRUPT: {detail}")
-                        }
-                    }
-                }
+                print_oplog(&rows);
             }
             if corrupt {
                 bail!("the oplog of {id} has corrupt entries (see above)");
@@ -519,4 +413,146 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `worker get` as text.
+pub fn print_details(details: WorkerDetails) {
+    let id = details.id.clone();
+    let WorkerDetails {
+        record,
+        oplog_len,
+        latest_snapshot,
+        snapshot_blocker: blocker,
+        suspension,
+        sleep,
+        queued,
+        image_bytes,
+        ..
+    } = details;
+    println!("worker:            {}", record.id.worker_name);
+    println!("component:         {}", record.id.component_id);
+    println!("uri:               {}", id.uri());
+    println!("status:            {}", record.status.as_str());
+    println!("component version: {}", record.component_version);
+    println!("args:              {:?}", record.args);
+    println!("env:               {:?}", record.env);
+    println!(
+        "created:           {}",
+        output::timestamp(record.created_at_ms)
+    );
+    println!("retry count:       {}", record.retry_count);
+    println!("oplog length:      {oplog_len}");
+    match latest_snapshot {
+        Some(index) => println!("latest snapshot:   at oplog index {index}"),
+        None => println!("latest snapshot:   none"),
+    }
+    if let Some(reason) = &blocker {
+        println!("snapshots:         disabled: {reason}");
+    }
+    if let Some(bytes) = image_bytes {
+        println!(
+            "memory image:      {:.1} MiB on disk (restarts map it)",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    if let Some(r) = &record.last_recovery {
+        println!(
+            "last recovery:     {}, {} entries replayed, {:.3} ms",
+            match r.snapshot_index {
+                Some(i) => format!("from snapshot at {i}"),
+                None => "full replay".to_string(),
+            },
+            r.entries_replayed,
+            r.duration_us as f64 / 1000.0
+        );
+    }
+    if let Some(err) = &record.last_error {
+        println!("last error:        {err}");
+    }
+    if let Some(s) = &suspension {
+        println!(
+            "awaiting:          {} (invocation {})",
+            s.promise, s.idempotency_key
+        );
+    }
+    if let Some(s) = &sleep {
+        println!(
+            "sleeping until:    {} (invocation {})",
+            output::timestamp(s.until_ms),
+            s.idempotency_key
+        );
+    }
+    if queued > 0 {
+        println!("queued:            {queued} invocations");
+    }
+    for region in record.history.deleted.regions() {
+        println!("deleted entries:   {region} (jump, revert, retry or interrupted region)");
+    }
+    for u in &record.history.updates {
+        let outcome = match &u.outcome {
+            UpdateOutcome::Pending => "pending".to_string(),
+            UpdateOutcome::Succeeded if u.undone => {
+                "succeeded, then undone by a jump or revert".to_string()
+            }
+            UpdateOutcome::Succeeded => "succeeded".to_string(),
+            UpdateOutcome::Failed(reason) => format!("failed: {reason}"),
+        };
+        let at = if u.completed_at > 0 {
+            format!(" at oplog index {}", u.completed_at)
+        } else {
+            String::new()
+        };
+        println!(
+            "update:            to version {} ({}){at}: {outcome}",
+            u.target_version, u.mode
+        );
+    }
+}
+
+/// `worker list` as text.
+pub fn print_workers(component: &str, filter: Option<String>, workers: &[WorkerRecord]) {
+    if workers.is_empty() {
+        match &filter {
+            Some(filter) => println!("no workers of {component} match {filter}"),
+            None => println!("no workers of {component}"),
+        }
+        return;
+    }
+    println!(
+        "{:<32} {:<11} {:>7} {:>8}  CREATED",
+        "NAME", "STATUS", "VERSION", "OPLOG"
+    );
+    for w in workers {
+        println!(
+            "{:<32} {:<11} {:>7} {:>8}  {}",
+            w.id.worker_name,
+            w.status.as_str(),
+            w.component_version,
+            w.oplog_len,
+            output::timestamp(w.created_at_ms)
+        );
+    }
+}
+
+/// `worker oplog` as text.
+pub fn print_oplog(rows: &[OplogRow]) {
+    for row in rows {
+        match row {
+            OplogRow::Entry {
+                index,
+                deleted,
+                entry,
+            } => {
+                // Deleted entries stay visible, marked: the history shows what a jump or
+                // revert undid.
+                let mark = if *deleted { "x" } else { " " };
+                println!("{index:>8} {mark} {:<28} {entry}", entry.kind());
+            }
+            OplogRow::Corrupt {
+                first,
+                last,
+                detail,
+            } => eprintln!("{first:>8}  entries {first}..={last} are CORRUPT: {detail}"),
+        }
+    }
 }

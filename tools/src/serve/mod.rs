@@ -77,6 +77,10 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let address = listener.local_addr()?;
+        // Other golemw commands on this data directory find the server here (written before
+        // the address is printed: a script that reads it can use the CLI at once).
+        let _advertised =
+            crate::remote::Advertised::write(&ctx.data_dir, &format!("http://{address}"))?;
         if ctx.json {
             // One line, so that a script can read it before the server's logs.
             println!(
@@ -89,6 +93,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         } else {
             println!("listening on http://{address}");
         }
+
         let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(log_request));

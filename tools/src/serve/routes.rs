@@ -34,6 +34,7 @@ pub fn router(executor: Jobs) -> Router {
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
+        .route("/v1/metrics/io", get(io_metrics))
         .route("/v1/components", get(list_components))
         .route(
             "/v1/components/{component}",
@@ -121,6 +122,22 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
             rejection.body_text(),
         )
     })
+}
+
+/// Storage and executor counters: commits, syncs, writes grouped into them, instances loaded
+/// and evicted, timers pending.
+async fn io_metrics(State(executor): State<Jobs>) -> Reply {
+    let ex = executor.executor();
+    let io = ex.storage().io_counts();
+    let (loaded, evicted) = ex.active_counts();
+    ok(json!({
+        "commits": io.commits,
+        "syncs": io.syncs,
+        "grouped_writes": io.grouped_writes,
+        "active_workers": loaded,
+        "evicted_workers": evicted,
+        "pending_timers": ex.pending_timers(),
+    }))
 }
 
 async fn list_components(State(executor): State<Jobs>) -> Reply {

@@ -43,6 +43,12 @@ impl Guest for Clocks {
     fn sleep_ms(ms: u64) {
         std::thread::sleep(Duration::from_millis(ms));
     }
+
+    fn sleep_until(due_ms: u64) -> u64 {
+        let now_ms = wall_nanos() / 1_000_000;
+        std::thread::sleep(Duration::from_millis(due_ms.saturating_sub(now_ms)));
+        wall_nanos() / 1_000_000
+    }
 }
 
 export!(Clocks);
