@@ -1212,3 +1212,41 @@ fn options_may_follow_the_wave_arguments_and_negative_numbers_are_values() {
     );
     assert_eq!(inf.trim(), "-inf");
 }
+
+/// Runtime errors name no command; the CLI adds the one that helps, on stderr and under --json.
+#[test]
+fn errors_come_with_the_cli_hint_that_helps() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(dir.path(), &["worker", "get", "nope/w"]);
+    assert!(
+        err.contains("error: unknown component \"nope\"")
+            && err.contains("hint: `golemw component list` shows the known ones"),
+        "{err}"
+    );
+    let out = golemw(dir.path(), &["--json", "worker", "get", "nope/w"]);
+    assert!(!out.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        body["hint"], "`golemw component list` shows the known ones",
+        "{body}"
+    );
+    // No hint where none helps: the field is null.
+    let wasm = guest_wasm("counter");
+    ok(
+        dir.path(),
+        &[
+            "component",
+            "add",
+            wasm.to_str().unwrap(),
+            "--name",
+            "counter",
+        ],
+    );
+    let out = golemw(
+        dir.path(),
+        &["--json", "worker", "invoke", "counter/w", "nope"],
+    );
+    assert!(!out.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(body["hint"].is_null(), "{body}");
+}

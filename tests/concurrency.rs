@@ -217,6 +217,52 @@ fn idle_workers_past_the_budget_are_evicted_and_come_back_from_storage() {
     assert!(ex.active_counts().0 <= 2);
 }
 
+/// A runaway guest (a loop with or without host calls) is stopped at the invocation deadline
+/// and traps; the retry policy applies, each attempt is stopped the same way, and the worker
+/// ends failed with the reason. Other workers are answered meanwhile.
+#[test]
+fn an_invocation_past_its_deadline_traps_and_each_retry_is_stopped_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_millis(200);
+    let options = ExecutorOptions {
+        invocation_deadline: Some(deadline),
+        ..ExecutorOptions::default()
+    };
+    let ex = Arc::new(open_with(dir.path(), options));
+    add_component(&ex, "hostile", "hostile");
+    for (worker, function) in [("a", "spin"), ("b", "spin-with-clock")] {
+        let id = ex.worker_id("hostile", worker).unwrap();
+        assert_eq!(invoke(&ex, &id, "add", &["5"]), Some("5".into()));
+        let started = Instant::now();
+        let spinning = {
+            let (ex, id) = (Arc::clone(&ex), id.clone());
+            std::thread::spawn(move || ex.invoke(&id, function, &[], Some("runaway")))
+        };
+        let calm = ex.worker_id("hostile", &format!("calm-{worker}")).unwrap();
+        assert_eq!(invoke(&ex, &calm, "add", &["1"]), Some("1".into()));
+        let err = spinning.join().unwrap().unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            err.to_string()
+                .contains("ran past its deadline of 200 ms and was stopped"),
+            "{function}: {err}"
+        );
+        // The first attempt and the policy's three retries, each stopped at the deadline.
+        assert!(took >= deadline * 4, "{function} failed after {took:?}");
+        let record = ex.worker_record(&id).unwrap();
+        assert_eq!(record.status, WorkerStatus::Failed, "{function}");
+        assert!(
+            record
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("deadline"),
+            "{:?}",
+            record.last_error
+        );
+    }
+}
+
 #[test]
 fn interrupt_stops_a_running_invocation_even_in_a_loop_without_host_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,6 +360,35 @@ fn a_long_sleep_suspends_the_worker_and_a_timer_finishes_the_invocation() {
     let ex = reopen(dir.path());
     ex.recover(&id, golemw_runtime::RecoveryMode::FullReplay)
         .unwrap();
+}
+
+/// With a threshold of 0 every sleep is recorded durably, however short: the woken sleeper, whose due
+/// time has passed by the time recovery reaches its sleep, goes on (it once suspended again,
+/// due at once, for ever).
+#[test]
+fn with_a_threshold_of_zero_short_sleeps_suspend_and_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExecutorOptions {
+        durable_sleep_min: Some(Duration::ZERO),
+        ..ExecutorOptions::default()
+    };
+    let ex = Executor::serve(dir.path(), options).unwrap();
+    add_component(&ex, "clocks", "clocks");
+    let id = ex.worker_id("clocks", "short").unwrap();
+    for (n, ms) in [1, 1, 5, 20].into_iter().enumerate() {
+        let key = format!("s{n}");
+        match ex.invoke(&id, "sleep-ms", &[ms.to_string()], Some(&key)) {
+            Err(Error::Sleeping { .. }) => {
+                let done = block_on(ex.await_invocation(&id, &key));
+                assert!(done.is_ok(), "sleep {n} of {ms} ms: {done:?}");
+            }
+            // Its due time passed before it could suspend: it slept in place.
+            Ok(_) => {}
+            Err(err) => panic!("sleep {n} of {ms} ms: {err}"),
+        }
+    }
+    assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Idle);
+    assert_eq!(ex.pending_timers(), 0);
 }
 
 #[test]

@@ -361,7 +361,10 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
     assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Interrupted);
     match try_invoke(&mut ex, &a, None, "total", &[]) {
         Err(err @ Error::WorkerInterrupted { .. }) => {
-            assert!(err.to_string().contains("worker resume"), "{err}")
+            assert!(
+                err.to_string().contains("is interrupted; resuming it"),
+                "{err}"
+            )
         }
         other => panic!("{other:?}"),
     }

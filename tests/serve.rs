@@ -149,6 +149,19 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
         "invalid-filter",
         "column",
     );
+    // Thousands of `(` (which once overflowed the parser's stack and aborted the server) are
+    // refused, and the server goes on.
+    assert_error(
+        server.get(&format!(
+            "/v1/components/counter/workers?filter={}",
+            "(".repeat(2_500)
+        )),
+        400,
+        "invalid-filter",
+        "nest deeper than 32",
+    );
+    let (status, _) = server.get("/v1/components/counter/workers");
+    assert_eq!(status, 200);
     let (status, oplog) = server.get("/v1/components/counter/workers/w1/oplog?from=1&count=2");
     assert_eq!(status, 200, "{oplog}");
     let rows = oplog.as_array().unwrap();
@@ -224,6 +237,18 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
         404,
         "unknown-worker",
         "w9",
+    );
+    // The API adds its own hint, naming a route (the runtime's message names none).
+    let (_, body) = server.get("/v1/components/counter/workers/w9");
+    let hint = body["hint"].as_str().unwrap();
+    assert!(
+        hint.starts_with("GET /v1/components/")
+            && hint.ends_with("/workers lists the component's workers"),
+        "{body}"
+    );
+    assert!(
+        !body["error"].as_str().unwrap().contains("golemw"),
+        "{body}"
     );
     assert_eq!(server.result("counter/w1", "get", &[]), "15");
 

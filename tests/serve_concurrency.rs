@@ -376,6 +376,44 @@ fn interrupt_over_http_stops_an_endless_loop_and_other_workers_go_on() {
     assert_eq!(server.result("hostile/calm", "add", &["2"]), "4");
 }
 
+/// `--invocation-deadline-ms`: an endless loop is stopped at the deadline, each retry too, and
+/// the request is answered with the trap; other workers are served meanwhile.
+#[test]
+fn a_runaway_guest_is_stopped_at_the_invocation_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--invocation-deadline-ms", "300"]);
+    server.add_component("hostile", "hostile");
+    assert_eq!(server.result("hostile/loop", "add", &["1"]), "1");
+    let address = server.address.clone();
+    let started = Instant::now();
+    let spinning = std::thread::spawn(move || {
+        let body = json!({ "function": "spin", "params": [] }).to_string();
+        try_request(
+            &address,
+            "POST",
+            "/v1/components/hostile/workers/loop/invoke-and-await",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+            None,
+        )
+        .unwrap()
+    });
+    assert_eq!(server.result("hostile/calm", "add", &["2"]), "2");
+    let (status, answer) = spinning.join().unwrap();
+    assert_eq!((status, &answer["kind"]), (422, &json!("trap")), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("ran past its deadline of 300 ms"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(4 * 300));
+    let (_, record) = server.get("/v1/components/hostile/workers/loop");
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(server.result("hostile/calm", "add", &["2"]), "4");
+}
+
 #[test]
 fn concurrent_clients_on_distinct_workers_are_all_answered_durably() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,10 +15,17 @@ use wit_parser::{WorldItem, WorldKey};
 
 use crate::abi::{Direction, FunctionAbi};
 use crate::error::{Error, Result};
-use crate::host::{is_provided_import, GOLEM_HOST_MODULE};
 use crate::ids::{ComponentId, ComponentVersion};
 use crate::oplog::now_ms;
 use crate::storage::{codec, Storage};
+
+/// Golem's host interface: its WIT interface id, which is also the core import module of its
+/// functions.
+pub const GOLEM_HOST_MODULE: &str = "golem:api/host@0.2.0";
+
+/// Whether the runtime provides the core import `module.name` (the host's answer, handed in by
+/// whoever opens the store, so that checking components does not depend on the host).
+pub type ProvidedImports = fn(module: &str, name: &str) -> bool;
 
 /// Refuse uploads larger than this: far above any real guest, well below LMDB's comfort.
 const COMPONENT_BYTES_MAX: usize = 512 << 20;
@@ -351,7 +358,7 @@ fn component_type_sections(wasm: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Validates a module for use as a component: valid wasm, a canonical-ABI guest, every import
 /// provided by the runtime, the exports the ABI needs. Returns its decoded interface.
-pub fn validate(wasm: &[u8]) -> Result<Interface> {
+pub fn validate(wasm: &[u8], is_provided_import: ProvidedImports) -> Result<Interface> {
     if wasm.len() > COMPONENT_BYTES_MAX {
         return Err(Error::InvalidComponent(format!(
             "the module is {} bytes; at most {COMPONENT_BYTES_MAX} are accepted",
@@ -411,6 +418,7 @@ pub struct ComponentStore {
     storage: Arc<Storage>,
     engine: wasmer::Engine,
     cache_dir: PathBuf,
+    provided: ProvidedImports,
 }
 
 fn version_key(id: &ComponentId, version: ComponentVersion) -> [u8; 24] {
@@ -421,12 +429,13 @@ fn version_key(id: &ComponentId, version: ComponentVersion) -> [u8; 24] {
 }
 
 impl ComponentStore {
-    pub fn new(storage: Arc<Storage>, engine: wasmer::Engine) -> Self {
+    pub fn new(storage: Arc<Storage>, engine: wasmer::Engine, provided: ProvidedImports) -> Self {
         let cache_dir = storage.dir().join("compiled");
         ComponentStore {
             storage,
             engine,
             cache_dir,
+            provided,
         }
     }
 
@@ -438,7 +447,7 @@ impl ComponentStore {
     /// Stores a new component (version 0) under a fresh UUID.
     pub fn add(&self, name: &str, wasm: &[u8]) -> Result<ComponentRecord> {
         validate_component_name(name)?;
-        let interface = validate(wasm)?;
+        let interface = validate(wasm, self.provided)?;
         if self
             .storage
             .get(self.storage.tables().component_names, name.as_bytes())?
@@ -462,7 +471,7 @@ impl ComponentStore {
     /// Adds the next version of an existing component.
     pub fn update(&self, name_or_id: &str, wasm: &[u8]) -> Result<ComponentRecord> {
         let latest = self.latest(name_or_id)?;
-        let interface = validate(wasm)?;
+        let interface = validate(wasm, self.provided)?;
         let record = ComponentRecord {
             version: latest.version + 1,
             size: wasm.len() as u64,
@@ -696,9 +705,11 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_module() {
-        let err = validate(b"hello").err().unwrap();
+        let err = validate(b"hello", |_, _| true).err().unwrap();
         assert!(err.to_string().contains("magic"), "{err}");
-        let err = validate(b"\0asm\x01\0\0\0\x01\x05").err().unwrap();
+        let err = validate(b"\0asm\x01\0\0\0\x01\x05", |_, _| true)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("not valid WebAssembly"), "{err}");
     }
 }

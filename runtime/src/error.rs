@@ -1,4 +1,6 @@
-//! The runtime's error type. Every variant a user can cause says what was wrong and what to do.
+//! The runtime's error type. Every variant a user can cause says what was wrong; what to do about
+//! it depends on how the user reached the runtime, so the CLI and the HTTP API add their own
+//! hints (`tools/src/hints.rs`, `tools/src/serve/api_error.rs`).
 
 use crate::ids::{OplogIndex, WorkerId};
 
@@ -19,7 +21,7 @@ pub enum Error {
     #[error("no space left on device in {dir} ({detail}); free some space and retry: nothing of the failed operation was kept")]
     StorageFull { dir: String, detail: String },
 
-    #[error("the data directory {path} is in use by another golemw process (pid {pid}); stop it or use another --data-dir")]
+    #[error("the data directory {path} is in use by another golemw process (pid {pid})")]
     DataDirLocked { path: String, pid: String },
 
     #[error("corrupt {what} in storage: {detail}")]
@@ -28,7 +30,7 @@ pub enum Error {
     #[error("invalid component: {0}")]
     InvalidComponent(String),
 
-    #[error("unknown component {0:?}; `golemw component list` shows the known ones")]
+    #[error("unknown component {0:?}")]
     UnknownComponent(String),
 
     #[error("component {name} has no version {version} (latest is {latest})")]
@@ -38,10 +40,10 @@ pub enum Error {
         latest: u64,
     },
 
-    #[error("a component named {0:?} already exists; use `golemw component update {0} FILE` to add a version")]
+    #[error("a component named {0:?} already exists")]
     ComponentExists(String),
 
-    #[error("unknown worker {0}; `golemw worker list COMPONENT` shows the known ones")]
+    #[error("unknown worker {0}")]
     UnknownWorker(WorkerId),
 
     #[error("worker {0} already exists")]
@@ -101,19 +103,19 @@ pub enum Error {
     #[error("worker {worker} is suspended: invocation {idempotency_key} awaits {promise}")]
     Suspended {
         worker: WorkerId,
-        promise: crate::promises::PromiseId,
+        promise: crate::ids::PromiseId,
         idempotency_key: String,
     },
 
     /// A new invocation of a suspended worker is refused until its promise is completed.
-    #[error("worker {worker} is suspended (invocation {idempotency_key} awaits {promise}); complete it with `golemw worker complete-promise {} {} DATA` before invoking the worker again", promise.worker, promise.oplog_idx)]
+    #[error("worker {worker} is suspended (invocation {idempotency_key} awaits {promise}); complete-promise must complete it before the worker is invoked again")]
     WorkerSuspended {
         worker: WorkerId,
-        promise: crate::promises::PromiseId,
+        promise: crate::ids::PromiseId,
         idempotency_key: String,
     },
 
-    #[error("worker {worker} is interrupted; `golemw worker resume {worker}` lets it run again")]
+    #[error("worker {worker} is interrupted; resuming it lets it run again")]
     WorkerInterrupted { worker: WorkerId },
 
     /// The worker is suspended (sleeping) in another invocation: this one was queued and runs
@@ -143,7 +145,7 @@ pub enum Error {
 
     /// The running invocation was stopped by an interrupt request (Golem's wording). Its
     /// entries so far are kept; `worker resume` finishes it.
-    #[error("Interrupted via the Golem API (worker {worker}); `golemw worker resume {worker}` finishes the invocation")]
+    #[error("Interrupted via the Golem API (worker {worker}); resuming the worker finishes the invocation")]
     Interrupted { worker: WorkerId },
 
     /// The invocation sleeps until `until_ms` (a sleep past the durable-sleep threshold): the
@@ -162,11 +164,11 @@ pub enum Error {
         status: &'static str,
     },
 
-    #[error("unknown {0}: no create-promise made it (`golemw worker oplog` shows the index of each create-promise entry)")]
-    UnknownPromise(crate::promises::PromiseId),
+    #[error("unknown {0}: no create-promise made it")]
+    UnknownPromise(crate::ids::PromiseId),
 
     #[error("{0} was deleted (delete-promise)")]
-    PromiseDeleted(crate::promises::PromiseId),
+    PromiseDeleted(crate::ids::PromiseId),
 
     #[error("invalid revert of worker {worker}: {reason}")]
     InvalidRevert { worker: WorkerId, reason: String },
@@ -177,6 +179,14 @@ pub enum Error {
         version: u64,
         current: u64,
         reason: String,
+    },
+
+    /// Raised at a host call of an invocation that ran past its deadline; the worker turns it
+    /// into a trap (and the retry policy applies).
+    #[error("the invocation of worker {worker} ran past its deadline of {deadline:?}")]
+    DeadlineExceeded {
+        worker: WorkerId,
+        deadline: std::time::Duration,
     },
 
     #[error("invocation of {function} trapped: {message}")]

@@ -6,7 +6,6 @@
 //! one block per [`Gate::commit`] (batching: one LMDB transaction, one fsync, many entries).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -16,7 +15,21 @@ use crate::history::History;
 use crate::ids::{OplogIndex, WorkerId};
 use crate::oplog::store::{self, BlockEncoder, BLOCK_ENTRIES_MAX};
 use crate::oplog::{HostFunction, HostValue, LogStream, OplogEntry};
+use crate::stop::{StopReason, StopSignal};
 use crate::storage::Storage;
+use crate::worker_records::EncodedRecord;
+
+/// Guest output (stdout and stderr together) one invocation may leave in the oplog; past it the
+/// output is dropped after a marker. Without a bound, one invocation writing 260 MiB left a
+/// block its worker could never read back. 64 MiB is far more than any log a person reads,
+/// and stays well under what a block may hold.
+pub const OUTPUT_PER_INVOCATION_MAX: u64 = 64 << 20;
+/// What replaces the output past [`OUTPUT_PER_INVOCATION_MAX`].
+const OUTPUT_DROPPED_MARKER: &[u8] =
+    b"\n[golemw: this invocation's output passed 64 MiB; the rest is dropped]\n";
+/// Pending entries are written as a block once their output reaches this much, so a block
+/// stays far below the size a reader accepts however much an invocation prints.
+const BLOCK_OUTPUT_BYTES_TARGET: usize = 8 << 20;
 
 /// Entries fetched from LMDB per read while replaying: large enough to amortise the
 /// transaction and seek, small enough to keep replay memory bounded (~ a few MB).
@@ -42,6 +55,12 @@ pub struct Gate {
     replay_buffer: VecDeque<(OplogIndex, OplogEntry)>,
     /// Entries appended live and not yet written to storage.
     pending: Vec<OplogEntry>,
+    /// Output bytes held in `pending`.
+    pending_output: usize,
+    /// Output bytes of the current invocation kept so far, live or replayed.
+    output_bytes: u64,
+    /// Whether the current invocation's output passed the bound (the marker is written).
+    output_dropped: bool,
     /// Encoder (and its zstd context) reused for every block.
     encoder: BlockEncoder,
     /// Print guest stdout/stderr live (replayed output is never printed).
@@ -65,12 +84,12 @@ pub struct Gate {
     /// A worker created by its first invocation is not in storage yet: its record (encoded)
     /// goes into whichever transaction the gate writes first, so creating it costs no commit
     /// (and no fsync) of its own.
-    birth: Option<Vec<u8>>,
+    birth: Option<EncodedRecord>,
     /// Whether a host call ran unrecorded since [`Gate::take_unrecorded`] (the invocation's
     /// result then may legitimately differ on replay).
     unrecorded: bool,
     /// Set from another thread to stop the running invocation at its next host call.
-    interrupt: Option<Arc<AtomicBool>>,
+    stop: Option<StopSignal>,
 }
 
 impl Gate {
@@ -91,6 +110,9 @@ impl Gate {
             replay_end: committed_len,
             replay_buffer: VecDeque::new(),
             pending: Vec::new(),
+            pending_output: 0,
+            output_bytes: 0,
+            output_dropped: false,
             encoder: BlockEncoder::default(),
             echo_output,
             fatal: None,
@@ -101,22 +123,27 @@ impl Gate {
             persist_nothing: false,
             unrecorded: false,
             birth: None,
-            interrupt: None,
+            stop: None,
         }
     }
 
-    /// The flag that, once set, makes the next host call fail with [`Error::Interrupted`].
-    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
-        self.interrupt = Some(flag);
+    /// The signal that, once given, makes the next host call fail: [`Error::Interrupted`] or
+    /// [`Error::DeadlineExceeded`].
+    pub fn set_stop(&mut self, signal: StopSignal) {
+        self.stop = Some(signal);
     }
 
-    /// [`Error::Interrupted`] if an interrupt was requested.
+    /// Fails if the running invocation was asked to stop.
     fn check_interrupt(&self) -> Result<()> {
-        match &self.interrupt {
-            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Interrupted {
+        match self.stop.as_ref().and_then(StopSignal::reason) {
+            None => Ok(()),
+            Some(StopReason::Interrupted) => Err(Error::Interrupted {
                 worker: self.worker.clone(),
             }),
-            _ => Ok(()),
+            Some(StopReason::DeadlineExceeded { deadline }) => Err(Error::DeadlineExceeded {
+                worker: self.worker.clone(),
+                deadline,
+            }),
         }
     }
 
@@ -138,7 +165,7 @@ impl Gate {
 
     /// The worker is new and not stored: its first commit inserts `record` (encoded), and
     /// fails with [`Error::WorkerExists`] if a worker of that name was stored meanwhile.
-    pub fn set_birth(&mut self, record: Vec<u8>) {
+    pub fn set_birth(&mut self, record: EncodedRecord) {
         self.birth = Some(record);
     }
 
@@ -167,6 +194,7 @@ impl Gate {
     pub fn discard_pending(&mut self) {
         self.next_index -= self.pending.len() as u64;
         self.pending.clear();
+        self.pending_output = 0;
     }
 
     /// While set, appended entries are written only by an explicit commit.
@@ -200,6 +228,12 @@ impl Gate {
     /// Whether a host call ran unrecorded since the last call; clears the flag.
     pub fn take_unrecorded(&mut self) -> bool {
         std::mem::take(&mut self.unrecorded)
+    }
+
+    /// An invocation starts: its output counts from zero.
+    pub fn begin_output(&mut self) {
+        self.output_bytes = 0;
+        self.output_dropped = false;
     }
 
     /// Live or replaying.
@@ -302,7 +336,9 @@ impl Gate {
         let index = self.next_index;
         self.pending.push(entry);
         self.next_index += 1;
-        if self.pending.len() >= BLOCK_ENTRIES_MAX && !self.holding {
+        let full = self.pending.len() >= BLOCK_ENTRIES_MAX
+            || self.pending_output >= BLOCK_OUTPUT_BYTES_TARGET;
+        if full && !self.holding {
             self.write_pending()?;
         }
         Ok(index)
@@ -362,6 +398,22 @@ impl Gate {
             }
             return Ok(());
         }
+        // The same count live and in replay (both see the guest write the same bytes), so the
+        // output dropped past the bound is the same, and so is the entry that reaches it.
+        if self.output_dropped {
+            return Ok(());
+        }
+        let room = OUTPUT_PER_INVOCATION_MAX - self.output_bytes;
+        let mut kept = bytes;
+        let mut marker: &[u8] = &[];
+        if bytes.len() as u64 > room {
+            kept = &bytes[..room as usize];
+            marker = OUTPUT_DROPPED_MARKER;
+            self.output_bytes = OUTPUT_PER_INVOCATION_MAX;
+            self.output_dropped = true;
+        } else {
+            self.output_bytes += bytes.len() as u64;
+        }
         if let Some((index, entry)) = self.next_replayed()? {
             return match entry {
                 OplogEntry::Log {
@@ -373,16 +425,20 @@ impl Gate {
                 )),
             };
         }
+        let mut recorded = Vec::with_capacity(kept.len() + marker.len());
+        recorded.extend_from_slice(kept);
+        recorded.extend_from_slice(marker);
         if self.echo_output {
             use std::io::Write;
             let _ = match stream {
-                LogStream::Stdout => std::io::stdout().write_all(bytes),
-                LogStream::Stderr => std::io::stderr().write_all(bytes),
+                LogStream::Stdout => std::io::stdout().write_all(&recorded),
+                LogStream::Stderr => std::io::stderr().write_all(&recorded),
             };
         }
+        self.pending_output += recorded.len();
         self.append(OplogEntry::Log {
             stream,
-            bytes: bytes.to_vec(),
+            bytes: recorded,
         })?;
         Ok(())
     }
@@ -466,19 +522,10 @@ impl Gate {
             })
             .collect();
         let storage = Arc::clone(&self.storage);
-        let (uid, worker, birth) = (self.worker_uid, self.worker.clone(), self.birth.clone());
+        let (uid, birth) = (self.worker_uid, self.birth.clone());
         let write: crate::storage::WriteOp = Box::new(move |txn| {
             if let Some(record) = &birth {
-                let workers = storage.tables().workers;
-                match txn.put(
-                    workers,
-                    &worker.storage_key(),
-                    record,
-                    lmdb::WriteFlags::NO_OVERWRITE,
-                ) {
-                    Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(worker.clone())),
-                    other => other?,
-                }
+                record.put_new(txn)?;
             }
             for (chunk_first, chunk_len, block) in &blocks {
                 store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
@@ -487,6 +534,7 @@ impl Gate {
         });
         self.storage.commit(write, durable)?;
         self.pending.clear();
+        self.pending_output = 0;
         self.birth = None;
         Ok(())
     }

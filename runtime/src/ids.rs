@@ -96,6 +96,21 @@ pub fn parse_uuid(text: &str) -> Option<Uuid> {
     Uuid::from_str(text).ok()
 }
 
+/// `promise-id` of the spec: the owner worker and the index of its `create-promise` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PromiseId {
+    /// The worker that created the promise.
+    pub worker: WorkerId,
+    /// The oplog index of the `create-promise` entry.
+    pub oplog_idx: OplogIndex,
+}
+
+impl std::fmt::Display for PromiseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "promise {} of worker {}", self.oplog_idx, self.worker)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

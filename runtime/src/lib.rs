@@ -17,12 +17,16 @@ pub mod promises;
 pub mod queue;
 pub mod sleeps;
 pub mod snapshots;
+pub mod stop;
 pub mod storage;
+pub mod watchdog;
 pub mod worker;
 pub mod worker_filter;
+pub mod worker_records;
 
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorOptions, InvocationOutcome, Turn};
 pub use ids::{ComponentId, OplogIndex, WorkerId};
 pub use snapshots::Policy as SnapshotPolicy;
-pub use worker::{RecoveryMode, RecoveryReport, WorkerRecord, WorkerStatus};
+pub use worker::RecoveryMode;
+pub use worker_records::{RecoveryReport, WorkerRecord, WorkerStatus, WorkerStore};

@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+pub use crate::ids::PromiseId;
 use crate::ids::{OplogIndex, WorkerId};
 use crate::oplog::now_ms;
 use crate::storage::{codec, Storage};
-use crate::worker::WorkerRecord;
+use crate::worker_records::WorkerRecord;
 
 /// The largest payload a promise can be completed with. It is recorded in the oplog of every
 /// worker that awaits it (one entry, one block): 16 MiB keeps a block and its zstd buffers well
@@ -32,21 +33,6 @@ pub const PROMISE_PAYLOAD_BYTES_MAX: usize = 16 << 20;
 /// How many suspended workers one pass of the executor resumes at most, so that workers that
 /// keep completing each other's promises cannot keep a command running forever.
 pub const RESUMES_PER_PASS_MAX: usize = 64;
-
-/// `promise-id` of the spec: the owner worker and the index of its `create-promise` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PromiseId {
-    /// The worker that created the promise.
-    pub worker: WorkerId,
-    /// The oplog index of the `create-promise` entry.
-    pub oplog_idx: OplogIndex,
-}
-
-impl std::fmt::Display for PromiseId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "promise {} of worker {}", self.oplog_idx, self.worker)
-    }
-}
 
 /// What the store keeps about one promise.
 #[derive(Clone, Debug, Serialize, Deserialize)]

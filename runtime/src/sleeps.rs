@@ -44,6 +44,13 @@ impl Sleep {
     }
 }
 
+/// Whether a sleep with `left` to go suspends the worker under the threshold `min`. Never one
+/// with nothing left: a woken sleeper whose due time has passed goes on (with a threshold of 0
+/// it would otherwise suspend again, due at once, for ever).
+pub fn suspends(left: std::time::Duration, min: std::time::Duration) -> bool {
+    !left.is_zero() && left >= min
+}
+
 /// Records that the worker `uid` sleeps (inside the transaction that commits its record).
 pub fn put(
     txn: &mut RwTransaction<'_>,

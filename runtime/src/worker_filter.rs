@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use crate::worker::{WorkerRecord, WorkerStatus};
+use crate::worker_records::{WorkerRecord, WorkerStatus};
 
 /// `filter-comparator`: comparisons of ordered values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,7 +233,7 @@ impl WorkerFilter {
 
     /// The WAVE text of the `worker-any-filter` value.
     pub fn to_wave(&self) -> String {
-        use crate::host::golem::wave_string;
+        use crate::abi::wave_string;
         let all: Vec<String> = self
             .0
             .iter()

@@ -25,6 +25,12 @@ use golemw_runtime::worker_filter::{
 
 /// The most all-filters an expression may expand to.
 const MAX_ALTERNATIVES: usize = 1024;
+/// The longest expression accepted, in characters: far past any a person writes (the example
+/// of `--help` is 60), and it bounds the parser's work on input a client controls.
+pub const MAX_FILTER_CHARS: usize = 4096;
+/// The deepest nesting of parentheses accepted. The parser recurses once per level; without a
+/// bound, a query string of a few thousand `(` overflowed the server's stack and aborted it.
+pub const MAX_NESTING: usize = 32;
 
 /// A syntax or type error, at a character column of the expression (0-based).
 #[derive(Debug, PartialEq, Eq)]
@@ -56,12 +62,20 @@ pub fn parse(expression: &str) -> Result<WorkerFilter, FilterError> {
         column,
         expression: expression.to_string(),
     };
+    let length = expression.chars().count();
+    if length > MAX_FILTER_CHARS {
+        return Err(error(
+            format!("the expression is {length} characters long; at most {MAX_FILTER_CHARS} are accepted"),
+            MAX_FILTER_CHARS,
+        ));
+    }
     let tokens = lex(expression).map_err(|(m, c)| error(m, c))?;
     let end = expression.chars().count();
     let mut parser = Parser {
         tokens,
         pos: 0,
         end,
+        depth: 0,
     };
     if parser.tokens.is_empty() {
         return Err(error(
@@ -233,6 +247,8 @@ struct Parser {
     pos: usize,
     /// Column just past the end of the expression, for errors at the end.
     end: usize,
+    /// Parentheses open at this point.
+    depth: usize,
 }
 
 impl Parser {
@@ -283,7 +299,15 @@ impl Parser {
         let token = self.next("a condition such as `name like 'acc-%'`")?;
         match &token.kind {
             Kind::Open => {
+                if self.depth == MAX_NESTING {
+                    return Err((
+                        format!("parentheses nest deeper than {MAX_NESTING} levels"),
+                        token.column,
+                    ));
+                }
+                self.depth += 1;
                 let inner = self.expr()?;
+                self.depth -= 1;
                 let close = self.next("`)`")?;
                 if close.kind != Kind::Close {
                     return Err((
@@ -729,5 +753,31 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_long_expressions_are_refused_not_recursed() {
+        // The attack from the hardening issue: thousands of `(` used to overflow the stack.
+        for depth in [MAX_NESTING + 1, 2_500, 10_000] {
+            let text = format!("{}version == 1{}", "(".repeat(depth), ")".repeat(depth));
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.message.contains("nest deeper than 32")
+                    || err.message.contains("at most 4096 are accepted"),
+                "{}",
+                err.message
+            );
+        }
+        let at_the_limit = format!(
+            "{}version == 1{}",
+            "(".repeat(MAX_NESTING),
+            ")".repeat(MAX_NESTING)
+        );
+        assert_eq!(
+            parse(&at_the_limit).unwrap(),
+            filter(vec![vec![version(Comparator::Equal, 1)]])
+        );
+        let long = format!("name == '{}'", "a".repeat(MAX_FILTER_CHARS));
+        assert!(parse(&long).unwrap_err().message.contains("at most 4096"));
     }
 }

@@ -2,6 +2,7 @@
 
 mod commands;
 mod filter_expr;
+mod hints;
 mod output;
 mod remote;
 mod serve;
@@ -174,10 +175,19 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {
+            let hint = err
+                .downcast_ref::<golemw_runtime::Error>()
+                .and_then(hints::for_cli);
             if ctx.json {
-                println!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": format!("{err:#}"), "hint": hint })
+                );
             } else {
                 eprintln!("error: {err:#}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::FAILURE
         }

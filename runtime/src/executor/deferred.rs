@@ -303,8 +303,8 @@ impl Executor {
                 }
             };
             // Suspended (asleep, or awaiting a promise): its wake or resumption drains the queue.
-            if record.status == crate::worker::WorkerStatus::Suspended
-                || record.status == crate::worker::WorkerStatus::Interrupted
+            if record.status == crate::worker_records::WorkerStatus::Suspended
+                || record.status == crate::worker_records::WorkerStatus::Interrupted
             {
                 return false;
             }

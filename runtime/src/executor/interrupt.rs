@@ -19,7 +19,7 @@ const INTERRUPT_RESEND: Duration = Duration::from_millis(5);
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::promises;
-use crate::worker::WorkerStatus;
+use crate::worker_records::WorkerStatus;
 
 impl Executor {
     /// Marks a worker interrupted; returns the status it had. Interrupting an interrupted
@@ -61,7 +61,7 @@ impl Executor {
         let Some(interrupt) = self.slots.interrupt_of(id) else {
             return false;
         };
-        interrupt.requested.store(true, Ordering::SeqCst);
+        interrupt.requested.interrupt();
         let done = Arc::new(AtomicBool::new(false));
         let resend = {
             let done = Arc::clone(&done);

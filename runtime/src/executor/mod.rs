@@ -22,7 +22,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
-use lmdb::{Cursor, Transaction, WriteFlags};
 use uuid::Uuid;
 
 use crate::component::{ComponentRecord, ComponentStore, Interface};
@@ -33,9 +32,10 @@ use crate::oplog::store::{self, BlockEncoder, BlockRead};
 use crate::oplog::{now_ms, OplogEntry};
 use crate::snapshots::Policy;
 use crate::storage::{codec, Storage};
-use crate::worker::{
-    invocation_key, InstanceInputs, InvocationResult, RecoveryMode, RecoveryReport, RevertTarget,
-    Worker, WorkerRecord, WorkerStatus,
+use crate::watchdog::Watchdog;
+use crate::worker::{InstanceInputs, RecoveryMode, RevertTarget, Worker};
+use crate::worker_records::{
+    invocation_key, InvocationResult, RecoveryReport, WorkerRecord, WorkerStatus, WorkerStore,
 };
 
 /// The longest idempotency key accepted (results are stored under `worker uid ++ key`, and LMDB
@@ -77,6 +77,10 @@ pub struct ExecutorOptions {
     /// brings it back when due ([`crate::sleeps`]). Needs an executor that runs timers
     /// ([`Executor::serve`]); `None` (one-shot commands): sleeps wait in the process.
     pub durable_sleep_min: Option<std::time::Duration>,
+    /// A guest call (an invocation, or the replay of one) running longer than this is stopped
+    /// and traps, and the worker's retry policy applies: a runaway guest costs a thread and a
+    /// core for this long at most. `None`: no limit.
+    pub invocation_deadline: Option<std::time::Duration>,
 }
 
 /// Default of [`ExecutorOptions::max_active_workers`]: an idle `counter`-sized instance costs
@@ -104,6 +108,7 @@ impl Default for ExecutorOptions {
             wait_for_retries: true,
             max_active_workers: DEFAULT_MAX_ACTIVE_WORKERS,
             durable_sleep_min: None,
+            invocation_deadline: None,
         }
     }
 }
@@ -144,6 +149,7 @@ type LoadedModule = (wasmer::Module, Arc<Interface>);
 pub struct Executor {
     storage: Arc<Storage>,
     components: ComponentStore,
+    workers: WorkerStore,
     /// wasmer-wasix schedules its background work on tokio; it must outlive every worker
     /// (taken in `drop`, to shut down without blocking whatever thread drops the executor).
     tokio: Option<tokio::runtime::Runtime>,
@@ -159,6 +165,8 @@ pub struct Executor {
     resuming: AtomicBool,
     /// Timers and threads of a serving executor ([`Executor::serve`]); unset in one-shot use.
     background: std::sync::OnceLock<background::Background>,
+    /// Stops guest calls past [`ExecutorOptions::invocation_deadline`].
+    watchdog: Option<Watchdog>,
     /// Callers waiting for deferred invocations, by worker and idempotency key.
     waiters: Mutex<HashMap<(WorkerId, String), Vec<Waiter>>>,
 }
@@ -194,12 +202,24 @@ impl Executor {
         let mut runtime = wasmer_wasix::PluggableRuntime::new(Arc::new(task_manager));
         runtime.set_engine(engine.clone());
         Ok(Executor {
-            components: ComponentStore::new(Arc::clone(&storage), engine),
+            components: ComponentStore::new(
+                Arc::clone(&storage),
+                engine,
+                crate::host::is_provided_import,
+            ),
+            workers: WorkerStore::new(Arc::clone(&storage)),
             storage,
             tokio: Some(tokio),
             wasi_runtime: Arc::new(runtime),
             modules: Mutex::new(HashMap::new()),
             slots: slots::Slots::new(options.max_active_workers),
+            watchdog: match options.invocation_deadline {
+                Some(deadline) => Some(
+                    Watchdog::start(deadline)
+                        .map_err(|e| Error::Engine(format!("starting the watchdog thread: {e}")))?,
+                ),
+                None => None,
+            },
             options,
             promise_events_seen: AtomicU64::new(u64::MAX),
             resuming: AtomicBool::new(false),
@@ -233,6 +253,12 @@ impl Executor {
     /// The component store.
     pub fn components(&self) -> &ComponentStore {
         &self.components
+    }
+
+    /// The worker records as storage has them (no running worker's view: see
+    /// [`Executor::worker_record`]).
+    pub fn workers(&self) -> &WorkerStore {
+        &self.workers
     }
 
     /// The storage.
@@ -273,16 +299,12 @@ impl Executor {
     ) -> Result<WorkerRecord> {
         let (record, create) = self.new_worker(id, args, env)?;
         let block = BlockEncoder::default().encode(std::slice::from_ref(&create));
-        let encoded = codec::encode(&record);
-        let (key, uid, worker) = (id.storage_key(), record.uid, id.clone());
+        let encoded = self.workers.encode(&record);
+        let uid = record.uid;
         let storage = Arc::clone(&self.storage);
         self.storage.commit(
             Box::new(move |txn| {
-                let workers = storage.tables().workers;
-                match txn.put(workers, &key, &encoded, WriteFlags::NO_OVERWRITE) {
-                    Err(lmdb::Error::KeyExist) => return Err(Error::WorkerExists(worker.clone())),
-                    other => other?,
-                }
+                encoded.put_new(txn)?;
                 store::append_block(txn, &storage, &uid, 1, &block, 1)
             }),
             true,
@@ -358,32 +380,18 @@ impl Executor {
 
     /// The record of a worker as storage has it.
     fn stored_record(&self, id: &WorkerId) -> Result<WorkerRecord> {
-        match self
-            .storage
-            .get(self.storage.tables().workers, &id.storage_key())?
-        {
-            Some(bytes) => codec::decode(&bytes, &format!("record of worker {id}")),
-            None => Err(Error::UnknownWorker(id.clone())),
-        }
+        self.workers.require(id)
     }
 
-    /// Every worker of a component, by name.
+    /// Every worker of a component, by name (a running worker as its turn's holder sees it).
     pub fn list_workers(&self, component: &ComponentId) -> Result<Vec<WorkerRecord>> {
-        let txn = self.storage.env().begin_ro_txn()?;
-        let mut cursor = txn.open_ro_cursor(self.storage.tables().workers)?;
-        let mut out = Vec::new();
-        for item in cursor.iter_from(component.0.as_bytes()) {
-            let (key, value) = item?;
-            if key.len() < 16 || &key[..16] != component.0.as_bytes() {
-                break;
-            }
-            let record: WorkerRecord = codec::decode(value, "worker record")?;
-            match self.slots.record(&record.id) {
-                Some(active) => out.push(active),
-                None => out.push(record),
+        let mut records = self.workers.list(component)?;
+        for record in &mut records {
+            if let Some(active) = self.slots.record(&record.id) {
+                *record = active;
             }
         }
-        Ok(out)
+        Ok(records)
     }
 
     /// Deletes a worker: its record, oplog and stored results.
@@ -534,6 +542,7 @@ impl Executor {
             track_writes: self.options.track_writes,
             image_min_bytes: self.options.memory_image_min_bytes,
             durable_sleep_min: self.options.durable_sleep_min,
+            watchdog: self.watchdog.as_ref(),
         }
     }
 
@@ -648,22 +657,12 @@ impl Executor {
 
     /// Writes a worker record without making it durable.
     fn save_record(&self, record: &WorkerRecord) -> Result<()> {
-        let encoded = codec::encode(record);
-        let key = record.id.storage_key();
-        let db = self.storage.tables().workers;
-        self.storage
-            .write(|txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?))
+        self.workers.save(record)
     }
 
     /// Writes a worker record durably.
     fn put_record(&self, record: &WorkerRecord) -> Result<()> {
-        let encoded = codec::encode(record);
-        let key = record.id.storage_key();
-        let db = self.storage.tables().workers;
-        self.storage.commit(
-            Box::new(move |txn| Ok(txn.put(db, &key, &encoded, WriteFlags::empty())?)),
-            true,
-        )
+        self.workers.put_durable(record)
     }
 
     /// Why a worker cannot be snapshotted, if it cannot.

@@ -13,7 +13,7 @@ use crate::promises::{
     self, PromiseCompletion, PromiseId, Resumption, ResumptionOutcome, Suspension,
     RESUMES_PER_PASS_MAX,
 };
-use crate::worker::WorkerStatus;
+use crate::worker_records::WorkerStatus;
 
 impl Executor {
     /// Completes a promise with `data` (`golemw worker complete-promise`), then resumes every
@@ -55,7 +55,7 @@ impl Executor {
             crate::sleeps::get(&self.storage, &record.uid)?,
         ) {
             let left = sleep.until_ms.saturating_sub(crate::oplog::now_ms());
-            if left >= min.as_millis() as u64 {
+            if crate::sleeps::suspends(std::time::Duration::from_millis(left), min) {
                 return Err(sleep.into_error());
             }
         }

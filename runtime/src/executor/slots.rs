@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use super::Active;
 use crate::ids::WorkerId;
-use crate::worker::{WorkerRecord, WorkerStatus};
+use crate::worker_records::{WorkerRecord, WorkerStatus};
 
 /// How a waiting holder is woken when its turn comes.
 enum Wake {
@@ -67,7 +67,7 @@ struct SlotState {
 /// Wasmer's interrupter for guest code that makes none.
 #[derive(Clone)]
 pub(crate) struct Interrupt {
-    pub requested: Arc<std::sync::atomic::AtomicBool>,
+    pub requested: crate::stop::StopSignal,
     pub wasm: wasmer::Interrupter,
 }
 

@@ -29,11 +29,12 @@ use uuid::Uuid;
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
+use super::context::{worker_metadata_wave, WorkerContext};
 use crate::error::{Error, Result};
 use crate::ids::ComponentId;
 use crate::storage::codec;
-use crate::worker::{worker_metadata_wave, WorkerContext, WorkerRecord};
 use crate::worker_filter::WorkerFilter;
+use crate::worker_records::WorkerRecord;
 
 /// Core import name of the constructor.
 pub const CONSTRUCTOR: &str = "[constructor]get-workers";

@@ -11,14 +11,15 @@ use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, Module, RuntimeError, Store, Type,
 };
 
+use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
+use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
 use crate::component::ImportedFunction;
 use crate::error::{Error, Result};
 use crate::oplog::{HostFunction, HostValue};
-use crate::worker::worker_metadata_wave;
 
 /// The functions of `golem:api/host@0.2.0` this runtime implements; a module importing another
 /// one is refused at upload with its name.
@@ -332,7 +333,7 @@ fn dispatch(
             if live {
                 let worker = params
                     .first()
-                    .and_then(crate::worker::worker_id_from_value)
+                    .and_then(super::context::worker_id_from_value)
                     .ok_or_else(|| Error::Trap {
                         function: "update-worker".into(),
                         message: "the worker-id parameter could not be read".into(),
@@ -437,23 +438,4 @@ fn shape_error(func: &ImportedFunction, value: &HostValue) -> Error {
         what: format!("recorded result of {}", func.name),
         detail: format!("unexpected shape: {value}"),
     }
-}
-
-/// A string as a WAVE literal.
-pub fn wave_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

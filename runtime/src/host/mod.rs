@@ -1,6 +1,7 @@
 //! Host functions the guest imports: WASI preview 1 (from wasmer-wasix, with the
 //! non-deterministic calls overridden to go through the durability gate) and golem:api.
 
+pub mod context;
 pub mod get_workers;
 pub mod golem;
 pub mod persistence;
@@ -14,10 +15,10 @@ use wasmer::{AsStoreMut, Function, Memory, RuntimeError};
 use crate::abi::{AbiError, CoreValue, GuestMemory};
 use crate::component::Interface;
 use crate::gate::Gate;
-use crate::worker::WorkerContext;
+pub use context::WorkerContext;
 
 /// The core import module of `golem:api/host@0.2.0`.
-pub const GOLEM_HOST_MODULE: &str = "golem:api/host@0.2.0";
+pub use crate::component::GOLEM_HOST_MODULE;
 /// The core import module of WASI preview 1.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 

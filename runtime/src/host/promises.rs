@@ -23,9 +23,9 @@ use std::sync::Arc;
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use super::golem::wave_string;
 use super::HostState;
 use crate::abi::parse_wave;
+use crate::abi::wave_string;
 use crate::component::ImportedFunction;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
@@ -271,7 +271,7 @@ fn promise_id(params: &[Value], at: usize, function: &str) -> Result<PromiseId> 
     let mut oplog_idx = None;
     for (field, v) in value.unwrap_record() {
         match field.as_ref() {
-            "worker-id" => worker = crate::worker::worker_id_from_value(&v),
+            "worker-id" => worker = super::context::worker_id_from_value(&v),
             "oplog-idx" => oplog_idx = Some(v.unwrap_u64()),
             _ => {}
         }

@@ -271,7 +271,7 @@ fn poll_oneoff(
     // guest unwound, and the worker brought back at that time; the replay that brings it back
     // finds the due time here and sleeps only what is left.
     let durable_min = state.durable_sleep_min;
-    let long = |wait: Duration| durable_min.is_some_and(|min| wait >= min);
+    let long = |wait: Duration| durable_min.is_some_and(|min| crate::sleeps::suspends(wait, min));
     let sleep_until = HostFunction::SleepUntil;
     let request = HostValue::U64(wait.as_nanos() as u64);
     let due_ms = if state
@@ -351,6 +351,8 @@ fn fd_write_gated(
 ) -> Result<i32, RuntimeError> {
     /// Bounds the iovec array a guest can make the host walk in one call.
     const IOVECS_MAX: u32 = 1024;
+    /// Bytes taken from the guest per call to stdout or stderr (the rest is a partial write).
+    const FD_WRITE_BYTES_MAX: usize = 1 << 20;
     let stream = match fd {
         1 => LogStream::Stdout,
         2 => LogStream::Stderr,
@@ -379,14 +381,25 @@ fn fd_write_gated(
     if view.read(iovs as u32 as u64, &mut raw).is_err() {
         return Ok(ERRNO_FAULT);
     }
+    // At most FD_WRITE_BYTES_MAX per call: a partial write, which WASI allows and every
+    // guest's `write_all` continues. Bounds the host's copy of what a guest asks to write
+    // (an iovec may claim 4 GiB), and so the size of one oplog entry.
+    let memory_bytes = view.data_size();
     let mut bytes = Vec::new();
     for iov in raw.chunks_exact(8) {
-        let ptr = u32::from_le_bytes(iov[0..4].try_into().unwrap());
-        let len = u32::from_le_bytes(iov[4..8].try_into().unwrap());
-        let start = bytes.len();
-        bytes.resize(start + len as usize, 0);
-        if view.read(u64::from(ptr), &mut bytes[start..]).is_err() {
+        let ptr = u64::from(u32::from_le_bytes(iov[0..4].try_into().unwrap()));
+        let len = u64::from(u32::from_le_bytes(iov[4..8].try_into().unwrap()));
+        if ptr + len > memory_bytes {
             return Ok(ERRNO_FAULT);
+        }
+        let take = len.min((FD_WRITE_BYTES_MAX - bytes.len()) as u64) as usize;
+        let start = bytes.len();
+        bytes.resize(start + take, 0);
+        if view.read(ptr, &mut bytes[start..]).is_err() {
+            return Ok(ERRNO_FAULT);
+        }
+        if bytes.len() == FD_WRITE_BYTES_MAX {
+            break;
         }
     }
     state

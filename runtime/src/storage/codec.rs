@@ -102,7 +102,9 @@ mod tests {
         use crate::history::{History, Region, UpdateMode, UpdateOutcome, UpdateRecord};
         use crate::ids::{ComponentId, WorkerId};
         use crate::oplog::entry::{DiscardReason, OplogEntry};
-        use crate::worker::{RecoveryReport, ResumedInvocation, WorkerRecord, WorkerStatus};
+        use crate::worker_records::{
+            RecoveryReport, ResumedInvocation, WorkerRecord, WorkerStatus,
+        };
         use uuid::Uuid;
 
         let mut history = History::new(2);

@@ -21,7 +21,8 @@ use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::store::{self, BlockEncoder};
 use crate::oplog::{now_ms, DiscardReason, OplogEntry};
-use crate::storage::{codec, Storage};
+use crate::storage::Storage;
+use crate::worker_records::WorkerStore;
 
 /// The shape of the effective history's tail.
 #[derive(Default)]
@@ -125,14 +126,11 @@ pub fn settle_interrupted(storage: &Arc<Storage>, record: &mut WorkerRecord) -> 
     record.component_version = record.history.version();
     record.oplog_len = last + entries.len() as u64;
     let block = BlockEncoder::default().encode(&entries);
-    let encoded = codec::encode(&*record);
-    let key = record.id.storage_key();
+    let encoded = WorkerStore::new(Arc::clone(storage)).encode(record);
     let uid = record.uid;
-    let workers = storage.tables().workers;
     storage.write(|txn| {
         store::append_block(txn, storage, &uid, last + 1, &block, entries.len())?;
-        txn.put(workers, &key, &encoded, lmdb::WriteFlags::empty())?;
-        Ok(())
+        encoded.put(txn)
     })?;
     storage.sync()?;
     tracing::info!(worker = %record.id, %region, "discarded what the last process left open");

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::{now_ms, DiscardReason, OplogEntry};
-use crate::storage::codec;
 
 impl Worker {
     /// An invocation whose `exported-function-invoked` entry is at `index` starts, live or
@@ -27,6 +26,7 @@ impl Worker {
         let state = self.env.as_mut(&mut self.store);
         state.persistence.begin_invocation(index);
         state.gate.take_unrecorded();
+        state.gate.begin_output();
     }
 
     /// The running invocation trapped with `message`. If the retry policy allows another
@@ -77,13 +77,7 @@ impl Worker {
         self.record.retry_count = attempt;
         self.record.last_error = Some(message.to_string());
         self.record.oplog_len = at;
-        let record = codec::encode(&self.record);
-        let key = self.record.id.storage_key();
-        let workers = self.storage.tables().workers;
-        self.gate().commit_with(true, move |txn| {
-            txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
-            Ok(())
-        })?;
+        self.commit_record(true)?;
         tracing::info!(
             worker = %self.record.id, attempt, ?delay, %region, %message,
             "invocation trapped; retry scheduled"

@@ -12,7 +12,6 @@ use crate::error::Error;
 use crate::oplog::now_ms;
 use crate::promises::{self, Suspension};
 use crate::sleeps::Sleep;
-use crate::storage::codec;
 
 impl Worker {
     /// The invocation `idempotency_key` raised `err` ([`Error::Suspended`]): records the
@@ -32,15 +31,11 @@ impl Worker {
         };
         self.record.status = WorkerStatus::Suspended;
         self.record.oplog_len = self.oplog_len();
-        let record = codec::encode(&self.record);
-        let record_key = self.record.id.storage_key();
         let uid = self.record.uid;
         let storage = std::sync::Arc::clone(&self.storage);
-        let workers = storage.tables().workers;
         tracing::info!(worker = %self.record.id, promise = %suspension.promise, "suspended");
         let row = suspension.clone();
-        let committed = self.gate().commit_with(true, move |txn| {
-            txn.put(workers, &record_key, &record, lmdb::WriteFlags::empty())?;
+        let committed = self.commit_record_with(true, move |txn| {
             promises::put_suspension(txn, &storage, &uid, &row)
         });
         match committed {
@@ -69,15 +64,11 @@ impl Worker {
         };
         self.record.status = WorkerStatus::Suspended;
         self.record.oplog_len = self.oplog_len();
-        let record = codec::encode(&self.record);
-        let record_key = self.record.id.storage_key();
         let uid = self.record.uid;
         let storage = std::sync::Arc::clone(&self.storage);
-        let workers = storage.tables().workers;
         tracing::info!(worker = %self.record.id, until_ms, "sleeping");
         let row = sleep.clone();
-        let committed = self.gate().commit_with(true, move |txn| {
-            txn.put(workers, &record_key, &record, lmdb::WriteFlags::empty())?;
+        let committed = self.commit_record_with(true, move |txn| {
             crate::sleeps::put(txn, &storage, &uid, &row)
         });
         match committed {

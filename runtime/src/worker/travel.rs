@@ -13,7 +13,8 @@ use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::store::{self, BlockEncoder};
 use crate::oplog::{now_ms, OplogEntry};
-use crate::storage::{codec, Storage};
+use crate::storage::Storage;
+use crate::worker_records::WorkerStore;
 
 /// Where a revert goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +48,8 @@ impl Worker {
             end: region.end,
         })?;
         apply_deletion(&mut self.record, region, at);
-        let record = codec::encode(&self.record);
-        let key = self.record.id.storage_key();
-        let workers = self.storage.tables().workers;
         tracing::info!(worker = %self.record.id, target, %region, "set-oplog-index: jumping back");
-        self.gate().commit_with(true, move |txn| {
-            txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
-            Ok(())
-        })
+        self.commit_record(true)
     }
 }
 
@@ -119,14 +114,11 @@ pub fn revert(
     };
     apply_deletion(record, region, at);
     let block = BlockEncoder::default().encode(std::slice::from_ref(&entry));
-    let encoded = codec::encode(&*record);
-    let key = record.id.storage_key();
+    let encoded = WorkerStore::new(Arc::clone(storage)).encode(record);
     let uid = record.uid;
-    let workers = storage.tables().workers;
     storage.write(|txn| {
         store::append_block(txn, storage, &uid, at, &block, 1)?;
-        txn.put(workers, &key, &encoded, lmdb::WriteFlags::empty())?;
-        Ok(())
+        encoded.put(txn)
     })?;
     storage.sync()?;
     tracing::info!(worker = %record.id, target, %region, "reverted");

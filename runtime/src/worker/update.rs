@@ -14,12 +14,12 @@
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use super::{history_gate, CallOutcome, InstanceInputs, RecoveryMode, Start, Worker, WorkerStatus};
+use super::invoke::CallOutcome;
+use super::{history_gate, InstanceInputs, RecoveryMode, Start, Worker, WorkerStatus};
 use crate::abi::to_wave;
 use crate::error::{Error, Result};
 use crate::history::{UpdateMode, UpdateOutcome};
 use crate::oplog::{now_ms, OplogEntry};
-use crate::storage::codec;
 
 /// The export a snapshot-based update calls on the old version.
 pub const SAVE_EXPORT: &str = "golem:api/save-snapshot@0.2.0#save";
@@ -318,17 +318,6 @@ impl Worker {
         if let Err(err) = self.snapshot() {
             tracing::warn!(worker = %self.record.id, %err, "snapshot after update failed");
         }
-    }
-
-    /// Writes pending entries and the worker record in one transaction.
-    pub(super) fn commit_record(&mut self, durable: bool) -> Result<()> {
-        let record = codec::encode(&self.record);
-        let key = self.record.id.storage_key();
-        let workers = self.storage.tables().workers;
-        self.gate().commit_with(durable, move |txn| {
-            txn.put(workers, &key, &record, lmdb::WriteFlags::empty())?;
-            Ok(())
-        })
     }
 
     /// Takes the `update-worker` requests the last invocation made.

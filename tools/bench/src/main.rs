@@ -12,6 +12,7 @@
 mod capture;
 mod cold_start;
 mod host_calls;
+mod http;
 mod invocation;
 mod journal;
 mod many_workers;
@@ -19,7 +20,9 @@ mod oplog;
 mod plain;
 mod report;
 mod restart;
+mod sleepers;
 mod stats;
+mod throughput;
 mod travel;
 mod workers;
 
@@ -44,6 +47,8 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("cold-start", cold_start::run),
     ("many-workers", many_workers::run),
     ("time-travel", travel::run),
+    ("throughput", throughput::run),
+    ("sleepers", sleepers::run),
     ("wasmer-journal", journal::run_figure),
 ];
 
@@ -69,7 +74,8 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     many_workers: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
-    /// restore-limit, capture, cold-start, many-workers, time-travel, wasmer-journal.
+    /// restore-limit, capture, cold-start, many-workers, time-travel, throughput, sleepers,
+    /// wasmer-journal.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print JSON on stdout instead of tables.

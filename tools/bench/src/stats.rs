@@ -29,6 +29,30 @@ impl Samples {
         v[rank - 1]
     }
 
+    /// Adds a plain number (in whatever unit the caller keeps).
+    pub fn push_value(&mut self, x: f64) {
+        self.0.push(x);
+    }
+
+    /// The samples, in the order they were added.
+    pub fn values(&self) -> &[f64] {
+        &self.0
+    }
+
+    pub fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// How many samples there are.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds every sample of `other`.
+    pub fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
+
     pub fn median(&self) -> f64 {
         let v = self.sorted();
         assert!(!v.is_empty(), "no samples");

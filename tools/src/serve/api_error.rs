@@ -1,4 +1,5 @@
-//! Errors of the HTTP API: a status code and a JSON body `{"error": message, "kind": kind}`.
+//! Errors of the HTTP API: a status code and a JSON body `{"error": message, "kind": kind}`,
+//! plus `"hint"`, the route that helps, where one does.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,8 @@ pub struct ApiError {
     /// A stable, kebab-case name of what went wrong, for scripts.
     pub kind: &'static str,
     pub message: String,
+    /// What the client can do about it, naming routes of this API.
+    pub hint: Option<String>,
 }
 
 impl ApiError {
@@ -20,6 +23,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            hint: None,
         }
     }
 
@@ -67,6 +71,8 @@ impl From<Error> for ApiError {
             Error::RetryScheduled { .. } => (S::SERVICE_UNAVAILABLE, "worker-retrying"),
             // The guest failed, not the server: the request was fine, its function was not.
             Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
+            // Turned into a trap by the worker; never reaches a caller as such.
+            Error::DeadlineExceeded { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
             // Answered as 202 by the invoke route; elsewhere the worker awaits a promise.
             Error::Suspended { .. } => (S::CONFLICT, "worker-suspended"),
             Error::Divergence { .. } => (S::INTERNAL_SERVER_ERROR, "divergence"),
@@ -83,8 +89,33 @@ impl From<Error> for ApiError {
                 (S::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        ApiError::new(status, kind, err.to_string())
+        let mut api = ApiError::new(status, kind, err.to_string());
+        api.hint = hint(&err);
+        api
     }
+}
+
+/// The route that helps with `err`, if one does.
+fn hint(err: &Error) -> Option<String> {
+    Some(match err {
+        Error::UnknownComponent(_) => "GET /v1/components lists the known components".into(),
+        Error::ComponentExists(name) => {
+            format!("PUT /v1/components/{name} with the wasm adds a version")
+        }
+        Error::UnknownWorker(id) => format!(
+            "GET /v1/components/{}/workers lists the component's workers",
+            id.component_id
+        ),
+        Error::WorkerSuspended { promise, .. } => format!(
+            "POST /v1/components/{}/workers/{}/promises/{}/complete completes the promise",
+            promise.worker.component_id, promise.worker.worker_name, promise.oplog_idx
+        ),
+        Error::WorkerInterrupted { worker } | Error::Interrupted { worker } => format!(
+            "POST /v1/components/{}/workers/{}/resume lets it run again",
+            worker.component_id, worker.worker_name
+        ),
+        _ => return None,
+    })
 }
 
 /// The `kind` of an error answered with `status` by axum itself (a rejected path, query or
@@ -105,7 +136,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, kind = self.kind, message = %self.message, "request failed");
         }
-        let body = serde_json::json!({ "error": self.message, "kind": self.kind });
+        let mut body = serde_json::json!({ "error": self.message, "kind": self.kind });
+        if let Some(hint) = self.hint {
+            body["hint"] = serde_json::Value::String(hint);
+        }
         (self.status, Json(body)).into_response()
     }
 }

@@ -39,7 +39,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", env = "GOLEMW_DURABLE_SLEEP_MIN_MS",
           default_value_t = golemw_runtime::executor::DEFAULT_DURABLE_SLEEP_MIN_MS)]
     durable_sleep_min_ms: u64,
+
+    /// An invocation whose guest runs longer than this (milliseconds) is stopped and traps, and
+    /// the worker's retry policy applies; 0: no limit. The default matches the 60 s after which
+    /// common HTTP proxies (nginx, cloud load balancers) give up on a request anyway, and
+    /// bounds what a runaway guest costs: one thread and one core for that long per attempt.
+    #[arg(long, value_name = "MS", env = "GOLEMW_INVOCATION_DEADLINE_MS",
+          default_value_t = DEFAULT_INVOCATION_DEADLINE_MS)]
+    invocation_deadline_ms: u64,
 }
+
+/// Default of `--invocation-deadline-ms`.
+const DEFAULT_INVOCATION_DEADLINE_MS: u64 = 60_000;
 
 /// How long requests in flight may take to finish after SIGINT or SIGTERM; a second signal
 /// stops at once. Stopping cuts nothing durable short: what was answered is committed.
@@ -57,6 +68,8 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         wait_for_retries: false,
         max_active_workers: args.max_active_workers,
         durable_sleep_min: Some(Duration::from_millis(args.durable_sleep_min_ms)),
+        invocation_deadline: (args.invocation_deadline_ms > 0)
+            .then(|| Duration::from_millis(args.invocation_deadline_ms)),
         ..ctx.executor_options()
     };
     let executor = golemw_runtime::Executor::serve(&ctx.data_dir, options)
