@@ -48,7 +48,12 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
     assert_eq!(component["version"], 0);
     let wasm = std::fs::read(guest_wasm("counter")).unwrap();
     assert_error(
-        server.request("POST", "/v1/components/counter", &[], &wasm),
+        server.request(
+            "POST",
+            "/v1/components/counter",
+            &[("Content-Type", "application/wasm")],
+            &wasm,
+        ),
         409,
         "component-exists",
         "already exists",
@@ -57,14 +62,19 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
         server.request(
             "POST",
             "/v1/components/broken",
-            &[],
+            &[("Content-Type", "application/wasm")],
             b"\0asm but not really",
         ),
         400,
         "invalid-component",
         "invalid component",
     );
-    let (status, updated) = server.request("PUT", "/v1/components/counter", &[], &wasm);
+    let (status, updated) = server.request(
+        "PUT",
+        "/v1/components/counter",
+        &[("Content-Type", "application/wasm")],
+        &wasm,
+    );
     assert_eq!((status, &updated["version"]), (200, &json!(1)), "{updated}");
     let (status, list) = server.get("/v1/components");
     assert_eq!(status, 200);
@@ -263,7 +273,7 @@ fn the_http_api_manages_components_and_workers_and_invokes_them() {
         server.request(
             "POST",
             "/v1/components/counter/workers/w1/promises/abc/complete",
-            &[],
+            &[("Content-Type", "application/octet-stream")],
             b"",
         ),
         400,
@@ -430,7 +440,7 @@ fn a_suspended_invocation_answers_202_and_completing_its_promise_resumes_it() {
         server.request(
             "POST",
             "/v1/components/promises/workers/w/promises/999/complete",
-            &[],
+            &[("Content-Type", "application/octet-stream")],
             b"x",
         ),
         404,
@@ -441,7 +451,7 @@ fn a_suspended_invocation_answers_202_and_completing_its_promise_resumes_it() {
     let (status, completion) = server.request(
         "POST",
         &format!("/v1/components/promises/workers/w/promises/{idx}/complete"),
-        &[],
+        &[("Content-Type", "application/octet-stream")],
         b"paid",
     );
     assert_eq!(status, 200, "{completion}");
@@ -465,14 +475,24 @@ fn workers_are_interrupted_resumed_updated_and_reverted_over_http() {
     let (status, created) = server.post_json("/v1/components/upd/workers", json!({ "name": "w" }));
     assert_eq!(status, 201, "{created}");
     let v2 = std::fs::read(guest_wasm("update-v2")).unwrap();
-    assert_eq!(server.request("PUT", "/v1/components/upd", &[], &v2).0, 200);
+    assert_eq!(
+        server
+            .request(
+                "PUT",
+                "/v1/components/upd",
+                &[("Content-Type", "application/wasm")],
+                &v2
+            )
+            .0,
+        200
+    );
     assert_eq!(server.result("upd/w", "add", &["5"]), "5");
     assert_eq!(server.result("upd/w", "add", &["7"]), "12");
     let post = |path: &str| {
         server.request(
             "POST",
             &format!("/v1/components/upd/workers/w/{path}"),
-            &[],
+            &[("Content-Type", "application/json")],
             b"",
         )
     };
@@ -604,4 +624,75 @@ fn sigterm_stops_the_server_cleanly_and_releases_the_data_directory() {
     assert!(status.success(), "{status:?}");
     let server = Server::start(dir.path());
     assert_eq!(server.result("counter/w", "get", &[]), "3");
+}
+
+/// Other web pages cannot drive the server: a request for another host (a name rebound to this
+/// machine) is refused, and so is a POST whose body a browser would send cross-site without
+/// asking (text/plain, a form, or none); `--allowed-host` admits a name.
+#[test]
+fn requests_from_other_sites_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = golemw_tests::server::Server::start_with(
+        env!("CARGO_BIN_EXE_golemw").as_ref(),
+        dir.path(),
+        &["--allowed-host", "golemw.test"],
+    );
+    add_component(&server, "counter", "counter");
+    assert_eq!(server.result("counter/w", "add", &["1"]), "1");
+    let port = server.address.rsplit(':').next().unwrap().to_string();
+    let rebound = format!("attacker.example:{port}");
+    assert_error(
+        server.request("GET", "/v1/components", &[("Host", &rebound)], b""),
+        403,
+        "forbidden-host",
+        "--allowed-host",
+    );
+    let allowed = format!("golemw.test:{port}");
+    assert_eq!(
+        server
+            .request("GET", "/v1/components", &[("Host", &allowed)], b"")
+            .0,
+        200
+    );
+    let localhost = format!("localhost:{port}");
+    assert_eq!(
+        server
+            .request("GET", "/healthz", &[("Host", &localhost)], b"")
+            .0,
+        200
+    );
+    // What a page can post cross-site without a preflight: refused, nothing done.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|t| vec![("Content-Type", t)])
+            .unwrap_or_default();
+        assert_error(
+            server.request(
+                "POST",
+                "/v1/components/counter/workers/w/interrupt",
+                &headers,
+                b"{}",
+            ),
+            415,
+            "unsupported-media-type",
+            "application/json",
+        );
+        let wasm = std::fs::read(guest_wasm("hostile")).unwrap();
+        assert_error(
+            server.request("POST", "/v1/components/evil", &headers, &wasm),
+            415,
+            "unsupported-media-type",
+            "application/wasm",
+        );
+    }
+    let (_, worker) = server.get("/v1/components/counter/workers/w");
+    assert_eq!(worker["status"], "idle", "{worker}");
+    let (status, _) = server.get("/v1/components/evil");
+    assert_eq!(status, 404);
+    assert_eq!(server.result("counter/w", "add", &["1"]), "2");
 }

@@ -89,10 +89,12 @@ pub struct ExecutorOptions {
 pub const DEFAULT_MAX_ACTIVE_WORKERS: usize = 1024;
 
 /// Default of the durable-sleep threshold in a server (`golemw serve --durable-sleep-min-ms`).
-/// Suspending costs a durable commit (two fsyncs, ~0.5 ms) and waking a recovery (~1 ms for a
-/// small worker from its snapshot, more for a long tail): about 2 ms of work, against a thread
-/// held for the whole sleep. Past 100 ms the work is under 2% of the sleep it frees a thread
-/// for; shorter sleeps (polling loops, backoffs) stay in the thread.
+/// Measured (BENCHMARKS.md, figure "sleepers", last table): a durable sleep costs the server
+/// about 2.8 ms of CPU (the suspending commit, the timer, the recovery that wakes it) against
+/// 1.5 ms held in a thread, and wakes under a millisecond later. That extra work is 140% of a
+/// 1 ms sleep and 19% of a 10 ms one, but under 3% of a 100 ms one, while every sleep held in
+/// the process ties up a thread (and its instance) for its whole length. So from 100 ms on a
+/// sleep suspends; shorter ones (polling loops, backoffs) stay in the thread.
 pub const DEFAULT_DURABLE_SLEEP_MIN_MS: u64 = 100;
 
 impl Default for ExecutorOptions {

@@ -4,6 +4,7 @@
 //! ([`jobs`], [`routes`]) and its errors into status codes ([`api_error`]).
 
 mod api_error;
+mod guard;
 mod jobs;
 mod routes;
 
@@ -47,6 +48,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", env = "GOLEMW_INVOCATION_DEADLINE_MS",
           default_value_t = DEFAULT_INVOCATION_DEADLINE_MS)]
     invocation_deadline_ms: u64,
+
+    /// Another name the server may be reached by (the `Host` header of requests): requests for
+    /// any other than the listen address and localhost are refused, so that a web page cannot
+    /// reach the server through a name rebound to this machine. `NAME` alone allows any port.
+    /// Repeat the flag, or separate names with commas.
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME[:PORT]",
+        env = "GOLEMW_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
 }
 
 /// Default of `--invocation-deadline-ms`.
@@ -107,7 +120,9 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             println!("listening on http://{address}");
         }
 
+        let allowed = guard::AllowedHosts::new(address, &args.allowed_hosts);
         let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
+            .layer(middleware::from_fn_with_state(allowed, guard::guard))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(log_request));
         axum::serve(listener, app)
