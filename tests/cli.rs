@@ -1250,3 +1250,27 @@ fn errors_come_with_the_cli_hint_that_helps() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(body["hint"].is_null(), "{body}");
 }
+
+/// A guest's `proc_exit(n)` is the command's exit status, with the code in the message.
+#[test]
+fn a_guests_exit_code_is_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("hostile");
+    ok(
+        dir.path(),
+        &[
+            "component",
+            "add",
+            wasm.to_str().unwrap(),
+            "--name",
+            "hostile",
+        ],
+    );
+    let out = golemw(
+        dir.path(),
+        &["worker", "invoke", "hostile/w", "exit-with", "7"],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited with code 7"), "{err}");
+}

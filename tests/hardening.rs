@@ -3,7 +3,7 @@
 
 use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::OplogEntry;
-use golemw_runtime::{Executor, ExecutorOptions, RecoveryMode, WorkerId};
+use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
 fn open(dir: &std::path::Path) -> Executor {
@@ -80,5 +80,82 @@ fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
             .result
             .as_deref(),
         Some("5")
+    );
+}
+
+/// `proc_exit(n)`: a code other than 0 is reported with the code (it used to read as a
+/// completed invocation without a result); 0 is a clean end. The worker is exited either way,
+/// in this process and the next.
+#[test]
+fn proc_exit_is_reported_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let wasm = std::fs::read(guest_wasm("hostile")).unwrap();
+    ex.components().add("hostile", &wasm).unwrap();
+    let id = ex.worker_id("hostile", "quits").unwrap();
+    assert_eq!(
+        ex.invoke(&id, "add", &["1".into()], None)
+            .unwrap()
+            .result
+            .as_deref(),
+        Some("1")
+    );
+    match ex.invoke(&id, "exit-with", &["3".into()], None) {
+        Err(err @ Error::GuestExited { code: 3, .. }) => {
+            assert!(err.to_string().contains("exited with code 3"), "{err}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Exited);
+    let refused = ex.invoke(&id, "add", &["1".into()], None).unwrap_err();
+    assert!(matches!(refused, Error::WorkerExited { .. }), "{refused}");
+    let clean = ex.worker_id("hostile", "done").unwrap();
+    let outcome = ex.invoke(&clean, "exit-with", &["0".into()], None).unwrap();
+    assert_eq!(outcome.result, None);
+    assert_eq!(
+        ex.worker_record(&clean).unwrap().status,
+        WorkerStatus::Exited
+    );
+    drop(ex);
+    let ex = open(dir.path());
+    assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Exited);
+    let refused = ex.invoke(&id, "add", &["1".into()], None).unwrap_err();
+    assert!(matches!(refused, Error::WorkerExited { .. }), "{refused}");
+}
+
+/// A completed idempotency key repeated for another call (another function, or other
+/// parameters) is refused, not answered with the first call's result; repeated for the same
+/// call it returns the stored result.
+#[test]
+fn an_idempotency_key_repeated_for_another_call_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
+    ex.components().add("counter", &wasm).unwrap();
+    let id = ex.worker_id("counter", "w").unwrap();
+    let first = ex.invoke(&id, "add", &["2".into()], Some("k")).unwrap();
+    assert_eq!(first.result.as_deref(), Some("2"));
+    // The same call: the stored result.
+    let again = ex.invoke(&id, "add", &["2".into()], Some("k")).unwrap();
+    assert_eq!(
+        (again.result.as_deref(), again.from_idempotency_key),
+        (Some("2"), true)
+    );
+    let other_params = ex.invoke(&id, "add", &["3".into()], Some("k")).unwrap_err();
+    assert!(
+        matches!(other_params, Error::IdempotencyKeyReused { .. })
+            && other_params.to_string().contains("parameters (2), not (3)"),
+        "{other_params}"
+    );
+    let other_function = ex.invoke(&id, "get", &[], Some("k")).unwrap_err();
+    assert!(
+        matches!(other_function, Error::IdempotencyKeyReused { .. })
+            && other_function.to_string().contains("{add}, not"),
+        "{other_function}"
+    );
+    // Nothing ran for the refused calls.
+    assert_eq!(
+        ex.invoke(&id, "get", &[], None).unwrap().result.as_deref(),
+        Some("2")
     );
 }

@@ -696,3 +696,16 @@ fn requests_from_other_sites_are_refused() {
     assert_eq!(status, 404);
     assert_eq!(server.result("counter/w", "add", &["1"]), "2");
 }
+
+/// `proc_exit(n)` over HTTP: 422 `exited` with the code in the body.
+#[test]
+fn a_guests_exit_code_is_in_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_component(&server, "hostile", "hostile");
+    let (status, body) = server.invoke("hostile/w", "exit-with", &["3"]);
+    assert_eq!((status, &body["kind"]), (422, &json!("exited")), "{body}");
+    assert_eq!(body["exit_code"], 3, "{body}");
+    let (_, record) = server.get("/v1/components/hostile/workers/w");
+    assert_eq!(record["status"], "exited", "{record}");
+}

@@ -64,6 +64,10 @@ pub enum Error {
     #[error("worker {worker} has exited and cannot be invoked")]
     WorkerExited { worker: WorkerId },
 
+    /// The invocation called `proc_exit` with a code other than 0: the worker is exited.
+    #[error("the guest of worker {worker} exited with code {code} (proc_exit)")]
+    GuestExited { worker: WorkerId, code: u32 },
+
     #[error("replay of worker {worker} diverged at oplog index {index}: {detail}")]
     Divergence {
         worker: WorkerId,
@@ -138,6 +142,15 @@ pub enum Error {
         worker: WorkerId,
         idempotency_key: String,
         message: String,
+    },
+
+    /// A completed idempotency key repeated for another call (Stripe answers such a request
+    /// 422 rather than replay the first call's result for it).
+    #[error("idempotency key {idempotency_key:?} of worker {worker} belongs to another invocation: {detail}")]
+    IdempotencyKeyReused {
+        worker: WorkerId,
+        idempotency_key: String,
+        detail: String,
     },
 
     #[error("worker {worker} has {max} invocations queued already; wait for some to run")]

@@ -175,9 +175,16 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {
-            let hint = err
-                .downcast_ref::<golemw_runtime::Error>()
-                .and_then(hints::for_cli);
+            let runtime_error = err.downcast_ref::<golemw_runtime::Error>();
+            let hint = runtime_error.and_then(hints::for_cli);
+            // A guest's own exit code is the command's (1 where it does not fit a status).
+            let exit_code = match runtime_error {
+                Some(golemw_runtime::Error::GuestExited { code, .. }) => Some(*code),
+                _ => err
+                    .downcast_ref::<remote::GuestExit>()
+                    .map(|exit| exit.code),
+            };
+            let status = exit_code.map_or(1, |code| u8::try_from(code).unwrap_or(1).max(1));
             if ctx.json {
                 println!(
                     "{}",
@@ -189,7 +196,7 @@ fn main() -> ExitCode {
                     eprintln!("hint: {hint}");
                 }
             }
-            ExitCode::FAILURE
+            ExitCode::from(status)
         }
     }
 }

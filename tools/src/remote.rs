@@ -49,6 +49,21 @@ impl Drop for Advertised {
     }
 }
 
+/// The server answered that the guest exited with `code` (`proc_exit`).
+#[derive(Debug)]
+pub struct GuestExit {
+    pub message: String,
+    pub code: u32,
+}
+
+impl std::fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for GuestExit {}
+
 /// A running server of the data directory.
 pub struct Remote {
     url: String,
@@ -116,7 +131,8 @@ impl Remote {
         Ok((status, value))
     }
 
-    /// A request whose answer must be a success: the API's error message otherwise.
+    /// A request whose answer must be a success: the API's error message otherwise (a guest's
+    /// exit with a code as [`GuestExit`], so that the command exits with it).
     fn expect(
         &self,
         method: &str,
@@ -126,6 +142,15 @@ impl Remote {
     ) -> Result<(u16, Value)> {
         let (status, value) = self.send(method, path, key, body)?;
         if status >= 400 {
+            if let (Some("exited"), Some(code)) =
+                (value["kind"].as_str(), value["exit_code"].as_u64())
+            {
+                return Err(GuestExit {
+                    message: value["error"].as_str().unwrap_or_default().to_string(),
+                    code: code as u32,
+                }
+                .into());
+            }
             match value["error"].as_str() {
                 Some(message) => bail!("{message}"),
                 None => bail!("the server answered {status}: {value}"),

@@ -657,6 +657,75 @@ impl Executor {
         Ok(turn.active.as_ref().expect("recovered").recovery.clone())
     }
 
+    /// An idempotency key that already completed may only be repeated for the same call: the
+    /// same function with the same parameters (compared as canonical WAVE with the recorded
+    /// `exported-function-invoked` entry). Anything else is refused rather than answered with
+    /// another call's result.
+    fn check_same_invocation(
+        &self,
+        id: &WorkerId,
+        version: ComponentVersion,
+        done: &InvocationResult,
+        key: &str,
+        function: &str,
+        params: &[String],
+    ) -> Result<()> {
+        /// How far back from its completion the invocation's start is looked for (a block's
+        /// worth); an invocation longer than that is compared by function only.
+        const LOOK_BACK: u64 = crate::oplog::store::BLOCK_ENTRIES_MAX as u64;
+        let reused = |detail: String| Error::IdempotencyKeyReused {
+            worker: id.clone(),
+            idempotency_key: key.to_string(),
+            detail,
+        };
+        let (_, interface) = self.module(id.component_id, version)?;
+        let export = interface.find_export(function)?;
+        if export.display_name != done.function {
+            return Err(reused(format!(
+                "it was used for {}, not {}",
+                done.function, export.display_name
+            )));
+        }
+        let values = crate::worker::parse_params(&export, params)?;
+        let canonical: Vec<String> = values
+            .iter()
+            .map(crate::abi::to_wave)
+            .collect::<Result<_, _>>()?;
+        let from = done.completed_at.saturating_sub(LOOK_BACK).max(1);
+        let record = self.worker_record(id)?;
+        let blocks = store::read_blocks(
+            &self.storage,
+            &record.uid,
+            from,
+            (done.completed_at - from + 1) as usize,
+        )?;
+        let recorded = blocks
+            .into_iter()
+            .filter_map(|block| match block {
+                BlockRead::Entries(entries) => Some(entries),
+                BlockRead::Corrupt { .. } => None,
+            })
+            .flatten()
+            .filter(|(index, _)| *index <= done.completed_at)
+            .filter_map(|(_, entry)| match entry {
+                OplogEntry::ExportedFunctionInvoked {
+                    idempotency_key,
+                    params,
+                    ..
+                } if idempotency_key == key => Some(params),
+                _ => None,
+            })
+            .next_back();
+        match recorded {
+            Some(recorded) if recorded != canonical => Err(reused(format!(
+                "it was used with parameters ({}), not ({})",
+                recorded.join(", "),
+                canonical.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes a worker record without making it durable.
     fn save_record(&self, record: &WorkerRecord) -> Result<()> {
         self.workers.save(record)
@@ -913,6 +982,13 @@ impl Executor {
             match self.completed_invocation(&uid, key) {
                 // A result whose invocation a jump or revert deleted no longer counts.
                 Ok(Some(done)) if !history.deleted.contains(done.completed_at) => {
+                    let version = active.worker.record.component_version;
+                    let id = turn.worker().clone();
+                    if let Err(err) =
+                        self.check_same_invocation(&id, version, &done, key, function, params)
+                    {
+                        return (Err(err), Vec::new());
+                    }
                     let outcome = InvocationOutcome {
                         result: done.result,
                         from_idempotency_key: true,
@@ -1106,6 +1182,7 @@ fn keeps_instance(err: &Error) -> bool {
             | Error::WorkerSuspended { .. }
             | Error::WorkerInterrupted { .. }
             | Error::Trap { .. }
+            | Error::GuestExited { .. }
             | Error::InvocationUndone { .. }
             | Error::Queued { .. }
             | Error::QueueFull { .. }

@@ -159,13 +159,21 @@ impl Worker {
                     message,
                 }),
             ),
+            // A clean exit (0) ends the invocation like a return without a result; another
+            // code is reported with the code (the worker is exited either way).
             CallOutcome::Exited(code) => (
                 OplogEntry::Exited {
                     timestamp_ms: now_ms(),
                     code,
                 },
                 WorkerStatus::Exited,
-                Ok(None),
+                match code {
+                    0 => Ok(None),
+                    code => Err(Error::GuestExited {
+                        worker: self.record.id.clone(),
+                        code,
+                    }),
+                },
             ),
         };
         let completed_at = self.gate().append(entry)?;
@@ -174,8 +182,6 @@ impl Worker {
             self.record.last_error = Some(err.to_string());
         }
         self.record.oplog_len = completed_at;
-        let record = codec::encode(&self.record);
-        let record_key = self.record.id.storage_key();
         let result_value = match &returned {
             Ok(result) if keep_result => Some(codec::encode(&InvocationResult {
                 function: export.display_name.clone(),
@@ -185,16 +191,14 @@ impl Worker {
             _ => None,
         };
         let invocation_key = invocation_key(&self.record.uid, idempotency_key);
-        let tables = self.storage.tables();
-        self.gate().commit_with(true, move |txn| {
-            use lmdb::WriteFlags;
-            txn.put(tables.workers, &record_key, &record, WriteFlags::empty())?;
+        let invocations = self.storage.tables().invocations;
+        self.commit_record_with(true, move |txn| {
             if let Some(value) = &result_value {
                 txn.put(
-                    tables.invocations,
+                    invocations,
                     &invocation_key,
                     value,
-                    WriteFlags::empty(),
+                    lmdb::WriteFlags::empty(),
                 )?;
             }
             Ok(())

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// What the client can do about it, naming routes of this API.
     pub hint: Option<String>,
+    /// The code the guest passed to `proc_exit`, when that ended the invocation.
+    pub exit_code: Option<u32>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             kind,
             message: message.into(),
             hint: None,
+            exit_code: None,
         }
     }
 
@@ -71,6 +74,11 @@ impl From<Error> for ApiError {
             Error::RetryScheduled { .. } => (S::SERVICE_UNAVAILABLE, "worker-retrying"),
             // The guest failed, not the server: the request was fine, its function was not.
             Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
+            // The guest ended itself with a non-zero code; the body carries it.
+            Error::GuestExited { .. } => (S::UNPROCESSABLE_ENTITY, "exited"),
+            Error::IdempotencyKeyReused { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
+            }
             // Turned into a trap by the worker; never reaches a caller as such.
             Error::DeadlineExceeded { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
             // Answered as 202 by the invoke route; elsewhere the worker awaits a promise.
@@ -91,6 +99,9 @@ impl From<Error> for ApiError {
         };
         let mut api = ApiError::new(status, kind, err.to_string());
         api.hint = hint(&err);
+        if let Error::GuestExited { code, .. } = err {
+            api.exit_code = Some(code);
+        }
         api
     }
 }
@@ -139,6 +150,9 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({ "error": self.message, "kind": self.kind });
         if let Some(hint) = self.hint {
             body["hint"] = serde_json::Value::String(hint);
+        }
+        if let Some(code) = self.exit_code {
+            body["exit_code"] = code.into();
         }
         (self.status, Json(body)).into_response()
     }

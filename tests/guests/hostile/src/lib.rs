@@ -40,6 +40,10 @@ impl Guest for Hostile {
         }
     }
 
+    fn exit_with(code: u32) {
+        std::process::exit(code as i32)
+    }
+
     fn flood(mib: u32) {
         let chunk = vec![b'x'; 64 << 10];
         let mut out = std::io::stdout();
