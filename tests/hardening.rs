@@ -159,3 +159,25 @@ fn an_idempotency_key_repeated_for_another_call_is_refused() {
         Some("2")
     );
 }
+
+/// WAVE arguments come from clients: wasm-wave bounds their nesting (100 levels) instead of
+/// recursing on them, and the error echoes at most 200 characters of the text. 100,000 `[` are
+/// refused with a short message, and no worker is created for the refused call.
+#[test]
+fn deeply_nested_wave_is_refused_with_a_short_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
+    ex.components().add("counter", &wasm).unwrap();
+    let id = ex.worker_id("counter", "w").unwrap();
+    let err = ex
+        .invoke(&id, "add", &["[".repeat(100_000)], None)
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("nesting too deep"), "{message}");
+    assert!(message.len() < 1_000, "{} bytes", message.len());
+    assert!(matches!(
+        ex.worker_record(&id),
+        Err(Error::UnknownWorker(_))
+    ));
+}
