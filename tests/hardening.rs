@@ -181,3 +181,82 @@ fn deeply_nested_wave_is_refused_with_a_short_message() {
         Err(Error::UnknownWorker(_))
     ));
 }
+
+/// A write that fails for want of space leaves no trace in memory: the instance that ran the
+/// failed invocation is dropped and the next attempt starts from storage, so the retried key
+/// runs once. (On a full disk, retries of key k7 once answered 11 instead of 8: the failed
+/// attempts' effects stayed in the live instance.) The storage is capped small to fill it.
+#[test]
+fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = |limit: u64| ExecutorOptions {
+        max_storage_bytes: Some(limit),
+        ..ExecutorOptions::default()
+    };
+    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
+    let ex = Executor::open(dir.path(), capped(4 << 20)).unwrap();
+    ex.components().add("counter", &wasm).unwrap();
+    let id = ex.worker_id("counter", "w").unwrap();
+    assert_eq!(
+        ex.invoke(&id, "add", &["1".into()], Some("k0"))
+            .unwrap()
+            .result
+            .as_deref(),
+        Some("1")
+    );
+    // Fill the storage with output that does not compress, in ever smaller pieces.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect()
+    };
+    let mut full = 0;
+    for size in [64 << 10, 8 << 10, 1 << 10, 64] {
+        for n in 0.. {
+            let text = format!("\"{}\"", noise(size));
+            match ex.invoke(&id, "print", &[text], Some(&format!("p{size}-{n}"))) {
+                Ok(_) => {}
+                Err(Error::StorageLimit { .. }) => {
+                    full += 1;
+                    break;
+                }
+                Err(err) => panic!("{err}"),
+            }
+            assert!(n < 10_000, "storage never filled");
+        }
+    }
+    assert_eq!(full, 4);
+    // Key k7, three times against the full storage.
+    let mut failed = 0;
+    for _ in 0..3 {
+        match ex.invoke(&id, "add", &["5".into()], Some("k7")) {
+            Ok(outcome) => assert_eq!(outcome.result.as_deref(), Some("6")),
+            Err(Error::StorageLimit { .. }) => failed += 1,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert!(
+        failed >= 1,
+        "the storage was not full enough to refuse the invocation"
+    );
+    // Room again: the retried key runs once, however many attempts failed.
+    drop(ex);
+    let ex = Executor::open(dir.path(), capped(64 << 20)).unwrap();
+    let outcome = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
+    assert_eq!(outcome.result.as_deref(), Some("6"));
+    let again = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
+    assert_eq!(
+        (again.result.as_deref(), again.from_idempotency_key),
+        (Some("6"), true)
+    );
+    assert_eq!(
+        ex.invoke(&id, "get", &[], None).unwrap().result.as_deref(),
+        Some("6")
+    );
+}

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("no space left on device in {dir} ({detail}); free some space and retry: nothing of the failed operation was kept")]
     StorageFull { dir: String, detail: String },
 
+    /// The storage reached the limit it was given (`ExecutorOptions::max_storage_bytes`).
+    #[error("the storage of {dir} reached its limit of {limit_bytes} bytes; nothing of the failed operation was kept")]
+    StorageLimit { dir: String, limit_bytes: u64 },
+
     #[error("the data directory {path} is in use by another golemw process (pid {pid})")]
     DataDirLocked { path: String, pid: String },
 

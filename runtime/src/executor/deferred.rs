@@ -410,6 +410,10 @@ impl Executor {
 fn is_storage_failure(err: &Error) -> bool {
     matches!(
         err,
-        Error::Storage(_) | Error::StorageFull { .. } | Error::MapFull | Error::Io { .. }
+        Error::Storage(_)
+            | Error::StorageFull { .. }
+            | Error::StorageLimit { .. }
+            | Error::MapFull
+            | Error::Io { .. }
     )
 }

@@ -81,6 +81,9 @@ pub struct ExecutorOptions {
     /// and traps, and the worker's retry policy applies: a runaway guest costs a thread and a
     /// core for this long at most. `None`: no limit.
     pub invocation_deadline: Option<std::time::Duration>,
+    /// The most the LMDB environment may grow to, in bytes (`None`: 1 TiB). Past it, a write
+    /// fails as on a full disk and leaves nothing behind.
+    pub max_storage_bytes: Option<u64>,
 }
 
 /// Default of [`ExecutorOptions::max_active_workers`]: an idle `counter`-sized instance costs
@@ -111,6 +114,7 @@ impl Default for ExecutorOptions {
             max_active_workers: DEFAULT_MAX_ACTIVE_WORKERS,
             durable_sleep_min: None,
             invocation_deadline: None,
+            max_storage_bytes: None,
         }
     }
 }
@@ -186,6 +190,9 @@ impl Executor {
     pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Self> {
         let mut storage = Storage::open(dir)?;
         storage.set_fsync(options.fsync)?;
+        if let Some(limit) = options.max_storage_bytes {
+            storage.set_map_limit(limit as usize)?;
+        }
         let storage = Arc::new(storage);
         if let Err(err) = crate::snapshots::remove_orphan_images(&storage) {
             // Images only make restarts faster: one that cannot be looked at costs disk space.

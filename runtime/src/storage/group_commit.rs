@@ -143,6 +143,10 @@ pub(super) fn copy_error(err: &Error) -> Error {
             dir: dir.clone(),
             detail: detail.clone(),
         },
+        Error::StorageLimit { dir, limit_bytes } => Error::StorageLimit {
+            dir: dir.clone(),
+            limit_bytes: *limit_bytes,
+        },
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),

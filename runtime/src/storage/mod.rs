@@ -75,6 +75,8 @@ pub struct Storage {
     grouped_writes: AtomicU64,
     /// Where concurrent [`Storage::commit`] calls meet.
     group: group_commit::GroupCommit,
+    /// The LMDB map grows up to this many bytes ([`Storage::set_map_limit`]).
+    map_limit: usize,
     _lock: File,
 }
 
@@ -126,6 +128,7 @@ impl Storage {
             syncs: AtomicU64::new(0),
             grouped_writes: AtomicU64::new(0),
             group: group_commit::GroupCommit::default(),
+            map_limit: MAP_SIZE_MAX_BYTES,
             _lock: lock,
         })
     }
@@ -237,15 +240,28 @@ impl Storage {
             .collect()
     }
 
+    /// Caps the storage at `bytes` (at least 1 MiB): past it, writes fail with
+    /// [`Error::StorageLimit`] and leave nothing, as on a full disk. The map shrinks to the cap
+    /// if it is larger and the data allow (LMDB keeps at least the file's size).
+    pub fn set_map_limit(&mut self, bytes: usize) -> Result<()> {
+        let bytes = bytes.max(1 << 20);
+        self.map_limit = bytes;
+        if self.env.info()?.map_size() > bytes {
+            self.env.set_map_size(bytes)?;
+        }
+        Ok(())
+    }
+
     fn grow_map(&self) -> Result<()> {
         let info = self.env.info()?;
         let current = info.map_size();
-        if current >= MAP_SIZE_MAX_BYTES {
-            return Err(Error::Storage(format!(
-                "storage is full: the LMDB map reached its limit of {MAP_SIZE_MAX_BYTES} bytes"
-            )));
+        if current >= self.map_limit {
+            return Err(Error::StorageLimit {
+                dir: self.dir.display().to_string(),
+                limit_bytes: self.map_limit as u64,
+            });
         }
-        let next = (current * 2).min(MAP_SIZE_MAX_BYTES);
+        let next = (current * 2).min(self.map_limit);
         tracing::info!(from = current, to = next, "growing the LMDB map");
         self.env.set_map_size(next)?;
         Ok(())

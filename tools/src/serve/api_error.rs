@@ -63,7 +63,9 @@ impl From<Error> for ApiError {
             Error::QueueFull { .. } => (S::TOO_MANY_REQUESTS, "queue-full"),
             Error::UnknownInvocation { .. } => (S::NOT_FOUND, "unknown-invocation"),
             Error::DeferredFailed { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
-            Error::StorageFull { .. } => (S::INSUFFICIENT_STORAGE, "storage-full"),
+            Error::StorageFull { .. } | Error::StorageLimit { .. } => {
+                (S::INSUFFICIENT_STORAGE, "storage-full")
+            }
             // Answered by the invoke route by waiting; elsewhere the worker is busy.
             Error::Sleeping { .. } | Error::Queued { .. } => (S::CONFLICT, "worker-suspended"),
             Error::InvalidStatus { .. } => (S::CONFLICT, "invalid-status"),
