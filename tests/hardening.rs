@@ -232,11 +232,23 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
         }
     }
     assert_eq!(full, 4);
+    // Then with invocations like the one under test, until one is refused: the storage is
+    // full to the last page such a commit needs.
+    let mut counter = 1u64;
+    for n in 0.. {
+        match ex.invoke(&id, "add", &["1".into()], Some(&format!("a{n}"))) {
+            Ok(_) => counter += 1,
+            Err(Error::StorageLimit { .. }) => break,
+            Err(err) => panic!("{err}"),
+        }
+        assert!(n < 100_000, "storage never filled");
+    }
+    let expected = (counter + 5).to_string();
     // Key k7, three times against the full storage.
     let mut failed = 0;
     for _ in 0..3 {
         match ex.invoke(&id, "add", &["5".into()], Some("k7")) {
-            Ok(outcome) => assert_eq!(outcome.result.as_deref(), Some("6")),
+            Ok(outcome) => assert_eq!(outcome.result.as_deref(), Some(expected.as_str())),
             Err(Error::StorageLimit { .. }) => failed += 1,
             Err(err) => panic!("{err}"),
         }
@@ -249,14 +261,14 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     drop(ex);
     let ex = Executor::open(dir.path(), capped(64 << 20)).unwrap();
     let outcome = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
-    assert_eq!(outcome.result.as_deref(), Some("6"));
+    assert_eq!(outcome.result.as_deref(), Some(expected.as_str()));
     let again = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
     assert_eq!(
         (again.result.as_deref(), again.from_idempotency_key),
-        (Some("6"), true)
+        (Some(expected.as_str()), true)
     );
     assert_eq!(
         ex.invoke(&id, "get", &[], None).unwrap().result.as_deref(),
-        Some("6")
+        Some(expected.as_str())
     );
 }
