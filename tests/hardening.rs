@@ -272,3 +272,26 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
         Some(expected.as_str())
     );
 }
+
+/// A new worker whose start-up code (`_initialize`) traps on its first invocation is not
+/// stored: the invocation fails with the trap and the name stays free (it used to leave a
+/// worker record behind).
+#[test]
+fn a_new_worker_whose_start_up_code_traps_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let wasm = std::fs::read(guest_wasm("init-trap")).unwrap();
+    ex.components().add("init-trap", &wasm).unwrap();
+    let id = ex.worker_id("init-trap", "w").unwrap();
+    for _ in 0..2 {
+        match ex.invoke(&id, "get", &[], None) {
+            Err(Error::Trap { function, .. }) => assert_eq!(function, "_initialize"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ex.worker_record(&id),
+            Err(Error::UnknownWorker(_))
+        ));
+        assert!(ex.list_workers(&id.component_id).unwrap().is_empty());
+    }
+}

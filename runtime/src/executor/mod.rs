@@ -355,8 +355,8 @@ impl Executor {
     /// Starts a new worker in memory only (see [`Worker::create`]) for an invocation of
     /// `function` with `params`: the first commit of its first invocation stores it. An
     /// invocation that names no function of the component, or gives it wrong parameters, is
-    /// refused before anything is created. If the start code fails, the worker is stored as it
-    /// would have been by `create_worker`, and the error returned.
+    /// refused before anything is created, and so is one whose start code (`_initialize`)
+    /// fails: the error is returned and the name stays free (nothing ran that anyone saw).
     fn start_new_worker(&self, turn: &mut Turn, function: &str, params: &[String]) -> Result<()> {
         let id = turn.worker().clone();
         let (record, create) = self.new_worker(&id, Vec::new(), Vec::new())?;
@@ -370,11 +370,7 @@ impl Executor {
                 turn.active = Some(Active { worker, recovery });
                 Ok(())
             }
-            Err(err) => {
-                drop(_tokio);
-                self.write_new_worker(&id, Vec::new(), Vec::new())?;
-                Err(err)
-            }
+            Err(err) => Err(err),
         }
     }
 
@@ -865,7 +861,8 @@ impl Executor {
     ///
     /// A worker created here is stored by the invocation's own durable commit (one commit,
     /// not two: see [`Worker::create`]), or by a commit of its own when the invocation fails
-    /// before committing anything. An unknown function or wrong parameters create nothing.
+    /// before committing anything. An unknown function, wrong parameters or start code that
+    /// fails create nothing.
     pub fn invoke_in(
         &self,
         mut turn: Turn,
