@@ -1274,3 +1274,65 @@ fn a_guests_exit_code_is_the_commands() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exited with code 7"), "{err}");
 }
+
+/// `--max-storage-mib`: past the cap a command fails as on a full disk and keeps nothing of
+/// itself; without the cap the same data directory takes writes again.
+#[test]
+fn a_storage_cap_refuses_writes_past_it_and_lifting_it_lets_them_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    ok(
+        dir.path(),
+        &[
+            "component",
+            "add",
+            wasm.to_str().unwrap(),
+            "--name",
+            "counter",
+        ],
+    );
+    // Output that does not compress, 64 KiB per invocation, until the 2 MiB cap refuses one.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut refused = None;
+    for n in 0..200 {
+        let text: String = (0..(64 << 10))
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect();
+        let arg = format!("\"{text}\"");
+        let key = format!("p{n}");
+        let out = golemw(
+            dir.path(),
+            &[
+                "--max-storage-mib",
+                "2",
+                "--json",
+                "worker",
+                "invoke",
+                "counter/w",
+                "print",
+                &arg,
+                "--idempotency-key",
+                &key,
+            ],
+        );
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+    }
+    let refused = refused.expect("the cap never refused a write");
+    assert!(
+        refused.contains("reached its limit of 2097152 bytes"),
+        "{refused}"
+    );
+    // Without the cap: writes go in, and the counter is where it was.
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "counter/w", "add", "1"]).trim(),
+        "1"
+    );
+}

@@ -57,6 +57,17 @@ struct Cli {
           default_value_t = true, action = clap::ArgAction::Set)]
     memory_images: bool,
 
+    /// The most the data directory's database may grow to, in MiB (default: no limit short of
+    /// 1 TiB). Past it, an operation fails as on a full disk ("reached its limit"), leaving
+    /// nothing of itself behind; raise the limit and retry.
+    #[arg(
+        long,
+        global = true,
+        env = "GOLEMW_MAX_STORAGE_MIB",
+        value_name = "MIB"
+    )]
+    max_storage_mib: Option<u64>,
+
     /// More logging (repeat for more); or set RUST_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -155,6 +166,7 @@ fn main() -> ExitCode {
         snapshots_keep: cli.snapshots_keep,
         write_tracking: cli.write_tracking,
         memory_images: cli.memory_images,
+        max_storage_mib: cli.max_storage_mib,
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),

@@ -20,6 +20,7 @@ pub struct Context {
     pub snapshots_keep: usize,
     pub write_tracking: bool,
     pub memory_images: bool,
+    pub max_storage_mib: Option<u64>,
 }
 
 impl Context {
@@ -38,6 +39,7 @@ impl Context {
             memory_image_min_bytes: self
                 .memory_images
                 .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
+            max_storage_bytes: self.max_storage_mib.map(|mib| mib << 20),
             ..ExecutorOptions::default()
         }
     }
