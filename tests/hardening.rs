@@ -10,6 +10,12 @@ fn open(dir: &std::path::Path) -> Executor {
     Executor::open(dir, ExecutorOptions::default()).unwrap()
 }
 
+/// Adds the guest `name` as a component of the same name.
+fn add_guest(ex: &Executor, name: &str) {
+    let wasm = std::fs::read(guest_wasm(name)).unwrap();
+    ex.components().add(name, &wasm).unwrap();
+}
+
 /// Every entry of a worker's oplog; a corrupt block fails the test.
 fn entries(ex: &Executor, id: &WorkerId) -> Vec<OplogEntry> {
     let len = ex.oplog_len(id).unwrap() as usize;
@@ -44,8 +50,7 @@ fn output(entries: &[OplogEntry]) -> (u64, Vec<u8>) {
 fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
     let dir = tempfile::tempdir().unwrap();
     let ex = open(dir.path());
-    let wasm = std::fs::read(guest_wasm("hostile")).unwrap();
-    ex.components().add("hostile", &wasm).unwrap();
+    add_guest(&ex, "hostile");
     let id = ex.worker_id("hostile", "loud").unwrap();
     ex.invoke(&id, "flood", &["80".into()], None).unwrap();
     let all = entries(&ex, &id);
@@ -90,8 +95,7 @@ fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
 fn proc_exit_is_reported_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
     let ex = open(dir.path());
-    let wasm = std::fs::read(guest_wasm("hostile")).unwrap();
-    ex.components().add("hostile", &wasm).unwrap();
+    add_guest(&ex, "hostile");
     let id = ex.worker_id("hostile", "quits").unwrap();
     assert_eq!(
         ex.invoke(&id, "add", &["1".into()], None)
@@ -130,8 +134,7 @@ fn proc_exit_is_reported_with_its_code() {
 fn an_idempotency_key_repeated_for_another_call_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ex = open(dir.path());
-    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
-    ex.components().add("counter", &wasm).unwrap();
+    add_guest(&ex, "counter");
     let id = ex.worker_id("counter", "w").unwrap();
     let first = ex.invoke(&id, "add", &["2".into()], Some("k")).unwrap();
     assert_eq!(first.result.as_deref(), Some("2"));
@@ -167,8 +170,7 @@ fn an_idempotency_key_repeated_for_another_call_is_refused() {
 fn deeply_nested_wave_is_refused_with_a_short_message() {
     let dir = tempfile::tempdir().unwrap();
     let ex = open(dir.path());
-    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
-    ex.components().add("counter", &wasm).unwrap();
+    add_guest(&ex, "counter");
     let id = ex.worker_id("counter", "w").unwrap();
     let err = ex
         .invoke(&id, "add", &["[".repeat(100_000)], None)
@@ -193,9 +195,8 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
         max_storage_bytes: Some(limit),
         ..ExecutorOptions::default()
     };
-    let wasm = std::fs::read(guest_wasm("counter")).unwrap();
     let ex = Executor::open(dir.path(), capped(4 << 20)).unwrap();
-    ex.components().add("counter", &wasm).unwrap();
+    add_guest(&ex, "counter");
     let id = ex.worker_id("counter", "w").unwrap();
     assert_eq!(
         ex.invoke(&id, "add", &["1".into()], Some("k0"))
@@ -280,8 +281,7 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
 fn a_new_worker_whose_start_up_code_traps_is_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let ex = open(dir.path());
-    let wasm = std::fs::read(guest_wasm("init-trap")).unwrap();
-    ex.components().add("init-trap", &wasm).unwrap();
+    add_guest(&ex, "init-trap");
     let id = ex.worker_id("init-trap", "w").unwrap();
     for _ in 0..2 {
         match ex.invoke(&id, "get", &[], None) {

@@ -14,7 +14,7 @@ use golemw_runtime::component::ComponentRecord;
 use golemw_runtime::WorkerRecord;
 use serde_json::{json, Value};
 
-use crate::commands::component::ComponentCommand;
+use crate::commands::component::{self, ComponentCommand};
 use crate::commands::worker::{self, WorkerCommand};
 use crate::commands::Context;
 use crate::output;
@@ -215,14 +215,10 @@ pub fn run_worker(ctx: &Context, remote: &Remote, cmd: WorkerCommand) -> Result<
     match cmd {
         WorkerCommand::New { worker, env, args } => {
             let (component, name) = worker.split_once('/').context("COMPONENT/WORKER")?;
-            let env: serde_json::Map<String, Value> = env
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                        .with_context(|| format!("--env {kv:?} is not K=V"))
-                })
-                .collect::<Result<_>>()?;
+            let env: serde_json::Map<String, Value> = worker::parse_env(&env)?
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             let path = format!(
                 "/v1/components/{}/workers",
                 golemw_runtime::ids::url_encode(component)
@@ -236,10 +232,7 @@ pub fn run_worker(ctx: &Context, remote: &Remote, cmd: WorkerCommand) -> Result<
                 output::json(&record);
             } else {
                 let record: WorkerRecord = serde_json::from_value(record)?;
-                println!(
-                    "created worker {} on version {}",
-                    record.id, record.component_version
-                );
+                worker::print_created(&record);
             }
         }
         WorkerCommand::Invoke {
@@ -458,24 +451,15 @@ pub fn run_worker(ctx: &Context, remote: &Remote, cmd: WorkerCommand) -> Result<
 pub fn run_component(ctx: &Context, remote: &Remote, cmd: ComponentCommand) -> Result<ExitCode> {
     let (record, verb): (Value, &str) = match cmd {
         ComponentCommand::Add { file, name } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = match name {
-                Some(name) => name,
-                None => file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .context("the file name is not valid UTF-8; pass --name")?
-                    .to_string(),
-            };
+            let wasm = component::read_wasm(&file)?;
+            let name = component::name_for(name, &file)?;
             let path = format!("/v1/components/{}", golemw_runtime::ids::url_encode(&name));
             let (_, record) =
                 remote.expect("POST", &path, None, Some(("application/wasm", &wasm)))?;
             (record, "added")
         }
         ComponentCommand::Update { component, file } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wasm = component::read_wasm(&file)?;
             let path = format!(
                 "/v1/components/{}",
                 golemw_runtime::ids::url_encode(&component)
@@ -490,7 +474,7 @@ pub fn run_component(ctx: &Context, remote: &Remote, cmd: ComponentCommand) -> R
                 output::json(&list);
             } else {
                 let list: Vec<ComponentRecord> = serde_json::from_value(list)?;
-                crate::commands::component::print_components(&list);
+                component::print_components(&list);
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -500,17 +484,8 @@ pub fn run_component(ctx: &Context, remote: &Remote, cmd: ComponentCommand) -> R
     } else {
         let record: ComponentRecord = serde_json::from_value(record)?;
         match verb {
-            "added" => {
-                println!(
-                    "added component {} ({}) version {}",
-                    record.name, record.id, record.version
-                );
-                println!("exports: {}", record.exports.join(", "));
-            }
-            _ => println!(
-                "component {} ({}) is now at version {}",
-                record.name, record.id, record.version
-            ),
+            "added" => component::print_added(&record),
+            _ => component::print_updated(&record),
         }
     }
     Ok(ExitCode::SUCCESS)

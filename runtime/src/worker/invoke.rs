@@ -99,13 +99,7 @@ impl Worker {
         })?;
         self.begin_invocation(invoked);
         self.record.status = WorkerStatus::Running;
-        let outcome = match self.call_export(&export, &values) {
-            Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
-            Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
-            Err(err @ Error::Sleeping { .. }) => return Err(self.sleep(err, idempotency_key)),
-            Err(Error::Interrupted { .. }) => return Err(self.interrupted()),
-            other => other?,
-        };
+        let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
         let result = self.finish_live(&export, idempotency_key, keep_result, outcome)?;
         self.snapshots.invocations_since += 1;
         self.maybe_snapshot();
@@ -204,6 +198,24 @@ impl Worker {
             Ok(())
         })?;
         returned
+    }
+
+    /// Calls an export for invocation `idempotency_key`. A guest unwound mid-call is settled
+    /// here, the same live and in replay: a jump, a promise awaited, a long sleep or an
+    /// interrupt is recorded as such and returned as the error to report.
+    pub(super) fn call_and_settle(
+        &mut self,
+        export: &ExportedFunction,
+        values: &[Value],
+        idempotency_key: &str,
+    ) -> Result<CallOutcome> {
+        match self.call_export(export, values) {
+            Err(Error::JumpRequested { target }) => Err(self.record_jump(target)),
+            Err(err @ Error::Suspended { .. }) => Err(self.suspend(err, idempotency_key)),
+            Err(err @ Error::Sleeping { .. }) => Err(self.sleep(err, idempotency_key)),
+            Err(Error::Interrupted { .. }) => Err(self.interrupted()),
+            other => other,
+        }
     }
 
     /// Calls an export: lower params, call, lift the result, post-return.

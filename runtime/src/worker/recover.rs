@@ -615,13 +615,7 @@ impl Worker {
             })?;
         let values = parse_params(&export, params)?;
         self.begin_invocation(index);
-        let outcome = match self.call_export(&export, &values) {
-            Err(Error::JumpRequested { target }) => return Err(self.record_jump(target)),
-            Err(err @ Error::Suspended { .. }) => return Err(self.suspend(err, idempotency_key)),
-            Err(err @ Error::Sleeping { .. }) => return Err(self.sleep(err, idempotency_key)),
-            Err(Error::Interrupted { .. }) => return Err(self.interrupted()),
-            other => other?,
-        };
+        let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
         if self.gate().mode() == Mode::Live {
             // The oplog ended inside this invocation: it was in flight when the worker stopped
             // (or a jump went back into it). It has now finished live; record it like any live

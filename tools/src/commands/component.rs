@@ -1,10 +1,11 @@
 //! `golemw component add | update | list`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
+use golemw_runtime::component::ComponentRecord;
 
 use super::Context;
 use crate::output;
@@ -33,47 +34,65 @@ pub enum ComponentCommand {
     List,
 }
 
+/// The wasm file a command uploads.
+pub fn read_wasm(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// The name a component is added under: `--name`, else the file's stem.
+pub fn name_for(name: Option<String>, file: &Path) -> Result<String> {
+    match name {
+        Some(name) => Ok(name),
+        None => Ok(file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("the file name is not valid UTF-8; pass --name")?
+            .to_string()),
+    }
+}
+
+/// What `component add` prints (without `--json`).
+pub fn print_added(record: &ComponentRecord) {
+    println!(
+        "added component {} ({}) version {}",
+        record.name, record.id, record.version
+    );
+    println!("exports: {}", record.exports.join(", "));
+}
+
+/// What `component update` prints (without `--json`).
+pub fn print_updated(record: &ComponentRecord) {
+    println!(
+        "component {} ({}) is now at version {}",
+        record.name, record.id, record.version
+    );
+}
+
 pub fn run(ctx: &Context, cmd: ComponentCommand) -> Result<ExitCode> {
     let executor = ctx.executor()?;
     let components = executor.components();
     match cmd {
         ComponentCommand::Add { file, name } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = match name {
-                Some(name) => name,
-                None => file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .context("the file name is not valid UTF-8; pass --name")?
-                    .to_string(),
-            };
+            let wasm = read_wasm(&file)?;
+            let name = name_for(name, &file)?;
             let record = components
                 .add(&name, &wasm)
                 .with_context(|| format!("adding {}", file.display()))?;
             if ctx.json {
                 output::json(&record);
             } else {
-                println!(
-                    "added component {} ({}) version {}",
-                    record.name, record.id, record.version
-                );
-                println!("exports: {}", record.exports.join(", "));
+                print_added(&record);
             }
         }
         ComponentCommand::Update { component, file } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wasm = read_wasm(&file)?;
             let record = components
                 .update(&component, &wasm)
                 .with_context(|| format!("updating {component} with {}", file.display()))?;
             if ctx.json {
                 output::json(&record);
             } else {
-                println!(
-                    "component {} ({}) is now at version {}",
-                    record.name, record.id, record.version
-                );
+                print_updated(&record);
             }
         }
         ComponentCommand::List => {

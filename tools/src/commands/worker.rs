@@ -167,27 +167,36 @@ pub enum WorkerCommand {
     },
 }
 
+/// `--env K=V` values as pairs.
+pub fn parse_env(env: &[String]) -> Result<Vec<(String, String)>> {
+    env.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--env {kv:?} is not K=V"))
+        })
+        .collect()
+}
+
+/// What `worker new` prints (without `--json`).
+pub fn print_created(record: &WorkerRecord) {
+    println!(
+        "created worker {} on version {}",
+        record.id, record.component_version
+    );
+}
+
 pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
     let executor = ctx.executor()?;
     match cmd {
         WorkerCommand::New { worker, env, args } => {
             let id = worker_id(&executor, &worker)?;
-            let env = env
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .with_context(|| format!("--env {kv:?} is not K=V"))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let env = parse_env(&env)?;
             let record = executor.create_worker(&id, args, env)?;
             if ctx.json {
                 output::json(&record);
             } else {
-                println!(
-                    "created worker {} on version {}",
-                    record.id, record.component_version
-                );
+                print_created(&record);
             }
         }
         WorkerCommand::Invoke {
