@@ -10,7 +10,7 @@ use golemw_runtime::executor::InvocationStatus;
 use golemw_runtime::{Error, Executor, ExecutorOptions, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
-fn open_with(dir: &std::path::Path, options: ExecutorOptions) -> Executor {
+fn open_with(dir: &std::path::Path, options: ExecutorOptions) -> std::sync::Arc<Executor> {
     Executor::open(dir, options).expect("open the data directory")
 }
 
@@ -32,7 +32,7 @@ fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> 
 
 /// Opens a data directory a serving executor just let go of (its background threads drop their
 /// last references to it a moment after its owner does).
-fn reopen(dir: &std::path::Path) -> Executor {
+fn reopen(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match Executor::open(dir, ExecutorOptions::default()) {

@@ -5,7 +5,7 @@
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     Executor::open(dir, ExecutorOptions::default()).expect("open the data directory")
 }
 
@@ -21,7 +21,7 @@ fn worker(executor: &Executor, component: &str, name: &str) -> WorkerId {
     executor.worker_id(component, name).unwrap()
 }
 
-fn invoke(executor: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
+fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(id, function, &args, None)
@@ -33,24 +33,24 @@ fn invoke(executor: &mut Executor, id: &WorkerId, function: &str, args: &[&str])
 fn counter_state_survives_restarts() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "counter", "counter");
         let id = worker(&ex, "counter", "w1");
         assert_eq!(
-            invoke(&mut ex, &id, "golemw:counter/api.{add}", &["5"]).as_deref(),
+            invoke(&ex, &id, "golemw:counter/api.{add}", &["5"]).as_deref(),
             Some("5")
         );
-        assert_eq!(invoke(&mut ex, &id, "add", &["3"]).as_deref(), Some("8"));
+        assert_eq!(invoke(&ex, &id, "add", &["3"]).as_deref(), Some("8"));
     }
     for round in 1..=3u64 {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         let id = worker(&ex, "counter", "w1");
         assert_eq!(
-            invoke(&mut ex, &id, "get", &[]).as_deref(),
+            invoke(&ex, &id, "get", &[]).as_deref(),
             Some(&*(8 + round - 1).to_string())
         );
         assert_eq!(
-            invoke(&mut ex, &id, "add", &["1"]).as_deref(),
+            invoke(&ex, &id, "add", &["1"]).as_deref(),
             Some(&*(8 + round).to_string())
         );
     }
@@ -66,18 +66,18 @@ fn clock_and_random_values_replay_identically() {
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "clocks", "clocks");
         let id = worker(&ex, "clocks", "c");
         for f in ["now", "monotonic", "random", "now", "random"] {
-            results.push(invoke(&mut ex, &id, f, &[]).unwrap());
+            results.push(invoke(&ex, &id, f, &[]).unwrap());
         }
-        invoke(&mut ex, &id, "sleep-ms", &["20"]);
-        results.push(invoke(&mut ex, &id, "many-clocks", &["100"]).unwrap());
+        invoke(&ex, &id, "sleep-ms", &["20"]);
+        results.push(invoke(&ex, &id, "many-clocks", &["100"]).unwrap());
     }
     // Replay checks every recorded result against the replayed one: if a clock or random call
     // returned a fresh value on replay, recovery would fail with a divergence.
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = worker(&ex, "clocks", "c");
     let started = std::time::Instant::now();
     let report = ex
@@ -92,23 +92,23 @@ fn clock_and_random_values_replay_identically() {
     assert_ne!(results[2], results[4]);
     assert!(results[0].parse::<u64>().unwrap() <= results[3].parse::<u64>().unwrap());
     // And the worker continues live afterwards with fresh values.
-    let fresh = invoke(&mut ex, &id, "random", &[]).unwrap();
+    let fresh = invoke(&ex, &id, "random", &[]).unwrap();
     assert_ne!(fresh, results[2]);
 }
 
 #[test]
 fn the_oplog_records_host_calls_and_output() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex, "counter", "counter");
     let id = worker(&ex, "counter", "w");
-    invoke(&mut ex, &id, "print", &["\"hello from the guest\""]);
-    let index: u64 = invoke(&mut ex, &id, "get-oplog-index", &[])
+    invoke(&ex, &id, "print", &["\"hello from the guest\""]);
+    let index: u64 = invoke(&ex, &id, "get-oplog-index", &[])
         .unwrap()
         .parse()
         .unwrap();
-    let key1 = invoke(&mut ex, &id, "idempotency-key", &[]).unwrap();
-    let name = invoke(&mut ex, &id, "self-name", &[]).unwrap();
+    let key1 = invoke(&ex, &id, "idempotency-key", &[]).unwrap();
+    let name = invoke(&ex, &id, "self-name", &[]).unwrap();
     assert_eq!(name, "\"w\"");
     let entries: Vec<_> = ex
         .oplog(&id, 1, 1000)
@@ -129,10 +129,10 @@ fn the_oplog_records_host_calls_and_output() {
     );
     drop(ex);
     // After a restart the same idempotency key and oplog index come back from the oplog.
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = worker(&ex, "counter", "w");
     ex.recover(&id, RecoveryMode::Auto).unwrap();
-    let key2 = invoke(&mut ex, &id, "idempotency-key", &[]).unwrap();
+    let key2 = invoke(&ex, &id, "idempotency-key", &[]).unwrap();
     assert_ne!(key1, key2, "a new call generates a new key");
     assert_eq!(key1.len(), 38, "a quoted UUID: {key1}");
 }
@@ -150,10 +150,10 @@ fn an_idempotency_key_runs_the_invocation_once() {
     assert_eq!(again.result.as_deref(), Some("10"));
     assert!(again.from_idempotency_key);
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let again = ex.invoke(&id, "add", &args, Some("key-1")).unwrap();
     assert!(again.from_idempotency_key);
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).as_deref(), Some("10"));
+    assert_eq!(invoke(&ex, &id, "get", &[]).as_deref(), Some("10"));
 }
 
 #[test]
@@ -161,13 +161,10 @@ fn a_diverging_replay_is_detected_and_fails_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "diverge-v1", "div");
         id = worker(&ex, "div", "w");
-        assert_eq!(
-            invoke(&mut ex, &id, "compute", &["1"]).as_deref(),
-            Some("2")
-        );
+        assert_eq!(invoke(&ex, &id, "compute", &["1"]).as_deref(), Some("2"));
         // Version 1 returns x+2 for the same call.
         let v2 = std::fs::read(guest_wasm("diverge-v2")).unwrap();
         ex.components().update("div", &v2).unwrap();
@@ -196,7 +193,7 @@ fn a_diverging_replay_is_detected_and_fails_the_worker() {
 #[test]
 fn every_wit_type_round_trips_through_the_abi() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex, "types", "types");
     let id = worker(&ex, "types", "t");
     let cases: &[(&str, &str)] = &[
@@ -237,20 +234,20 @@ fn every_wit_type_round_trips_through_the_abi() {
         ),
     ];
     for (function, value) in cases {
-        let result = invoke(&mut ex, &id, function, &[value]).unwrap();
+        let result = invoke(&ex, &id, function, &[value]).unwrap();
         assert_eq!(&result, value, "{function}");
     }
     // WAVE leaves out record fields that are `none`; both spellings are accepted as input.
     let explicit = "[{name: \"b\", tags: [], opt: none}]";
     assert_eq!(
-        invoke(&mut ex, &id, "echo-nested", &[explicit]).unwrap(),
+        invoke(&ex, &id, "echo-nested", &[explicit]).unwrap(),
         "[{name: \"b\", tags: []}]"
     );
-    let big = invoke(&mut ex, &id, "make-big", &[]).unwrap();
-    assert_eq!(invoke(&mut ex, &id, "echo-big", &[&big]).unwrap(), big);
+    let big = invoke(&ex, &id, "make-big", &[]).unwrap();
+    assert_eq!(invoke(&ex, &id, "echo-big", &[&big]).unwrap(), big);
     let args: Vec<String> = (1..=18).map(|i| i.to_string()).collect();
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    assert_eq!(invoke(&mut ex, &id, "sum18", &args).as_deref(), Some("171"));
+    assert_eq!(invoke(&ex, &id, "sum18", &args).as_deref(), Some("171"));
     drop(ex);
     // Every one of those invocations replays with the same result.
     let ex = open(dir.path());
@@ -261,39 +258,39 @@ fn every_wit_type_round_trips_through_the_abi() {
 #[test]
 fn bad_invocations_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex, "counter", "counter");
     let id = worker(&ex, "counter", "w");
-    invoke(&mut ex, &id, "add", &["2"]);
+    invoke(&ex, &id, "add", &["2"]);
     let len = ex.oplog_len(&id).unwrap();
-    let call = |ex: &mut Executor, f: &str, args: &[&str]| {
+    let call = |ex: &Executor, f: &str, args: &[&str]| {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         ex.invoke(&id, f, &args, None).unwrap_err().to_string()
     };
-    let err = call(&mut ex, "nope", &[]);
+    let err = call(&ex, "nope", &[]);
     assert!(
         err.contains("unknown function \"nope\"") && err.contains("golemw:counter/api.{add}"),
         "{err}"
     );
-    let err = call(&mut ex, "add", &[]);
+    let err = call(&ex, "add", &[]);
     assert!(
         err.contains("takes 1 parameter (n: u64) but 0 were given"),
         "{err}"
     );
-    let err = call(&mut ex, "add", &["1", "2"]);
+    let err = call(&ex, "add", &["1", "2"]);
     assert!(err.contains("but 2 were given"), "{err}");
-    let err = call(&mut ex, "add", &["\"five\""]);
+    let err = call(&ex, "add", &["\"five\""]);
     assert!(err.contains("parameter 1 (n: u64)"), "{err}");
-    let err = call(&mut ex, "add", &["[1,"]);
+    let err = call(&ex, "add", &["[1,"]);
     assert!(err.contains("parameter 1"), "{err}");
-    let err = call(&mut ex, "add", &["-1"]);
+    let err = call(&ex, "add", &["-1"]);
     assert!(err.contains("parameter 1"), "{err}");
     assert_eq!(
         ex.oplog_len(&id).unwrap(),
         len,
         "refused invocations leave no trace"
     );
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).as_deref(), Some("2"));
+    assert_eq!(invoke(&ex, &id, "get", &[]).as_deref(), Some("2"));
     let unknown = ex.worker_id("counter", "ghost").unwrap();
     assert!(matches!(
         ex.worker_record(&unknown),
@@ -344,18 +341,18 @@ fn bad_modules_are_refused_at_upload_with_the_reason() {
 fn a_compiled_module_is_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "counter", "counter");
         let id = worker(&ex, "counter", "w");
-        invoke(&mut ex, &id, "add", &["1"]);
+        invoke(&ex, &id, "add", &["1"]);
     }
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("compiled"))
         .unwrap()
         .collect();
     assert_eq!(cached.len(), 1);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = worker(&ex, "counter", "w");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).as_deref(), Some("1"));
+    assert_eq!(invoke(&ex, &id, "get", &[]).as_deref(), Some("1"));
 }
 
 #[test]
@@ -375,11 +372,11 @@ fn a_corrupt_oplog_block_is_reported_with_its_indexes_and_never_replayed() {
     let uid;
     let id;
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "counter", "counter");
         id = worker(&ex, "counter", "w");
         for n in 1..=3 {
-            invoke(&mut ex, &id, "add", &[&n.to_string()]);
+            invoke(&ex, &id, "add", &[&n.to_string()]);
         }
         uid = ex.worker_record(&id).unwrap().uid;
     }
@@ -413,10 +410,10 @@ fn a_replay_that_makes_a_different_host_call_names_the_index_and_the_calls() {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         add_component(&ex, "clocks", "clocks");
         id = worker(&ex, "clocks", "w");
-        invoke(&mut ex, &id, "now", &[]);
+        invoke(&ex, &id, "now", &[]);
     }
     // Rewrite the recorded invocation to call `random` instead of `now`: replay then meets a
     // random_get where the oplog has a clock_time_get.
@@ -438,14 +435,14 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
         snapshot_policy: golemw_runtime::SnapshotPolicy::Off,
         ..ExecutorOptions::default()
     };
-    let mut ex = Executor::open(dir.path(), options()).unwrap();
+    let ex = Executor::open(dir.path(), options()).unwrap();
     add_component(&ex, "init", "init");
     // What an invocation of a stored, active worker costs: one commit, one sync.
     let known = worker(&ex, "init", "known");
     ex.create_worker(&known, Vec::new(), Vec::new()).unwrap();
-    invoke(&mut ex, &known, "add", &["1"]);
+    invoke(&ex, &known, "add", &["1"]);
     let before = ex.storage().io_counts();
-    invoke(&mut ex, &known, "add", &["1"]);
+    invoke(&ex, &known, "add", &["1"]);
     let warm = ex.storage().io_counts();
     assert_eq!(
         (warm.commits - before.commits, warm.syncs - before.syncs),
@@ -454,7 +451,7 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
 
     // Invoking a new name creates the worker at no extra commit or sync.
     let fresh = worker(&ex, "init", "fresh");
-    let started = invoke(&mut ex, &fresh, "started-at", &[]).unwrap();
+    let started = invoke(&ex, &fresh, "started-at", &[]).unwrap();
     let after = ex.storage().io_counts();
     assert_eq!(
         (after.commits - warm.commits, after.syncs - warm.syncs),
@@ -479,7 +476,7 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
     ));
     drop(ex);
 
-    let mut ex = Executor::open(dir.path(), options()).unwrap();
+    let ex = Executor::open(dir.path(), options()).unwrap();
     let entries = |ex: &Executor, id: &WorkerId| -> Vec<String> {
         ex.oplog(id, 1, 100)
             .unwrap()
@@ -508,7 +505,7 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
         "{fresh_entries:?}"
     );
     assert_eq!(
-        invoke(&mut ex, &fresh, "started-at", &[]).unwrap(),
+        invoke(&ex, &fresh, "started-at", &[]).unwrap(),
         started,
         "the start code's host calls replay from the invocation's commit"
     );
@@ -520,7 +517,7 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
         ex.worker_record(&refused),
         Err(Error::UnknownWorker(_))
     ));
-    invoke(&mut ex, &refused, "started-at", &[]);
+    invoke(&ex, &refused, "started-at", &[]);
 }
 
 /// A result is stored under its idempotency key when the caller gave the key (it may repeat
@@ -529,7 +526,7 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
 #[test]
 fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
+    let ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
     add_component(&ex, "counter", "counter");
     let id = worker(&ex, "counter", "w");
     let rows = |ex: &Executor| -> usize {
@@ -545,8 +542,8 @@ fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
             .take_while(|(key, _)| key.starts_with(uid.as_bytes()))
             .count()
     };
-    assert_eq!(invoke(&mut ex, &id, "add", &["2"]).as_deref(), Some("2"));
-    assert_eq!(invoke(&mut ex, &id, "add", &["3"]).as_deref(), Some("5"));
+    assert_eq!(invoke(&ex, &id, "add", &["2"]).as_deref(), Some("2"));
+    assert_eq!(invoke(&ex, &id, "add", &["3"]).as_deref(), Some("5"));
     assert_eq!(rows(&ex), 0);
     let keyed = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
     assert_eq!(
@@ -556,7 +553,7 @@ fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
     assert_eq!(rows(&ex), 1);
     drop(ex);
 
-    let mut ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
+    let ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
     let again = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
     assert_eq!(
         (again.result.as_deref(), again.from_idempotency_key),
@@ -579,5 +576,5 @@ fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
             Some("9".to_string())
         ]
     );
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).as_deref(), Some("9"));
+    assert_eq!(invoke(&ex, &id, "get", &[]).as_deref(), Some("9"));
 }

@@ -13,7 +13,7 @@ use golemw_tests::guest_wasm;
 
 const COMPONENT: &str = "enum";
 
-fn open_with(dir: &Path, page_size: usize) -> Executor {
+fn open_with(dir: &Path, page_size: usize) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         enumeration_page_size: page_size,
         snapshot_policy: SnapshotPolicy::Off,
@@ -22,7 +22,7 @@ fn open_with(dir: &Path, page_size: usize) -> Executor {
     Executor::open(dir, options).expect("open the data directory")
 }
 
-fn open(dir: &Path) -> Executor {
+fn open(dir: &Path) -> std::sync::Arc<Executor> {
     open_with(dir, 100)
 }
 
@@ -35,7 +35,7 @@ fn id(executor: &Executor, name: &str) -> WorkerId {
     executor.worker_id(COMPONENT, name).unwrap()
 }
 
-fn create(executor: &mut Executor, name: &str, env: &[(&str, &str)]) {
+fn create(executor: &Executor, name: &str, env: &[(&str, &str)]) {
     let env = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -48,7 +48,7 @@ fn create(executor: &mut Executor, name: &str, env: &[(&str, &str)]) {
     std::thread::sleep(std::time::Duration::from_millis(3));
 }
 
-fn invoke(executor: &mut Executor, worker: &str, function: &str, args: &[&str]) -> String {
+fn invoke(executor: &Executor, worker: &str, function: &str, args: &[&str]) -> String {
     let worker = id(executor, worker);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
@@ -58,7 +58,7 @@ fn invoke(executor: &mut Executor, worker: &str, function: &str, args: &[&str]) 
         .unwrap_or_default()
 }
 
-fn invoke_err(executor: &mut Executor, worker: &str, function: &str, args: &[&str]) -> Error {
+fn invoke_err(executor: &Executor, worker: &str, function: &str, args: &[&str]) -> Error {
     let worker = id(executor, worker);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     match executor.invoke(&worker, function, &args, None) {
@@ -126,7 +126,7 @@ fn pages(wave: &str) -> Vec<Vec<String>> {
 }
 
 /// The names a `pages` call returns, all pages flattened.
-fn names(executor: &mut Executor, filter: &str, precise: bool) -> Vec<String> {
+fn names(executor: &Executor, filter: &str, precise: bool) -> Vec<String> {
     let result = invoke(executor, "lister", "pages", &[filter, &precise.to_string()]);
     pages(&result).concat()
 }
@@ -134,27 +134,27 @@ fn names(executor: &mut Executor, filter: &str, precise: bool) -> Vec<String> {
 /// Workers of the filter tests, in name (byte) order: acc-1 acc-10 acc-2 bob carol lister.
 /// carol and lister run version 1, the rest version 0; bob has failed; lister runs the
 /// enumerations (status `running` while it does).
-fn population(dir: &Path) -> (Executor, u64) {
-    let mut ex = open(dir);
+fn population(dir: &Path) -> (std::sync::Arc<Executor>, u64) {
+    let ex = open(dir);
     add_component(&ex);
-    create(&mut ex, "acc-1", &[("REGION", "eu-west"), ("TIER", "gold")]);
-    create(&mut ex, "acc-2", &[("REGION", "us-east")]);
-    create(&mut ex, "acc-10", &[]);
-    create(&mut ex, "bob", &[("REGION", "eu-north")]);
+    create(&ex, "acc-1", &[("REGION", "eu-west"), ("TIER", "gold")]);
+    create(&ex, "acc-2", &[("REGION", "us-east")]);
+    create(&ex, "acc-10", &[]);
+    create(&ex, "bob", &[("REGION", "eu-north")]);
     let bob_created = ex.worker_record(&id(&ex, "bob")).unwrap().created_at_ms;
-    let err = invoke_err(&mut ex, "bob", "fail", &[]);
+    let err = invoke_err(&ex, "bob", "fail", &[]);
     assert!(matches!(err, Error::Trap { .. }), "{err}");
     let wasm = std::fs::read(guest_wasm("enumerate")).unwrap();
     ex.components().update(COMPONENT, &wasm).unwrap();
-    create(&mut ex, "carol", &[]);
-    create(&mut ex, "lister", &[]);
+    create(&ex, "carol", &[]);
+    create(&ex, "lister", &[]);
     (ex, bob_created)
 }
 
 #[test]
 fn every_filter_kind_selects_the_right_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, bob_created) = population(dir.path());
+    let (ex, bob_created) = population(dir.path());
     let all = ["acc-1", "acc-10", "acc-2", "bob", "carol", "lister"];
     let cases: Vec<(String, Vec<&str>)> = vec![
         // No filter: every worker of the component, in name order.
@@ -253,7 +253,7 @@ fn every_filter_kind_selects_the_right_workers() {
     for (filter, expected) in &cases {
         for precise in [false, true] {
             assert_eq!(
-                names(&mut ex, filter, precise),
+                names(&ex, filter, precise),
                 *expected,
                 "filter {filter}, precise {precise}"
             );
@@ -264,9 +264,9 @@ fn every_filter_kind_selects_the_right_workers() {
 #[test]
 fn metadata_matches_the_worker_records() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, _) = population(dir.path());
+    let (ex, _) = population(dir.path());
     let result = invoke(
-        &mut ex,
+        &ex,
         "lister",
         "metadata",
         &[&any(&[&[&name("equal", "acc-1")]]), "true"],
@@ -284,7 +284,7 @@ fn metadata_matches_the_worker_records() {
     );
     // The enumerating worker sees itself running, on the version it was created on.
     let me = invoke(
-        &mut ex,
+        &ex,
         "lister",
         "metadata",
         &[&any(&[&[&name("equal", "lister")]]), "false"],
@@ -300,13 +300,13 @@ fn metadata_matches_the_worker_records() {
 #[test]
 fn results_come_in_pages_until_get_next_returns_none() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open_with(dir.path(), 2);
+    let ex = open_with(dir.path(), 2);
     add_component(&ex);
     for n in ["w1", "w2", "w3", "w4", "w5"] {
-        create(&mut ex, n, &[]);
+        create(&ex, n, &[]);
     }
-    create(&mut ex, "zz-lister", &[]);
-    let lister = |ex: &mut Executor, filter: &str, precise: bool| {
+    create(&ex, "zz-lister", &[]);
+    let lister = |ex: &Executor, filter: &str, precise: bool| {
         let worker = id(ex, "zz-lister");
         let out = ex
             .invoke(
@@ -320,70 +320,67 @@ fn results_come_in_pages_until_get_next_returns_none() {
     };
     for precise in [false, true] {
         assert_eq!(
-            lister(&mut ex, "none", precise),
+            lister(&ex, "none", precise),
             vec![vec!["w1", "w2"], vec!["w3", "w4"], vec!["w5", "zz-lister"]],
             "precise {precise}"
         );
         // Pages hold matching workers only, and are full until the last one.
         assert_eq!(
-            lister(&mut ex, &any(&[&[&name("not-equal", "w2")]]), precise),
+            lister(&ex, &any(&[&[&name("not-equal", "w2")]]), precise),
             vec![vec!["w1", "w3"], vec!["w4", "w5"], vec!["zz-lister"]]
         );
         assert_eq!(
-            lister(&mut ex, &any(&[&[&name("like", "w_")]]), precise),
+            lister(&ex, &any(&[&[&name("like", "w_")]]), precise),
             vec![vec!["w1", "w2"], vec!["w3", "w4"], vec!["w5"]]
         );
         // Nothing matches: the first get-next returns none.
-        assert!(lister(&mut ex, &any(&[&[&name("equal", "nobody")]]), precise).is_empty());
+        assert!(lister(&ex, &any(&[&[&name("equal", "nobody")]]), precise).is_empty());
     }
     // Page by page through a handle kept open across invocations; after none, none again.
-    let h = invoke(&mut ex, "zz-lister", "open", &["none", "false"]);
-    let next = |ex: &mut Executor| invoke(ex, "zz-lister", "next", &[&h]);
-    assert_eq!(next(&mut ex), "some([\"w1=idle\", \"w2=idle\"])");
-    assert_eq!(next(&mut ex), "some([\"w3=idle\", \"w4=idle\"])");
-    assert_eq!(next(&mut ex), "some([\"w5=idle\", \"zz-lister=running\"])");
-    assert_eq!(next(&mut ex), "none");
-    assert_eq!(next(&mut ex), "none");
+    let h = invoke(&ex, "zz-lister", "open", &["none", "false"]);
+    let next = |ex: &Executor| invoke(ex, "zz-lister", "next", &[&h]);
+    assert_eq!(next(&ex), "some([\"w1=idle\", \"w2=idle\"])");
+    assert_eq!(next(&ex), "some([\"w3=idle\", \"w4=idle\"])");
+    assert_eq!(next(&ex), "some([\"w5=idle\", \"zz-lister=running\"])");
+    assert_eq!(next(&ex), "none");
+    assert_eq!(next(&ex), "none");
 }
 
 #[test]
 fn precise_reads_the_latest_records_and_not_precise_the_snapshot_at_construction() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex);
-    create(&mut ex, "a", &[]);
-    create(&mut ex, "b", &[]);
-    create(&mut ex, "lister", &[]);
-    let cached = invoke(&mut ex, "lister", "open", &["none", "false"]);
-    let precise = invoke(&mut ex, "lister", "open", &["none", "true"]);
+    create(&ex, "a", &[]);
+    create(&ex, "b", &[]);
+    create(&ex, "lister", &[]);
+    let cached = invoke(&ex, "lister", "open", &["none", "false"]);
+    let precise = invoke(&ex, "lister", "open", &["none", "true"]);
     assert_eq!((cached.as_str(), precise.as_str()), ("1", "2"), "handles");
     // After construction: b fails, a new worker appears.
-    invoke_err(&mut ex, "b", "fail", &[]);
+    invoke_err(&ex, "b", "fail", &[]);
     assert_eq!(
         ex.worker_record(&id(&ex, "b")).unwrap().status,
         WorkerStatus::Failed
     );
-    create(&mut ex, "m-new", &[]);
+    create(&ex, "m-new", &[]);
     assert_eq!(
-        invoke(&mut ex, "lister", "next", &[&cached]),
+        invoke(&ex, "lister", "next", &[&cached]),
         "some([\"a=idle\", \"b=idle\", \"lister=running\"])",
         "not precise: the records as they were when the enumeration was constructed"
     );
     assert_eq!(
-        invoke(&mut ex, "lister", "next", &[&precise]),
+        invoke(&ex, "lister", "next", &[&precise]),
         "some([\"a=idle\", \"b=failed\", \"lister=running\", \"m-new=idle\"])",
         "precise: the latest records"
     );
-    assert_eq!(invoke(&mut ex, "lister", "next", &[&cached]), "none");
-    assert_eq!(invoke(&mut ex, "lister", "next", &[&precise]), "none");
+    assert_eq!(invoke(&ex, "lister", "next", &[&cached]), "none");
+    assert_eq!(invoke(&ex, "lister", "next", &[&precise]), "none");
     // A fresh non-precise enumeration sees the new state.
-    assert_eq!(
-        names(&mut ex, "none", false),
-        vec!["a", "b", "lister", "m-new"]
-    );
+    assert_eq!(names(&ex, "none", false), vec!["a", "b", "lister", "m-new"]);
     assert_eq!(
         invoke(
-            &mut ex,
+            &ex,
             "lister",
             "pages",
             &[&any(&[&[&status("equal", "failed")]]), "false"]
@@ -395,17 +392,17 @@ fn precise_reads_the_latest_records_and_not_precise_the_snapshot_at_construction
 #[test]
 fn a_dropped_handle_cannot_be_used() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     add_component(&ex);
-    create(&mut ex, "user", &[]);
-    let h = invoke(&mut ex, "user", "open", &["none", "true"]);
+    create(&ex, "user", &[]);
+    let h = invoke(&ex, "user", "open", &["none", "true"]);
     assert_eq!(
-        invoke(&mut ex, "user", "next-raw", &[&h]),
+        invoke(&ex, "user", "next-raw", &[&h]),
         "some([\"user=running\"])",
         "the handle works before it is dropped"
     );
-    invoke(&mut ex, "user", "close", &[&h]);
-    let err = invoke_err(&mut ex, "user", "next-raw", &[&h]);
+    invoke(&ex, "user", "close", &[&h]);
+    let err = invoke_err(&ex, "user", "next-raw", &[&h]);
     let message = err.to_string();
     assert!(
         message.contains("[method]get-workers.get-next on get-workers handle 1, which was dropped"),
@@ -415,17 +412,17 @@ fn a_dropped_handle_cannot_be_used() {
     assert_eq!(record.status, WorkerStatus::Failed);
 
     // Dropping twice traps too, and so does a handle the host never gave out.
-    create(&mut ex, "twice", &[]);
-    let h = invoke(&mut ex, "twice", "open", &["none", "false"]);
-    invoke(&mut ex, "twice", "drop-raw", &[&h]);
-    let err = invoke_err(&mut ex, "twice", "drop-raw", &[&h]);
+    create(&ex, "twice", &[]);
+    let h = invoke(&ex, "twice", "open", &["none", "false"]);
+    invoke(&ex, "twice", "drop-raw", &[&h]);
+    let err = invoke_err(&ex, "twice", "drop-raw", &[&h]);
     assert!(
         err.to_string()
             .contains("[resource-drop]get-workers on get-workers handle 1, which was dropped"),
         "{err}"
     );
-    create(&mut ex, "stranger", &[]);
-    let err = invoke_err(&mut ex, "stranger", "next-raw", &["7"]);
+    create(&ex, "stranger", &[]);
+    let err = invoke_err(&ex, "stranger", "next-raw", &["7"]);
     assert!(
         err.to_string()
             .contains("get-workers handle 7, which this worker was never given"),
@@ -469,15 +466,15 @@ fn get_workers_entries(ex: &Executor, worker: &WorkerId) -> Vec<(String, String)
 fn an_enumerating_worker_recovers_identically() {
     let dir = tempfile::tempdir().unwrap();
     let (first_pages, handle, first_next, state) = {
-        let mut ex = open_with(dir.path(), 2);
+        let ex = open_with(dir.path(), 2);
         add_component(&ex);
         for n in ["a", "b", "c", "d", "e"] {
-            create(&mut ex, n, &[]);
+            create(&ex, n, &[]);
         }
-        create(&mut ex, "lister", &[]);
-        let first_pages = invoke(&mut ex, "lister", "pages", &["none", "true"]);
-        let handle = invoke(&mut ex, "lister", "open", &["none", "false"]);
-        let first_next = invoke(&mut ex, "lister", "next", &[&handle]);
+        create(&ex, "lister", &[]);
+        let first_pages = invoke(&ex, "lister", "pages", &["none", "true"]);
+        let handle = invoke(&ex, "lister", "open", &["none", "false"]);
+        let first_next = invoke(&ex, "lister", "next", &[&handle]);
         let lister = id(&ex, "lister");
         let entries = get_workers_entries(&ex, &lister);
         let kinds: Vec<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
@@ -507,13 +504,13 @@ fn an_enumerating_worker_recovers_identically() {
 
     // Change the worker table under the recorded enumeration: replay must not read it.
     {
-        let mut ex = open_with(dir.path(), 2);
+        let ex = open_with(dir.path(), 2);
         let a = id(&ex, "a");
         ex.delete_worker(&a).unwrap();
-        invoke_err(&mut ex, "c", "fail", &[]);
-        create(&mut ex, "b2", &[]);
+        invoke_err(&ex, "c", "fail", &[]);
+        create(&ex, "b2", &[]);
     }
-    let mut ex = open_with(dir.path(), 2);
+    let ex = open_with(dir.path(), 2);
     let lister = id(&ex, "lister");
     let report = ex.recover(&lister, RecoveryMode::FullReplay).unwrap();
     assert_eq!(report.invocations_replayed, 3);
@@ -525,27 +522,27 @@ fn an_enumerating_worker_recovers_identically() {
     // Live again, the open enumeration continues after the last page it returned ("b"), from a
     // fresh snapshot of the records.
     assert_eq!(
-        invoke(&mut ex, "lister", "next", &[&handle]),
+        invoke(&ex, "lister", "next", &[&handle]),
         "some([\"b2=idle\", \"c=failed\"])"
     );
 
     // The same from a memory snapshot: the open enumeration is part of its host state.
     ex.snapshot(&lister).unwrap();
     drop(ex);
-    let mut ex = open_with(dir.path(), 2);
+    let ex = open_with(dir.path(), 2);
     let report = ex.recover(&lister, RecoveryMode::Auto).unwrap();
     assert!(report.snapshot_index.is_some(), "{report:?}");
     assert_eq!(
-        invoke(&mut ex, "lister", "next", &[&handle]),
+        invoke(&ex, "lister", "next", &[&handle]),
         "some([\"d=idle\", \"e=idle\"])"
     );
     assert_eq!(
-        invoke(&mut ex, "lister", "next", &[&handle]),
+        invoke(&ex, "lister", "next", &[&handle]),
         "some([\"lister=running\"])"
     );
-    assert_eq!(invoke(&mut ex, "lister", "next", &[&handle]), "none");
+    assert_eq!(invoke(&ex, "lister", "next", &[&handle]), "none");
     // And the next enumeration gets the next handle.
-    assert_eq!(invoke(&mut ex, "lister", "open", &["none", "true"]), "3");
+    assert_eq!(invoke(&ex, "lister", "open", &["none", "true"]), "3");
 }
 
 #[test]
@@ -553,10 +550,10 @@ fn a_worker_created_by_the_invocation_that_enumerates_lists_itself() {
     // Such a worker is stored by its invocation's first commit, after the enumeration: it must
     // still be listed, once, in its place by name, on whichever page that falls.
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open_with(dir.path(), 2);
+    let ex = open_with(dir.path(), 2);
     add_component(&ex);
     for n in ["b", "d"] {
-        create(&mut ex, n, &[]);
+        create(&ex, n, &[]);
     }
     for (new, expected) in [
         ("a", vec![vec!["a", "b"], vec!["d"]]),
@@ -579,19 +576,19 @@ fn a_worker_created_by_the_invocation_that_enumerates_lists_itself() {
         }
     }
     // Filters apply to it like to any other: its status while it enumerates is `running`.
-    let metadata = |ex: &mut Executor, worker: &str, filter: &str| {
+    let metadata = |ex: &Executor, worker: &str, filter: &str| {
         let worker = id(ex, worker);
         ex.invoke(&worker, "metadata", &[filter.into(), "true".into()], None)
             .unwrap()
             .result
             .unwrap()
     };
-    let running = metadata(&mut ex, "f", &any(&[&[&status("equal", "running")]]));
+    let running = metadata(&ex, "f", &any(&[&[&status("equal", "running")]]));
     assert!(
         running.contains("worker-name: \"f\"") && running.matches("worker-name").count() == 1,
         "{running}"
     );
-    let others = metadata(&mut ex, "g", &any(&[&[&name("not-equal", "g")]]));
+    let others = metadata(&ex, "g", &any(&[&[&name("not-equal", "g")]]));
     assert_eq!(
         others.matches("worker-name").count(),
         6,

@@ -273,11 +273,11 @@ fn init_guest_builds_with_initialize() {
 
 // --- The inputs run in golemw, and replay. ---
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     Executor::open(dir, ExecutorOptions::default()).expect("open the data directory")
 }
 
-fn invoke(executor: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
+fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(id, function, &args, None)
@@ -294,20 +294,20 @@ fn globals_fixtures_run_and_replay() {
         ("tables", module_with_table_mutation()),
     ];
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         for (name, wasm) in &fixtures {
             ex.components().add(name, wasm).expect("add component");
             let id = ex.worker_id(name, "w").unwrap();
             for n in 1..=3 {
-                assert_eq!(invoke(&mut ex, &id, "incr", &[]), n.to_string());
+                assert_eq!(invoke(&ex, &id, "incr", &[]), n.to_string());
             }
         }
     }
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     for (name, _) in &fixtures {
         let id = ex.worker_id(name, "w").unwrap();
-        assert_eq!(invoke(&mut ex, &id, "get", &[]), "3", "{name} after replay");
-        assert_eq!(invoke(&mut ex, &id, "incr", &[]), "4");
+        assert_eq!(invoke(&ex, &id, "get", &[]), "3", "{name} after replay");
+        assert_eq!(invoke(&ex, &id, "incr", &[]), "4");
     }
 }
 
@@ -317,32 +317,32 @@ fn memory_guest_runs_and_replays() {
     let wasm = std::fs::read(guest_wasm("memory")).unwrap();
     let (checksum, memory_bytes);
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         ex.components().add("memory", &wasm).expect("add component");
         let id = ex.worker_id("memory", "m").unwrap();
-        let empty = invoke(&mut ex, &id, "checksum", &[]);
-        assert_eq!(invoke(&mut ex, &id, "alloc", &["100"]), "0");
-        assert_eq!(invoke(&mut ex, &id, "alloc", &["3"]), "1");
-        assert_ne!(invoke(&mut ex, &id, "checksum", &[]), empty);
-        assert_eq!(invoke(&mut ex, &id, "free", &["0"]), "true");
-        assert_eq!(invoke(&mut ex, &id, "free", &["0"]), "false");
-        assert_eq!(invoke(&mut ex, &id, "alloc", &["5"]), "0", "slot 0 reused");
-        invoke(&mut ex, &id, "fill-mib", &["8"]);
-        let live: u64 = invoke(&mut ex, &id, "live-bytes", &[]).parse().unwrap();
+        let empty = invoke(&ex, &id, "checksum", &[]);
+        assert_eq!(invoke(&ex, &id, "alloc", &["100"]), "0");
+        assert_eq!(invoke(&ex, &id, "alloc", &["3"]), "1");
+        assert_ne!(invoke(&ex, &id, "checksum", &[]), empty);
+        assert_eq!(invoke(&ex, &id, "free", &["0"]), "true");
+        assert_eq!(invoke(&ex, &id, "free", &["0"]), "false");
+        assert_eq!(invoke(&ex, &id, "alloc", &["5"]), "0", "slot 0 reused");
+        invoke(&ex, &id, "fill-mib", &["8"]);
+        let live: u64 = invoke(&ex, &id, "live-bytes", &[]).parse().unwrap();
         assert!((8 << 20..9 << 20).contains(&live), "live bytes {live}");
-        memory_bytes = invoke(&mut ex, &id, "memory-bytes", &[]);
+        memory_bytes = invoke(&ex, &id, "memory-bytes", &[]);
         assert!(memory_bytes.parse::<u64>().unwrap() >= live);
-        let before = invoke(&mut ex, &id, "checksum", &[]);
-        let touched = invoke(&mut ex, &id, "touch", &["25"]);
-        assert_ne!(invoke(&mut ex, &id, "touch", &["25"]), touched);
-        checksum = invoke(&mut ex, &id, "checksum", &[]);
+        let before = invoke(&ex, &id, "checksum", &[]);
+        let touched = invoke(&ex, &id, "touch", &["25"]);
+        assert_ne!(invoke(&ex, &id, "touch", &["25"]), touched);
+        checksum = invoke(&ex, &id, "checksum", &[]);
         assert_ne!(checksum, before);
-        assert_ne!(invoke(&mut ex, &id, "now", &[]), "0");
+        assert_ne!(invoke(&ex, &id, "now", &[]), "0");
     }
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = ex.worker_id("memory", "m").unwrap();
-    assert_eq!(invoke(&mut ex, &id, "checksum", &[]), checksum);
-    assert_eq!(invoke(&mut ex, &id, "memory-bytes", &[]), memory_bytes);
+    assert_eq!(invoke(&ex, &id, "checksum", &[]), checksum);
+    assert_eq!(invoke(&ex, &id, "memory-bytes", &[]), memory_bytes);
 }
 
 #[test]
@@ -351,19 +351,19 @@ fn init_guest_initialize_runs_and_replays() {
     let wasm = std::fs::read(guest_wasm("init")).unwrap();
     let started;
     {
-        let mut ex = open(dir.path());
+        let ex = open(dir.path());
         ex.components().add("init", &wasm).expect("add component");
         let id = ex.worker_id("init", "i").unwrap();
-        started = invoke(&mut ex, &id, "started-at", &[]);
+        started = invoke(&ex, &id, "started-at", &[]);
         assert_ne!(started, "(0, 0)", "_initialize did not run");
-        assert_eq!(invoke(&mut ex, &id, "add", &["2"]), "2");
+        assert_eq!(invoke(&ex, &id, "add", &["2"]), "2");
     }
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let id = ex.worker_id("init", "i").unwrap();
     assert_eq!(
-        invoke(&mut ex, &id, "started-at", &[]),
+        invoke(&ex, &id, "started-at", &[]),
         started,
         "_initialize's host calls are replayed"
     );
-    assert_eq!(invoke(&mut ex, &id, "add", &["1"]), "3");
+    assert_eq!(invoke(&ex, &id, "add", &["1"]), "3");
 }

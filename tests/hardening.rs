@@ -6,7 +6,7 @@ use golemw_runtime::oplog::OplogEntry;
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     Executor::open(dir, ExecutorOptions::default()).unwrap()
 }
 

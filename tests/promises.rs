@@ -7,7 +7,7 @@ use golemw_runtime::promises::{PromiseId, ResumptionOutcome};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         fsync: false,
         ..ExecutorOptions::default()
@@ -15,7 +15,7 @@ fn open(dir: &std::path::Path) -> Executor {
     Executor::open(dir, options).expect("open the data directory")
 }
 
-fn setup(dir: &std::path::Path) -> Executor {
+fn setup(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let ex = open(dir);
     let wasm = std::fs::read(guest_wasm("promises")).unwrap();
     ex.components()
@@ -29,7 +29,7 @@ fn worker(ex: &Executor, name: &str) -> WorkerId {
 }
 
 fn try_invoke(
-    ex: &mut Executor,
+    ex: &Executor,
     id: &WorkerId,
     key: Option<&str>,
     function: &str,
@@ -39,20 +39,14 @@ fn try_invoke(
     ex.invoke(id, function, &args, key).map(|o| o.result)
 }
 
-fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
+fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
     try_invoke(ex, id, None, function, args)
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .unwrap_or_default()
 }
 
 /// Invokes a function that must suspend; returns the promise it awaits.
-fn suspends(
-    ex: &mut Executor,
-    id: &WorkerId,
-    key: &str,
-    function: &str,
-    args: &[&str],
-) -> PromiseId {
+fn suspends(ex: &Executor, id: &WorkerId, key: &str, function: &str, args: &[&str]) -> PromiseId {
     match try_invoke(ex, id, Some(key), function, args) {
         Err(Error::Suspended {
             worker,
@@ -85,9 +79,9 @@ fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
 #[test]
 fn create_promise_returns_the_index_of_its_own_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let idx: u64 = invoke(&mut ex, &a, "create", &[]).parse().unwrap();
+    let idx: u64 = invoke(&ex, &a, "create", &[]).parse().unwrap();
     let entries = entries(&ex, &a);
     let (_, entry) = entries.iter().find(|(i, _)| *i == idx).unwrap();
     assert!(
@@ -95,16 +89,16 @@ fn create_promise_returns_the_index_of_its_own_entry() {
         "{entry}"
     );
     // A second promise gets a later index.
-    let second: u64 = invoke(&mut ex, &a, "create", &[]).parse().unwrap();
+    let second: u64 = invoke(&ex, &a, "create", &[]).parse().unwrap();
     assert!(second > idx);
 }
 
 #[test]
 fn await_suspends_the_worker_and_completing_the_promise_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let awaited = suspends(&mut ex, &a, "k1", "add-and-await", &["5"]);
+    let awaited = suspends(&ex, &a, "k1", "add-and-await", &["5"]);
     assert_eq!(awaited.worker, a);
     assert_eq!(status(&ex, &a), WorkerStatus::Suspended);
     let suspension = ex.suspension(&a).unwrap().expect("suspended");
@@ -137,39 +131,33 @@ fn await_suspends_the_worker_and_completing_the_promise_resumes_it() {
     assert!(again.from_idempotency_key);
     assert_eq!(again.result.as_deref(), Some("\"5:hello\""));
     // The invocation ran once.
-    assert_eq!(invoke(&mut ex, &a, "total", &[]), "5");
+    assert_eq!(invoke(&ex, &a, "total", &[]), "5");
 }
 
 #[test]
 fn completing_a_promise_twice_returns_false() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let idx = invoke(&mut ex, &a, "create", &[]);
+    let idx = invoke(&ex, &a, "create", &[]);
     let id = promise(&a, idx.parse().unwrap());
     assert!(ex.complete_promise(&id, b"one").unwrap().completed);
     assert!(!ex.complete_promise(&id, b"two").unwrap().completed);
     // The first payload stays.
-    assert_eq!(invoke(&mut ex, &a, "await-own", &[&idx]), "\"one\"");
+    assert_eq!(invoke(&ex, &a, "await-own", &[&idx]), "\"one\"");
     // From a guest: true, then false.
-    let idx = invoke(&mut ex, &a, "create", &[]);
-    assert_eq!(
-        invoke(&mut ex, &a, "complete-own", &[&idx, "\"x\""]),
-        "true"
-    );
-    assert_eq!(
-        invoke(&mut ex, &a, "complete-own", &[&idx, "\"y\""]),
-        "false"
-    );
-    assert_eq!(invoke(&mut ex, &a, "await-own", &[&idx]), "\"x\"");
+    let idx = invoke(&ex, &a, "create", &[]);
+    assert_eq!(invoke(&ex, &a, "complete-own", &[&idx, "\"x\""]), "true");
+    assert_eq!(invoke(&ex, &a, "complete-own", &[&idx, "\"y\""]), "false");
+    assert_eq!(invoke(&ex, &a, "await-own", &[&idx]), "\"x\"");
 }
 
 #[test]
 fn unknown_and_deleted_promises_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    invoke(&mut ex, &a, "total", &[]);
+    invoke(&ex, &a, "total", &[]);
     match ex.complete_promise(&promise(&a, 999), b"x") {
         Err(err @ Error::UnknownPromise(_)) => {
             let text = err.to_string();
@@ -181,10 +169,10 @@ fn unknown_and_deleted_promises_are_errors() {
         Err(Error::UnknownPromise(_)) => {}
         other => panic!("{other:?}"),
     }
-    let idx = invoke(&mut ex, &a, "create", &[]);
-    invoke(&mut ex, &a, "delete-own", &[&idx]);
+    let idx = invoke(&ex, &a, "create", &[]);
+    invoke(&ex, &a, "delete-own", &[&idx]);
     // Deleting twice changes nothing.
-    invoke(&mut ex, &a, "delete-own", &[&idx]);
+    invoke(&ex, &a, "delete-own", &[&idx]);
     match ex.complete_promise(&promise(&a, idx.parse().unwrap()), b"x") {
         Err(err @ Error::PromiseDeleted(_)) => {
             assert!(err.to_string().contains("was deleted"), "{err}")
@@ -193,7 +181,7 @@ fn unknown_and_deleted_promises_are_errors() {
     }
     // From a guest, using such a promise traps (the worker fails, with the reason).
     let b = worker(&ex, "b");
-    match try_invoke(&mut ex, &b, None, "await-own", &["999"]) {
+    match try_invoke(&ex, &b, None, "await-own", &["999"]) {
         Err(Error::Trap { message, .. }) => {
             assert!(message.contains("unknown promise 999"), "{message}")
         }
@@ -201,9 +189,9 @@ fn unknown_and_deleted_promises_are_errors() {
     }
     assert_eq!(status(&ex, &b), WorkerStatus::Failed);
     let c = worker(&ex, "c");
-    let idx = invoke(&mut ex, &c, "create", &[]);
-    invoke(&mut ex, &c, "delete-own", &[&idx]);
-    match try_invoke(&mut ex, &c, None, "complete-own", &[&idx, "\"x\""]) {
+    let idx = invoke(&ex, &c, "create", &[]);
+    invoke(&ex, &c, "delete-own", &[&idx]);
+    match try_invoke(&ex, &c, None, "complete-own", &[&idx, "\"x\""]) {
         Err(Error::Trap { message, .. }) => assert!(message.contains("was deleted"), "{message}"),
         other => panic!("{other:?}"),
     }
@@ -217,10 +205,10 @@ fn unknown_and_deleted_promises_are_errors() {
 #[test]
 fn a_suspended_worker_refuses_other_invocations_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let awaited = suspends(&mut ex, &a, "k1", "add-and-await", &["2"]);
-    match try_invoke(&mut ex, &a, None, "total", &[]) {
+    let awaited = suspends(&ex, &a, "k1", "add-and-await", &["2"]);
+    match try_invoke(&ex, &a, None, "total", &[]) {
         Err(err @ Error::WorkerSuspended { .. }) => {
             let text = err.to_string();
             assert!(
@@ -233,37 +221,29 @@ fn a_suspended_worker_refuses_other_invocations_until_resumed() {
         other => panic!("{other:?}"),
     }
     // The suspended invocation itself, asked for again: still suspended.
-    assert_eq!(
-        suspends(&mut ex, &a, "k1", "add-and-await", &["2"]),
-        awaited
-    );
+    assert_eq!(suspends(&ex, &a, "k1", "add-and-await", &["2"]), awaited);
     // After a restart too.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     assert!(matches!(
-        try_invoke(&mut ex, &a, None, "total", &[]),
+        try_invoke(&ex, &a, None, "total", &[]),
         Err(Error::WorkerSuspended { .. })
     ));
     assert!(ex.complete_promise(&awaited, b"go").unwrap().completed);
-    assert_eq!(invoke(&mut ex, &a, "total", &[]), "2");
+    assert_eq!(invoke(&ex, &a, "total", &[]), "2");
 }
 
 #[test]
 fn a_worker_completes_another_workers_promise() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
     let b = worker(&ex, "b");
-    let awaited = suspends(&mut ex, &a, "ka", "add-and-await", &["7"]);
+    let awaited = suspends(&ex, &a, "ka", "add-and-await", &["7"]);
     let idx = awaited.oplog_idx.to_string();
     // b completes a's promise; a resumes once b's invocation is over.
     assert_eq!(
-        invoke(
-            &mut ex,
-            &b,
-            "complete-other",
-            &["\"a\"", &idx, "\"from b\""]
-        ),
+        invoke(&ex, &b, "complete-other", &["\"a\"", &idx, "\"from b\""]),
         "true"
     );
     assert_eq!(status(&ex, &a), WorkerStatus::Idle);
@@ -273,17 +253,14 @@ fn a_worker_completes_another_workers_promise() {
     assert!(done.from_idempotency_key);
     assert_eq!(done.result.as_deref(), Some("\"7:from b\""));
     assert_eq!(
-        invoke(&mut ex, &b, "complete-other", &["\"a\"", &idx, "\"again\""]),
+        invoke(&ex, &b, "complete-other", &["\"a\"", &idx, "\"again\""]),
         "false"
     );
     // A worker can await another worker's promise, too.
-    let idx = invoke(&mut ex, &a, "create", &[]);
-    let awaited = suspends(&mut ex, &b, "kb", "await-other", &["\"a\"", &idx]);
+    let idx = invoke(&ex, &a, "create", &[]);
+    let awaited = suspends(&ex, &b, "kb", "await-other", &["\"a\"", &idx]);
     assert_eq!(awaited.worker, a);
-    assert_eq!(
-        invoke(&mut ex, &a, "complete-own", &[&idx, "\"hi b\""]),
-        "true"
-    );
+    assert_eq!(invoke(&ex, &a, "complete-own", &[&idx, "\"hi b\""]), "true");
     let done = ex
         .invoke(
             &b,
@@ -298,10 +275,10 @@ fn a_worker_completes_another_workers_promise() {
 #[test]
 fn a_resumed_invocation_can_suspend_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let first = invoke(&mut ex, &a, "create", &[]);
-    let awaited = suspends(&mut ex, &a, "k", "await-twice", &[&first]);
+    let first = invoke(&ex, &a, "create", &[]);
+    let awaited = suspends(&ex, &a, "k", "await-twice", &[&first]);
     assert_eq!(awaited.oplog_idx.to_string(), first);
     let completion = ex.complete_promise(&awaited, b"1").unwrap();
     let second = match &completion.resumed[0].outcome {
@@ -322,19 +299,19 @@ fn a_resumed_invocation_can_suspend_again() {
 #[test]
 fn replay_does_not_need_the_promise_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    let awaited = suspends(&mut ex, &a, "k1", "add-and-await", &["3"]);
+    let awaited = suspends(&ex, &a, "k1", "add-and-await", &["3"]);
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     assert_eq!(status(&ex, &a), WorkerStatus::Suspended);
     ex.complete_promise(&awaited, b"late").unwrap();
-    invoke(&mut ex, &a, "delete-own", &[&awaited.oplog_idx.to_string()]);
+    invoke(&ex, &a, "delete-own", &[&awaited.oplog_idx.to_string()]);
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let report = ex.recover(&a, RecoveryMode::FullReplay).unwrap();
     assert!(!report.resumed_invocation);
-    assert_eq!(invoke(&mut ex, &a, "total", &[]), "3");
+    assert_eq!(invoke(&ex, &a, "total", &[]), "3");
     let done = ex
         .invoke(&a, "add-and-await", &["3".to_string()], Some("k1"))
         .unwrap();
@@ -352,14 +329,14 @@ fn replay_does_not_need_the_promise_store() {
 #[test]
 fn an_interrupted_worker_runs_nothing_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = setup(dir.path());
+    let ex = setup(dir.path());
     let a = worker(&ex, "a");
-    invoke(&mut ex, &a, "total", &[]);
+    invoke(&ex, &a, "total", &[]);
     assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Idle);
     assert_eq!(status(&ex, &a), WorkerStatus::Interrupted);
     // Twice: nothing changes.
     assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Interrupted);
-    match try_invoke(&mut ex, &a, None, "total", &[]) {
+    match try_invoke(&ex, &a, None, "total", &[]) {
         Err(err @ Error::WorkerInterrupted { .. }) => {
             assert!(
                 err.to_string().contains("is interrupted; resuming it"),
@@ -370,9 +347,9 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
     }
     // It stays interrupted across a restart.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     assert!(matches!(
-        try_invoke(&mut ex, &a, None, "total", &[]),
+        try_invoke(&ex, &a, None, "total", &[]),
         Err(Error::WorkerInterrupted { .. })
     ));
     assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Idle);
@@ -380,10 +357,10 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
         ex.resume_worker(&a),
         Err(Error::InvalidStatus { .. })
     ));
-    assert_eq!(invoke(&mut ex, &a, "total", &[]), "0");
+    assert_eq!(invoke(&ex, &a, "total", &[]), "0");
 
     // A suspended worker, interrupted: completing its promise does not resume it; resuming does.
-    let awaited = suspends(&mut ex, &a, "k", "add-and-await", &["6"]);
+    let awaited = suspends(&ex, &a, "k", "add-and-await", &["6"]);
     assert_eq!(ex.interrupt_worker(&a).unwrap(), WorkerStatus::Suspended);
     let completion = ex.complete_promise(&awaited, b"later").unwrap();
     assert!(completion.completed && completion.resumed.is_empty());
@@ -394,9 +371,9 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
         .unwrap();
     assert_eq!(done.result.as_deref(), Some("\"6:later\""));
     // Interrupted while suspended on a pending promise: resumed, it is suspended again.
-    let awaited = suspends(&mut ex, &a, "k2", "add-and-await", &["1"]);
+    let awaited = suspends(&ex, &a, "k2", "add-and-await", &["1"]);
     ex.interrupt_worker(&a).unwrap();
     assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Suspended);
     assert!(ex.complete_promise(&awaited, b"x").unwrap().completed);
-    assert_eq!(invoke(&mut ex, &a, "total", &[]), "7");
+    assert_eq!(invoke(&ex, &a, "total", &[]), "7");
 }

@@ -5,7 +5,7 @@ use golemw_runtime::snapshots;
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path, policy: &str) -> Executor {
+fn open(dir: &std::path::Path, policy: &str) -> std::sync::Arc<Executor> {
     open_with_images(
         dir,
         policy,
@@ -13,14 +13,19 @@ fn open(dir: &std::path::Path, policy: &str) -> Executor {
     )
 }
 
-fn setup(dir: &std::path::Path, policy: &str, wasm: &[u8], name: &str) -> (Executor, WorkerId) {
+fn setup(
+    dir: &std::path::Path,
+    policy: &str,
+    wasm: &[u8],
+    name: &str,
+) -> (std::sync::Arc<Executor>, WorkerId) {
     let ex = open(dir, policy);
     ex.components().add(name, wasm).expect("add component");
     let id = ex.worker_id(name, "w").unwrap();
     (ex, id)
 }
 
-fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
+fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ex.invoke(id, function, &args, None)
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
@@ -37,7 +42,7 @@ fn snapshot_indexes(ex: &Executor, id: &WorkerId) -> Vec<u64> {
 }
 
 /// Allocates, frees, grows and touches memory across several snapshots.
-fn memory_workload(ex: &mut Executor, id: &WorkerId) -> String {
+fn memory_workload(ex: &Executor, id: &WorkerId) -> String {
     invoke(ex, id, "fill-mib", &["4"]);
     let a = invoke(ex, id, "alloc", &["512"]).unwrap();
     invoke(ex, id, "alloc", &["2048"]);
@@ -53,9 +58,9 @@ fn memory_workload(ex: &mut Executor, id: &WorkerId) -> String {
 fn restore_equals_full_replay_for_a_guest_that_allocates_frees_and_grows_memory() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(guest_wasm("memory")).unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:3", &wasm, "memory");
-    let checksum = memory_workload(&mut ex, &id);
-    let memory_before: u64 = invoke(&mut ex, &id, "memory-bytes", &[])
+    let (ex, id) = setup(dir.path(), "invocations:3", &wasm, "memory");
+    let checksum = memory_workload(&ex, &id);
+    let memory_before: u64 = invoke(&ex, &id, "memory-bytes", &[])
         .unwrap()
         .parse()
         .unwrap();
@@ -66,7 +71,7 @@ fn restore_equals_full_replay_for_a_guest_that_allocates_frees_and_grows_memory(
     );
     drop(ex);
 
-    let mut ex = open(dir.path(), "invocations:3");
+    let ex = open(dir.path(), "invocations:3");
     let from_snapshot = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
     let report = ex.worker_record(&id).unwrap().last_recovery.unwrap();
     assert!(report.snapshot_index.is_some(), "{report:?}");
@@ -84,47 +89,44 @@ fn restore_equals_full_replay_for_a_guest_that_allocates_frees_and_grows_memory(
         "{checks:?}"
     );
     // And the guest sees its state.
-    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+    assert_eq!(invoke(&ex, &id, "checksum", &[]).unwrap(), checksum);
 }
 
 #[test]
 fn state_kept_in_a_non_exported_global_is_restored() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = golemw_tests::module_with_global_state();
-    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "globals");
+    let (ex, id) = setup(dir.path(), "invocations:1", &wasm, "globals");
     for expected in 1..=5 {
-        assert_eq!(
-            invoke(&mut ex, &id, "incr", &[]).unwrap(),
-            expected.to_string()
-        );
+        assert_eq!(invoke(&ex, &id, "incr", &[]).unwrap(), expected.to_string());
     }
     drop(ex);
-    let mut ex = open(dir.path(), "invocations:1");
+    let ex = open(dir.path(), "invocations:1");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, Some(11), "{report:?}");
     assert_eq!(report.invocations_replayed, 0);
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "5");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "5");
 }
 
 #[test]
 fn restore_does_not_run_start_code_again() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(guest_wasm("init")).unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "init");
-    let started = invoke(&mut ex, &id, "started-at", &[]).unwrap();
-    invoke(&mut ex, &id, "add", &["2"]);
+    let (ex, id) = setup(dir.path(), "invocations:1", &wasm, "init");
+    let started = invoke(&ex, &id, "started-at", &[]).unwrap();
+    invoke(&ex, &id, "add", &["2"]);
     drop(ex);
-    let mut ex = open(dir.path(), "invocations:1");
+    let ex = open(dir.path(), "invocations:1");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert!(report.snapshot_index.is_some());
     // _initialize read the clock and random: had it run again, these would differ.
-    assert_eq!(invoke(&mut ex, &id, "started-at", &[]).unwrap(), started);
-    assert_eq!(invoke(&mut ex, &id, "add", &["1"]).unwrap(), "3");
+    assert_eq!(invoke(&ex, &id, "started-at", &[]).unwrap(), started);
+    assert_eq!(invoke(&ex, &id, "add", &["1"]).unwrap(), "3");
     drop(ex);
-    let mut ex = open(dir.path(), "off");
+    let ex = open(dir.path(), "off");
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(
-        invoke(&mut ex, &id, "started-at", &[]).unwrap(),
+        invoke(&ex, &id, "started-at", &[]).unwrap(),
         started,
         "replayed from the oplog"
     );
@@ -134,8 +136,8 @@ fn restore_does_not_run_start_code_again() {
 fn a_damaged_page_or_manifest_falls_back_to_an_older_snapshot_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(guest_wasm("memory")).unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:2", &wasm, "memory");
-    let checksum = memory_workload(&mut ex, &id);
+    let (ex, id) = setup(dir.path(), "invocations:2", &wasm, "memory");
+    let checksum = memory_workload(&ex, &id);
     let indexes = snapshot_indexes(&ex, &id);
     assert!(indexes.len() >= 3, "{indexes:?}");
     let uid = ex.worker_record(&id).unwrap().uid;
@@ -145,7 +147,7 @@ fn a_damaged_page_or_manifest_falls_back_to_an_older_snapshot_and_says_so() {
     let second = indexes[indexes.len() - 2];
     golemw_tests::corrupt_manifest(dir.path(), &uid, newest);
     assert!(golemw_tests::corrupt_pages_of_snapshot(dir.path(), &uid, second) > 0);
-    let mut ex = open(dir.path(), "off");
+    let ex = open(dir.path(), "off");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(
         report.snapshot_index,
@@ -163,7 +165,7 @@ fn a_damaged_page_or_manifest_falls_back_to_an_older_snapshot_and_says_so() {
         "{:?}",
         report.skipped
     );
-    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+    assert_eq!(invoke(&ex, &id, "checksum", &[]).unwrap(), checksum);
     let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(ex.state_digest(&id, RecoveryMode::Auto).unwrap(), full);
 }
@@ -172,12 +174,12 @@ fn a_damaged_page_or_manifest_falls_back_to_an_older_snapshot_and_says_so() {
 fn a_snapshot_of_another_component_version_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(guest_wasm("counter")).unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "counter");
-    invoke(&mut ex, &id, "add", &["4"]);
+    let (ex, id) = setup(dir.path(), "invocations:1", &wasm, "counter");
+    invoke(&ex, &id, "add", &["4"]);
     ex.components().update("counter", &wasm).unwrap();
     drop(ex);
     golemw_tests::set_worker_component_version(dir.path(), &id, 1);
-    let mut ex = open(dir.path(), "off");
+    let ex = open(dir.path(), "off");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, None);
     assert!(
@@ -185,7 +187,7 @@ fn a_snapshot_of_another_component_version_is_not_used() {
         "{:?}",
         report.skipped
     );
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "4");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "4");
 }
 
 #[test]
@@ -197,10 +199,10 @@ fn an_unchanged_page_is_stored_once_and_pruning_collects_unreferenced_pages() {
         snapshots_keep: 2,
         ..ExecutorOptions::default()
     };
-    let mut ex = Executor::open(dir.path(), options).unwrap();
+    let ex = Executor::open(dir.path(), options).unwrap();
     ex.components().add("memory", &wasm).unwrap();
     let id = ex.worker_id("memory", "w").unwrap();
-    invoke(&mut ex, &id, "fill-mib", &["8"]);
+    invoke(&ex, &id, "fill-mib", &["8"]);
     let first = ex.snapshot(&id).unwrap();
     let uid = ex.worker_record(&id).unwrap().uid;
     let pages_after_first = snapshots::stored_pages(ex.storage(), &uid).unwrap().len();
@@ -211,7 +213,7 @@ fn an_unchanged_page_is_stored_once_and_pruning_collects_unreferenced_pages() {
     );
     // Touch 1% of the data (spread over the buffers, so a few 64 KiB pages each get a write):
     // only the pages holding a write are new; the rest are referenced, not stored again.
-    invoke(&mut ex, &id, "touch", &["1"]);
+    invoke(&ex, &id, "touch", &["1"]);
     let second = ex.snapshot(&id).unwrap();
     assert!(
         second.pages_new > 0 && second.pages_new * 4 < second.pages_stored,
@@ -223,7 +225,7 @@ fn an_unchanged_page_is_stored_once_and_pruning_collects_unreferenced_pages() {
         pages_after_first + second.pages_new as usize
     );
     // A third snapshot prunes the first (keep 2); its pages that nobody else uses go with it.
-    invoke(&mut ex, &id, "touch", &["1"]);
+    invoke(&ex, &id, "touch", &["1"]);
     let third = ex.snapshot(&id).unwrap();
     assert_eq!(snapshot_indexes(&ex, &id).len(), 2);
     let pages_after_third = snapshots::stored_pages(ex.storage(), &uid).unwrap().len();
@@ -239,9 +241,9 @@ fn an_unchanged_page_is_stored_once_and_pruning_collects_unreferenced_pages() {
 fn a_module_that_mutates_its_tables_is_not_snapshotted() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = golemw_tests::module_with_table_mutation();
-    let (mut ex, id) = setup(dir.path(), "invocations:1", &wasm, "tables");
-    invoke(&mut ex, &id, "incr", &[]);
-    invoke(&mut ex, &id, "incr", &[]);
+    let (ex, id) = setup(dir.path(), "invocations:1", &wasm, "tables");
+    invoke(&ex, &id, "incr", &[]);
+    invoke(&ex, &id, "incr", &[]);
     assert!(snapshot_indexes(&ex, &id).is_empty());
     let reason = ex.snapshot_blocker(&id).unwrap().expect("a reason");
     assert!(
@@ -249,7 +251,7 @@ fn a_module_that_mutates_its_tables_is_not_snapshotted() {
         "{reason}"
     );
     drop(ex);
-    let mut ex = open(dir.path(), "invocations:1");
+    let ex = open(dir.path(), "invocations:1");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, None);
     assert!(
@@ -257,7 +259,7 @@ fn a_module_that_mutates_its_tables_is_not_snapshotted() {
         "{:?}",
         report.skipped
     );
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "2");
 }
 
 /// What a fresh instance writes before guest code runs (its active data segments) is known from
@@ -314,7 +316,10 @@ fn memory_a_fresh_instance_initialises_is_read_from_its_data_segments() {
     assert!(!ranges.is_empty());
 }
 
-fn open_tracking(dir: &std::path::Path, track_writes: bool) -> (Executor, WorkerId) {
+fn open_tracking(
+    dir: &std::path::Path,
+    track_writes: bool,
+) -> (std::sync::Arc<Executor>, WorkerId) {
     let options = ExecutorOptions {
         snapshot_policy: SnapshotPolicy::Off,
         snapshots_keep: 64,
@@ -352,15 +357,15 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
     let mut runs = Vec::new();
     for track_writes in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ex, id) = open_tracking(dir.path(), track_writes);
+        let (ex, id) = open_tracking(dir.path(), track_writes);
         // As `memory_workload`, without its clock call: the two runs must be byte-identical.
-        invoke(&mut ex, &id, "fill-mib", &["4"]);
-        let a = invoke(&mut ex, &id, "alloc", &["512"]).unwrap();
-        invoke(&mut ex, &id, "touch", &["10"]);
-        invoke(&mut ex, &id, "free", &[&a]);
-        invoke(&mut ex, &id, "alloc", &["8192"]); // grows linear memory
-        invoke(&mut ex, &id, "touch", &["50"]);
-        let checksum = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+        invoke(&ex, &id, "fill-mib", &["4"]);
+        let a = invoke(&ex, &id, "alloc", &["512"]).unwrap();
+        invoke(&ex, &id, "touch", &["10"]);
+        invoke(&ex, &id, "free", &[&a]);
+        invoke(&ex, &id, "alloc", &["8192"]); // grows linear memory
+        invoke(&ex, &id, "touch", &["50"]);
+        let checksum = invoke(&ex, &id, "checksum", &[]).unwrap();
         ex.snapshot(&id).unwrap();
         if track_writes && golemw_snapshot::dirty::available().is_ok() {
             assert!(
@@ -375,11 +380,11 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
         // kernel). Each alone; the second after the record restarted at the first rewind.
         let mut at_target = String::new();
         for written_since_newest in [false, true] {
-            invoke(&mut ex, &id, "touch", &["3"]);
-            at_target = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+            invoke(&ex, &id, "touch", &["3"]);
+            at_target = invoke(&ex, &id, "checksum", &[]).unwrap();
             ex.snapshot(&id).unwrap();
             let target = ex.oplog_len(&id).unwrap();
-            invoke(&mut ex, &id, "touch", &["20"]);
+            invoke(&ex, &id, "touch", &["20"]);
             if !written_since_newest {
                 ex.snapshot(&id).unwrap();
             }
@@ -394,13 +399,13 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
             );
             assert_eq!(report.snapshot_index, Some(target), "{report:?}");
             // The jump deleted everything after the target.
-            assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), at_target);
+            assert_eq!(invoke(&ex, &id, "checksum", &[]).unwrap(), at_target);
         }
         let rewound = ex.active_state_digest(&id).unwrap();
         // After the rewind the record restarts from the snapshot: work and capture again.
-        invoke(&mut ex, &id, "touch", &["7"]);
+        invoke(&ex, &id, "touch", &["7"]);
         ex.snapshot(&id).unwrap();
-        invoke(&mut ex, &id, "touch", &["2"]);
+        invoke(&ex, &id, "touch", &["2"]);
         ex.snapshot(&id).unwrap();
         // The instance that was rewound and captured again equals a full replay.
         let live = ex.active_state_digest(&id).unwrap();
@@ -419,11 +424,11 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
                 "tracking from the restore on"
             );
         }
-        invoke(&mut ex, &id, "touch-pages", &["3"]);
+        invoke(&ex, &id, "touch-pages", &["3"]);
         ex.snapshot(&id).unwrap();
-        invoke(&mut ex, &id, "touch", &["1"]);
+        invoke(&ex, &id, "touch", &["1"]);
         ex.snapshot(&id).unwrap();
-        let after = invoke(&mut ex, &id, "checksum", &[]).unwrap();
+        let after = invoke(&ex, &id, "checksum", &[]).unwrap();
         let pages = manifests(&ex, &id);
         let live = ex.active_state_digest(&id).unwrap();
         let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
@@ -444,7 +449,11 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
     assert_eq!(tracked.4, compared.4, "snapshots differ page for page");
 }
 
-fn open_with_images(dir: &std::path::Path, policy: &str, images: Option<u64>) -> Executor {
+fn open_with_images(
+    dir: &std::path::Path,
+    policy: &str,
+    images: Option<u64>,
+) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         snapshot_policy: policy.parse::<SnapshotPolicy>().unwrap(),
         snapshots_keep: 16,
@@ -456,7 +465,7 @@ fn open_with_images(dir: &std::path::Path, policy: &str, images: Option<u64>) ->
 
 /// A `memory` worker whose executor keeps an image of any memory, snapshotting every second
 /// invocation.
-fn memory_worker_imaging_all(dir: &std::path::Path) -> (Executor, WorkerId) {
+fn memory_worker_imaging_all(dir: &std::path::Path) -> (std::sync::Arc<Executor>, WorkerId) {
     let wasm = std::fs::read(guest_wasm("memory")).unwrap();
     let ex = open_with_images(dir, "invocations:2", Some(0));
     ex.components().add("memory", &wasm).unwrap();
@@ -491,14 +500,14 @@ fn damage_image(path: &std::path::Path) {
 #[test]
 fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = memory_worker_imaging_all(dir.path());
-    memory_workload(&mut ex, &id);
+    let (ex, id) = memory_worker_imaging_all(dir.path());
+    memory_workload(&ex, &id);
     let uid = ex.worker_record(&id).unwrap().uid;
     let image = snapshots::image_path(ex.storage(), &uid);
-    invoke(&mut ex, &id, "touch", &["5"]);
+    invoke(&ex, &id, "touch", &["5"]);
     // The second invocation since the last snapshot: a snapshot, and its image.
-    let checksum = invoke(&mut ex, &id, "checksum", &[]).unwrap();
-    let memory_bytes: u64 = invoke(&mut ex, &id, "memory-bytes", &[])
+    let checksum = invoke(&ex, &id, "checksum", &[]).unwrap();
+    let memory_bytes: u64 = invoke(&ex, &id, "memory-bytes", &[])
         .unwrap()
         .parse()
         .unwrap();
@@ -507,7 +516,7 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
 
     // A damaged image: its wrong pages (and the part cut off) are read from storage.
     damage_image(&image);
-    let mut ex = open_with_images(dir.path(), "invocations:2", Some(0));
+    let ex = open_with_images(dir.path(), "invocations:2", Some(0));
     let newest = *snapshot_indexes(&ex, &id).last().unwrap();
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert_eq!(report.snapshot_index, Some(newest), "{report:?}");
@@ -517,11 +526,11 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
         memory_bytes
     );
     assert!(used.repaired > 0 && used.repaired < used.pages, "{used:?}");
-    assert_eq!(invoke(&mut ex, &id, "checksum", &[]).unwrap(), checksum);
+    assert_eq!(invoke(&ex, &id, "checksum", &[]).unwrap(), checksum);
     // Two invocations on the image-mapped memory, growing it: a snapshot writes the pages
     // they changed, and those the image had wrong, into the image.
-    invoke(&mut ex, &id, "alloc", &["70000"]);
-    invoke(&mut ex, &id, "touch", &["30"]);
+    invoke(&ex, &id, "alloc", &["70000"]);
+    invoke(&ex, &id, "touch", &["30"]);
     let live = ex.active_state_digest(&id).unwrap();
     drop(ex);
     assert_eq!(full_replay_digest(dir.path(), &id), live);
@@ -539,8 +548,8 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
 
     // An image that matches: the snapshot's own stored pages are not even read (they are
     // damaged here), and `snapshot verify`, which reads storage, finds the damage.
-    let mut ex = open_with_images(dir.path(), "invocations:1", Some(0));
-    invoke(&mut ex, &id, "touch", &["1"]);
+    let ex = open_with_images(dir.path(), "invocations:1", Some(0));
+    invoke(&ex, &id, "touch", &["1"]);
     let live = ex.active_state_digest(&id).unwrap();
     let newest = *snapshot_indexes(&ex, &id).last().unwrap();
     drop(ex);
@@ -570,13 +579,13 @@ fn a_memory_image_restores_the_snapshot_and_pages_it_has_wrong_come_from_storage
 #[test]
 fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = memory_worker_imaging_all(dir.path());
-    invoke(&mut ex, &id, "fill-mib", &["1"]);
+    let (ex, id) = memory_worker_imaging_all(dir.path());
+    invoke(&ex, &id, "fill-mib", &["1"]);
     let uid = ex.worker_record(&id).unwrap().uid;
     let image = snapshots::image_path(ex.storage(), &uid);
     // Something that is not a file where the image goes: the capture drops the image.
     std::fs::create_dir_all(image.join("in-the-way")).unwrap();
-    invoke(&mut ex, &id, "touch", &["20"]);
+    invoke(&ex, &id, "touch", &["20"]);
     let live = ex.active_state_digest(&id).unwrap();
     assert!(image.is_dir());
     let images: Vec<_> = std::fs::read_dir(image.parent().unwrap())
@@ -592,8 +601,8 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
     // Deleting the worker deletes its image.
     std::fs::remove_dir_all(&image).unwrap();
     drop(ex);
-    let mut ex = open_with_images(dir.path(), "invocations:1", Some(0));
-    invoke(&mut ex, &id, "touch", &["1"]);
+    let ex = open_with_images(dir.path(), "invocations:1", Some(0));
+    invoke(&ex, &id, "touch", &["1"]);
     assert!(image.is_file());
     // What a crash between making a replacement image and renaming it would leave.
     let unfinished = image.with_extension("mem.new");
@@ -607,9 +616,9 @@ fn an_image_that_cannot_be_written_or_read_costs_only_speed() {
 #[test]
 fn the_image_of_a_deleted_worker_is_removed_when_the_data_directory_is_next_opened() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = memory_worker_imaging_all(dir.path());
-    invoke(&mut ex, &id, "fill-mib", &["1"]);
-    invoke(&mut ex, &id, "touch", &["1"]);
+    let (ex, id) = memory_worker_imaging_all(dir.path());
+    invoke(&ex, &id, "fill-mib", &["1"]);
+    invoke(&ex, &id, "touch", &["1"]);
     let uid = ex.worker_record(&id).unwrap().uid;
     let image = snapshots::image_path(ex.storage(), &uid);
     assert!(image.is_file());

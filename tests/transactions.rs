@@ -9,7 +9,7 @@ use golemw_runtime::oplog::{DiscardReason, HostFunction, OplogEntry};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         fsync: false,
         ..ExecutorOptions::default()
@@ -17,7 +17,7 @@ fn open(dir: &std::path::Path) -> Executor {
     Executor::open(dir, options).expect("open the data directory")
 }
 
-fn setup(dir: &std::path::Path) -> (Executor, WorkerId) {
+fn setup(dir: &std::path::Path) -> (std::sync::Arc<Executor>, WorkerId) {
     let ex = open(dir);
     let wasm = std::fs::read(guest_wasm("txn")).unwrap();
     ex.components().add("txn", &wasm).expect("add component");
@@ -26,7 +26,7 @@ fn setup(dir: &std::path::Path) -> (Executor, WorkerId) {
 }
 
 fn try_invoke(
-    ex: &mut Executor,
+    ex: &Executor,
     id: &WorkerId,
     function: &str,
     args: &[&str],
@@ -35,7 +35,7 @@ fn try_invoke(
     ex.invoke(id, function, &args, None).map(|o| o.result)
 }
 
-fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
+fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
     try_invoke(ex, id, function, args)
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .unwrap_or_default()
@@ -72,8 +72,8 @@ fn field(result: &str, name: &str) -> String {
 #[test]
 fn an_atomic_region_is_recorded_by_its_markers_and_a_second_end_does_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
-    let (key, items) = key_and_items(&invoke(&mut ex, &id, "atomic-append", &["7", "0"]));
+    let (ex, id) = setup(dir.path());
+    let (key, items) = key_and_items(&invoke(&ex, &id, "atomic-append", &["7", "0"]));
     assert_eq!(items, 1);
     let all = entries(&ex, &id);
     let begin = all
@@ -91,12 +91,12 @@ fn an_atomic_region_is_recorded_by_its_markers_and_a_second_end_does_nothing() {
     assert_eq!(ends, vec![begin], "one end, naming its begin");
     // Replay reproduces the region (same key, same items) without discarding anything.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    assert_eq!(invoke(&mut ex, &id, "items", &[]), "[7]");
+    assert_eq!(invoke(&ex, &id, "items", &[]), "[7]");
     assert_eq!(count_kind(&ex, &id, "discarded"), 0);
     // The key the region generated is the one in the oplog, replayed.
-    let (again, items) = key_and_items(&invoke(&mut ex, &id, "atomic-append", &["8", "0"]));
+    let (again, items) = key_and_items(&invoke(&ex, &id, "atomic-append", &["8", "0"]));
     assert_eq!(items, 2);
     assert_ne!(again, key);
 }
@@ -104,8 +104,8 @@ fn an_atomic_region_is_recorded_by_its_markers_and_a_second_end_does_nothing() {
 #[test]
 fn a_trap_inside_an_atomic_region_discards_the_region_and_runs_it_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
-    let result = invoke(&mut ex, &id, "atomic-trap", &["5", "1"]);
+    let (ex, id) = setup(dir.path());
+    let result = invoke(&ex, &id, "atomic-trap", &["5", "1"]);
     assert_eq!(field(&result, "retries"), "1");
     assert_eq!(
         field(&result, "items"),
@@ -161,10 +161,10 @@ fn a_trap_inside_an_atomic_region_discards_the_region_and_runs_it_again() {
     // The same state after a restart, with full replay and from a snapshot.
     let before = field(&result, "before");
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    assert_eq!(invoke(&mut ex, &id, "items", &[]), "[5]");
-    let again = invoke(&mut ex, &id, "atomic-trap", &["6", "0"]);
+    assert_eq!(invoke(&ex, &id, "items", &[]), "[5]");
+    let again = invoke(&ex, &id, "atomic-trap", &["6", "0"]);
     assert_ne!(field(&again, "before"), before);
     assert_eq!(field(&again, "items"), "2");
 }
@@ -174,12 +174,12 @@ fn the_default_retry_policy_is_golems_and_a_set_policy_is_recorded_and_survives_
     let dir = tempfile::tempdir().unwrap();
     let (mut ex, id) = setup(dir.path());
     assert_eq!(
-        invoke(&mut ex, &id, "get-retry-policy", &[]),
+        invoke(&ex, &id, "get-retry-policy", &[]),
         "{max-attempts: 3, min-delay: 100000000, max-delay: 1000000000, multiplier: 3}"
     );
     let policy = "{max-attempts: 5, min-delay: 1000000, max-delay: 8000000, multiplier: 2.5}";
-    invoke(&mut ex, &id, "set-retry-policy", &[policy]);
-    assert_eq!(invoke(&mut ex, &id, "get-retry-policy", &[]), policy);
+    invoke(&ex, &id, "set-retry-policy", &[policy]);
+    assert_eq!(invoke(&ex, &id, "get-retry-policy", &[]), policy);
     assert!(entries(&ex, &id).iter().any(|(_, e)| matches!(e,
         OplogEntry::ImportedFunctionInvoked { function: HostFunction::Golem(name), .. }
             if name == "set-retry-policy")));
@@ -189,7 +189,7 @@ fn the_default_retry_policy_is_golems_and_a_set_policy_is_recorded_and_survives_
         ex = open(dir.path());
         ex.recover(&id, mode).unwrap();
         assert_eq!(
-            invoke(&mut ex, &id, "get-retry-policy", &[]),
+            invoke(&ex, &id, "get-retry-policy", &[]),
             policy,
             "{mode:?}"
         );
@@ -199,16 +199,16 @@ fn the_default_retry_policy_is_golems_and_a_set_policy_is_recorded_and_survives_
 #[test]
 fn a_trapping_invocation_is_retried_with_backoff_then_the_worker_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
+    let (ex, id) = setup(dir.path());
     // 2 retries, 40 ms then 80 ms apart.
     invoke(
-        &mut ex,
+        &ex,
         &id,
         "set-retry-policy",
         &["{max-attempts: 2, min-delay: 40000000, max-delay: 1000000000, multiplier: 2.0}"],
     );
     let started = Instant::now();
-    let err = try_invoke(&mut ex, &id, "always-trap", &[]).unwrap_err();
+    let err = try_invoke(&ex, &id, "always-trap", &[]).unwrap_err();
     let elapsed = started.elapsed();
     assert!(
         matches!(&err, Error::Trap { function, message }
@@ -235,8 +235,8 @@ fn a_trapping_invocation_is_retried_with_backoff_then_the_worker_fails() {
     assert_eq!(count_kind(&ex, &id, "exported-function-invoked"), 2);
     // After a restart the worker is still failed, with the same count.
     drop(ex);
-    let mut ex = open(dir.path());
-    let err = try_invoke(&mut ex, &id, "items", &[]).unwrap_err();
+    let ex = open(dir.path());
+    let err = try_invoke(&ex, &id, "items", &[]).unwrap_err();
     assert!(matches!(err, Error::WorkerFailed { .. }), "{err}");
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(
@@ -248,35 +248,35 @@ fn a_trapping_invocation_is_retried_with_backoff_then_the_worker_fails() {
 #[test]
 fn retry_count_counts_the_retries_of_the_running_invocation() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
+    let (ex, id) = setup(dir.path());
     invoke(
-        &mut ex,
+        &ex,
         &id,
         "set-retry-policy",
         &["{max-attempts: 4, min-delay: 1000000, max-delay: 1000000, multiplier: 1.0}"],
     );
     // The guest sees its own retry-count grow and succeeds on the third attempt.
-    assert_eq!(invoke(&mut ex, &id, "trap-until", &["2"]), "2");
+    assert_eq!(invoke(&ex, &id, "trap-until", &["2"]), "2");
     let record = ex.worker_record(&id).unwrap();
     assert_eq!((record.status, record.retry_count), (WorkerStatus::Idle, 0));
     // Replay reproduces the successful attempt only.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    assert_eq!(invoke(&mut ex, &id, "trap-until", &["0"]), "0");
+    assert_eq!(invoke(&ex, &id, "trap-until", &["0"]), "0");
 }
 
 #[test]
 fn with_max_attempts_zero_a_trap_fails_the_worker_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
+    let (ex, id) = setup(dir.path());
     invoke(
-        &mut ex,
+        &ex,
         &id,
         "set-retry-policy",
         &["{max-attempts: 0, min-delay: 0, max-delay: 0, multiplier: 1.0}"],
     );
-    try_invoke(&mut ex, &id, "always-trap", &[]).unwrap_err();
+    try_invoke(&ex, &id, "always-trap", &[]).unwrap_err();
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(
         (record.status, record.retry_count),
@@ -288,10 +288,10 @@ fn with_max_attempts_zero_a_trap_fails_the_worker_at_once() {
 #[test]
 fn persist_nothing_leaves_host_calls_unrecorded_and_they_run_live_again_on_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
-    assert_eq!(invoke(&mut ex, &id, "get-persistence", &[]), "smart");
+    let (ex, id) = setup(dir.path());
+    assert_eq!(invoke(&ex, &id, "get-persistence", &[]), "smart");
     let recorded_before = count_kind(&ex, &id, "imported-function-invoked");
-    let draws = invoke(&mut ex, &id, "draw-unrecorded", &["4"]);
+    let draws = invoke(&ex, &id, "draw-unrecorded", &["4"]);
     let all = entries(&ex, &id);
     let host_calls: Vec<String> = all
         .iter()
@@ -303,32 +303,29 @@ fn persist_nothing_leaves_host_calls_unrecorded_and_they_run_live_again_on_repla
     assert_eq!(host_calls.len(), 2, "{host_calls:?}");
     assert!(host_calls[0].contains("set-oplog-persistence-level(persist-nothing)"));
     assert!(host_calls[1].contains("set-oplog-persistence-level(smart)"));
-    assert_eq!(invoke(&mut ex, &id, "get-persistence", &[]), "smart");
+    assert_eq!(invoke(&ex, &id, "get-persistence", &[]), "smart");
     // Replay runs the draws live again: different numbers (4 random u64s repeating is
     // impossible in practice), and no divergence.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    let replayed = invoke(&mut ex, &id, "last-draws", &[]);
+    let replayed = invoke(&ex, &id, "last-draws", &[]);
     assert_ne!(replayed, draws);
     assert_eq!(replayed.matches(',').count(), 3);
     // The level itself persists across invocations and restarts until changed.
-    invoke(&mut ex, &id, "set-persistence", &["persist-nothing"]);
+    invoke(&ex, &id, "set-persistence", &["persist-nothing"]);
     ex.snapshot(&id).unwrap();
     drop(ex);
-    let mut ex = open(dir.path());
-    assert_eq!(
-        invoke(&mut ex, &id, "get-persistence", &[]),
-        "persist-nothing"
-    );
+    let ex = open(dir.path());
+    assert_eq!(invoke(&ex, &id, "get-persistence", &[]), "persist-nothing");
     invoke(
-        &mut ex,
+        &ex,
         &id,
         "set-persistence",
         &["persist-remote-side-effects"],
     );
     assert_eq!(
-        invoke(&mut ex, &id, "get-persistence", &[]),
+        invoke(&ex, &id, "get-persistence", &[]),
         "persist-remote-side-effects"
     );
 }
@@ -336,18 +333,18 @@ fn persist_nothing_leaves_host_calls_unrecorded_and_they_run_live_again_on_repla
 #[test]
 fn idempotence_mode_is_on_by_default_and_off_wraps_remote_side_effects_in_markers() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path());
+    let (ex, id) = setup(dir.path());
     let other = ex.worker_id("txn", "other").unwrap();
-    invoke(&mut ex, &other, "items", &[]);
-    assert_eq!(invoke(&mut ex, &id, "get-idempotent", &[]), "true");
+    invoke(&ex, &other, "items", &[]);
+    assert_eq!(invoke(&ex, &id, "get-idempotent", &[]), "true");
     assert_eq!(
-        invoke(&mut ex, &id, "remote", &["\"other\"", "0"]),
+        invoke(&ex, &id, "remote", &["\"other\"", "0"]),
         "\"status=idle version=0\""
     );
     assert_eq!(count_kind(&ex, &id, "begin-remote-write"), 0);
-    invoke(&mut ex, &id, "set-idempotent", &["false"]);
-    assert_eq!(invoke(&mut ex, &id, "get-idempotent", &[]), "false");
-    invoke(&mut ex, &id, "remote", &["\"other\"", "0"]);
+    invoke(&ex, &id, "set-idempotent", &["false"]);
+    assert_eq!(invoke(&ex, &id, "get-idempotent", &[]), "false");
+    invoke(&ex, &id, "remote", &["\"other\"", "0"]);
     let all = entries(&ex, &id);
     let begin = all
         .iter()
@@ -367,11 +364,11 @@ fn idempotence_mode_is_on_by_default_and_off_wraps_remote_side_effects_in_marker
     );
     // Replay goes through the markers, and the mode survives restarts.
     drop(ex);
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    assert_eq!(invoke(&mut ex, &id, "get-idempotent", &[]), "false");
-    invoke(&mut ex, &id, "set-idempotent", &["true"]);
-    assert_eq!(invoke(&mut ex, &id, "get-idempotent", &[]), "true");
+    assert_eq!(invoke(&ex, &id, "get-idempotent", &[]), "false");
+    invoke(&ex, &id, "set-idempotent", &["true"]);
+    assert_eq!(invoke(&ex, &id, "get-idempotent", &[]), "true");
 }
 
 /// With `wait_for_retries` off, a trapped invocation returns `RetryScheduled` at once (the
@@ -381,7 +378,7 @@ fn idempotence_mode_is_on_by_default_and_off_wraps_remote_side_effects_in_marker
 #[test]
 fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = Executor::open(
+    let ex = Executor::open(
         dir.path(),
         ExecutorOptions {
             fsync: false,
@@ -394,7 +391,7 @@ fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation(
     ex.components().add("txn", &wasm).unwrap();
     let policy =
         "{max-attempts: 2, min-delay: 3600000000000, max-delay: 3600000000000, multiplier: 1.0}";
-    let scheduled = |ex: &mut Executor, id: &WorkerId| {
+    let scheduled = |ex: &Executor, id: &WorkerId| {
         let started = Instant::now();
         let err = try_invoke(ex, id, "trap-until", &["2"]).unwrap_err();
         assert!(
@@ -418,8 +415,8 @@ fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation(
 
     // The caller goes on: each continuation runs one more attempt, until one returns.
     let a = ex.worker_id("txn", "a").unwrap();
-    invoke(&mut ex, &a, "set-retry-policy", &[policy]);
-    let (function, key) = scheduled(&mut ex, &a);
+    invoke(&ex, &a, "set-retry-policy", &[policy]);
+    let (function, key) = scheduled(&ex, &a);
     let again = ex.continue_retry(&a, &function, &key).unwrap_err();
     assert!(
         matches!(again, Error::RetryScheduled { attempt: 2, .. }),
@@ -432,14 +429,14 @@ fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation(
     // Another invocation of the worker comes first: its activation runs the attempts (one
     // retry scheduled again, then it returns), and the continuation finds the result.
     let b = ex.worker_id("txn", "b").unwrap();
-    invoke(&mut ex, &b, "set-retry-policy", &[policy]);
-    let (function, key) = scheduled(&mut ex, &b);
-    let err = try_invoke(&mut ex, &b, "items", &[]).unwrap_err();
+    invoke(&ex, &b, "set-retry-policy", &[policy]);
+    let (function, key) = scheduled(&ex, &b);
+    let err = try_invoke(&ex, &b, "items", &[]).unwrap_err();
     assert!(
         matches!(err, Error::RetryScheduled { attempt: 2, .. }),
         "{err}"
     );
-    assert_eq!(invoke(&mut ex, &b, "items", &[]), "[]");
+    assert_eq!(invoke(&ex, &b, "items", &[]), "[]");
     let done = ex.continue_retry(&b, &function, &key).unwrap();
     assert_eq!(done.result.as_deref(), Some("2"));
     assert_eq!(count_kind(&ex, &b, "exported-function-completed"), 3);

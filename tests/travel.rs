@@ -9,7 +9,7 @@ use golemw_runtime::{
 };
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path, policy: &str) -> Executor {
+fn open(dir: &std::path::Path, policy: &str) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         snapshot_policy: policy.parse::<SnapshotPolicy>().unwrap(),
         snapshots_keep: 64,
@@ -19,7 +19,7 @@ fn open(dir: &std::path::Path, policy: &str) -> Executor {
     Executor::open(dir, options).expect("open the data directory")
 }
 
-fn setup(dir: &std::path::Path, policy: &str) -> (Executor, WorkerId) {
+fn setup(dir: &std::path::Path, policy: &str) -> (std::sync::Arc<Executor>, WorkerId) {
     let ex = open(dir, policy);
     let wasm = std::fs::read(guest_wasm("travel")).unwrap();
     ex.components().add("travel", &wasm).expect("add component");
@@ -28,7 +28,7 @@ fn setup(dir: &std::path::Path, policy: &str) -> (Executor, WorkerId) {
 }
 
 fn try_invoke(
-    ex: &mut Executor,
+    ex: &Executor,
     id: &WorkerId,
     function: &str,
     args: &[&str],
@@ -37,21 +37,21 @@ fn try_invoke(
     ex.invoke(id, function, &args, None).map(|o| o.result)
 }
 
-fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
+fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     try_invoke(ex, id, function, args)
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
 }
 
-fn history(ex: &mut Executor, id: &WorkerId) -> String {
+fn history(ex: &Executor, id: &WorkerId) -> String {
     invoke(ex, id, "history", &[]).unwrap()
 }
 
-fn mark(ex: &mut Executor, id: &WorkerId) -> u64 {
+fn mark(ex: &Executor, id: &WorkerId) -> u64 {
     invoke(ex, id, "mark", &[]).unwrap().parse().unwrap()
 }
 
 /// Jumps back to `to` from a separate invocation, which the jump deletes.
-fn jump(ex: &mut Executor, id: &WorkerId, to: u64) {
+fn jump(ex: &Executor, id: &WorkerId, to: u64) {
     match try_invoke(ex, id, "jump", &[&to.to_string()]) {
         Err(Error::InvocationUndone { target, .. }) => assert_eq!(target, to),
         other => panic!("jump({to}) should undo its own invocation, got {other:?}"),
@@ -68,7 +68,11 @@ fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {
 }
 
 /// Restart, then check that snapshot recovery and full replay reach the same state.
-fn restart_and_compare(dir: &std::path::Path, id: &WorkerId, policy: &str) -> Executor {
+fn restart_and_compare(
+    dir: &std::path::Path,
+    id: &WorkerId,
+    policy: &str,
+) -> std::sync::Arc<Executor> {
     let ex = open(dir, policy);
     let auto = ex.state_digest(id, RecoveryMode::Auto).unwrap();
     let full = ex.state_digest(id, RecoveryMode::FullReplay).unwrap();
@@ -80,24 +84,24 @@ fn restart_and_compare(dir: &std::path::Path, id: &WorkerId, policy: &str) -> Ex
 /// guest-visible history at each step.
 fn nested_jumps(policy: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), policy);
+    let (ex, id) = setup(dir.path(), policy);
     let mut seen = Vec::new();
-    invoke(&mut ex, &id, "add", &["1"]);
-    let m0 = mark(&mut ex, &id);
-    invoke(&mut ex, &id, "add", &["2"]);
-    let m1 = mark(&mut ex, &id);
-    invoke(&mut ex, &id, "add", &["3"]);
-    invoke(&mut ex, &id, "add", &["4"]);
-    seen.push(history(&mut ex, &id));
-    jump(&mut ex, &id, m1);
-    seen.push(history(&mut ex, &id));
-    invoke(&mut ex, &id, "add", &["7"]);
-    seen.push(history(&mut ex, &id));
+    invoke(&ex, &id, "add", &["1"]);
+    let m0 = mark(&ex, &id);
+    invoke(&ex, &id, "add", &["2"]);
+    let m1 = mark(&ex, &id);
+    invoke(&ex, &id, "add", &["3"]);
+    invoke(&ex, &id, "add", &["4"]);
+    seen.push(history(&ex, &id));
+    jump(&ex, &id, m1);
+    seen.push(history(&ex, &id));
+    invoke(&ex, &id, "add", &["7"]);
+    seen.push(history(&ex, &id));
     // Back again, to before the first jump.
-    jump(&mut ex, &id, m0);
-    seen.push(history(&mut ex, &id));
-    invoke(&mut ex, &id, "add", &["9"]);
-    seen.push(history(&mut ex, &id));
+    jump(&ex, &id, m0);
+    seen.push(history(&ex, &id));
+    invoke(&ex, &id, "add", &["9"]);
+    seen.push(history(&ex, &id));
     let oplog = entries(&ex, &id);
     let jumps = oplog
         .iter()
@@ -105,8 +109,8 @@ fn nested_jumps(policy: &str) -> Vec<String> {
         .count();
     assert_eq!(jumps, 2, "both jumps are in the oplog");
     drop(ex);
-    let mut ex = restart_and_compare(dir.path(), &id, policy);
-    seen.push(history(&mut ex, &id));
+    let ex = restart_and_compare(dir.path(), &id, policy);
+    seen.push(history(&ex, &id));
     assert_eq!(
         ex.worker_record(&id).unwrap().status,
         WorkerStatus::Idle,
@@ -134,18 +138,18 @@ fn jumps_nest_and_give_the_same_state_with_and_without_snapshots() {
 #[test]
 fn a_jump_back_past_several_snapshots_restores_the_newest_one_before_the_target() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:1");
-    invoke(&mut ex, &id, "add", &["1"]);
-    invoke(&mut ex, &id, "add", &["2"]);
-    let m = mark(&mut ex, &id);
-    invoke(&mut ex, &id, "add", &["3"]);
-    invoke(&mut ex, &id, "add", &["4"]);
+    let (ex, id) = setup(dir.path(), "invocations:1");
+    invoke(&ex, &id, "add", &["1"]);
+    invoke(&ex, &id, "add", &["2"]);
+    let m = mark(&ex, &id);
+    invoke(&ex, &id, "add", &["3"]);
+    invoke(&ex, &id, "add", &["4"]);
     let before: Vec<u64> = snapshot_indexes(&ex, &id);
     let expected = *before.iter().filter(|&&i| i <= m).max().unwrap();
     let deleted: Vec<u64> = before.iter().copied().filter(|&i| i > m).collect();
     assert!(deleted.len() >= 3, "snapshots after the target: {before:?}");
 
-    jump(&mut ex, &id, m);
+    jump(&ex, &id, m);
     let report = ex.worker_record(&id).unwrap().last_recovery.unwrap();
     assert_eq!(report.snapshot_index, Some(expected), "{report:?}");
     for index in &deleted {
@@ -166,25 +170,25 @@ fn a_jump_back_past_several_snapshots_restores_the_newest_one_before_the_target(
     let rewound = ex.active_state_digest(&id).unwrap();
     let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(rewound, full, "in-place rewind differs from a full replay");
-    assert_eq!(history(&mut ex, &id), "[1, 2]");
+    assert_eq!(history(&ex, &id), "[1, 2]");
     drop(ex);
 
     // A later restart still never uses the deleted snapshots.
-    let mut ex = open(dir.path(), "invocations:1");
+    let ex = open(dir.path(), "invocations:1");
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     let used = report.snapshot_index.unwrap();
     assert!(!deleted.contains(&used), "used deleted snapshot {used}");
-    assert_eq!(history(&mut ex, &id), "[1, 2]");
+    assert_eq!(history(&ex, &id), "[1, 2]");
 }
 
 #[test]
 fn a_retry_loop_inside_one_invocation_returns_the_result_of_its_last_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:2");
-    invoke(&mut ex, &id, "add", &["5"]);
+    let (ex, id) = setup(dir.path(), "invocations:2");
+    invoke(&ex, &id, "add", &["5"]);
     let mut jumps = 0;
     for _ in 0..5 {
-        let drawn: u64 = invoke(&mut ex, &id, "draw-until-divisible", &["16"])
+        let drawn: u64 = invoke(&ex, &id, "draw-until-divisible", &["16"])
             .unwrap()
             .parse()
             .unwrap();
@@ -202,34 +206,34 @@ fn a_retry_loop_inside_one_invocation_returns_the_result_of_its_last_attempt() {
         }
     }
     assert!(jumps > 0, "15 of 16 draws jump back; none did in 5 calls");
-    assert_eq!(history(&mut ex, &id), "[5]");
+    assert_eq!(history(&ex, &id), "[5]");
     drop(ex);
-    let mut ex = restart_and_compare(dir.path(), &id, "invocations:2");
-    assert_eq!(history(&mut ex, &id), "[5]");
+    let ex = restart_and_compare(dir.path(), &id, "invocations:2");
+    assert_eq!(history(&ex, &id), "[5]");
 }
 
 #[test]
 fn a_jump_within_the_same_invocation_undoes_part_of_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), "off");
-    invoke(&mut ex, &id, "add", &["1"]);
-    let m = mark(&mut ex, &id);
+    let (ex, id) = setup(dir.path(), "off");
+    invoke(&ex, &id, "add", &["1"]);
+    let m = mark(&ex, &id);
     // add-then-jump adds 50 and jumps back to `m`, which is in an earlier invocation: its own
     // invocation is deleted, and the `mark` invocation finishes again.
-    match try_invoke(&mut ex, &id, "add-then-jump", &["50", &m.to_string()]) {
+    match try_invoke(&ex, &id, "add-then-jump", &["50", &m.to_string()]) {
         Err(Error::InvocationUndone { target, .. }) => assert_eq!(target, m),
         other => panic!("expected the invocation to be undone, got {other:?}"),
     }
-    assert_eq!(history(&mut ex, &id), "[1]");
+    assert_eq!(history(&ex, &id), "[1]");
 }
 
 #[test]
 fn forward_and_unknown_jumps_trap_with_a_clear_message_and_revert_brings_the_worker_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:1");
-    invoke(&mut ex, &id, "add", &["1"]);
+    let (ex, id) = setup(dir.path(), "invocations:1");
+    invoke(&ex, &id, "add", &["1"]);
     let len = ex.oplog_len(&id).unwrap();
-    let err = try_invoke(&mut ex, &id, "jump", &[&(len + 100).to_string()]).unwrap_err();
+    let err = try_invoke(&ex, &id, "jump", &[&(len + 100).to_string()]).unwrap_err();
     assert!(
         err.to_string().contains("can only go back in history"),
         "{err}"
@@ -247,7 +251,7 @@ fn forward_and_unknown_jumps_trap_with_a_clear_message_and_revert_brings_the_wor
     drop(ex);
 
     // The refusal is recorded: replay reaches the same failure, no divergence.
-    let mut ex = open(dir.path(), "invocations:1");
+    let ex = open(dir.path(), "invocations:1");
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Failed);
 
@@ -256,19 +260,19 @@ fn forward_and_unknown_jumps_trap_with_a_clear_message_and_revert_brings_the_wor
         .unwrap();
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(record.status, WorkerStatus::Idle, "{record:?}");
-    assert_eq!(invoke(&mut ex, &id, "add", &["2"]).unwrap(), "3");
+    assert_eq!(invoke(&ex, &id, "add", &["2"]).unwrap(), "3");
 
     // Index 0 does not exist.
-    let err = try_invoke(&mut ex, &id, "jump", &["0"]).unwrap_err();
+    let err = try_invoke(&ex, &id, "jump", &["0"]).unwrap_err();
     assert!(err.to_string().contains("oplog index 0"), "{err}");
 }
 
 #[test]
 fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = setup(dir.path(), "invocations:2");
+    let (ex, id) = setup(dir.path(), "invocations:2");
     for n in 1..=4 {
-        invoke(&mut ex, &id, "add", &[&n.to_string()]);
+        invoke(&ex, &id, "add", &[&n.to_string()]);
     }
     let keyed = ex
         .invoke(&id, "add", &["5".to_string()], Some("key-5"))
@@ -278,7 +282,7 @@ fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
     // Undo the keyed invocation and the one before it.
     ex.revert_worker(&id, RevertTarget::LastInvocations(2))
         .unwrap();
-    assert_eq!(history(&mut ex, &id), "[1, 2, 3]");
+    assert_eq!(history(&ex, &id), "[1, 2, 3]");
     let oplog = entries(&ex, &id);
     assert!(
         oplog
@@ -303,7 +307,7 @@ fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
         .revert_worker(&id, RevertTarget::OplogIndex(first_completed))
         .unwrap();
     assert!(report.snapshot_index.is_none_or(|s| s <= first_completed));
-    assert_eq!(history(&mut ex, &id), "[1]");
+    assert_eq!(history(&ex, &id), "[1]");
 
     // Bad targets are refused with the reason, and nothing changes.
     let len = ex.oplog_len(&id).unwrap();
@@ -322,6 +326,6 @@ fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
         "a refused revert writes nothing"
     );
     drop(ex);
-    let mut ex = restart_and_compare(dir.path(), &id, "invocations:2");
-    assert_eq!(history(&mut ex, &id), "[1]");
+    let ex = restart_and_compare(dir.path(), &id, "invocations:2");
+    assert_eq!(history(&ex, &id), "[1]");
 }

@@ -6,7 +6,7 @@ use golemw_runtime::history::{UpdateMode, UpdateOutcome};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
 
-fn open(dir: &std::path::Path) -> Executor {
+fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
         snapshot_policy: "off".parse::<SnapshotPolicy>().unwrap(),
         fsync: false,
@@ -18,7 +18,7 @@ fn open(dir: &std::path::Path) -> Executor {
 /// A component `name` whose first version (0) is guest `v1`, with a worker on it;
 /// `add_version` adds version 1 afterwards (new workers start on the latest version). The
 /// guests report their own version numbers (1, 2) from `version`.
-fn on_v1(dir: &std::path::Path, name: &str, v1: &str) -> (Executor, WorkerId) {
+fn on_v1(dir: &std::path::Path, name: &str, v1: &str) -> (std::sync::Arc<Executor>, WorkerId) {
     let ex = open(dir);
     let wasm = std::fs::read(guest_wasm(v1)).unwrap();
     ex.components().add(name, &wasm).unwrap();
@@ -32,7 +32,7 @@ fn add_version(ex: &Executor, name: &str, guest: &str) {
     ex.components().update(name, &wasm).unwrap();
 }
 
-fn invoke(ex: &mut Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
+fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ex.invoke(id, function, &args, None)
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
@@ -58,10 +58,10 @@ fn snapshot_versions(ex: &Executor, id: &WorkerId) -> Vec<(u64, u64)> {
 #[test]
 fn an_automatic_update_replays_history_on_the_new_version_and_snapshots_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "upd", "update-v1");
+    let (ex, id) = on_v1(dir.path(), "upd", "update-v1");
     add_version(&ex, "upd", "update-v2");
-    invoke(&mut ex, &id, "add", &["5"]);
-    invoke(&mut ex, &id, "add", &["7"]);
+    invoke(&ex, &id, "add", &["5"]);
+    invoke(&ex, &id, "add", &["7"]);
     // (Not `version` before the update: its result differs between the versions, so replaying
     // it on the new one would diverge, and the update fail; the next test does exactly that.)
 
@@ -69,8 +69,8 @@ fn an_automatic_update_replays_history_on_the_new_version_and_snapshots_it() {
     assert_eq!(update.outcome, UpdateOutcome::Succeeded);
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(record.component_version, 1);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "12");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "12");
     assert!(kinds(&ex, &id).contains(&"update-succeeded"));
     // A snapshot of the new version was taken at once, at the update.
     assert!(
@@ -80,11 +80,11 @@ fn an_automatic_update_replays_history_on_the_new_version_and_snapshots_it() {
     );
     drop(ex);
 
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
     assert!(report.snapshot_index.unwrap() >= update.completed_at);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "12");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "12");
     let auto = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
     let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(auto, full);
@@ -93,9 +93,9 @@ fn an_automatic_update_replays_history_on_the_new_version_and_snapshots_it() {
 #[test]
 fn an_automatic_update_that_diverges_fails_and_the_worker_stays_on_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "div", "diverge-v1");
+    let (ex, id) = on_v1(dir.path(), "div", "diverge-v1");
     add_version(&ex, "div", "diverge-v2");
-    assert_eq!(invoke(&mut ex, &id, "compute", &["1"]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "compute", &["1"]).unwrap(), "2");
 
     let err = ex.update_worker(&id, 1, UpdateMode::Automatic).unwrap_err();
     assert!(matches!(err, Error::UpdateFailed { .. }), "{err}");
@@ -109,37 +109,37 @@ fn an_automatic_update_that_diverges_fails_and_the_worker_stays_on_the_old_versi
     );
     assert!(kinds(&ex, &id).contains(&"update-failed"));
     // Still working, on version 1.
-    assert_eq!(invoke(&mut ex, &id, "compute", &["10"]).unwrap(), "11");
+    assert_eq!(invoke(&ex, &id, "compute", &["10"]).unwrap(), "11");
     drop(ex);
-    let mut ex = open(dir.path());
-    assert_eq!(invoke(&mut ex, &id, "compute", &["20"]).unwrap(), "21");
+    let ex = open(dir.path());
+    assert_eq!(invoke(&ex, &id, "compute", &["20"]).unwrap(), "21");
     assert_eq!(ex.worker_record(&id).unwrap().component_version, 0);
 }
 
 #[test]
 fn a_snapshot_based_update_hands_state_over_and_skips_the_old_history() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "upd", "update-v1");
+    let (ex, id) = on_v1(dir.path(), "upd", "update-v1");
     add_version(&ex, "upd", "update-v2");
     for _ in 0..20 {
-        invoke(&mut ex, &id, "add", &["5"]);
+        invoke(&ex, &id, "add", &["5"]);
     }
     let update = ex.update_worker(&id, 1, UpdateMode::SnapshotBased).unwrap();
     assert_eq!(update.outcome, UpdateOutcome::Succeeded);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "100");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "100");
     let kinds = kinds(&ex, &id);
     assert!(kinds.contains(&"snapshot-update-started"), "{kinds:?}");
     assert!(kinds.contains(&"update-succeeded"), "{kinds:?}");
     assert!(snapshot_versions(&ex, &id).contains(&(update.completed_at, 1)));
-    invoke(&mut ex, &id, "add", &["1"]);
+    invoke(&ex, &id, "add", &["1"]);
     drop(ex);
 
     // Even a full replay starts at the update: the 20 old invocations are not replayed.
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let report = ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert!(report.invocations_replayed <= 3, "{report:?}");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "101");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "101");
     let auto = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
     let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(auto, full);
@@ -148,9 +148,9 @@ fn a_snapshot_based_update_hands_state_over_and_skips_the_old_history() {
 #[test]
 fn a_snapshot_based_update_whose_load_fails_leaves_the_worker_on_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "upd", "update-v1");
+    let (ex, id) = on_v1(dir.path(), "upd", "update-v1");
     add_version(&ex, "upd", "update-v2-badload");
-    invoke(&mut ex, &id, "add", &["5"]);
+    invoke(&ex, &id, "add", &["5"]);
     let err = ex
         .update_worker(&id, 1, UpdateMode::SnapshotBased)
         .unwrap_err();
@@ -165,11 +165,11 @@ fn a_snapshot_based_update_whose_load_fails_leaves_the_worker_on_the_old_version
     let kinds = kinds(&ex, &id);
     assert!(!kinds.contains(&"snapshot-update-started"), "{kinds:?}");
     assert!(kinds.contains(&"update-failed"), "{kinds:?}");
-    assert_eq!(invoke(&mut ex, &id, "add", &["1"]).unwrap(), "6");
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "1");
+    assert_eq!(invoke(&ex, &id, "add", &["1"]).unwrap(), "6");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "1");
     drop(ex);
-    let mut ex = open(dir.path());
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "6");
+    let ex = open(dir.path());
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "6");
     let auto = ex.state_digest(&id, RecoveryMode::Auto).unwrap();
     let full = ex.state_digest(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(auto, full);
@@ -178,33 +178,33 @@ fn a_snapshot_based_update_whose_load_fails_leaves_the_worker_on_the_old_version
 #[test]
 fn the_update_worker_host_function_updates_once_the_invocation_is_over() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "upd", "update-v1");
+    let (ex, id) = on_v1(dir.path(), "upd", "update-v1");
     add_version(&ex, "upd", "update-v2");
-    invoke(&mut ex, &id, "add", &["3"]);
-    invoke(&mut ex, &id, "request-update", &["1", "false"]);
+    invoke(&ex, &id, "add", &["3"]);
+    invoke(&ex, &id, "request-update", &["1", "false"]);
     assert_eq!(ex.worker_record(&id).unwrap().component_version, 1);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "3");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "3");
     // A request for a version that does not exist changes nothing; the invocation succeeds.
-    invoke(&mut ex, &id, "request-update", &["9", "true"]);
+    invoke(&ex, &id, "request-update", &["9", "true"]);
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(record.component_version, 1);
     drop(ex);
-    let mut ex = open(dir.path());
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "3");
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
+    let ex = open(dir.path());
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "3");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
 }
 
 #[test]
 fn a_jump_back_before_an_update_returns_to_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut ex, id) = on_v1(dir.path(), "upd", "update-v1");
+    let (ex, id) = on_v1(dir.path(), "upd", "update-v1");
     add_version(&ex, "upd", "update-v2");
-    invoke(&mut ex, &id, "add", &["4"]);
+    invoke(&ex, &id, "add", &["4"]);
     let before = ex.oplog_len(&id).unwrap();
     ex.update_worker(&id, 1, UpdateMode::SnapshotBased).unwrap();
-    invoke(&mut ex, &id, "add", &["1"]);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "2");
+    invoke(&ex, &id, "add", &["1"]);
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "2");
     ex.revert_worker(
         &id,
         golemw_runtime::worker::RevertTarget::OplogIndex(before),
@@ -213,8 +213,8 @@ fn a_jump_back_before_an_update_returns_to_the_old_version() {
     let record = ex.worker_record(&id).unwrap();
     assert_eq!(record.component_version, 0);
     assert!(record.history.updates.last().unwrap().undone);
-    assert_eq!(invoke(&mut ex, &id, "version", &[]).unwrap(), "1");
-    assert_eq!(invoke(&mut ex, &id, "get", &[]).unwrap(), "4");
+    assert_eq!(invoke(&ex, &id, "version", &[]).unwrap(), "1");
+    assert_eq!(invoke(&ex, &id, "get", &[]).unwrap(), "4");
 }
 
 /// The latest version of each component is found by one seek, whichever components sort
@@ -222,7 +222,7 @@ fn a_jump_back_before_an_update_returns_to_the_old_version() {
 #[test]
 fn the_latest_version_is_found_among_neighbouring_components() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ex = open(dir.path());
+    let ex = open(dir.path());
     let wasm = std::fs::read(guest_wasm("update-v1")).unwrap();
     let names = ["a", "b", "c"];
     for name in names {
@@ -247,7 +247,7 @@ fn the_latest_version_is_found_among_neighbouring_components() {
         let versions = ex.components().versions(&id).unwrap();
         assert_eq!(versions.last().unwrap().version, latest.version);
         let worker = ex.worker_id(name, "fresh").unwrap();
-        invoke(&mut ex, &worker, "version", &[]);
+        invoke(&ex, &worker, "version", &[]);
         assert_eq!(
             ex.worker_record(&worker).unwrap().component_version,
             updates as u64

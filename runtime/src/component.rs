@@ -22,6 +22,12 @@ use crate::storage::{codec, Storage};
 /// Golem's host interface: its WIT interface id, which is also the core import module of its
 /// functions.
 pub const GOLEM_HOST_MODULE: &str = "golem:api/host@0.2.0";
+/// `golem:rpc`'s interface (worker-to-worker calls), and the core import module of its functions.
+pub const GOLEM_RPC_MODULE: &str = "golem:rpc/types@0.1.0";
+/// The WASI 0.2 interface of pollables (the futures of `golem:rpc` are awaited through it).
+pub const WASI_POLL_MODULE: &str = "wasi:io/poll@0.2.0";
+/// The WIT interfaces whose functions the host implements through the canonical ABI.
+pub const HOST_INTERFACES: [&str; 3] = [GOLEM_HOST_MODULE, GOLEM_RPC_MODULE, WASI_POLL_MODULE];
 
 /// Whether the runtime provides the core import `module.name` (the host's answer, handed in by
 /// whoever opens the store, so that checking components does not depend on the host).
@@ -61,8 +67,10 @@ pub struct ExportedFunction {
     pub abi: FunctionAbi,
 }
 
-/// An imported golem host function with the ABI to lift its params and lower its result.
+/// An imported host function with the ABI to lift its params and lower its result.
 pub struct ImportedFunction {
+    /// Core import module: the WIT interface, e.g. `golem:api/host@0.2.0`.
+    pub module: String,
     /// Core import field name, e.g. `get-self-metadata`.
     pub name: String,
     pub abi: FunctionAbi,
@@ -72,8 +80,8 @@ pub struct ImportedFunction {
 pub struct Interface {
     /// Exports by core name.
     pub exports: BTreeMap<String, Arc<ExportedFunction>>,
-    /// Imports of `golem:api/host@0.2.0` by field name.
-    pub golem_imports: BTreeMap<String, Arc<ImportedFunction>>,
+    /// Imports of the [`HOST_INTERFACES`], by core module and field name.
+    pub host_imports: BTreeMap<(String, String), Arc<ImportedFunction>>,
     /// Why instances of this module cannot be snapshotted (e.g. it mutates its tables, which a
     /// snapshot does not capture); `None` if they can.
     pub snapshot_blocker: Option<String>,
@@ -224,26 +232,31 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
             WorldItem::Type { .. } => {}
         }
     }
-    let mut golem_imports = BTreeMap::new();
+    let mut host_imports = BTreeMap::new();
     for (key, item) in &world.imports {
         if let (WorldKey::Interface(id), WorldItem::Interface { .. }) = (key, item) {
-            if resolve.id_of(*id).as_deref() == Some(GOLEM_HOST_MODULE) {
-                for func in resolve.interfaces[*id].functions.values() {
-                    let abi = FunctionAbi::new(resolve, func, Direction::Import)?;
-                    golem_imports.insert(
-                        func.name.clone(),
-                        Arc::new(ImportedFunction {
-                            name: func.name.clone(),
-                            abi,
-                        }),
-                    );
-                }
+            let Some(module) = resolve.id_of(*id) else {
+                continue;
+            };
+            if !HOST_INTERFACES.contains(&module.as_str()) {
+                continue;
+            }
+            for func in resolve.interfaces[*id].functions.values() {
+                let abi = FunctionAbi::new(resolve, func, Direction::Import)?;
+                host_imports.insert(
+                    (module.clone(), func.name.clone()),
+                    Arc::new(ImportedFunction {
+                        module: module.clone(),
+                        name: func.name.clone(),
+                        abi,
+                    }),
+                );
             }
         }
     }
     Ok(Interface {
         exports,
-        golem_imports,
+        host_imports,
         snapshot_blocker: None,
         initialized_memory: None,
     })

@@ -25,6 +25,9 @@ use crate::worker_records::EncodedRecord;
 /// and stays well under what a block may hold.
 pub const OUTPUT_PER_INVOCATION_MAX: u64 = 64 << 20;
 /// What replaces the output past [`OUTPUT_PER_INVOCATION_MAX`].
+/// How much of an invocation's stderr is kept for the message of a trap.
+pub const STDERR_TAIL_BYTES: usize = 1024;
+
 const OUTPUT_DROPPED_MARKER: &[u8] =
     b"\n[golemw: this invocation's output passed 64 MiB; the rest is dropped]\n";
 /// Pending entries are written as a block once their output reaches this much, so a block
@@ -61,6 +64,9 @@ pub struct Gate {
     output_bytes: u64,
     /// Whether the current invocation's output passed the bound (the marker is written).
     output_dropped: bool,
+    /// The end of what the current invocation wrote to stderr (a panic message, usually), for
+    /// the message of a trap that follows.
+    stderr_tail: Vec<u8>,
     /// Encoder (and its zstd context) reused for every block.
     encoder: BlockEncoder,
     /// Print guest stdout/stderr live (replayed output is never printed).
@@ -113,6 +119,7 @@ impl Gate {
             pending_output: 0,
             output_bytes: 0,
             output_dropped: false,
+            stderr_tail: Vec::new(),
             encoder: BlockEncoder::default(),
             echo_output,
             fatal: None,
@@ -234,6 +241,19 @@ impl Gate {
     pub fn begin_output(&mut self) {
         self.output_bytes = 0;
         self.output_dropped = false;
+        self.stderr_tail.clear();
+    }
+
+    /// The end of what the current invocation wrote to stderr (at most
+    /// [`STDERR_TAIL_BYTES`]), its lines joined by ` | `, if it wrote anything.
+    pub fn stderr_tail(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.stderr_tail);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(" | "))
     }
 
     /// Live or replaying.
@@ -243,6 +263,23 @@ impl Gate {
         } else {
             Mode::Live
         }
+    }
+
+    /// Whether a host call made now runs its live side (live mode, or nothing recorded and so
+    /// everything run again): what a call that must do its live work before recording (it
+    /// waits, and a stop request must not leave an entry) asks first.
+    pub fn will_run_live(&self) -> bool {
+        self.discarding || self.persist_nothing || self.mode() == Mode::Live
+    }
+
+    /// Why the running invocation must stop, if it was asked to (an interrupt, its deadline).
+    pub fn stop_requested(&self) -> Option<Error> {
+        self.check_interrupt().err()
+    }
+
+    /// The stop signal of the worker's invocations, for host calls that wait.
+    pub fn stop_signal(&self) -> Option<&StopSignal> {
+        self.stop.as_ref()
     }
 
     /// The index the next entry gets (the oplog length is `next_index - 1`).
@@ -384,6 +421,13 @@ impl Gate {
     /// Guest output: printed and recorded live; consumed silently during replay.
     pub fn log(&mut self, stream: LogStream, bytes: &[u8]) -> Result<()> {
         self.check_interrupt()?;
+        if stream == LogStream::Stderr {
+            let keep = bytes.len().min(STDERR_TAIL_BYTES);
+            self.stderr_tail
+                .extend_from_slice(&bytes[bytes.len() - keep..]);
+            let excess = self.stderr_tail.len().saturating_sub(STDERR_TAIL_BYTES);
+            self.stderr_tail.drain(..excess);
+        }
         if self.discarding || (self.persist_nothing && self.mode() == Mode::Replay) {
             return Ok(());
         }

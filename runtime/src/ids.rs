@@ -41,6 +41,28 @@ impl WorkerId {
         )
     }
 
+    /// Reads a worker URI, `urn:worker:<component-uuid>/<url-encoded worker name>` (what
+    /// [`WorkerId::uri`] writes). A trailing `/<function>` (as `get-self-uri` adds) is ignored.
+    pub fn from_uri(uri: &str) -> Result<WorkerId, String> {
+        let rest = uri.strip_prefix("urn:worker:").ok_or_else(|| {
+            format!("{uri:?} is not a worker URI (urn:worker:<component-uuid>/<worker name>)")
+        })?;
+        let (component, name) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{uri:?} names no worker after the component"))?;
+        let component_id = uuid::Uuid::parse_str(component)
+            .map(ComponentId)
+            .map_err(|_| format!("{component:?} in {uri:?} is not a component UUID"))?;
+        let name = name.split('/').next().unwrap_or_default();
+        let worker_name =
+            url_decode(name).ok_or_else(|| format!("{name:?} is not a valid URL-encoded name"))?;
+        validate_worker_name(&worker_name)?;
+        Ok(WorkerId {
+            component_id,
+            worker_name,
+        })
+    }
+
     /// The key of this worker in the workers table: component uuid, then the name bytes.
     pub fn storage_key(&self) -> Vec<u8> {
         let mut key = Vec::with_capacity(16 + self.worker_name.len());
@@ -68,6 +90,25 @@ pub fn url_encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// Decodes `%XX` escapes (and nothing else); `None` if one is malformed or the bytes are not
+/// UTF-8.
+pub fn url_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Validates a worker name: non-empty, at most `WORKER_NAME_BYTES_MAX` bytes, no `/` or control chars.
@@ -125,6 +166,31 @@ mod tests {
             id.uri(),
             "urn:worker:00000000-0000-0000-0000-000000000000/a%20b%2Fc"
         );
+    }
+
+    #[test]
+    fn worker_uris_read_back_and_bad_ones_say_why() {
+        let id = WorkerId {
+            component_id: ComponentId(Uuid::from_u128(7)),
+            worker_name: "a b%c".into(),
+        };
+        assert_eq!(WorkerId::from_uri(&id.uri()).unwrap(), id);
+        // `get-self-uri` appends the function.
+        let with_function = format!("{}/golem%3Ait%2Fapi.%7Bf%7D", id.uri());
+        assert_eq!(WorkerId::from_uri(&with_function).unwrap(), id);
+        for (bad, why) in [
+            ("http://x/y", "not a worker URI"),
+            ("urn:worker:abc", "names no worker"),
+            ("urn:worker:not-a-uuid/w", "not a component UUID"),
+            (
+                "urn:worker:00000000-0000-0000-0000-000000000000/%zz",
+                "URL-encoded",
+            ),
+            ("urn:worker:00000000-0000-0000-0000-000000000000/", "empty"),
+        ] {
+            let err = WorkerId::from_uri(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

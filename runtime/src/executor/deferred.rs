@@ -39,7 +39,7 @@ impl Executor {
     /// invocations. Workers a previous process left sleeping or with queued invocations are
     /// scheduled at once (a sleep whose time has passed wakes now).
     pub fn serve(dir: &std::path::Path, options: ExecutorOptions) -> Result<Arc<Executor>> {
-        let executor = Arc::new(Executor::open(dir, options)?);
+        let executor = Executor::open(dir, options)?;
         let background = Background::start(Arc::downgrade(&executor))
             .map_err(|e| Error::Engine(format!("starting background threads: {e}")))?;
         if executor.background.set(background).is_err() {

@@ -12,6 +12,7 @@ mod background;
 mod deferred;
 mod interrupt;
 mod promises;
+mod rpc;
 mod slots;
 
 pub use deferred::{Finished, InvocationStatus};
@@ -175,6 +176,10 @@ pub struct Executor {
     watchdog: Option<Watchdog>,
     /// Callers waiting for deferred invocations, by worker and idempotency key.
     waiters: Mutex<HashMap<(WorkerId, String), Vec<Waiter>>>,
+    /// Worker-to-worker calls in flight, and who waits for whom.
+    calls: rpc::Calls,
+    /// What workers' host functions call other workers through (this executor, weakly).
+    dispatcher: Arc<dyn crate::rpc::Dispatch>,
 }
 
 impl Drop for Executor {
@@ -187,7 +192,8 @@ impl Drop for Executor {
 
 impl Executor {
     /// Opens (creating if needed) a data directory; fails if another process holds it.
-    pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Self> {
+    /// Shared: calls between workers reach the executor through a weak reference to it.
+    pub fn open(dir: &Path, options: ExecutorOptions) -> Result<Arc<Self>> {
         let mut storage = Storage::open(dir)?;
         storage.set_fsync(options.fsync)?;
         if let Some(limit) = options.max_storage_bytes {
@@ -210,7 +216,14 @@ impl Executor {
         );
         let mut runtime = wasmer_wasix::PluggableRuntime::new(Arc::new(task_manager));
         runtime.set_engine(engine.clone());
-        Ok(Executor {
+        let watchdog = match options.invocation_deadline {
+            Some(deadline) => Some(
+                Watchdog::start(deadline)
+                    .map_err(|e| Error::Engine(format!("starting the watchdog thread: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new_cyclic(|me| Executor {
             components: ComponentStore::new(
                 Arc::clone(&storage),
                 engine,
@@ -222,19 +235,17 @@ impl Executor {
             wasi_runtime: Arc::new(runtime),
             modules: Mutex::new(HashMap::new()),
             slots: slots::Slots::new(options.max_active_workers),
-            watchdog: match options.invocation_deadline {
-                Some(deadline) => Some(
-                    Watchdog::start(deadline)
-                        .map_err(|e| Error::Engine(format!("starting the watchdog thread: {e}")))?,
-                ),
-                None => None,
-            },
+            watchdog,
             options,
             promise_events_seen: AtomicU64::new(u64::MAX),
             resuming: AtomicBool::new(false),
             background: std::sync::OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
-        })
+            calls: Default::default(),
+            dispatcher: Arc::new(rpc::Dispatcher {
+                executor: me.clone(),
+            }),
+        }))
     }
 
     /// Enters the tokio runtime wasmer-wasix schedules on, for the current thread.
@@ -548,6 +559,7 @@ impl Executor {
             image_min_bytes: self.options.memory_image_min_bytes,
             durable_sleep_min: self.options.durable_sleep_min,
             watchdog: self.watchdog.as_ref(),
+            rpc_dispatch: Some(Arc::clone(&self.dispatcher)),
         }
     }
 

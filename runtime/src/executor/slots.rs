@@ -131,6 +131,23 @@ impl Slots {
         }
     }
 
+    /// [`Slots::turn`] that gives up its place in line once `give_up` says so: it is asked
+    /// each time the thread wakes, and whoever makes it true unparks the waiting thread.
+    pub(crate) fn turn_unless(&self, id: &WorkerId, give_up: impl Fn() -> bool) -> Option<Turn> {
+        let mut future = std::pin::pin!(self.turn_async(id));
+        let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(turn) = future.as_mut().poll(&mut cx) {
+                return Some(turn);
+            }
+            if give_up() {
+                return None; // dropping the future gives up the place in line
+            }
+            std::thread::park();
+        }
+    }
+
     /// Waits (without holding a thread) for the worker's turn. Dropping the future before it is
     /// ready gives up the place in line (or the turn, if it had just come).
     pub(crate) fn turn_async(&self, id: &WorkerId) -> TurnFuture {
@@ -269,6 +286,15 @@ impl Slot {
             }
             None => state.owner = None,
         }
+    }
+}
+
+/// Wakes a thread parked in [`Slots::turn_unless`].
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
     }
 }
 

@@ -14,10 +14,11 @@ use wasmer::{
 use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
+use super::rpc::{self, Failure};
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
-use crate::component::ImportedFunction;
+use crate::component::{ImportedFunction, HOST_INTERFACES};
 use crate::error::{Error, Result};
 use crate::oplog::{HostFunction, HostValue};
 
@@ -50,21 +51,22 @@ pub const PROVIDED: &[&str] = &[
     "set-idempotence-mode",
 ];
 
-/// Defines the `golem:api/host` functions that `module` imports (a guest imports only those it
-/// calls; defining the ~40 others for every instance cost about 55 µs of each cold start),
-/// calling into [`call`], plus the resource destructor where imported.
+/// Defines the host functions of the [`HOST_INTERFACES`] that `module` imports (a guest imports
+/// only those it calls; defining the ~40 others for every instance cost about 55 µs of each
+/// cold start), calling into [`call`], plus the resource destructors where imported.
 pub fn define_imports(
     store: &mut Store,
     env: &FunctionEnv<HostState>,
     imports: &mut Imports,
     module: &Module,
-    functions: &BTreeMap<String, Arc<ImportedFunction>>,
+    functions: &BTreeMap<(String, String), Arc<ImportedFunction>>,
 ) {
     for import in module.imports() {
-        if import.module() != GOLEM_HOST_MODULE {
+        let (module_name, name) = (import.module(), import.name());
+        if !HOST_INTERFACES.contains(&module_name) {
             continue;
         }
-        if import.name() == get_workers::DROP {
+        if (module_name, name) == (GOLEM_HOST_MODULE, get_workers::DROP) {
             // Resource destructors are core imports without a WIT function of their own.
             let drop = Function::new_typed_with_env(
                 store,
@@ -76,11 +78,28 @@ pub fn define_imports(
                         .map_err(RuntimeError::new)
                 },
             );
-            imports.define(GOLEM_HOST_MODULE, get_workers::DROP, drop);
+            imports.define(module_name, name, drop);
+            continue;
+        }
+        if rpc::DROPS.contains(&(module_name, name)) {
+            let resource = name.to_string();
+            let drop = Function::new_typed_with_env(
+                store,
+                env,
+                move |mut ctx: FunctionEnvMut<HostState>,
+                      handle: i32|
+                      -> Result<(), RuntimeError> {
+                    ctx.data_mut()
+                        .rpc
+                        .drop_handle(&resource, handle as u32)
+                        .map_err(RuntimeError::new)
+                },
+            );
+            imports.define(module_name, name, drop);
             continue;
         }
         // One the WIT world does not declare stays undefined: instantiation names it.
-        let Some(func) = functions.get(import.name()) else {
+        let Some(func) = functions.get(&(module_name.to_string(), name.to_string())) else {
             continue;
         };
         let ty = FunctionType::new(
@@ -96,29 +115,8 @@ pub fn define_imports(
                 .collect::<Vec<_>>(),
         );
         let func = Arc::clone(func);
-        let name = func.name.clone();
         let host = Function::new_with_env(store, env, ty, move |ctx, args| call(ctx, &func, args));
-        imports.define(GOLEM_HOST_MODULE, &name, host);
-    }
-}
-
-/// How a host function failed.
-enum Failure {
-    /// The runtime cannot go on (storage, divergence): the worker reports this error.
-    Fatal(Error),
-    /// The guest misused the API: it traps with this message, like any other trap.
-    Trap(String),
-}
-
-impl From<Error> for Failure {
-    fn from(err: Error) -> Self {
-        Failure::Fatal(err)
-    }
-}
-
-impl From<crate::abi::AbiError> for Failure {
-    fn from(err: crate::abi::AbiError) -> Self {
-        Failure::Fatal(err.into())
+        imports.define(module_name, name, host);
     }
 }
 
@@ -157,6 +155,7 @@ fn call(
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
     let result = match func.name.as_str() {
+        _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.
             let mut failure = None;

@@ -6,6 +6,7 @@ pub mod get_workers;
 pub mod golem;
 pub mod persistence;
 pub mod promises;
+pub mod rpc;
 pub mod wasi;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub fn is_provided_import(module: &str, name: &str) -> bool {
     match module {
         WASI_MODULE => wasi::PREVIEW1_FUNCTIONS.contains(&name),
         GOLEM_HOST_MODULE => golem::PROVIDED.contains(&name),
+        crate::component::GOLEM_RPC_MODULE => rpc::RPC_PROVIDED.contains(&name),
+        crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
         _ => false,
     }
 }
@@ -55,6 +58,10 @@ pub struct HostState {
     pub enumerations: get_workers::Enumerations,
     /// Retry policy, persistence level, idempotence mode, open atomic regions.
     pub persistence: persistence::Persistence,
+    /// Open `golem:rpc` clients, futures and their pollables.
+    pub rpc: rpc::RpcHandles,
+    /// How calls reach other workers (the executor); `None`: they fail with `protocol-error`.
+    pub rpc_dispatch: Option<Arc<dyn crate::rpc::Dispatch>>,
     /// Sleeps at least this long suspend the worker durably instead of holding its thread
     /// (a server sets it; one-shot commands sleep in the process).
     pub durable_sleep_min: Option<std::time::Duration>,

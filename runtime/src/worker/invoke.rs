@@ -316,10 +316,17 @@ impl Worker {
             }
             (None, None) => {}
         }
-        match err.downcast::<wasmer_wasix::WasiError>() {
-            Ok(wasmer_wasix::WasiError::Exit(code)) => Ok(CallOutcome::Exited(code.raw() as u32)),
-            Ok(other) => Ok(CallOutcome::Trapped(other.to_string())),
-            Err(err) => Ok(CallOutcome::Trapped(err.message())),
-        }
+        let message = match err.downcast::<wasmer_wasix::WasiError>() {
+            Ok(wasmer_wasix::WasiError::Exit(code)) => {
+                return Ok(CallOutcome::Exited(code.raw() as u32))
+            }
+            Ok(other) => other.to_string(),
+            Err(err) => err.message(),
+        };
+        // A Rust guest's panic is `unreachable`; what it printed says why.
+        Ok(CallOutcome::Trapped(match self.gate().stderr_tail() {
+            Some(said) => format!("{message} (the guest wrote to stderr: {said})"),
+            None => message,
+        }))
     }
 }

@@ -119,6 +119,8 @@ pub struct InstanceInputs<'a> {
     pub durable_sleep_min: Option<std::time::Duration>,
     /// Stops guest calls that run past the invocation deadline, when there is one.
     pub watchdog: Option<&'a Watchdog>,
+    /// How the worker's `golem:rpc` calls reach other workers.
+    pub rpc_dispatch: Option<Arc<dyn crate::rpc::Dispatch>>,
 }
 
 /// How to bring a worker back.
@@ -183,6 +185,8 @@ impl Worker {
                 update_requests: Vec::new(),
                 enumerations: Default::default(),
                 persistence: Default::default(),
+                rpc: Default::default(),
+                rpc_dispatch: inputs.rpc_dispatch.clone(),
                 durable_sleep_min: inputs.durable_sleep_min,
             },
         );
@@ -192,7 +196,7 @@ impl Worker {
             &host_env,
             &mut imports,
             inputs.module,
-            &inputs.interface.golem_imports,
+            &inputs.interface.host_imports,
         );
         let instance = Instance::new(&mut store, inputs.module, &imports)
             .map_err(|e| engine_error("instantiating the module", &e))?;

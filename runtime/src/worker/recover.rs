@@ -522,15 +522,21 @@ impl Worker {
             // checked above) with the same global layout, so each fits its global's type.
             objects.set_global_unchecked(index, *value);
         }
-        let host: HostSnapshot =
-            postcard::from_bytes(&manifest.host_state).map_err(|e| Error::Corrupt {
-                what: "snapshot host state".into(),
-                detail: e.to_string(),
-            })?;
+        let corrupt = |e: postcard::Error| Error::Corrupt {
+            what: "snapshot host state".into(),
+            detail: e.to_string(),
+        };
+        let (host, rest): (HostSnapshot, &[u8]) =
+            postcard::take_from_bytes(&manifest.host_state).map_err(corrupt)?;
+        let rpc: crate::host::rpc::RpcHandles = match rest.is_empty() {
+            true => Default::default(),
+            false => postcard::from_bytes(rest).map_err(corrupt)?,
+        };
         let state = self.env.as_mut(&mut self.store);
         state.last_monotonic_ns = host.last_monotonic_ns;
         state.enumerations = host.enumerations;
         state.persistence = host.persistence;
+        state.rpc = rpc;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }

@@ -14,7 +14,8 @@ use crate::oplog::now_ms;
 use crate::snapshots::Policy;
 use crate::worker_records::{ImageUse, WorkerStatus};
 
-/// Host-side state saved in a snapshot.
+/// Host-side state saved in a snapshot. The `golem:rpc` handles follow it in the same bytes
+/// (snapshots taken before RPC existed end without them).
 #[derive(Serialize, Deserialize)]
 pub(super) struct HostSnapshot {
     pub(super) last_monotonic_ns: u64,
@@ -146,12 +147,14 @@ impl Worker {
         let index = self.oplog_len();
         let globals = self.store.as_store_mut().objects_mut().as_u128_globals();
         let state = self.env.as_ref(&self.store);
-        let host_state = postcard::to_stdvec(&HostSnapshot {
+        let mut host_state = postcard::to_stdvec(&HostSnapshot {
             last_monotonic_ns: state.last_monotonic_ns,
             enumerations: state.enumerations.clone(),
             persistence: state.persistence.clone(),
         })
         .expect("encoding into a Vec cannot fail");
+        host_state
+            .extend(postcard::to_stdvec(&state.rpc).expect("encoding into a Vec cannot fail"));
         if self.snapshots.stored.is_none() {
             self.snapshots.stored = Some(crate::snapshots::stored_pages(
                 &self.storage,

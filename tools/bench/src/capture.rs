@@ -32,7 +32,7 @@ struct Shot {
     touched: Duration,
 }
 
-fn snapshot(ex: &mut Executor, id: &WorkerId) -> Result<Shot> {
+fn snapshot(ex: &Executor, id: &WorkerId) -> Result<Shot> {
     let index = ex.oplog_len(id)?;
     let start = Instant::now();
     let stats = ex.snapshot(id)?;
@@ -138,9 +138,9 @@ fn run_plan(
         track_writes,
         ..ExecutorOptions::default()
     };
-    let (_dir, mut ex, id) = memory_worker(ctx, options)?;
+    let (_dir, ex, id) = memory_worker(ctx, options)?;
     let uid = ex.worker_record(&id)?.uid;
-    let first = snapshot(&mut ex, &id)?;
+    let first = snapshot(&ex, &id)?;
     bar.inc(1);
     let base_bytes = stored_page_bytes(ex.storage(), &uid)?;
     let mut series_bytes = 0;
@@ -153,7 +153,7 @@ fn run_plan(
             let touched = started.elapsed();
             shots.push(Shot {
                 touched,
-                ..snapshot(&mut ex, &id)?
+                ..snapshot(&ex, &id)?
             });
             bar.inc(1);
         }

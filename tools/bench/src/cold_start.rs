@@ -2,6 +2,7 @@
 //! already cached, and its first invocation (`counter`'s `get`), against plain Wasmer
 //! instantiating the same compiled module and calling the core export.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
@@ -30,7 +31,7 @@ struct Side {
     options: ExecutorOptions,
     /// `create_worker` then `invoke`; else `invoke` alone, which creates the worker.
     explicit: bool,
-    executor: Option<Executor>,
+    executor: Option<Arc<Executor>>,
     /// Workers created by the open executor.
     active: usize,
     created: u64,

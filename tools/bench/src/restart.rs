@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
@@ -58,7 +59,7 @@ fn us(micros: u64) -> Duration {
 pub fn memory_worker(
     ctx: &Ctx,
     options: ExecutorOptions,
-) -> Result<(tempfile::TempDir, Executor, WorkerId)> {
+) -> Result<(tempfile::TempDir, Arc<Executor>, WorkerId)> {
     let dir = ctx.temp_dir()?;
     let ex = Executor::open(dir.path(), options).context("opening the executor")?;
     let wasm = std::fs::read(golemw_tests::guest_wasm("memory"))?;
@@ -81,7 +82,7 @@ struct History {
 
 /// Invokes `clocks` until the oplog has `to` entries (`len` is its length).
 pub fn grow(
-    ex: &mut Executor,
+    ex: &mut Arc<Executor>,
     id: &WorkerId,
     len: &mut u64,
     to: u64,
@@ -139,7 +140,7 @@ fn recover_with(
     dir: &Path,
     mode: RecoveryMode,
     options: ExecutorOptions,
-) -> Result<(Duration, RecoveryReport, Executor, WorkerId)> {
+) -> Result<(Duration, RecoveryReport, Arc<Executor>, WorkerId)> {
     let ex = Executor::open(dir, options)?;
     let id = ex.worker_id("memory", "w")?;
     let start = Instant::now();

@@ -6,7 +6,7 @@ use golemw_runtime::{Executor, ExecutorOptions, WorkerId};
 use crate::Ctx;
 
 pub struct BenchWorker {
-    executor: Executor,
+    executor: std::sync::Arc<Executor>,
     id: WorkerId,
     /// Dropped last: the executor holds the directory's LMDB environment.
     _dir: tempfile::TempDir,

@@ -25,7 +25,7 @@ pub struct Context {
 
 impl Context {
     /// Opens the data directory; guest output is echoed unless output is JSON.
-    pub fn executor(&self) -> Result<Executor> {
+    pub fn executor(&self) -> Result<std::sync::Arc<Executor>> {
         self.executor_with(self.executor_options())
     }
 
@@ -45,7 +45,7 @@ impl Context {
     }
 
     /// Opens the data directory with `options`.
-    pub fn executor_with(&self, options: ExecutorOptions) -> Result<Executor> {
+    pub fn executor_with(&self, options: ExecutorOptions) -> Result<std::sync::Arc<Executor>> {
         Executor::open(&self.data_dir, options)
             .with_context(|| format!("opening the data directory {}", self.data_dir.display()))
     }
