@@ -58,6 +58,9 @@ pub struct HostState {
     pub enumerations: get_workers::Enumerations,
     /// Retry policy, persistence level, idempotence mode, open atomic regions.
     pub persistence: persistence::Persistence,
+    /// The idempotency key of the invocation running (live or replayed): calls to other
+    /// workers derive theirs from it.
+    pub invocation_key: String,
     /// Open `golem:rpc` clients, futures and their pollables.
     pub rpc: rpc::RpcHandles,
     /// How calls reach other workers (the executor); `None`: they fail with `protocol-error`.

@@ -3,10 +3,13 @@
 //!
 //! **Exactly once.** Every call is a host call through the gate: the request (target, function,
 //! parameters) and the outcome are recorded, and replay returns the recorded outcome without
-//! calling again. Each call carries an idempotency key made of the caller's uid, the oplog index
-//! of its entry and a checksum of the request: a caller that crashed after sending reaches the
-//! same call at the same index when it recovers and sends the same key, and the callee answers
-//! with its stored result instead of running again.
+//! calling again. Each call carries an idempotency key derived from the caller's worker id, the
+//! idempotency key of the invocation making it, the oplog index of its entry and the request: a
+//! caller that crashed after sending reaches the same call at the same index when its
+//! invocation runs again (recovery, or its client sending the same key to a worker whose first
+//! invocation was lost with its creation) and sends the same key, and the callee answers with
+//! its stored result instead of running again. Another invocation, or another call at that
+//! index after a crash took another path, gets another key.
 //!
 //! **What is recorded.** `invoke-and-await` and `invoke`: their outcome. `async-invoke-and-await`:
 //! the future's handle (the call starts live only; a future whose call a crash interrupted is
@@ -247,7 +250,12 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                         target,
                         function: name,
                         params: values,
-                        idempotency_key: call_key(&state.context.record.uid, index, &request),
+                        idempotency_key: call_key(
+                            &state.context.id,
+                            &state.invocation_key,
+                            index,
+                            &request,
+                        ),
                         pending: None,
                     };
                     if state.gate.will_run_live() {
@@ -392,7 +400,12 @@ impl HostState {
             target: target.map_err(RpcError::NotFound)?,
             function: function.to_string(),
             params,
-            idempotency_key: call_key(&self.context.record.uid, self.gate.next_index(), request),
+            idempotency_key: call_key(
+                &self.context.id,
+                &self.invocation_key,
+                self.gate.next_index(),
+                request,
+            ),
         })
     }
 
@@ -522,14 +535,21 @@ fn request_text(uri: &str, function: &str, params: &[WitValue]) -> String {
     )
 }
 
-/// The idempotency key of a call: the caller's uid and the oplog index of the call's entry,
-/// plus a checksum of the request, so that a caller whose unrecorded tail took another path
-/// after a crash does not get another call's stored result.
-fn call_key(caller_uid: &uuid::Uuid, index: u64, request: &str) -> String {
-    format!(
-        "rpc:{caller_uid}:{index}:{:08x}",
-        crc32fast::hash(request.as_bytes())
-    )
+/// The idempotency key of a call (see the module's documentation): the index, for people
+/// reading it, and a hash of everything that identifies the call.
+fn call_key(caller: &WorkerId, invocation_key: &str, index: u64, request: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        caller.uri().as_bytes(),
+        invocation_key.as_bytes(),
+        &index.to_le_bytes(),
+        request.as_bytes(),
+    ] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let hash = hasher.finalize().to_hex();
+    format!("rpc:{index}:{}", &hash[..32])
 }
 
 fn wave_of(response: HostValue, function: &str) -> Result<String> {

@@ -97,7 +97,7 @@ impl Worker {
             params: canonical,
             idempotency_key: idempotency_key.to_string(),
         })?;
-        self.begin_invocation(invoked);
+        self.begin_invocation(invoked, idempotency_key);
         self.record.status = WorkerStatus::Running;
         let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
         let result = self.finish_live(&export, idempotency_key, keep_result, outcome)?;

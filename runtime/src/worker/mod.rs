@@ -185,6 +185,7 @@ impl Worker {
                 update_requests: Vec::new(),
                 enumerations: Default::default(),
                 persistence: Default::default(),
+                invocation_key: String::new(),
                 rpc: Default::default(),
                 rpc_dispatch: inputs.rpc_dispatch.clone(),
                 durable_sleep_min: inputs.durable_sleep_min,

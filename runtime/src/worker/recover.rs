@@ -620,7 +620,7 @@ impl Worker {
                 detail: format!("the recorded invocation of {function} cannot be replayed: {e}"),
             })?;
         let values = parse_params(&export, params)?;
-        self.begin_invocation(index);
+        self.begin_invocation(index, idempotency_key);
         let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
         if self.gate().mode() == Mode::Live {
             // The oplog ended inside this invocation: it was in flight when the worker stopped

@@ -22,8 +22,10 @@ use crate::oplog::{now_ms, DiscardReason, OplogEntry};
 impl Worker {
     /// An invocation whose `exported-function-invoked` entry is at `index` starts, live or
     /// replayed: resets the per-invocation host state.
-    pub(super) fn begin_invocation(&mut self, index: OplogIndex) {
+    pub(super) fn begin_invocation(&mut self, index: OplogIndex, idempotency_key: &str) {
         let state = self.env.as_mut(&mut self.store);
+        state.invocation_key.clear();
+        state.invocation_key.push_str(idempotency_key);
         state.persistence.begin_invocation(index);
         state.gate.take_unrecorded();
         state.gate.begin_output();
