@@ -310,7 +310,14 @@ impl Executor {
             }
             let key = queued.idempotency_key.clone();
             let (outcome, requests) =
-                self.invoke_turn(turn, &queued.function, &queued.params, Some(&key), false);
+                self.invoke_turn(
+                turn,
+                &queued.function,
+                &queued.params,
+                Some(&key),
+                false,
+                super::Completion::Durable,
+            );
             for request in requests {
                 self.spawn_job(Box::new(move |ex| {
                     if let Err(err) =

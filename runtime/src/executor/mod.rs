@@ -877,14 +877,32 @@ impl Executor {
     /// fails create nothing.
     pub fn invoke_in(
         &self,
-        mut turn: Turn,
+        turn: Turn,
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
     ) -> Result<InvocationOutcome> {
+        self.invoke_in_as(turn, function, params, idempotency_key, Completion::Durable)
+    }
+
+    /// [`Executor::invoke_in`], its completion committed as `completion` says.
+    fn invoke_in_as(
+        &self,
+        mut turn: Turn,
+        function: &str,
+        params: &[String],
+        idempotency_key: Option<&str>,
+        completion: Completion,
+    ) -> Result<InvocationOutcome> {
         check_idempotency_key(idempotency_key)?;
-        let (result, requests) =
-            self.invoke_turn(&mut turn, function, params, idempotency_key, true);
+        let (result, requests) = self.invoke_turn(
+            &mut turn,
+            function,
+            params,
+            idempotency_key,
+            true,
+            completion,
+        );
         let worker = turn.worker().clone();
         drop(turn);
         if let Err(Error::Sleeping { until_ms, .. }) = &result {
@@ -915,6 +933,7 @@ impl Executor {
         params: &[String],
         idempotency_key: Option<&str>,
         queued_first: bool,
+        completion: Completion,
     ) -> (
         Result<InvocationOutcome>,
         Vec<crate::history::UpdateRequest>,
@@ -933,7 +952,8 @@ impl Executor {
                 return (Err(err), Vec::new());
             }
         }
-        let (outcome, requests) = self.invoke_existing(turn, function, params, idempotency_key);
+        let (outcome, requests) =
+            self.invoke_existing(turn, function, params, idempotency_key, completion);
         if is_new {
             let stored = match turn.active.as_mut() {
                 Some(active) => match active.worker.is_unborn() {
@@ -973,6 +993,7 @@ impl Executor {
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
+        completion: Completion,
     ) -> (
         Result<InvocationOutcome>,
         Vec<crate::history::UpdateRequest>,
@@ -1027,7 +1048,13 @@ impl Executor {
             .interrupter();
         turn.set_running(Some(&key), Some(slots::Interrupt { requested, wasm }));
         let worker = &mut turn.active.as_mut().expect("activated above").worker;
-        let invoked = worker.invoke(function, params, &key, idempotency_key.is_some());
+        let invoked = worker.invoke(
+            function,
+            params,
+            &key,
+            idempotency_key.is_some(),
+            completion == Completion::Durable,
+        );
         let requests = worker.take_update_requests();
         turn.set_running(None, None);
         drop(_tokio);
@@ -1168,6 +1195,17 @@ impl Executor {
         let record = self.worker_record(id)?;
         store::last_index(&self.storage, &record.uid)
     }
+}
+
+/// How an invocation's completion is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// Fsynced before the invocation is answered.
+    Durable,
+    /// Committed (a killed process keeps it) but not fsynced: for a call whose caller's own
+    /// durable commit comes later in the same environment, and so makes this one durable too
+    /// (LMDB commits in order), before anyone outside hears of the result.
+    BeforeCallersCommit,
 }
 
 /// Refuses an idempotency key that is empty or too long to be part of an LMDB key.

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::{Executor, InvocationOutcome};
@@ -48,6 +48,77 @@ pub(super) struct Calls {
     waiting: Mutex<HashMap<WorkerId, Vec<Arc<PendingCall>>>>,
     /// Calls with a thread now.
     in_flight: AtomicUsize,
+    /// The threads calls run on.
+    threads: Arc<CallThreads>,
+}
+
+/// A call's work on its thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads for calls, kept a while after their call for the next one (starting a thread per
+/// call cost more than the rest of a call's hop).
+#[derive(Default)]
+struct CallThreads {
+    /// Idle threads, by id, and how to hand each its next job.
+    idle: Mutex<Vec<(u64, mpsc::Sender<Job>)>>,
+    next_id: AtomicUsize,
+}
+
+/// How long a call thread waits for another call before it ends.
+const THREAD_IDLE: Duration = Duration::from_secs(10);
+
+impl CallThreads {
+    /// Runs `job` on an idle thread, or a new one.
+    fn run(self: &Arc<Self>, mut job: Job) -> std::io::Result<()> {
+        loop {
+            let idle = self.idle.lock().expect("call threads poisoned").pop();
+            match idle {
+                // A thread that gave up waiting just now drops its receiver: try another.
+                Some((_, sender)) => match sender.send(job) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::SendError(back)) => job = back,
+                },
+                None => break,
+            }
+        }
+        let threads = Arc::clone(self);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        std::thread::Builder::new()
+            .name("golemw-rpc".into())
+            .spawn(move || {
+                let mut job = job;
+                loop {
+                    job();
+                    let (sender, receiver) = mpsc::channel();
+                    threads
+                        .idle
+                        .lock()
+                        .expect("call threads poisoned")
+                        .push((id, sender));
+                    job = match receiver.recv_timeout(THREAD_IDLE) {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let mut idle = threads.idle.lock().expect("call threads poisoned");
+                            match idle.iter().position(|(i, _)| *i == id) {
+                                Some(at) => {
+                                    idle.remove(at);
+                                    return;
+                                }
+                                // Taken by a caller that is about to send: take the job.
+                                None => {
+                                    drop(idle);
+                                    match receiver.recv() {
+                                        Ok(next) => next,
+                                        Err(_) => return,
+                                    }
+                                }
+                            }
+                        }
+                    };
+                }
+            })
+            .map(|_| ())
+    }
 }
 
 /// What host functions are given to reach other workers: the executor, held weakly (a worker
@@ -74,18 +145,17 @@ impl Dispatch for Dispatcher {
             return pending;
         }
         let running = Arc::clone(&pending);
-        let spawned = std::thread::Builder::new()
-            .name("golemw-rpc".into())
-            .spawn(move || {
-                let outcome = executor.run_call(&call, &running);
-                executor.calls.in_flight.fetch_sub(1, Ordering::SeqCst);
-                // Let go of the executor before the caller hears: one that drops its last
-                // reference after the call closes it at once, not when this thread ends.
-                drop(executor);
-                if let Some(outcome) = outcome {
-                    running.finish(outcome);
-                }
-            });
+        let threads = Arc::clone(&executor.calls.threads);
+        let spawned = threads.run(Box::new(move || {
+            let outcome = executor.run_call(&call, &running);
+            executor.calls.in_flight.fetch_sub(1, Ordering::SeqCst);
+            // Let go of the executor before the caller hears: one that drops its last
+            // reference after the call closes it at once, not when this thread is next used.
+            drop(executor);
+            if let Some(outcome) = outcome {
+                running.finish(outcome);
+            }
+        }));
         if let Err(err) = spawned {
             pending.finish(Err(RpcError::Denied(format!(
                 "no thread for the call: {err}"
@@ -294,7 +364,15 @@ impl Executor {
             return None; // withdrawn just as its turn came: dropping the turn passes it on
         }
         let key = call.idempotency_key.as_str();
-        let outcome = self.invoke_in(turn, &export.display_name, &params, Some(key));
+        // The caller's own durable commit, later in the same environment, makes this one
+        // durable too before anyone outside learns of the result.
+        let outcome = self.invoke_in_as(
+            turn,
+            &export.display_name,
+            &params,
+            Some(key),
+            super::Completion::BeforeCallersCommit,
+        );
         let outcome = self.until_finished(&call.target, &export, &params, key, outcome);
         Some(outcome.map_err(rpc_error).and_then(|done| {
             results_tuple(&export, done.result.as_deref()).map_err(RpcError::ProtocolError)

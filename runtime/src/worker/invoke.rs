@@ -73,6 +73,7 @@ impl Worker {
         params: &[String],
         idempotency_key: &str,
         keep_result: bool,
+        durable: bool,
     ) -> Result<Option<String>> {
         match self.record.status {
             WorkerStatus::Failed => {
@@ -100,7 +101,7 @@ impl Worker {
         self.begin_invocation(invoked, idempotency_key);
         self.record.status = WorkerStatus::Running;
         let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
-        let result = self.finish_live(&export, idempotency_key, keep_result, outcome)?;
+        let result = self.finish_live(&export, idempotency_key, keep_result, durable, outcome)?;
         self.snapshots.invocations_since += 1;
         self.maybe_snapshot();
         Ok(result)
@@ -113,6 +114,7 @@ impl Worker {
         export: &ExportedFunction,
         idempotency_key: &str,
         keep_result: bool,
+        durable: bool,
         outcome: CallOutcome,
     ) -> Result<Option<String>> {
         match &outcome {
@@ -186,7 +188,7 @@ impl Worker {
         };
         let invocation_key = invocation_key(&self.record.uid, idempotency_key);
         let invocations = self.storage.tables().invocations;
-        self.commit_record_with(true, move |txn| {
+        self.commit_record_with(durable, move |txn| {
             if let Some(value) = &result_value {
                 txn.put(
                     invocations,

@@ -629,7 +629,7 @@ impl Worker {
             report.resumed_invocation = true;
             // Whoever waits for it may know its key (it was suspended, retried or interrupted
             // and may be asked for again): keep the result.
-            let (result, error) = match self.finish_live(&export, idempotency_key, true, outcome) {
+            let (result, error) = match self.finish_live(&export, idempotency_key, true, true, outcome) {
                 Ok(result) => (result, None),
                 Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
                 Err(err) => return Err(err),

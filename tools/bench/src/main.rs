@@ -20,6 +20,7 @@ mod oplog;
 mod plain;
 mod report;
 mod restart;
+mod rpc;
 mod sleepers;
 mod stats;
 mod throughput;
@@ -49,6 +50,7 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("time-travel", travel::run),
     ("throughput", throughput::run),
     ("sleepers", sleepers::run),
+    ("rpc", rpc::run),
     ("wasmer-journal", journal::run_figure),
 ];
 
@@ -74,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     many_workers: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
-    /// restore-limit, capture, cold-start, many-workers, time-travel, throughput, sleepers,
+    /// restore-limit, capture, cold-start, many-workers, time-travel, throughput, sleepers, rpc,
     /// wasmer-journal.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let mut local = Vec::new();
     {
         let dir = ctx.temp_dir()?;
-        let ex = Arc::new(Executor::open(dir.path(), ExecutorOptions::default())?);
+        let ex = Executor::open(dir.path(), ExecutorOptions::default())?;
         ex.components().add("counter", &std::fs::read(&counter)?)?;
         for &clients in CLIENTS {
             local.push(in_process(&ex, clients)?);
@@ -235,11 +235,11 @@ fn over_http(server: &Server, clients: usize) -> Result<Run> {
 }
 
 /// What the client threads of one configuration measured: (latencies, measured seconds).
-type ClientResults = (Samples, f64);
+pub(crate) type ClientResults = (Samples, f64);
 
 /// Runs `clients` threads of `client(index, deadline, record)`: a warm-up whose latencies are
 /// dropped, then the measured part. Every thread starts each part together.
-fn run_clients(
+pub(crate) fn run_clients(
     clients: usize,
     client: impl Fn(usize, Instant, &mut dyn FnMut(Duration)) -> Result<()> + Sync,
 ) -> Result<ClientResults> {
