@@ -1336,3 +1336,42 @@ fn a_storage_cap_refuses_writes_past_it_and_lifting_it_lets_them_in() {
         "1"
     );
 }
+
+#[test]
+fn stubgen_and_a_typed_call_between_two_workers_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = guest_wasm("rpc-callee");
+    let caller = guest_wasm("rpc-stub-caller");
+    let (callee, caller) = (callee.to_str().unwrap(), caller.to_str().unwrap());
+    let stub = ok(dir.path(), &["stubgen", callee]);
+    let committed = golemw_tests::repo_root().join("tests/guests/rpc-stub-caller/stub/stub.wit");
+    assert_eq!(stub, std::fs::read_to_string(committed).unwrap());
+    ok(
+        dir.path(),
+        &["component", "add", callee, "--name", "rpc-callee"],
+    );
+    ok(dir.path(), &["component", "add", caller, "--name", "shop"]);
+    let target = "\"urn:worker:rpc-callee/b\"";
+    assert_eq!(
+        ok(
+            dir.path(),
+            &["worker", "invoke", "shop/s", "add", target, "5"]
+        )
+        .trim(),
+        "5"
+    );
+    assert_eq!(
+        ok(
+            dir.path(),
+            &["worker", "invoke", "shop/s", "add", target, "2"]
+        )
+        .trim(),
+        "7"
+    );
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "rpc-callee/b", "total"]).trim(),
+        "7"
+    );
+    let err = fails(dir.path(), &["stubgen", "/no/such/file.wasm"]);
+    assert!(err.contains("/no/such/file.wasm"), "{err}");
+}

@@ -216,6 +216,7 @@ fn bad_calls_are_rpc_errors_that_name_the_problem_and_never_trap_the_caller() {
         (wave_string(&format!("urn:worker:{}/w", uuid::Uuid::from_u128(7))), ADD, vec![u64_five], "err(not-found(\"no component"),
         (wave_string("http://example.com/w"), ADD, vec![u64_five], "err(not-found(\"\\\"http://example.com/w\\\" is not a worker URI"),
         (wave_string(&format!("urn:worker:{}/a%2", b.component_id)), ADD, vec![u64_five], "err(not-found("),
+        (wave_string("urn:worker:no-such-component/w"), ADD, vec![u64_five], "err(not-found(\"no component \\\"no-such-component\\\" (by name or UUID)"),
     ];
     for (target, function, params, expected) in &cases {
         let answer = call(&ex, &c, target, function, params);
@@ -419,4 +420,96 @@ fn invoke_queues_at_the_callee_which_runs_it_once() {
     ex.recover(&c, RecoveryMode::FullReplay).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(invoke(&ex, &b, "nothings", &[]), "2");
+}
+
+#[test]
+fn stubgen_writes_the_stub_the_typed_guest_is_built_with() {
+    let wasm = std::fs::read(guest_wasm("rpc-callee")).unwrap();
+    let (resolve, world) = golemw_runtime::component::decode_world(&wasm).unwrap();
+    let wit = golemw_runtime::stubs::stub_wit(&resolve, world, "rpc_callee.wasm").unwrap();
+    let committed = golemw_tests::repo_root().join("tests/guests/rpc-stub-caller/stub/stub.wit");
+    assert_eq!(
+        wit,
+        std::fs::read_to_string(&committed).unwrap(),
+        "{} is not what stubgen writes now: regenerate it with `golemw stubgen`",
+        committed.display()
+    );
+    // The caller's own stub: its functions take and return wit-values and rpc-errors.
+    let caller = std::fs::read(guest_wasm("rpc-caller")).unwrap();
+    let (resolve, world) = golemw_runtime::component::decode_world(&caller).unwrap();
+    let wit = golemw_runtime::stubs::stub_wit(&resolve, world, "x").unwrap();
+    assert!(wit.contains("package golemw:rpc-caller-stub;"), "{wit}");
+    assert!(
+        wit.contains("use golemw:rpc-caller/api.{rpc-error, wit-value};"),
+        "{wit}"
+    );
+    assert!(
+        wit.contains("blocking-chain: func(hops: list<string>, sink: string, n: u64) -> result<u64, string>;"),
+        "{wit}"
+    );
+}
+
+#[test]
+fn typed_calls_through_a_stub_interface_are_linked_to_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = setup(dir.path());
+    let wasm = std::fs::read(guest_wasm("rpc-stub-caller")).unwrap();
+    ex.components().add("rpc-stub-caller", &wasm).unwrap();
+    let s = ex.worker_id("rpc-stub-caller", "s").unwrap();
+    let b = callee(&ex, "b");
+    assert_eq!(invoke(&ex, &s, "add", &[uri(&b), "5".into()]), "5");
+    // The component may be named instead of given by UUID.
+    assert_eq!(
+        invoke(
+            &ex,
+            &s,
+            "add",
+            &["\"urn:worker:rpc-callee/b\"".into(), "0".into()]
+        ),
+        "5"
+    );
+    assert_eq!(invoke(&ex, &s, "add", &[uri(&b), "2".into()]), "7");
+    assert_eq!(
+        invoke(&ex, &s, "pair", &[uri(&b), "\"x\"".into(), "4".into()]),
+        "(\"x\", 8)"
+    );
+    invoke(&ex, &s, "nothing", &[uri(&b)]);
+    assert_eq!(invoke(&ex, &s, "nothing-async", &[uri(&b)]), "true");
+    assert_eq!(invoke(&ex, &b, "nothings", &[]), "2");
+    let shapes = "{a: 1, b: -2, c: 3, d: -4, e: 1.5, f: -2.25, g: 'λ', h: true, s: \"hi\", \
+                  l: [7, 8], o: some(\"o\"), r: err(\"bad\"), t: (9, \"t\"), p: dog(10), c2: blue, \
+                  fl: {read, exec}, pts: [some({x: -1, y: 2}), none]}";
+    let direct = invoke(&ex, &b, "echo", &[shapes.to_string()]);
+    assert_eq!(
+        invoke(&ex, &s, "echo", &[uri(&b), shapes.to_string()]),
+        direct
+    );
+    let targets: Vec<WorkerId> = (0..5).map(|i| callee(&ex, &format!("m{i}"))).collect();
+    let list = format!(
+        "[{}]",
+        targets.iter().map(uri).collect::<Vec<_>>().join(", ")
+    );
+    assert_eq!(
+        invoke(&ex, &s, "add-all", &[list, "3".into()]),
+        "[3, 3, 3, 3, 3]"
+    );
+    // Replay calls nothing again.
+    ex.recover(&s, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(total(&ex, &b), 7);
+    assert_eq!(total(&ex, &targets[4]), 3);
+    // A call that fails traps the caller with the rpc-error, as a generated stub would.
+    let err = ex
+        .invoke(
+            &s,
+            "fail",
+            &[uri(&callee(&ex, "f")), "\"boom\"".into()],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("calling golemw:rpc-callee/api.{fail} of urn:worker:"),
+        "{err}"
+    );
+    assert!(err.contains("remote internal error"), "{err}");
 }

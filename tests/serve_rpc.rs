@@ -73,7 +73,8 @@ fn chains_of_calls_take_effect_exactly_once_across_sigkills() {
     let address = Arc::new(RwLock::new(server.address.clone()));
     let server = Arc::new(Mutex::new(server));
     // (client, deposit) -> (amount, the total it answered)
-    let answered: Arc<Mutex<HashMap<(usize, u64), (u64, u64)>>> = Arc::default();
+    type Answers = HashMap<(usize, u64), (u64, u64)>;
+    let answered: Arc<Mutex<Answers>> = Arc::default();
     // Requests a kill cut off (sent again): the kills must have caught calls in flight.
     let resent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)

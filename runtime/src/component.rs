@@ -80,7 +80,8 @@ pub struct ImportedFunction {
 pub struct Interface {
     /// Exports by core name.
     pub exports: BTreeMap<String, Arc<ExportedFunction>>,
-    /// Imports of the [`HOST_INTERFACES`], by core module and field name.
+    /// Imports of the [`HOST_INTERFACES`] and of stub interfaces (`crate::stubs`), by core
+    /// module and field name.
     pub host_imports: BTreeMap<(String, String), Arc<ImportedFunction>>,
     /// Why instances of this module cannot be snapshotted (e.g. it mutates its tables, which a
     /// snapshot does not capture); `None` if they can.
@@ -171,7 +172,7 @@ fn normalise_function_name(name: &str) -> (Option<String>, String) {
 }
 
 /// Decodes the WIT world of a module from its `component-type` section(s).
-pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
+pub fn decode_world(wasm: &[u8]) -> Result<(wit_parser::Resolve, wit_parser::WorldId)> {
     let sections = component_type_sections(wasm)?;
     if sections.is_empty() {
         return Err(Error::InvalidComponent(
@@ -195,8 +196,14 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
     let (_, bindgen) = wit_component::metadata::decode(&tiny).map_err(|e| {
         Error::InvalidComponent(format!("its component-type section does not decode: {e:#}"))
     })?;
-    let resolve = &bindgen.resolve;
-    let world = &resolve.worlds[bindgen.world];
+    Ok((bindgen.resolve, bindgen.world))
+}
+
+/// Decodes what a module's WIT world says: its exports, and the host interfaces it imports.
+pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
+    let (resolve, world) = decode_world(wasm)?;
+    let resolve = &resolve;
+    let world = &resolve.worlds[world];
     let mut exports = BTreeMap::new();
     for (key, item) in &world.exports {
         match item {
@@ -238,7 +245,9 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
             let Some(module) = resolve.id_of(*id) else {
                 continue;
             };
-            if !HOST_INTERFACES.contains(&module.as_str()) {
+            if !HOST_INTERFACES.contains(&module.as_str())
+                && crate::stubs::stub_target(&module).is_none()
+            {
                 continue;
             }
             for func in resolve.interfaces[*id].functions.values() {

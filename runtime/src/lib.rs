@@ -20,6 +20,7 @@ pub mod sleeps;
 pub mod snapshots;
 pub mod stop;
 pub mod storage;
+pub mod stubs;
 pub mod watchdog;
 pub mod wit_value;
 pub mod worker;

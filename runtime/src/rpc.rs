@@ -3,12 +3,14 @@
 //! the call there and noticing calls that would wait on themselves is the executor's
 //! (`executor::rpc`), reached through [`Dispatch`] so that host functions need not know it.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 
 use crate::ids::WorkerId;
 use crate::stop::StopSignal;
 use crate::wit_value::WitValue;
+use wasm_wave::value::{Type, Value};
+use wasm_wave::wasm::WasmValue;
 
 /// One call of an exported function of another worker.
 #[derive(Clone, Debug)]
@@ -72,8 +74,94 @@ pub fn result_wave(result: &CallResult) -> String {
     }
 }
 
+/// The wasm-wave type of WIT `result<wit-value, rpc-error>`, for reading back what was
+/// recorded of a call.
+pub fn call_result_type() -> &'static Type {
+    static TYPE: OnceLock<Type> = OnceLock::new();
+    TYPE.get_or_init(|| {
+        let index = Type::S32;
+        let indexes = Type::list(Type::S32);
+        let uri = Type::record([("value", Type::STRING)]).expect("a record type");
+        let node = Type::variant([
+            ("record-value", Some(indexes.clone())),
+            (
+                "variant-value",
+                Some(Type::tuple(vec![Type::U32, Type::option(index.clone())]).expect("a tuple")),
+            ),
+            ("enum-value", Some(Type::U32)),
+            ("flags-value", Some(Type::list(Type::BOOL))),
+            ("tuple-value", Some(indexes.clone())),
+            ("list-value", Some(indexes)),
+            ("option-value", Some(Type::option(index.clone()))),
+            (
+                "result-value",
+                Some(Type::result(
+                    Some(Type::option(index.clone())),
+                    Some(Type::option(index)),
+                )),
+            ),
+            ("prim-u8", Some(Type::U8)),
+            ("prim-u16", Some(Type::U16)),
+            ("prim-u32", Some(Type::U32)),
+            ("prim-u64", Some(Type::U64)),
+            ("prim-s8", Some(Type::S8)),
+            ("prim-s16", Some(Type::S16)),
+            ("prim-s32", Some(Type::S32)),
+            ("prim-s64", Some(Type::S64)),
+            ("prim-float32", Some(Type::F32)),
+            ("prim-float64", Some(Type::F64)),
+            ("prim-char", Some(Type::CHAR)),
+            ("prim-bool", Some(Type::BOOL)),
+            ("prim-string", Some(Type::STRING)),
+            (
+                "handle",
+                Some(Type::tuple(vec![uri, Type::U64]).expect("a tuple")),
+            ),
+        ])
+        .expect("a variant type");
+        let wit_value = Type::record([("nodes", Type::list(node))]).expect("a record type");
+        let rpc_error = Type::variant([
+            ("protocol-error", Some(Type::STRING)),
+            ("denied", Some(Type::STRING)),
+            ("not-found", Some(Type::STRING)),
+            ("remote-internal-error", Some(Type::STRING)),
+        ])
+        .expect("a variant type");
+        Type::result(Some(wit_value), Some(rpc_error))
+    })
+}
+
+/// Reads the WAVE of a `result<wit-value, rpc-error>` (as [`result_wave`] writes it).
+pub fn parse_call_result(text: &str) -> Result<CallResult, String> {
+    let value = crate::abi::parse_wave(call_result_type(), text).map_err(|e| e.to_string())?;
+    call_result_of(&value)
+}
+
+/// A `result<wit-value, rpc-error>` value as a [`CallResult`].
+pub fn call_result_of(value: &Value) -> Result<CallResult, String> {
+    Ok(match value.unwrap_result() {
+        Ok(Some(tree)) => Ok(WitValue::from_lifted(&tree)?),
+        Err(Some(err)) => {
+            let (case, message) = err.unwrap_variant();
+            let message = message
+                .map(|m| m.unwrap_string().into_owned())
+                .unwrap_or_default();
+            Err(match case.as_ref() {
+                "protocol-error" => RpcError::ProtocolError(message),
+                "denied" => RpcError::Denied(message),
+                "not-found" => RpcError::NotFound(message),
+                _ => RpcError::RemoteInternalError(message),
+            })
+        }
+        _ => return Err("a call result without its payload".into()),
+    })
+}
+
 /// What the executor does for host functions that reach other workers.
 pub trait Dispatch: Send + Sync {
+    /// The worker a URI names: `urn:worker:<component>/<worker name>`, the component by UUID
+    /// (as Golem writes it) or by name.
+    fn resolve(&self, uri: &str) -> Result<WorkerId, RpcError>;
     /// Starts `call` (on a thread of its own) and returns the handle its outcome arrives on.
     fn start(&self, call: Call) -> Arc<PendingCall>;
     /// Queues `call` at its target, durably, without waiting for it to run.
@@ -221,6 +309,22 @@ mod tests {
             withdrawn.outcome(),
             Some(Err(RpcError::Denied("cycle".into())))
         );
+    }
+
+    #[test]
+    fn recorded_results_read_back() {
+        for result in [
+            Ok(WitValue {
+                nodes: vec![
+                    crate::wit_value::Node::Tuple(vec![1]),
+                    crate::wit_value::Node::String("a\"b".into()),
+                ],
+            }),
+            Err(RpcError::RemoteInternalError("boom".into())),
+            Err(RpcError::Denied("cycle".into())),
+        ] {
+            assert_eq!(parse_call_result(&result_wave(&result)).unwrap(), result);
+        }
     }
 
     #[test]

@@ -93,6 +93,15 @@ enum Command {
     /// Inspect, diff, export and verify worker snapshots.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
+    /// Write the stub WIT for calling a component's workers with typed functions.
+    ///
+    /// For each interface `ns:pkg/iface` the component exports, the stub package
+    /// `ns:pkg-stub` has an interface `stub-iface` with a resource `iface`: its constructor
+    /// takes a worker URI (urn:worker:COMPONENT-UUID/NAME), `blocking-f` calls `f` and waits,
+    /// `f` returns a future. Import it in the calling component's world (with the target's WIT
+    /// package as a dependency, for its types); golemw links those imports to golem:rpc, so no
+    /// stub component is built or composed.
+    Stubgen(commands::stubgen::StubgenArgs),
     /// Serve the data directory over HTTP: components, workers, invocations, oplogs, promises.
     ///
     /// Routes (all answers are JSON; errors are {"error": MESSAGE, "kind": KIND}):
@@ -182,6 +191,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::Snapshot(cmd) => commands::snapshot::run(&ctx, cmd),
+        Command::Stubgen(args) => commands::stubgen::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
     };
     match outcome {

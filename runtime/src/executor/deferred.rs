@@ -309,8 +309,7 @@ impl Executor {
                 return false;
             }
             let key = queued.idempotency_key.clone();
-            let (outcome, requests) =
-                self.invoke_turn(
+            let (outcome, requests) = self.invoke_turn(
                 turn,
                 &queued.function,
                 &queued.params,

@@ -128,6 +128,14 @@ pub(super) struct Dispatcher {
 }
 
 impl Dispatch for Dispatcher {
+    fn resolve(&self, uri: &str) -> std::result::Result<WorkerId, RpcError> {
+        let executor = self
+            .executor
+            .upgrade()
+            .ok_or_else(|| RpcError::ProtocolError("the executor is shutting down".into()))?;
+        executor.resolve_uri(uri)
+    }
+
     fn start(&self, call: Call) -> Arc<PendingCall> {
         let pending = PendingCall::new(call.target.clone());
         let Some(executor) = self.executor.upgrade() else {
@@ -284,6 +292,28 @@ fn describe(from: &WorkerId, cycle: &[Arc<PendingCall>]) -> String {
 }
 
 impl Executor {
+    /// The worker a URI names: the component by UUID, or by name (resolved here, once).
+    fn resolve_uri(&self, uri: &str) -> std::result::Result<WorkerId, RpcError> {
+        let by_uuid = WorkerId::from_uri(uri);
+        if by_uuid.is_ok() {
+            return by_uuid.map_err(RpcError::NotFound);
+        }
+        let Some((component, rest)) = uri
+            .strip_prefix("urn:worker:")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            return by_uuid.map_err(RpcError::NotFound);
+        };
+        match self.components.resolve_id(component) {
+            Ok(id) => {
+                WorkerId::from_uri(&format!("urn:worker:{id}/{rest}")).map_err(RpcError::NotFound)
+            }
+            Err(_) => Err(RpcError::NotFound(format!(
+                "no component {component:?} (by name or UUID) for {uri:?}"
+            ))),
+        }
+    }
+
     /// The worker that runs calls to `target`, and the component version it runs (the latest,
     /// for a worker the call will create). The one place targets are resolved.
     fn resolve_target(

@@ -63,7 +63,8 @@ pub fn define_imports(
 ) {
     for import in module.imports() {
         let (module_name, name) = (import.module(), import.name());
-        if !HOST_INTERFACES.contains(&module_name) {
+        let stub = crate::stubs::stub_target(module_name).is_some();
+        if !HOST_INTERFACES.contains(&module_name) && !stub {
             continue;
         }
         if (module_name, name) == (GOLEM_HOST_MODULE, get_workers::DROP) {
@@ -81,7 +82,9 @@ pub fn define_imports(
             imports.define(module_name, name, drop);
             continue;
         }
-        if rpc::DROPS.contains(&(module_name, name)) {
+        if rpc::DROPS.contains(&(module_name, name))
+            || (stub && name.starts_with("[resource-drop]"))
+        {
             let resource = name.to_string();
             let drop = Function::new_typed_with_env(
                 store,

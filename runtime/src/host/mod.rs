@@ -30,7 +30,7 @@ pub fn is_provided_import(module: &str, name: &str) -> bool {
         GOLEM_HOST_MODULE => golem::PROVIDED.contains(&name),
         crate::component::GOLEM_RPC_MODULE => rpc::RPC_PROVIDED.contains(&name),
         crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
-        _ => false,
+        module => crate::stubs::is_stub_import(module, name),
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasm_wave::value::Value;
-use wasm_wave::wasm::WasmValue;
+use wasm_wave::wasm::{WasmType, WasmValue};
 
 use super::persistence::remote_side_effect;
 use super::HostState;
@@ -108,11 +108,16 @@ impl RpcHandles {
 
     /// Forgets a resource the guest dropped. An unknown handle is the guest's mistake.
     pub fn drop_handle(&mut self, name: &str, handle: u32) -> std::result::Result<(), String> {
+        use crate::stubs::StubFunction;
         let known = match name {
             CLIENT_DROP => self.clients.remove(&handle).is_some(),
             FUTURE_DROP => self.futures.remove(&handle).is_some(),
             POLLABLE_DROP => self.pollables.remove(&handle).is_some(),
-            _ => false,
+            stub => match StubFunction::parse(stub) {
+                Some(StubFunction::DropClient) => self.clients.remove(&handle).is_some(),
+                Some(StubFunction::DropFuture) => self.futures.remove(&handle).is_some(),
+                _ => false,
+            },
         };
         match known {
             true => Ok(()),
@@ -143,8 +148,12 @@ impl From<crate::abi::AbiError> for Failure {
 
 type Outcome = std::result::Result<Option<Value>, Failure>;
 
-/// One call of a `golem:rpc/types` or `wasi:io/poll` function (drops excepted).
+/// One call of a `golem:rpc/types`, `wasi:io/poll` or stub-interface function (drops
+/// excepted).
 pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<Value>) -> Outcome {
+    if let Some(target) = crate::stubs::stub_target(&func.module) {
+        return stub_call(state, func, &target, params);
+    }
     let typed = |text: &str| -> Outcome {
         let ty = func
             .abi
@@ -156,24 +165,11 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
     let function = HostFunction::Golem(format!("{}.{}", func.module, func.name));
     match func.name.as_str() {
         CONSTRUCTOR => {
-            let uri = params
-                .first()
-                .and_then(|v| {
-                    v.unwrap_record()
-                        .next()
-                        .map(|(_, s)| s.unwrap_string().into_owned())
-                })
-                .unwrap_or_default();
-            let client = state.rpc.next();
-            state.rpc.clients.insert(client, uri);
-            typed(&client.to_string())
+            let uri = params.first().map(uri_of).unwrap_or_default();
+            typed(&state.rpc.open_client(uri).to_string())
         }
         INVOKE_AND_AWAIT | INVOKE | ASYNC_INVOKE => {
-            let client = handle(0);
-            let uri =
-                state.rpc.clients.get(&client).cloned().ok_or_else(|| {
-                    Failure::Trap(format!("{}: unknown handle {client}", func.name))
-                })?;
+            let uri = state.rpc.client(handle(0), &func.name)?;
             let name = params
                 .get(1)
                 .map(|v| v.unwrap_string().into_owned())
@@ -186,121 +182,14 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                     })?);
                 }
             }
-            let request = request_text(&uri, &name, &values);
-            let target = WorkerId::from_uri(&uri);
             match func.name.as_str() {
-                INVOKE_AND_AWAIT => {
-                    let text = remote_side_effect(state, |state| {
-                        let call = state.call(target, &name, values, &request);
-                        let live = match state.gate.will_run_live() {
-                            true => Some(state.run_and_wait(call)?),
-                            false => None,
-                        };
-                        let response = state.gate.host_call(
-                            function,
-                            HostValue::Wave(request),
-                            move || HostValue::Wave(result_wave(&live.expect("run above"))),
-                        )?;
-                        wave_of(response, &func.name)
-                    })?;
-                    typed(&text)
-                }
-                INVOKE => {
-                    let text = remote_side_effect(state, |state| {
-                        let call = state.call(target, &name, values, &request);
-                        let live = match state.gate.will_run_live() {
-                            true => Some(match call {
-                                Ok(call) => state.dispatch().and_then(|d| d.enqueue(call)),
-                                Err(err) => Err(err),
-                            }),
-                            false => None,
-                        };
-                        let response = state.gate.host_call(
-                            function,
-                            HostValue::Wave(request),
-                            move || {
-                                HostValue::Wave(match live.expect("run above") {
-                                    Ok(()) => "ok".into(),
-                                    Err(err) => format!("err({})", err.to_wave()),
-                                })
-                            },
-                        )?;
-                        wave_of(response, &func.name)
-                    })?;
-                    typed(&text)
-                }
-                _ => {
-                    let future = state.rpc.next();
-                    let index = remote_side_effect(state, |state| {
-                        let index = state.gate.next_index();
-                        let response = state.gate.host_call(
-                            function,
-                            HostValue::Wave(request.clone()),
-                            || HostValue::U64(u64::from(future)),
-                        )?;
-                        if response != HostValue::U64(u64::from(future)) {
-                            return Err(Error::Corrupt {
-                                what: format!("recorded result of {}", func.name),
-                                detail: format!("handle {response}, expected {future}"),
-                            });
-                        }
-                        Ok(index)
-                    })?;
-                    let mut call = FutureCall {
-                        target,
-                        function: name,
-                        params: values,
-                        idempotency_key: call_key(
-                            &state.context.id,
-                            &state.invocation_key,
-                            index,
-                            &request,
-                        ),
-                        pending: None,
-                    };
-                    if state.gate.will_run_live() {
-                        call.pending = Some(state.start(&call));
-                    }
-                    state.rpc.futures.insert(future, call);
-                    typed(&future.to_string())
-                }
+                INVOKE_AND_AWAIT => typed(&state.call_and_wait(function, &uri, &name, values)?),
+                INVOKE => typed(&state.enqueue_call(function, &uri, &name, values)?),
+                _ => typed(&state.start_call(function, &uri, name, values)?.to_string()),
             }
         }
-        SUBSCRIBE => {
-            let future = handle(0);
-            if !state.rpc.futures.contains_key(&future) {
-                return Err(Failure::Trap(format!(
-                    "{}: unknown handle {future}",
-                    func.name
-                )));
-            }
-            let pollable = state.rpc.next();
-            state.rpc.pollables.insert(pollable, future);
-            typed(&pollable.to_string())
-        }
-        GET => {
-            let future = handle(0);
-            let live = match state.gate.will_run_live() {
-                true => Some(match state.started(&[future], &func.name)?.first() {
-                    Some(pending) => match pending.outcome() {
-                        Some(outcome) => format!("some({})", result_wave(&outcome)),
-                        None => "none".into(),
-                    },
-                    None => "none".into(),
-                }),
-                false => {
-                    state.check_future(future, &func.name)?;
-                    None
-                }
-            };
-            let response =
-                state
-                    .gate
-                    .host_call(function, HostValue::U64(u64::from(future)), move || {
-                        HostValue::Wave(live.expect("computed above"))
-                    })?;
-            typed(&wave_of(response, &func.name)?)
-        }
+        SUBSCRIBE => typed(&state.subscribe(handle(0), &func.name)?.to_string()),
+        GET => typed(&state.future_result(function, handle(0), &func.name)?),
         READY | BLOCK => {
             let pollable = handle(0);
             let future = state.future_of(pollable, &func.name)?;
@@ -378,7 +267,304 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
     }
 }
 
+/// A function of a stub interface (`crate::stubs`): the same calls as `wasm-rpc`'s, with the
+/// callee's own types. A call that fails traps the caller with the `rpc-error` (the stub's
+/// functions have no error in their results), as Golem's generated stubs do.
+fn stub_call(
+    state: &mut HostState,
+    func: &ImportedFunction,
+    target: &str,
+    params: Vec<Value>,
+) -> Outcome {
+    use crate::stubs::StubFunction;
+    let recorded_as = HostFunction::Golem(format!("{}.{}", func.module, func.name));
+    // `self` of a method (the constructor's first parameter is the URI).
+    let handle = || params.first().map(|v| v.unwrap_u32()).unwrap_or_default();
+    let result_type = func.abi.result_type();
+    let typed = |text: &str| -> Outcome {
+        let ty = result_type
+            .ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
+        Ok(Some(parse_wave(ty, text)?))
+    };
+    // The stub's parameters after `self`, as trees of the callee's types.
+    let trees = || -> std::result::Result<Vec<WitValue>, Failure> {
+        params
+            .iter()
+            .zip(func.abi.param_types())
+            .skip(1)
+            .map(|(value, ty)| {
+                WitValue::from_typed(value, ty)
+                    .map_err(|e| Failure::Fatal(Error::Engine(format!("{}: {e}", func.name))))
+            })
+            .collect()
+    };
+    let failed = |uri: &str, function: &str, err: RpcError| {
+        Failure::Trap(format!("calling {function} of {uri}: {err}"))
+    };
+    let kind = StubFunction::parse(&func.name).ok_or_else(|| {
+        Failure::Fatal(Error::Engine(format!(
+            "{} is not a stub function",
+            func.name
+        )))
+    })?;
+    match kind {
+        StubFunction::Client => {
+            let uri = params.first().map(uri_of).unwrap_or_default();
+            typed(&state.rpc.open_client(uri).to_string())
+        }
+        StubFunction::Blocking(function) => {
+            let uri = state.rpc.client(handle(), &func.name)?;
+            let function = format!("{target}.{{{function}}}");
+            let text = state.call_and_wait(recorded_as, &uri, &function, trees()?)?;
+            let outcome = crate::rpc::parse_call_result(&text).map_err(|e| {
+                Failure::Fatal(Error::Corrupt {
+                    what: format!("recorded result of {}", func.name),
+                    detail: e,
+                })
+            })?;
+            match outcome {
+                Ok(results) => Ok(first_result(&results, result_type)
+                    .map_err(|e| failed(&uri, &function, RpcError::ProtocolError(e)))?),
+                Err(err) => Err(failed(&uri, &function, err)),
+            }
+        }
+        StubFunction::Start(function) => {
+            let uri = state.rpc.client(handle(), &func.name)?;
+            let function = format!("{target}.{{{function}}}");
+            typed(
+                &state
+                    .start_call(recorded_as, &uri, function, trees()?)?
+                    .to_string(),
+            )
+        }
+        StubFunction::Subscribe => typed(&state.subscribe(handle(), &func.name)?.to_string()),
+        StubFunction::Get => {
+            let handle = handle();
+            let text = state.future_result(recorded_as, handle, &func.name)?;
+            let ty = result_type
+                .ok_or_else(|| Error::Engine(format!("{} has no result type", func.name)))?;
+            let done = match text.strip_prefix("some(").and_then(|t| t.strip_suffix(')')) {
+                Some(result) => Some(crate::rpc::parse_call_result(result).map_err(|e| {
+                    Failure::Fatal(Error::Corrupt {
+                        what: format!("recorded result of {}", func.name),
+                        detail: e,
+                    })
+                })?),
+                None => None,
+            };
+            let future = state.rpc.futures.get(&handle);
+            let (uri, function) = future
+                .map(|f| match &f.target {
+                    Ok(id) => (id.uri(), f.function.clone()),
+                    Err(uri) => (uri.clone(), f.function.clone()),
+                })
+                .unwrap_or_default();
+            // `get` of a function without a result says whether it is done.
+            let value = match (done, ty.option_some_type()) {
+                (None, Some(_)) => Value::make_option(ty, None),
+                (None, None) => Ok(Value::make_bool(false)),
+                (Some(Err(err)), _) => return Err(failed(&uri, &function, err)),
+                (Some(Ok(results)), Some(inner)) => {
+                    let value = first_result(&results, Some(&inner))
+                        .map_err(|e| failed(&uri, &function, RpcError::ProtocolError(e)))?;
+                    Value::make_option(ty, value)
+                }
+                (Some(Ok(_)), None) => Ok(Value::make_bool(true)),
+            }
+            .map_err(|e| Failure::Fatal(Error::Engine(e.to_string())))?;
+            Ok(Some(value))
+        }
+        StubFunction::DropClient | StubFunction::DropFuture => Err(Failure::Fatal(Error::Engine(
+            format!("{} is a destructor, defined on its own", func.name),
+        ))),
+    }
+}
+
+/// The value of a results tuple (`tuple-value([i])`), read as `ty`; `None` for a function
+/// without a result.
+fn first_result(
+    results: &WitValue,
+    ty: Option<&wasm_wave::value::Type>,
+) -> std::result::Result<Option<Value>, String> {
+    let Some(ty) = ty else {
+        return Ok(None);
+    };
+    let tuple = wasm_wave::value::Type::tuple(vec![ty.clone()]).ok_or("no tuple type")?;
+    let value = results.to_typed(&tuple)?;
+    let first = value.unwrap_tuple().next().map(|v| v.into_owned());
+    Ok(first)
+}
+
+impl RpcHandles {
+    /// A new client for the worker at `uri` (checked when it is used).
+    fn open_client(&mut self, uri: String) -> u32 {
+        let client = self.next();
+        self.clients.insert(client, uri);
+        client
+    }
+
+    /// The URI of a client.
+    fn client(&self, client: u32, function: &str) -> std::result::Result<String, Failure> {
+        self.clients
+            .get(&client)
+            .cloned()
+            .ok_or_else(|| Failure::Trap(format!("{function}: unknown handle {client}")))
+    }
+}
+
+/// The string of a WIT `uri` record value.
+fn uri_of(value: &Value) -> String {
+    value
+        .unwrap_record()
+        .next()
+        .map(|(_, s)| s.unwrap_string().into_owned())
+        .unwrap_or_default()
+}
+
 impl HostState {
+    /// `invoke-and-await`: calls `function` of the worker at `uri`, waits, and returns the WAVE
+    /// of its `result<wit-value, rpc-error>` (recorded; replayed without calling).
+    fn call_and_wait(
+        &mut self,
+        recorded_as: HostFunction,
+        uri: &str,
+        function: &str,
+        params: Vec<WitValue>,
+    ) -> Result<String> {
+        let request = request_text(uri, function, &params);
+        let target = self.resolve(uri);
+        remote_side_effect(self, |state| {
+            let call = state.call(target, function, params, &request);
+            let live = match state.gate.will_run_live() {
+                true => Some(state.run_and_wait(call)?),
+                false => None,
+            };
+            let response =
+                state
+                    .gate
+                    .host_call(recorded_as, HostValue::Wave(request), move || {
+                        HostValue::Wave(result_wave(&live.expect("run above")))
+                    })?;
+            wave_of(response, "invoke-and-await")
+        })
+    }
+
+    /// `invoke`: queues the call at its callee; the WAVE of its `result<_, rpc-error>`.
+    fn enqueue_call(
+        &mut self,
+        recorded_as: HostFunction,
+        uri: &str,
+        function: &str,
+        params: Vec<WitValue>,
+    ) -> Result<String> {
+        let request = request_text(uri, function, &params);
+        let target = self.resolve(uri);
+        remote_side_effect(self, |state| {
+            let call = state.call(target, function, params, &request);
+            let live = match state.gate.will_run_live() {
+                true => Some(match call {
+                    Ok(call) => state.dispatch().and_then(|d| d.enqueue(call)),
+                    Err(err) => Err(err),
+                }),
+                false => None,
+            };
+            let response =
+                state
+                    .gate
+                    .host_call(recorded_as, HostValue::Wave(request), move || {
+                        HostValue::Wave(match live.expect("run above") {
+                            Ok(()) => "ok".into(),
+                            Err(err) => format!("err({})", err.to_wave()),
+                        })
+                    })?;
+            wave_of(response, "invoke")
+        })
+    }
+
+    /// `async-invoke-and-await`: starts the call (live) and returns its future's handle.
+    fn start_call(
+        &mut self,
+        recorded_as: HostFunction,
+        uri: &str,
+        function: String,
+        params: Vec<WitValue>,
+    ) -> Result<u32> {
+        let request = request_text(uri, &function, &params);
+        let future = self.rpc.next();
+        let index = remote_side_effect(self, |state| {
+            let index = state.gate.next_index();
+            let response =
+                state
+                    .gate
+                    .host_call(recorded_as, HostValue::Wave(request.clone()), || {
+                        HostValue::U64(u64::from(future))
+                    })?;
+            if response != HostValue::U64(u64::from(future)) {
+                return Err(Error::Corrupt {
+                    what: "recorded result of async-invoke-and-await".into(),
+                    detail: format!("handle {response}, expected {future}"),
+                });
+            }
+            Ok(index)
+        })?;
+        let mut call = FutureCall {
+            target: self.resolve(uri).map_err(|e| e.to_string()),
+            function,
+            params,
+            idempotency_key: call_key(&self.context.id, &self.invocation_key, index, &request),
+            pending: None,
+        };
+        if self.gate.will_run_live() {
+            call.pending = Some(self.start(&call));
+        }
+        self.rpc.futures.insert(future, call);
+        Ok(future)
+    }
+
+    /// `subscribe`: a pollable for a future.
+    fn subscribe(&mut self, future: u32, function: &str) -> std::result::Result<u32, Failure> {
+        self.check_future(future, function)?;
+        let pollable = self.rpc.next();
+        self.rpc.pollables.insert(pollable, future);
+        Ok(pollable)
+    }
+
+    /// `get`: the WAVE of the future's `option<result<wit-value, rpc-error>>` (recorded).
+    fn future_result(
+        &mut self,
+        recorded_as: HostFunction,
+        future: u32,
+        function: &str,
+    ) -> std::result::Result<String, Failure> {
+        let live = match self.gate.will_run_live() {
+            true => Some(match self.started(&[future], function)?.first() {
+                Some(pending) => match pending.outcome() {
+                    Some(outcome) => format!("some({})", result_wave(&outcome)),
+                    None => "none".into(),
+                },
+                None => "none".into(),
+            }),
+            false => {
+                self.check_future(future, function)?;
+                None
+            }
+        };
+        let response =
+            self.gate
+                .host_call(recorded_as, HostValue::U64(u64::from(future)), move || {
+                    HostValue::Wave(live.expect("computed above"))
+                })?;
+        Ok(wave_of(response, function)?)
+    }
+
+    /// The worker a URI names (see [`Dispatch::resolve`]).
+    fn resolve(&self, uri: &str) -> std::result::Result<WorkerId, RpcError> {
+        match &self.rpc_dispatch {
+            Some(dispatch) => dispatch.resolve(uri),
+            None => WorkerId::from_uri(uri).map_err(RpcError::NotFound),
+        }
+    }
+
     fn dispatch(&self) -> std::result::Result<Arc<dyn Dispatch>, RpcError> {
         self.rpc_dispatch.clone().ok_or_else(|| {
             RpcError::ProtocolError(
@@ -390,14 +576,14 @@ impl HostState {
     /// The call the guest asked for, keyed by the index its entry gets.
     fn call(
         &self,
-        target: std::result::Result<WorkerId, String>,
+        target: std::result::Result<WorkerId, RpcError>,
         function: &str,
         params: Vec<WitValue>,
         request: &str,
     ) -> std::result::Result<Call, RpcError> {
         Ok(Call {
             caller: self.context.id.clone(),
-            target: target.map_err(RpcError::NotFound)?,
+            target: target?,
             function: function.to_string(),
             params,
             idempotency_key: call_key(

@@ -629,11 +629,12 @@ impl Worker {
             report.resumed_invocation = true;
             // Whoever waits for it may know its key (it was suspended, retried or interrupted
             // and may be asked for again): keep the result.
-            let (result, error) = match self.finish_live(&export, idempotency_key, true, true, outcome) {
-                Ok(result) => (result, None),
-                Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
-                Err(err) => return Err(err),
-            };
+            let (result, error) =
+                match self.finish_live(&export, idempotency_key, true, true, outcome) {
+                    Ok(result) => (result, None),
+                    Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
+                    Err(err) => return Err(err),
+                };
             report.resumed = Some(ResumedInvocation {
                 idempotency_key: idempotency_key.to_string(),
                 result,

@@ -71,14 +71,12 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         ]);
         metrics.push((format!("local_{}_p50_ms", run.clients), local_p50));
         metrics.push((format!("rpc_{}_p50_ms", run.clients), rpc_p50));
-        metrics.push((format!("rpc_{}_p99_ms", run.clients), run.rpc.p99() / 1000.0));
+        metrics.push((
+            format!("rpc_{}_p99_ms", run.clients),
+            run.rpc.p99() / 1000.0,
+        ));
     }
-    let mut fan_table = Table::new(&[
-        "work",
-        "median ms",
-        "per call ms",
-        "× the fan-out",
-    ]);
+    let mut fan_table = Table::new(&["work", "median ms", "per call ms", "× the fan-out"]);
     let (fan_ms, seq_ms) = (fan_out.median() / 1000.0, sequential.median() / 1000.0);
     fan_table.row(vec![
         format!("fan-out: {FAN_OUT} async calls, awaited with poll"),

@@ -4,6 +4,7 @@ pub mod component;
 pub mod promise;
 pub mod run;
 pub mod snapshot;
+pub mod stubgen;
 pub mod worker;
 
 use std::path::PathBuf;
