@@ -24,10 +24,24 @@ use crate::storage::{codec, Storage};
 pub const GOLEM_HOST_MODULE: &str = "golem:api/host@0.2.0";
 /// `golem:rpc`'s interface (worker-to-worker calls), and the core import module of its functions.
 pub const GOLEM_RPC_MODULE: &str = "golem:rpc/types@0.1.0";
-/// The WASI 0.2 interface of pollables (the futures of `golem:rpc` are awaited through it).
-pub const WASI_POLL_MODULE: &str = "wasi:io/poll@0.2.0";
-/// The WIT interfaces whose functions the host implements through the canonical ABI.
+/// The WASI 0.2 interface of pollables (the futures of `golem:rpc` are awaited through it), by
+/// its version-less key (see [`interface_key`]).
+pub const WASI_POLL_MODULE: &str = "wasi:io/poll@0.2";
+/// The golem interfaces whose functions the host implements through the canonical ABI (WASI
+/// 0.2's are listed by `host::wasi2`).
 pub const HOST_INTERFACES: [&str; 3] = [GOLEM_HOST_MODULE, GOLEM_RPC_MODULE, WASI_POLL_MODULE];
+
+/// The key the host knows an interface by: its id, except that WASI 0.2 interfaces drop their
+/// patch version (`wasi:io/poll@0.2.6` -> `wasi:io/poll@0.2`). Toolchains import whatever 0.2.x
+/// they were built with, and wit-component links any of them to the newest: so does golemw.
+pub fn interface_key(id: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((name, version)) = id.split_once('@') {
+        if name.starts_with("wasi:") && version.starts_with("0.2.") {
+            return std::borrow::Cow::Owned(format!("{name}@0.2"));
+        }
+    }
+    std::borrow::Cow::Borrowed(id)
+}
 
 /// Whether the runtime provides the core import `module.name` (the host's answer, handed in by
 /// whoever opens the store, so that checking components does not depend on the host).
@@ -245,7 +259,9 @@ pub fn decode_interface(wasm: &[u8]) -> Result<Interface> {
             let Some(module) = resolve.id_of(*id) else {
                 continue;
             };
+            let module = interface_key(&module).into_owned();
             if !HOST_INTERFACES.contains(&module.as_str())
+                && !module.starts_with("wasi:")
                 && crate::stubs::stub_target(&module).is_none()
             {
                 continue;
@@ -378,6 +394,17 @@ fn component_type_sections(wasm: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
+/// What golemw stores and runs of an upload: a core module as it is, a component binary's main
+/// module with its world (size-checked first, so a huge upload is refused before it is parsed).
+fn runnable(wasm: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    if wasm.len() > COMPONENT_BYTES_MAX || !crate::component_binary::is_component(wasm) {
+        return Ok(std::borrow::Cow::Borrowed(wasm));
+    }
+    Ok(std::borrow::Cow::Owned(crate::component_binary::unwrap(
+        wasm,
+    )?))
+}
+
 /// Validates a module for use as a component: valid wasm, a canonical-ABI guest, every import
 /// provided by the runtime, the exports the ABI needs. Returns its decoded interface.
 pub fn validate(wasm: &[u8], is_provided_import: ProvidedImports) -> Result<Interface> {
@@ -466,9 +493,11 @@ impl ComponentStore {
         &self.engine
     }
 
-    /// Stores a new component (version 0) under a fresh UUID.
+    /// Stores a new component (version 0) under a fresh UUID. A component binary is stored as
+    /// its main module with its world embedded (`crate::component_binary`).
     pub fn add(&self, name: &str, wasm: &[u8]) -> Result<ComponentRecord> {
         validate_component_name(name)?;
+        let wasm = &runnable(wasm)?;
         let interface = validate(wasm, self.provided)?;
         if self
             .storage
@@ -493,6 +522,7 @@ impl ComponentStore {
     /// Adds the next version of an existing component.
     pub fn update(&self, name_or_id: &str, wasm: &[u8]) -> Result<ComponentRecord> {
         let latest = self.latest(name_or_id)?;
+        let wasm = &runnable(wasm)?;
         let interface = validate(wasm, self.provided)?;
         let record = ComponentRecord {
             version: latest.version + 1,

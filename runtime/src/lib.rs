@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod component;
+pub mod component_binary;
 pub mod error;
 pub mod executor;
 pub mod gate;

@@ -166,15 +166,37 @@ pub trait Dispatch: Send + Sync {
     fn start(&self, call: Call) -> Arc<PendingCall>;
     /// Queues `call` at its target, durably, without waiting for it to run.
     fn enqueue(&self, call: Call) -> Result<(), RpcError>;
-    /// Blocks the caller until one of `calls` is done, or the caller's invocation is asked to
-    /// stop (the stop signal says why). If waiting would close a cycle of workers waiting on
+    /// Blocks the caller until one of `calls` is done or `until` passes, or the caller's
+    /// invocation is asked to stop (the stop signal says why). If waiting would close a cycle of workers waiting on
     /// each other, a call of the cycle that has not started fails instead.
     fn wait(
         &self,
         caller: &WorkerId,
         calls: &[Arc<PendingCall>],
         stop: Option<&StopSignal>,
+        until: Option<std::time::Instant>,
     ) -> Waited;
+}
+
+/// How often a wait looks at its stop signal (an interrupt or its deadline); calls finishing
+/// wake it at once.
+pub const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Sleeps until `until` (at once if `None`), or until the invocation is asked to stop.
+pub fn sleep_until(until: Option<std::time::Instant>, stop: Option<&StopSignal>) -> Waited {
+    let Some(until) = until else {
+        return Waited::Done;
+    };
+    loop {
+        if stop.is_some_and(|s| s.reason().is_some()) {
+            return Waited::Stopped;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return Waited::Done;
+        }
+        std::thread::sleep((until - now).min(STOP_CHECK));
+    }
 }
 
 /// How a wait for calls ended.

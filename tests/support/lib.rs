@@ -112,6 +112,60 @@ fn build_guests() -> Result<PathBuf, String> {
     Ok(target_dir.join(GUEST_TARGET).join("release"))
 }
 
+/// The target Rust builds components for directly (the main module imports WASI 0.2).
+pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
+
+/// The guest `name` built as a component binary for [`COMPONENT_TARGET`] (a `.wasm` that
+/// `wasm-tools component wit` reads), under the same lock as [`guest_wasm`].
+pub fn guest_component(name: &str) -> PathBuf {
+    let root = repo_root();
+    let target_dir = guest_target_dir();
+    fs::create_dir_all(&target_dir).expect("create the guest target dir");
+    let lock = File::create(target_dir.join(".build.lock")).expect("create the lock file");
+    lock.lock().expect("lock the guest build");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            COMPONENT_TARGET,
+            "-p",
+            name,
+        ])
+        .arg("--manifest-path")
+        .arg(root.join("tests").join("guests").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(root.join("tests").join("guests"));
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command
+        .output()
+        .expect("run cargo to build a guest component");
+    drop(lock);
+    assert!(
+        output.status.success(),
+        "building guest {name} for {COMPONENT_TARGET} failed (if the target is missing: \
+         `rustup target add {COMPONENT_TARGET}`):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target_dir
+        .join(COMPONENT_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
 /// Every entry of a worker's oplog, in order; a corrupt block fails the test.
 pub fn oplog_entries(
     executor: &golemw_runtime::Executor,

@@ -29,17 +29,13 @@ use crate::abi::{parse_wave, to_wave};
 use crate::component::ExportedFunction;
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
-use crate::rpc::{Call, CallResult, Dispatch, PendingCall, RpcError, Waited};
+use crate::rpc::{Call, CallResult, Dispatch, PendingCall, RpcError, Waited, STOP_CHECK};
 use crate::stop::StopSignal;
 use crate::wit_value::WitValue;
 
 /// Calls running at once in this process at most (each holds a thread while it runs or waits
 /// for its callee's turn). Past it a call fails with `denied` at once.
 pub const CALLS_IN_FLIGHT_MAX: usize = 4096;
-
-/// How often a waiting caller looks at its stop signal (an interrupt or its deadline). Calls
-/// finishing wake it at once.
-const STOP_CHECK: Duration = Duration::from_millis(20);
 
 /// The executor's state for calls between its workers.
 #[derive(Default)]
@@ -197,11 +193,13 @@ impl Dispatch for Dispatcher {
         caller: &WorkerId,
         calls: &[Arc<PendingCall>],
         stop: Option<&StopSignal>,
+        until: Option<std::time::Instant>,
     ) -> Waited {
         let Some(executor) = self.executor.upgrade() else {
-            return Waited::Done; // every call fails at once without an executor
+            // Every call fails at once without an executor; only a timer is left to wait for.
+            return crate::rpc::sleep_until(until, stop);
         };
-        executor.calls.wait(caller, calls, stop)
+        executor.calls.wait(caller, calls, stop, until)
     }
 }
 
@@ -212,6 +210,7 @@ impl Calls {
         caller: &WorkerId,
         calls: &[Arc<PendingCall>],
         stop: Option<&StopSignal>,
+        until: Option<std::time::Instant>,
     ) -> Waited {
         let me = std::thread::current();
         for call in calls {
@@ -241,7 +240,12 @@ impl Calls {
             if stop.is_some_and(|s| s.reason().is_some()) {
                 break Waited::Stopped;
             }
-            std::thread::park_timeout(STOP_CHECK);
+            let now = std::time::Instant::now();
+            if until.is_some_and(|until| now >= until) {
+                break Waited::Done;
+            }
+            let nap = until.map_or(STOP_CHECK, |until| (until - now).min(STOP_CHECK));
+            std::thread::park_timeout(nap);
         };
         self.waiting
             .lock()

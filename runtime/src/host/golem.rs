@@ -14,8 +14,9 @@ use wasmer::{
 use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
-use super::rpc::{self, Failure};
+use super::rpc;
 use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
+use super::{wasi2, Failure};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
 use crate::component::{ImportedFunction, HOST_INTERFACES};
@@ -63,8 +64,27 @@ pub fn define_imports(
 ) {
     for import in module.imports() {
         let (module_name, name) = (import.module(), import.name());
+        let key = crate::component::interface_key(module_name);
+        let key = key.as_ref();
         let stub = crate::stubs::stub_target(module_name).is_some();
-        if !HOST_INTERFACES.contains(&module_name) && !stub {
+        if !HOST_INTERFACES.contains(&key) && !wasi2::is_interface(key) && !stub {
+            continue;
+        }
+        if wasi2::is_drop(key, name) {
+            let resource = name.to_string();
+            let drop = Function::new_typed_with_env(
+                store,
+                env,
+                move |mut ctx: FunctionEnvMut<HostState>,
+                      handle: i32|
+                      -> Result<(), RuntimeError> {
+                    ctx.data_mut()
+                        .wasi2
+                        .drop_handle(&resource, handle as u32)
+                        .map_err(RuntimeError::new)
+                },
+            );
+            imports.define(module_name, name, drop);
             continue;
         }
         if (module_name, name) == (GOLEM_HOST_MODULE, get_workers::DROP) {
@@ -82,9 +102,7 @@ pub fn define_imports(
             imports.define(module_name, name, drop);
             continue;
         }
-        if rpc::DROPS.contains(&(module_name, name))
-            || (stub && name.starts_with("[resource-drop]"))
-        {
+        if rpc::DROPS.contains(&(key, name)) || (stub && name.starts_with("[resource-drop]")) {
             let resource = name.to_string();
             let drop = Function::new_typed_with_env(
                 store,
@@ -102,7 +120,7 @@ pub fn define_imports(
             continue;
         }
         // One the WIT world does not declare stays undefined: instantiation names it.
-        let Some(func) = functions.get(&(module_name.to_string(), name.to_string())) else {
+        let Some(func) = functions.get(&(key.to_string(), name.to_string())) else {
             continue;
         };
         let ty = FunctionType::new(
@@ -158,6 +176,7 @@ fn call(
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
     let result = match func.name.as_str() {
+        _ if wasi2::is_interface(&func.module) => wasi2::call(state, func, params),
         _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.
@@ -186,6 +205,11 @@ fn call(
         Ok(result) => result,
         Err(Failure::Fatal(err)) => return Err(abort(&mut state.gate, err)),
         Err(Failure::Trap(message)) => return Err(RuntimeError::new(message)),
+        Err(Failure::Exit(code)) => {
+            return Err(RuntimeError::user(Box::new(wasmer_wasix::WasiError::Exit(
+                (code as i32).into(),
+            ))))
+        }
     };
     let core = func
         .abi

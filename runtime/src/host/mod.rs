@@ -8,6 +8,7 @@ pub mod persistence;
 pub mod promises;
 pub mod rpc;
 pub mod wasi;
+pub mod wasi2;
 
 use std::sync::Arc;
 
@@ -25,11 +26,13 @@ pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
 /// Whether the runtime provides the core import `module.name`.
 pub fn is_provided_import(module: &str, name: &str) -> bool {
-    match module {
+    let key = crate::component::interface_key(module);
+    match key.as_ref() {
         WASI_MODULE => wasi::PREVIEW1_FUNCTIONS.contains(&name),
         GOLEM_HOST_MODULE => golem::PROVIDED.contains(&name),
         crate::component::GOLEM_RPC_MODULE => rpc::RPC_PROVIDED.contains(&name),
         crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
+        key if wasi2::is_interface(key) => wasi2::provides(key, name),
         module => crate::stubs::is_stub_import(module, name),
     }
 }
@@ -61,6 +64,8 @@ pub struct HostState {
     /// The idempotency key of the invocation running (live or replayed): calls to other
     /// workers derive theirs from it.
     pub invocation_key: String,
+    /// Open WASI 0.2 streams.
+    pub wasi2: wasi2::Handles,
     /// Open `golem:rpc` clients, futures and their pollables.
     pub rpc: rpc::RpcHandles,
     /// How calls reach other workers (the executor); `None`: they fail with `protocol-error`.
@@ -152,6 +157,28 @@ pub fn from_wasmer(value: &wasmer::Value) -> Result<CoreValue, RuntimeError> {
             )))
         }
     })
+}
+
+/// How a host function of the canonical ABI failed.
+pub(crate) enum Failure {
+    /// The runtime cannot go on (storage, divergence, a stop request): the worker reports it.
+    Fatal(crate::error::Error),
+    /// The guest misused the API (an unknown handle): it traps, like any other trap.
+    Trap(String),
+    /// The guest exited (WASI 0.2 `exit`): the invocation ends as preview 1's `proc_exit`.
+    Exit(u32),
+}
+
+impl From<crate::error::Error> for Failure {
+    fn from(err: crate::error::Error) -> Self {
+        Failure::Fatal(err)
+    }
+}
+
+impl From<crate::abi::AbiError> for Failure {
+    fn from(err: crate::abi::AbiError) -> Self {
+        Failure::Fatal(err.into())
+    }
 }
 
 /// A host function failed in a way that must stop the guest; the error itself is kept in the

@@ -26,7 +26,7 @@ use wasm_wave::value::Value;
 use wasm_wave::wasm::{WasmType, WasmValue};
 
 use super::persistence::remote_side_effect;
-use super::HostState;
+use super::{Failure, HostState};
 use crate::abi::{parse_wave, wave_string};
 use crate::component::{ImportedFunction, GOLEM_RPC_MODULE, WASI_POLL_MODULE};
 use crate::error::{Error, Result};
@@ -83,8 +83,19 @@ pub struct RpcHandles {
     /// Clients: the URI they were made with.
     clients: BTreeMap<u32, String>,
     futures: BTreeMap<u32, FutureCall>,
-    /// Pollables, and the future each is for.
-    pollables: BTreeMap<u32, u32>,
+    /// Pollables, and what each waits for.
+    pollables: BTreeMap<u32, PollSource>,
+}
+
+/// What a pollable waits for.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+enum PollSource {
+    /// An RPC future (by its handle).
+    Future(u32),
+    /// Nothing: ready at once (streams, whose reads and writes never block).
+    Ready,
+    /// The monotonic clock reaching this instant (ns).
+    Until(u64),
 }
 
 /// An `async-invoke-and-await` call.
@@ -123,26 +134,6 @@ impl RpcHandles {
             true => Ok(()),
             false => Err(format!("{name}: unknown handle {handle}")),
         }
-    }
-}
-
-/// How an RPC host function failed.
-pub(super) enum Failure {
-    /// The runtime cannot go on (storage, divergence, a stop request).
-    Fatal(Error),
-    /// The guest misused the API (an unknown handle): it traps.
-    Trap(String),
-}
-
-impl From<Error> for Failure {
-    fn from(err: Error) -> Self {
-        Failure::Fatal(err)
-    }
-}
-
-impl From<crate::abi::AbiError> for Failure {
-    fn from(err: crate::abi::AbiError) -> Self {
-        Failure::Fatal(err.into())
     }
 }
 
@@ -192,18 +183,15 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
         GET => typed(&state.future_result(function, handle(0), &func.name)?),
         READY | BLOCK => {
             let pollable = handle(0);
-            let future = state.future_of(pollable, &func.name)?;
             let live = match state.gate.will_run_live() {
                 true => {
-                    let pending = state.started(&[future], &func.name)?;
-                    if func.name == BLOCK {
-                        state.wait(&pending)?;
-                    }
-                    Some(HostValue::U64(u64::from(
-                        pending.iter().all(|p| p.is_done()),
-                    )))
+                    let ready = state.ready(&[pollable], func.name == BLOCK, &func.name)?;
+                    Some(HostValue::U64(u64::from(ready[0])))
                 }
-                false => None,
+                false => {
+                    state.source_of(pollable, &func.name)?;
+                    None
+                }
             };
             let response =
                 state
@@ -225,25 +213,23 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
             if pollables.is_empty() {
                 return Err(Failure::Trap("poll: the list of pollables is empty".into()));
             }
-            let futures = pollables
-                .iter()
-                .map(|p| state.future_of(*p, &func.name))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
             let live = match state.gate.will_run_live() {
                 true => {
-                    let pending = state.started(&futures, &func.name)?;
-                    if !pending.iter().any(|p| p.is_done()) {
-                        state.wait(&pending)?;
-                    }
-                    let ready: Vec<String> = pending
+                    let ready = state.ready(&pollables, true, &func.name)?;
+                    let ready: Vec<String> = ready
                         .iter()
                         .enumerate()
-                        .filter(|(_, p)| p.is_done())
+                        .filter(|(_, ready)| **ready)
                         .map(|(i, _)| i.to_string())
                         .collect();
                     Some(format!("[{}]", ready.join(", ")))
                 }
-                false => None,
+                false => {
+                    for pollable in &pollables {
+                        state.source_of(*pollable, &func.name)?;
+                    }
+                    None
+                }
             };
             let request = format!(
                 "[{}]",
@@ -395,7 +381,28 @@ fn first_result(
     Ok(first)
 }
 
+/// A pollable's source as a wait sees it.
+enum Source {
+    Call(Arc<PendingCall>),
+    Ready,
+    Until(u64),
+}
+
 impl RpcHandles {
+    /// A pollable that is ready at once (a stream's).
+    pub fn ready_pollable(&mut self) -> u32 {
+        let pollable = self.next();
+        self.pollables.insert(pollable, PollSource::Ready);
+        pollable
+    }
+
+    /// A pollable ready once the monotonic clock reaches `instant` (ns).
+    pub fn timer_pollable(&mut self, instant: u64) -> u32 {
+        let pollable = self.next();
+        self.pollables.insert(pollable, PollSource::Until(instant));
+        pollable
+    }
+
     /// A new client for the worker at `uri` (checked when it is used).
     fn open_client(&mut self, uri: String) -> u32 {
         let client = self.next();
@@ -525,7 +532,9 @@ impl HostState {
     fn subscribe(&mut self, future: u32, function: &str) -> std::result::Result<u32, Failure> {
         self.check_future(future, function)?;
         let pollable = self.rpc.next();
-        self.rpc.pollables.insert(pollable, future);
+        self.rpc
+            .pollables
+            .insert(pollable, PollSource::Future(future));
         Ok(pollable)
     }
 
@@ -607,7 +616,7 @@ impl HostState {
             Err(err) => return Ok(Err(err)),
         };
         let pending = dispatch.start(call);
-        self.wait(std::slice::from_ref(&pending))?;
+        self.wait(std::slice::from_ref(&pending), None)?;
         Ok(pending.outcome().expect("waited until done"))
     }
 
@@ -683,25 +692,80 @@ impl HostState {
         }
     }
 
-    fn future_of(&self, pollable: u32, function: &str) -> std::result::Result<u32, Failure> {
-        let future = *self
-            .rpc
+    fn source_of(&self, pollable: u32, function: &str) -> std::result::Result<PollSource, Failure> {
+        self.rpc
             .pollables
             .get(&pollable)
-            .ok_or_else(|| Failure::Trap(format!("{function}: unknown handle {pollable}")))?;
-        // A future dropped before its pollable: the pollable stays usable, as ready.
-        Ok(future)
+            .copied()
+            .ok_or_else(|| Failure::Trap(format!("{function}: unknown handle {pollable}")))
     }
 
-    /// Blocks until one of `pending` is done, or the invocation is asked to stop.
-    fn wait(&self, pending: &[Arc<PendingCall>]) -> Result<()> {
+    /// Which of `pollables` are ready (live); with `wait`, first waits until one is (or the
+    /// invocation is asked to stop). Futures not started are started.
+    fn ready(
+        &mut self,
+        pollables: &[u32],
+        wait: bool,
+        function: &str,
+    ) -> std::result::Result<Vec<bool>, Failure> {
+        let mut sources = Vec::with_capacity(pollables.len());
+        for pollable in pollables {
+            sources.push(match self.source_of(*pollable, function)? {
+                // A future dropped before its pollable: nothing left to wait for.
+                PollSource::Future(future) if !self.rpc.futures.contains_key(&future) => {
+                    Source::Ready
+                }
+                PollSource::Future(future) => {
+                    Source::Call(self.started(&[future], function)?.remove(0))
+                }
+                PollSource::Ready => Source::Ready,
+                PollSource::Until(instant) => Source::Until(instant),
+            });
+        }
+        let now = || super::wasi::monotonic_ns();
+        let is_ready = |source: &Source| match source {
+            Source::Call(pending) => pending.is_done(),
+            Source::Ready => true,
+            Source::Until(instant) => now() >= *instant,
+        };
+        if wait && !sources.iter().any(is_ready) {
+            let calls: Vec<Arc<PendingCall>> = sources
+                .iter()
+                .filter_map(|s| match s {
+                    Source::Call(pending) => Some(Arc::clone(pending)),
+                    _ => None,
+                })
+                .collect();
+            let until = sources
+                .iter()
+                .filter_map(|s| match s {
+                    Source::Until(instant) => Some(*instant),
+                    _ => None,
+                })
+                .min()
+                .map(|instant| {
+                    std::time::Instant::now()
+                        + std::time::Duration::from_nanos(instant.saturating_sub(now()))
+                });
+            self.wait(&calls, until)?;
+        }
+        Ok(sources.iter().map(is_ready).collect())
+    }
+
+    /// Blocks until one of `pending` is done or `until` passes, or the invocation is asked to
+    /// stop.
+    fn wait(&self, pending: &[Arc<PendingCall>], until: Option<std::time::Instant>) -> Result<()> {
         if pending.iter().any(|p| p.is_done()) {
             return Ok(());
         }
-        let Ok(dispatch) = self.dispatch() else {
-            return Ok(()); // every call failed at once without a dispatcher
+        let waited = match self.dispatch() {
+            Ok(dispatch) => {
+                dispatch.wait(&self.context.id, pending, self.gate.stop_signal(), until)
+            }
+            // Without a dispatcher every call failed at once; only a timer can be waited for.
+            Err(_) => crate::rpc::sleep_until(until, self.gate.stop_signal()),
         };
-        match dispatch.wait(&self.context.id, pending, self.gate.stop_signal()) {
+        match waited {
             Waited::Done => Ok(()),
             Waited::Stopped => Err(self.gate.stop_requested().unwrap_or_else(|| {
                 Error::Engine("a wait for a worker-to-worker call was stopped".into())

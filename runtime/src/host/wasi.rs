@@ -115,7 +115,7 @@ pub fn override_imports(store: &mut Store, env: &FunctionEnv<HostState>, imports
     );
 }
 
-fn realtime_ns() -> u64 {
+pub(super) fn realtime_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -124,7 +124,7 @@ fn realtime_ns() -> u64 {
 
 /// A monotonic clock that is comparable across processes: the wall clock at process start plus
 /// the monotonic time elapsed since.
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
     let (instant, wall) = BASE.get_or_init(|| (Instant::now(), realtime_ns()));
     wall + instant.elapsed().as_nanos() as u64

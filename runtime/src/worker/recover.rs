@@ -528,7 +528,11 @@ impl Worker {
         };
         let (host, rest): (HostSnapshot, &[u8]) =
             postcard::take_from_bytes(&manifest.host_state).map_err(corrupt)?;
-        let rpc: crate::host::rpc::RpcHandles = match rest.is_empty() {
+        let (rpc, rest): (crate::host::rpc::RpcHandles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let wasi2: crate::host::wasi2::Handles = match rest.is_empty() {
             true => Default::default(),
             false => postcard::from_bytes(rest).map_err(corrupt)?,
         };
@@ -537,6 +541,7 @@ impl Worker {
         state.enumerations = host.enumerations;
         state.persistence = host.persistence;
         state.rpc = rpc;
+        state.wasi2 = wasi2;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }
