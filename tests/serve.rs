@@ -709,3 +709,63 @@ fn a_guests_exit_code_is_in_the_answer() {
     let (_, record) = server.get("/v1/components/hostile/workers/w");
     assert_eq!(record["status"], "exited", "{record}");
 }
+
+#[test]
+fn idle_and_half_sent_connections_are_closed_and_do_not_starve_requests() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = golemw_tests::server::Server::start_with(
+        env!("CARGO_BIN_EXE_golemw").as_ref(),
+        dir.path(),
+        &["--header-timeout-ms", "300", "--max-connections", "32"],
+    );
+    // More idle connections than may be served at once, and some that stop mid-request.
+    let mut idle: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(&server.address).unwrap())
+        .collect();
+    let mut half: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&server.address).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: ").unwrap();
+            s
+        })
+        .collect();
+    // A real request still gets through: the stalled ones are dropped after their timeout.
+    let started = std::time::Instant::now();
+    let (status, _) = golemw_tests::server::try_request(
+        &server.address,
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+        Some(std::time::Duration::from_secs(10)),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // Every stalled connection was closed by the server (EOF or a reset, not a timeout here).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for stream in idle.iter_mut().chain(half.iter_mut()) {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match stream.read(&mut buf) {
+            Ok(0) => {}
+            // A half-sent request may get a 408 before the close.
+            Ok(_) => {
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            }
+            Err(err) => assert!(
+                err.kind() != std::io::ErrorKind::WouldBlock
+                    && err.kind() != std::io::ErrorKind::TimedOut,
+                "a stalled connection is still open: {err}"
+            ),
+        }
+    }
+}

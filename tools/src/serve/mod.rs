@@ -60,7 +60,28 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
+
+    /// A connection is closed when a request's headers take longer than this to arrive
+    /// (milliseconds), and when it sits idle between requests that long: idle and half-sent
+    /// connections cannot pile up.
+    #[arg(long, value_name = "MS", env = "GOLEMW_HEADER_TIMEOUT_MS",
+          default_value_t = DEFAULT_HEADER_TIMEOUT_MS)]
+    header_timeout_ms: u64,
+
+    /// Connections served at once, at most; more wait to be accepted until one closes.
+    #[arg(long, value_name = "N", env = "GOLEMW_MAX_CONNECTIONS",
+          default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
+
+/// Default of `--header-timeout-ms`: long enough for any client on a real network to send its
+/// headers, and for a keep-alive client to send its next request.
+const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Default of `--max-connections`: far above the clients a 2-core server is measured with
+/// (BENCHMARKS.md: 256), and below the common limit of 1,024 open files, which LMDB, memory
+/// images and the executor's threads draw on too; raise both together (`ulimit -n`).
+const DEFAULT_MAX_CONNECTIONS: usize = 768;
 
 /// Default of `--invocation-deadline-ms`.
 const DEFAULT_INVOCATION_DEADLINE_MS: u64 = 60_000;
@@ -125,16 +146,74 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             .layer(middleware::from_fn_with_state(allowed, guard::guard))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(log_request));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal(interrupt, terminate))
-            .await
-            .context("serving HTTP")?;
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+            max_connections: args.max_connections.max(1),
+        };
+        serve_connections(listener, app, limits, shutdown_signal(interrupt, terminate)).await;
         anyhow::Ok(())
     })?;
     // Every connection is closed and its jobs are done (a job's handler waits for it).
     drop(runtime);
     drop(executor);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What bounds the connections of a server.
+struct ConnectionLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Accepts connections and serves HTTP/1.1 on each until `shutdown` resolves, then waits for
+/// the requests in flight. Each connection holds one of `max_connections` permits (past them,
+/// connections wait in the listen backlog) and is closed when a request's headers, or the next
+/// request after an idle spell, take longer than `header_timeout`.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = std::sync::Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the semaphore is never closed")
+            }
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Resolves at the first SIGINT or SIGTERM; from then on a second one, or the end of
