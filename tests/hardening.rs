@@ -295,3 +295,49 @@ fn a_new_worker_whose_start_up_code_traps_is_not_stored() {
         assert!(ex.list_workers(&id.component_id).unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_worker_cannot_grow_its_memory_past_the_limit_and_one_starting_past_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = |mib: u64| ExecutorOptions {
+        fsync: false,
+        max_memory_bytes: Some(mib << 20),
+        ..ExecutorOptions::default()
+    };
+    let ex = Executor::open(dir.path(), options(8)).unwrap();
+    add_guest(&ex, "hostile");
+    let id = ex.worker_id("hostile", "h").unwrap();
+    let grow = |pages: &str| {
+        ex.invoke(&id, "grow", &[pages.to_string()], None)
+            .unwrap()
+            .result
+            .unwrap()
+    };
+    let size: u32 = grow("0").parse().unwrap();
+    assert!(size < 128, "the guest starts below 8 MiB: {size} pages");
+    // Up to the limit: 128 pages of 64 KiB.
+    assert_eq!(grow(&(128 - size).to_string()), "128");
+    // Past it, memory.grow fails as it would at 4 GiB: the guest sees it and goes on.
+    assert_eq!(grow("1"), u32::MAX.to_string());
+    assert_eq!(grow("0"), "128");
+    // Replay grows the same: the state is whole after a restart.
+    drop(ex);
+    let ex = Executor::open(dir.path(), options(8)).unwrap();
+    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(
+        ex.invoke(&id, "grow", &["0".to_string()], None)
+            .unwrap()
+            .result
+            .as_deref(),
+        Some("128")
+    );
+    drop(ex);
+    // A limit below what the module starts with refuses it, saying why.
+    let ex = Executor::open(dir.path(), options(0)).unwrap();
+    let other = ex.worker_id("hostile", "other").unwrap();
+    let err = ex
+        .invoke(&other, "add", &["1".to_string()], None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the limit per worker is 64 KiB"), "{err}");
+}

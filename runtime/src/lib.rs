@@ -13,6 +13,7 @@ pub mod gate;
 pub mod history;
 pub mod host;
 pub mod ids;
+pub mod memory_limit;
 pub mod oplog;
 pub mod promises;
 pub mod queue;

@@ -68,6 +68,18 @@ struct Cli {
     )]
     max_storage_mib: Option<u64>,
 
+    /// The most linear memory one worker may have, in MiB. Past it the guest's `memory.grow`
+    /// fails (an allocation failure, usually a trap), as at wasm32's 4 GiB; a module that
+    /// starts with more is refused. Bounds what one hostile or runaway guest can take.
+    #[arg(
+        long,
+        global = true,
+        env = "GOLEMW_MAX_MEMORY_MIB",
+        value_name = "MIB",
+        default_value_t = DEFAULT_MAX_MEMORY_MIB
+    )]
+    max_memory_mib: u64,
+
     /// More logging (repeat for more); or set RUST_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -137,6 +149,10 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// Default of `--max-memory-mib`: 16 times the largest worker the benchmarks run (64 MiB), a
+/// quarter of wasm32's reach.
+const DEFAULT_MAX_MEMORY_MIB: u64 = 1024;
+
 fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("golemw");
@@ -176,6 +192,7 @@ fn main() -> ExitCode {
         write_tracking: cli.write_tracking,
         memory_images: cli.memory_images,
         max_storage_mib: cli.max_storage_mib,
+        max_memory_mib: cli.max_memory_mib,
     };
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),

@@ -85,6 +85,9 @@ pub struct ExecutorOptions {
     /// The most the LMDB environment may grow to, in bytes (`None`: 1 TiB). Past it, a write
     /// fails as on a full disk and leaves nothing behind.
     pub max_storage_bytes: Option<u64>,
+    /// The most linear memory one worker may have, in bytes (`None`: wasm32's 4 GiB). Past it
+    /// `memory.grow` fails, as at 4 GiB; a module that starts larger is refused.
+    pub max_memory_bytes: Option<u64>,
 }
 
 /// Default of [`ExecutorOptions::max_active_workers`]: an idle `counter`-sized instance costs
@@ -116,6 +119,7 @@ impl Default for ExecutorOptions {
             durable_sleep_min: None,
             invocation_deadline: None,
             max_storage_bytes: None,
+            max_memory_bytes: None,
         }
     }
 }
@@ -204,7 +208,11 @@ impl Executor {
             // Images only make restarts faster: one that cannot be looked at costs disk space.
             tracing::warn!(%err, "could not look for the memory images of deleted workers");
         }
-        let engine = wasmer::Engine::default();
+        let mut engine = wasmer::Engine::default();
+        if let Some(limit) = options.max_memory_bytes {
+            use wasmer::sys::NativeEngineExt;
+            engine.set_tunables(crate::memory_limit::LimitingTunables::new(limit));
+        }
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("golemw-wasix")

@@ -22,6 +22,7 @@ pub struct Context {
     pub write_tracking: bool,
     pub memory_images: bool,
     pub max_storage_mib: Option<u64>,
+    pub max_memory_mib: u64,
 }
 
 impl Context {
@@ -41,6 +42,7 @@ impl Context {
                 .memory_images
                 .then_some(golemw_runtime::snapshots::DEFAULT_IMAGE_MIN_BYTES),
             max_storage_bytes: self.max_storage_mib.map(|mib| mib << 20),
+            max_memory_bytes: Some(self.max_memory_mib.saturating_mul(1 << 20)),
             ..ExecutorOptions::default()
         }
     }
