@@ -769,3 +769,90 @@ fn idle_and_half_sent_connections_are_closed_and_do_not_starve_requests() {
         }
     }
 }
+
+#[test]
+fn beyond_loopback_the_server_needs_a_token_and_every_request_must_carry_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let golemw = env!("CARGO_BIN_EXE_golemw");
+    let dir = tempfile::tempdir().unwrap();
+    // No token, listening on every interface: refused before anything is opened.
+    let out = Command::new(golemw)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("GOLEMW_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs an access token"), "{stderr}");
+    // A token too short to be one.
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = Command::new(golemw)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+
+    let token_file = dir.path().join("token");
+    let token = "3f1c9a7e5b2d4c6a8e0f1a2b3c4d5e6f";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let data = dir.path().join("data");
+    let server = golemw_tests::server::Server::start_with(
+        golemw.as_ref(),
+        &data,
+        &["--token-file", token_file.to_str().unwrap()],
+    );
+    let get = |headers: &[(&str, &str)]| {
+        golemw_tests::server::try_request(
+            &server.address,
+            "GET",
+            "/v1/components",
+            headers,
+            b"",
+            None,
+        )
+        .unwrap()
+    };
+    let (status, body) = get(&[]);
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    let wrong = format!("Bearer {}", token.replace('3', "4"));
+    assert_eq!(get(&[("Authorization", &wrong)]).0, 401);
+    let right = format!("Bearer {token}");
+    assert_eq!(get(&[("Authorization", &right)]).0, 200);
+    // Health checks need no token.
+    let (status, _) =
+        golemw_tests::server::try_request(&server.address, "GET", "/healthz", &[], b"", None)
+            .unwrap();
+    assert_eq!(status, 200);
+    // The CLI on the same data directory finds the token beside the address, in a file only
+    // its owner may read.
+    let mode = std::fs::metadata(data.join("server.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "server.json is readable by others: {mode:o}"
+    );
+    let out = Command::new(golemw)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["component", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

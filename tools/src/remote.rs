@@ -32,12 +32,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct Advertised(PathBuf);
 
 impl Advertised {
-    pub fn write(data_dir: &Path, url: &str) -> Result<Advertised> {
+    pub fn write(data_dir: &Path, url: &str, token: Option<&str>) -> Result<Advertised> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = data_dir.join(SERVER_FILE);
-        let body = json!({ "url": url, "pid": std::process::id() }).to_string();
-        // Written whole, then renamed: a reader never sees half a file.
+        let body = json!({ "url": url, "pid": std::process::id(), "token": token }).to_string();
+        // Written whole, then renamed: a reader never sees half a file. Readable by its owner
+        // only: it may hold the access token.
         let partial = data_dir.join(format!("{SERVER_FILE}.partial"));
-        std::fs::write(&partial, body).with_context(|| format!("writing {}", partial.display()))?;
+        let _ = std::fs::remove_file(&partial);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .and_then(|mut file| file.write_all(body.as_bytes()))
+            .with_context(|| format!("writing {}", partial.display()))?;
         std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(Advertised(path))
     }
@@ -68,6 +78,8 @@ impl std::error::Error for GuestExit {}
 pub struct Remote {
     url: String,
     pid: u64,
+    /// The server's access token, if it has one.
+    token: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -92,6 +104,7 @@ impl Remote {
         Ok(Some(Remote {
             url,
             pid: info["pid"].as_u64().unwrap_or(0),
+            token: info["token"].as_str().map(str::to_string),
             agent,
         }))
     }
@@ -109,6 +122,9 @@ impl Remote {
         let mut request = self.agent.request(method, &url);
         if let Some(key) = key {
             request = request.set("Idempotency-Key", key);
+        }
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
         }
         let response = match body {
             Some((content_type, bytes)) => {

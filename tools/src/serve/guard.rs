@@ -4,7 +4,8 @@
 //! reading the answers possible. So every request must name this server in its `Host` header
 //! (a rebound name does not match), and every POST or PUT must say its body is JSON, wasm or
 //! raw bytes (content types a browser sends cross-site only after a preflight this server never
-//! grants).
+//! grants). A server with an access token (required beyond loopback) also wants it on every
+//! request.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -57,9 +58,56 @@ const BODY_TYPES: [&str; 3] = [
     "application/octet-stream",
 ];
 
-/// Refuses requests for another host (403 `forbidden-host`) and POST or PUT requests whose
-/// `Content-Type` is not one of [`BODY_TYPES`] (415 `unsupported-media-type`).
-pub async fn guard(State(allowed): State<AllowedHosts>, request: Request, next: Next) -> Response {
+/// The access token requests must carry (`Authorization: Bearer TOKEN`), when the server has
+/// one: required to listen beyond loopback, where any machine that reaches the port could
+/// otherwise upload and run code.
+#[derive(Clone, Debug)]
+pub struct Token(Option<Arc<str>>);
+
+impl Token {
+    pub fn new(token: Option<String>) -> Self {
+        Token(token.map(Arc::from))
+    }
+
+    /// Whether `authorization` (the header's value) carries the token; compared in constant
+    /// time, so the answer's timing says nothing of how much of a guess was right.
+    fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some(token) = &self.0 else {
+            return true;
+        };
+        let Some(given) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+}
+
+/// What the guard checks: the `Host` names and the token.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub hosts: AllowedHosts,
+    pub token: Token,
+}
+
+/// Refuses requests without the server's token (401 `unauthorized`; `/healthz` excepted), for
+/// another host (403 `forbidden-host`), and POST or PUT requests whose `Content-Type` is not one
+/// of [`BODY_TYPES`] (415 `unsupported-media-type`).
+pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    if request.uri().path() != "/healthz" && !guard.token.admits(authorization) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server needs its access token: send `Authorization: Bearer TOKEN` (the token \
+             it was started with, GOLEMW_TOKEN or --token-file)",
+        )
+        .into_response();
+    }
+    let allowed = &guard.hosts;
     let host = request
         .headers()
         .get(header::HOST)

@@ -68,6 +68,13 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_HEADER_TIMEOUT_MS)]
     header_timeout_ms: u64,
 
+    /// A file holding the access token every request must then carry (`Authorization: Bearer
+    /// TOKEN`); or set GOLEMW_TOKEN. Required to listen on an address other than loopback.
+    /// `golemw` commands on the same data directory find it in `<data-dir>/server.json`
+    /// (readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+
     /// Connections served at once, at most; more wait to be accepted until one closes.
     #[arg(long, value_name = "N", env = "GOLEMW_MAX_CONNECTIONS",
           default_value_t = DEFAULT_MAX_CONNECTIONS)]
@@ -106,6 +113,14 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             .then(|| Duration::from_millis(args.invocation_deadline_ms)),
         ..ctx.executor_options()
     };
+    let token = access_token(&args)?;
+    if token.is_none() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "listening on {} (beyond loopback) needs an access token, or any machine that \
+             reaches the port could upload and run code: set GOLEMW_TOKEN or pass --token-file",
+            args.listen
+        );
+    }
     let executor = golemw_runtime::Executor::serve(&ctx.data_dir, options)
         .with_context(|| format!("opening the data directory {}", ctx.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,8 +141,11 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         let address = listener.local_addr()?;
         // Other golemw commands on this data directory find the server here (written before
         // the address is printed: a script that reads it can use the CLI at once).
-        let _advertised =
-            crate::remote::Advertised::write(&ctx.data_dir, &format!("http://{address}"))?;
+        let _advertised = crate::remote::Advertised::write(
+            &ctx.data_dir,
+            &format!("http://{address}"),
+            token.as_deref(),
+        )?;
         if ctx.json {
             // One line, so that a script can read it before the server's logs.
             println!(
@@ -141,9 +159,12 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             println!("listening on http://{address}");
         }
 
-        let allowed = guard::AllowedHosts::new(address, &args.allowed_hosts);
+        let checks = guard::Guard {
+            hosts: guard::AllowedHosts::new(address, &args.allowed_hosts),
+            token: guard::Token::new(token.clone()),
+        };
         let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
-            .layer(middleware::from_fn_with_state(allowed, guard::guard))
+            .layer(middleware::from_fn_with_state(checks, guard::guard))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(log_request));
         let limits = ConnectionLimits {
@@ -157,6 +178,32 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
     drop(runtime);
     drop(executor);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The access token: `--token-file`'s first line, else `GOLEMW_TOKEN`; `None` if neither.
+fn access_token(args: &ServeArgs) -> Result<Option<String>> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("GOLEMW_TOKEN").ok(),
+    };
+    match token {
+        Some(token) if token.len() < 16 => anyhow::bail!(
+            "the access token is {} characters; use at least 16 (e.g. `openssl rand -hex 16`)",
+            token.len()
+        ),
+        Some(token) if token.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            anyhow::bail!("the access token must not contain spaces or control characters")
+        }
+        other => Ok(other),
+    }
 }
 
 /// What bounds the connections of a server.
