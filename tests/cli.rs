@@ -1375,3 +1375,101 @@ fn stubgen_and_a_typed_call_between_two_workers_from_the_command_line() {
     let err = fails(dir.path(), &["stubgen", "/no/such/file.wasm"]);
     assert!(err.contains("/no/such/file.wasm"), "{err}");
 }
+
+#[test]
+fn check_reports_damage_and_backup_makes_a_hot_copy() {
+    use golemw_runtime::storage::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    ok(dir.path(), &["worker", "invoke", "counter/a", "add", "1"]);
+    ok(dir.path(), &["worker", "invoke", "counter/b", "add", "2"]);
+    ok(dir.path(), &["snapshot", "take", "counter/a"]);
+    assert!(ok(dir.path(), &["check"]).contains("nothing damaged"));
+
+    // A hot copy, while a server holds the data directory and answers.
+    let backup = dir.path().join("backup");
+    {
+        let server = golemw_tests::server::Server::start_with(
+            env!("CARGO_BIN_EXE_golemw").as_ref(),
+            dir.path(),
+            &[],
+        );
+        let said = ok(dir.path(), &["backup", backup.to_str().unwrap()]);
+        assert!(said.contains("backed up"), "{said}");
+        assert_eq!(server.result("counter/a", "add", &["10"]), "11");
+        // Into a directory that is not empty: refused.
+        let err = fails(dir.path(), &["backup", backup.to_str().unwrap()]);
+        assert!(err.contains("not empty"), "{err}");
+    }
+    // The copy is a data directory of its own, as of the moment it was made.
+    assert_eq!(
+        ok(&backup, &["worker", "invoke", "counter/a", "get"]).trim(),
+        "1"
+    );
+    assert!(ok(&backup, &["check"]).contains("nothing damaged"));
+
+    // Damage: a flipped byte in a's oplog, and b's record gone while its history stays.
+    let (uid_a, uid_b) = {
+        let storage = Storage::open_read_only(dir.path()).unwrap();
+        let mut uids = Vec::new();
+        storage
+            .scan_all(storage.tables().workers, |_, value| {
+                let record: golemw_runtime::WorkerRecord =
+                    golemw_runtime::storage::codec::decode(value, "record").unwrap();
+                uids.push((record.id.worker_name.clone(), record.uid));
+            })
+            .unwrap();
+        uids.sort();
+        (uids[0].1, uids[1].1)
+    };
+    golemw_tests::corrupt_oplog_block(dir.path(), &uid_a, 2);
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let db = storage.tables().workers;
+        let component = {
+            let mut key = None;
+            storage
+                .scan_all(db, |k, _| {
+                    if k.ends_with(b"b") {
+                        key = Some(k.to_vec());
+                    }
+                })
+                .unwrap();
+            key.unwrap()
+        };
+        storage
+            .write(|txn| {
+                txn.del(db, &component, None)?;
+                Ok(())
+            })
+            .unwrap();
+        storage.sync().unwrap();
+    }
+    let out = golemw(dir.path(), &["--json", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let says = |table: &str, at: &str, problem: &str| {
+        findings.iter().any(|f| {
+            f["table"] == table
+                && f["at"].as_str().unwrap().contains(at)
+                && f["problem"].as_str().unwrap().contains(problem)
+        })
+    };
+    assert!(says("oplog", &uid_a.to_string(), "checksum"), "{report}");
+    assert!(
+        says(
+            "oplog",
+            &uid_b.to_string(),
+            "worker record is missing or unreadable"
+        ),
+        "{report}"
+    );
+    assert_eq!(report["damaged"], true);
+}

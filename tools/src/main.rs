@@ -105,6 +105,17 @@ enum Command {
     /// Inspect, diff, export and verify worker snapshots.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
+    /// Read every record of the data directory and report what is damaged (exit status 1).
+    ///
+    /// Verifies the checksum of every record, oplog block, snapshot manifest and page (and each
+    /// page's hash), and what ties them together: history whose worker record is missing or
+    /// unreadable, snapshots whose pages are gone, names of missing components. Runs beside a
+    /// running server (it reads without the directory's lock).
+    Check(commands::storage::CheckArgs),
+    /// Make a consistent, compacted copy of the data directory in DIR (a new or empty
+    /// directory), hot: a running server goes on meanwhile. DIR is then a data directory of
+    /// its own (`--data-dir DIR`).
+    Backup(commands::storage::BackupArgs),
     /// Write the stub WIT for calling a component's workers with typed functions.
     ///
     /// For each interface `ns:pkg/iface` the component exports, the stub package
@@ -209,6 +220,8 @@ fn main() -> ExitCode {
         },
         Command::Snapshot(cmd) => commands::snapshot::run(&ctx, cmd),
         Command::Stubgen(args) => commands::stubgen::run(&ctx, args),
+        Command::Check(args) => commands::storage::check(&ctx, args),
+        Command::Backup(args) => commands::storage::backup(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
     };
     match outcome {

@@ -77,7 +77,8 @@ pub struct Storage {
     group: group_commit::GroupCommit,
     /// The LMDB map grows up to this many bytes ([`Storage::set_map_limit`]).
     map_limit: usize,
-    _lock: File,
+    /// The data directory's lock (`None` for a read-only view, which takes none).
+    _lock: Option<File>,
 }
 
 /// How many commits and syncs a [`Storage`] has made since it was opened.
@@ -129,8 +130,113 @@ impl Storage {
             grouped_writes: AtomicU64::new(0),
             group: group_commit::GroupCommit::default(),
             map_limit: MAP_SIZE_MAX_BYTES,
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// Opens the data directory `dir` for reading only, without its lock: LMDB lets readers in
+    /// other processes read beside the one that writes (a running server), each seeing a
+    /// consistent state. For `golemw check` and `golemw backup`.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        let db_dir = dir.join("lmdb");
+        if !db_dir.join("data.mdb").is_file() {
+            return Err(Error::Storage(format!(
+                "{} is not a golemw data directory (it has no lmdb/data.mdb)",
+                dir.display()
+            )));
+        }
+        let env = Environment::new()
+            .set_max_dbs(DATABASES_MAX)
+            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS)
+            .open(&db_dir)
+            .map_err(|e| Error::Storage(format!("opening LMDB in {}: {e}", db_dir.display())))?;
+        let open = |name: &str| {
+            env.open_db(Some(name)).map_err(|e| {
+                Error::Storage(format!(
+                    "{}: table {name} cannot be opened: {e}",
+                    db_dir.display()
+                ))
+            })
+        };
+        let tables = Tables {
+            components: open("components")?,
+            component_names: open("component_names")?,
+            component_wasm: open("component_wasm")?,
+            workers: open("workers")?,
+            oplog: open("oplog")?,
+            invocations: open("invocations")?,
+            snapshots: open("snapshots")?,
+            snapshot_pages: open("snapshot_pages")?,
+            promises: open("promises")?,
+            suspensions: open("suspensions")?,
+            sleeps: open("sleeps")?,
+            queue: open("queue")?,
+        };
+        Ok(Storage {
+            env,
+            tables,
+            dir: dir.to_path_buf(),
+            fsync: true,
+            commits: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            grouped_writes: AtomicU64::new(0),
+            group: group_commit::GroupCommit::default(),
+            map_limit: MAP_SIZE_MAX_BYTES,
+            _lock: None,
+        })
+    }
+
+    /// Every key and value of a table, in key order.
+    pub fn scan_all(&self, db: Database, mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        use lmdb::Cursor;
+        let txn = self.env.begin_ro_txn()?;
+        let mut cursor = txn.open_ro_cursor(db)?;
+        for item in cursor.iter_start() {
+            let (key, value) = item?;
+            visit(key, value);
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent, compacted copy of the database into `to` (a new or empty
+    /// directory), as of one read transaction: what `golemw backup` makes. The copy is a data
+    /// directory of its own (memory images and the compiled-module cache are rebuilt there).
+    pub fn copy_to(&self, to: &Path) -> Result<u64> {
+        if to.exists()
+            && std::fs::read_dir(to)
+                .map_err(|e| Error::io(to, e))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::Storage(format!(
+                "{} is not empty; a backup goes into a new or empty directory",
+                to.display()
+            )));
+        }
+        let db_dir = to.join("lmdb");
+        std::fs::create_dir_all(&db_dir).map_err(|e| Error::io(&db_dir, e))?;
+        let path = std::ffi::CString::new(db_dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Storage(format!("{} has a NUL byte", db_dir.display())))?;
+        // SAFETY: the environment is open for as long as `self`; the path is a valid C string.
+        let rc = unsafe {
+            lmdb_sys::mdb_env_copy2(self.env.env(), path.as_ptr(), lmdb_sys::MDB_CP_COMPACT)
+        };
+        if rc != 0 {
+            return Err(Error::Storage(format!(
+                "copying the database to {}: {}",
+                db_dir.display(),
+                lmdb::Error::from_err_code(rc)
+            )));
+        }
+        let file = db_dir.join("data.mdb");
+        let bytes = std::fs::metadata(&file)
+            .map_err(|e| Error::io(&file, e))?
+            .len();
+        // The copy is complete on disk before it is reported made.
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&file, e))?;
+        Ok(bytes)
     }
 
     /// The data directory.

@@ -4,6 +4,7 @@ pub mod component;
 pub mod promise;
 pub mod run;
 pub mod snapshot;
+pub mod storage;
 pub mod stubgen;
 pub mod worker;
 
