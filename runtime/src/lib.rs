@@ -30,6 +30,9 @@ pub mod worker;
 pub mod worker_filter;
 pub mod worker_records;
 
+#[cfg(test)]
+mod untrusted_input_tests;
+
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorOptions, InvocationOutcome, Turn};
 pub use ids::{ComponentId, OplogIndex, WorkerId};

@@ -106,3 +106,28 @@ impl Manifest {
         hashes
     }
 }
+
+#[cfg(test)]
+mod untrusted_input_tests {
+    use proptest::prelude::*;
+
+    use super::Manifest;
+    use crate::page::{decode_page_into, PageHash, PAGE_BYTES};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// A damaged manifest or page (random bytes, or a valid one with a byte flipped) is an
+        /// error, never a panic or a misread.
+        #[test]
+        fn damaged_manifests_and_pages_are_errors(bytes in proptest::collection::vec(any::<u8>(), 0..600), flip in any::<prop::sample::Index>()) {
+            let _ = Manifest::decode(&bytes);
+            let mut page = vec![0u8; PAGE_BYTES];
+            let _ = decode_page_into(&bytes, &mut page, &PageHash([0; 32]));
+            let mut stored = crate::page::encode_page(&vec![7u8; PAGE_BYTES]);
+            let at = flip.index(stored.len());
+            stored[at] ^= 0x41;
+            prop_assert!(decode_page_into(&stored, &mut page, &PageHash([0; 32])).is_err());
+        }
+    }
+}

@@ -781,3 +781,29 @@ mod tests {
         assert!(parse(&long).unwrap_err().message.contains("at most 4096"));
     }
 }
+
+#[cfg(test)]
+mod untrusted_input_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Any text, and any soup of the language's own tokens, parses or is refused with a
+        /// position; never a panic or a stack overflow.
+        #[test]
+        fn any_expression_parses_or_is_refused(text in ".{0,200}") {
+            let _ = super::parse(&text);
+        }
+
+        #[test]
+        fn token_soup_parses_or_is_refused(tokens in proptest::collection::vec(prop_oneof![
+            Just("("), Just(")"), Just("and"), Just("or"), Just("name"), Just("status"),
+            Just("env.A"), Just("version"), Just("created-at"), Just("=="), Just("!="),
+            Just("like"), Just("not"), Just(">="), Just("<"), Just("'x%'"), Just("idle"),
+            Just("2024-05-01"), Just("7"), Just("\""), Just("'"),
+        ], 0..80)) {
+            let _ = super::parse(&tokens.join(" "));
+        }
+    }
+}
