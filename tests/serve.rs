@@ -856,3 +856,43 @@ fn beyond_loopback_the_server_needs_a_token_and_every_request_must_carry_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_trickled_request_body_fails_at_its_deadline() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = golemw_tests::server::Server::start_with(
+        env!("CARGO_BIN_EXE_golemw").as_ref(),
+        dir.path(),
+        &["--body-timeout-ms", "300"],
+    );
+    let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+    let head = format!(
+        "POST /v1/components/c/workers HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"na",
+        server.address
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer comes (and the connection may close) without the rest of the body.
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    assert!(text.contains("did not arrive within 300 ms"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The server goes on.
+    assert_eq!(server.get("/healthz").0, 200);
+}

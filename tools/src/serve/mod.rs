@@ -75,6 +75,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
 
+    /// A request body must arrive within this long (milliseconds) of its headers; a slower one
+    /// fails (and so does the request): a client cannot hold a request open by trickling its
+    /// body.
+    #[arg(long, value_name = "MS", env = "GOLEMW_BODY_TIMEOUT_MS",
+          default_value_t = DEFAULT_BODY_TIMEOUT_MS)]
+    body_timeout_ms: u64,
+
     /// Connections served at once, at most; more wait to be accepted until one closes.
     #[arg(long, value_name = "N", env = "GOLEMW_MAX_CONNECTIONS",
           default_value_t = DEFAULT_MAX_CONNECTIONS)]
@@ -84,6 +91,9 @@ pub struct ServeArgs {
 /// Default of `--header-timeout-ms`: long enough for any client on a real network to send its
 /// headers, and for a keep-alive client to send its next request.
 const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Default of `--body-timeout-ms`: a 512 MiB component (the largest accepted) at 10 MB/s.
+const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 
 /// Default of `--max-connections`: far above the clients a 2-core server is measured with
 /// (BENCHMARKS.md: 256), and below the common limit of 1,024 open files, which LMDB, memory
@@ -166,6 +176,10 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
             .layer(middleware::from_fn_with_state(checks, guard::guard))
             .layer(middleware::from_fn(json_errors))
+            .layer(middleware::from_fn_with_state(
+                Duration::from_millis(args.body_timeout_ms.max(1)),
+                body_deadline,
+            ))
             .layer(middleware::from_fn(log_request));
         let limits = ConnectionLimits {
             header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
@@ -285,6 +299,60 @@ async fn shutdown_signal(mut interrupt: Signal, mut terminate: Signal) {
         );
         std::process::exit(1);
     });
+}
+
+/// Gives the request's body a deadline (see `--body-timeout-ms`): reading it past the
+/// deadline fails, and the handler reading it answers with that error.
+async fn body_deadline(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let timed = TimedBody {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        timeout,
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::new(timed)))
+        .await
+}
+
+/// A request body that fails once its deadline has passed.
+struct TimedBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let std::task::Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return std::task::Poll::Ready(frame);
+        }
+        if std::future::Future::poll(self.deadline.as_mut(), cx).is_ready() {
+            let message = format!(
+                "the request body did not arrive within {} ms (--body-timeout-ms)",
+                self.timeout.as_millis()
+            );
+            return std::task::Poll::Ready(Some(Err(axum::Error::new(message))));
+        }
+        std::task::Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Errors axum answers itself (a path, query or body it cannot read, an unknown method) come
