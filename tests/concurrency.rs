@@ -446,3 +446,62 @@ fn queued_invocations_run_in_order_once_each() {
     let err = ex.enqueue(&id, "nope", &[], None).unwrap_err();
     assert!(matches!(err, Error::UnknownFunction(_)), "{err}");
 }
+
+/// The CPUs a thread of this process may run on (`Cpus_allowed_list` of /proc), by thread id.
+fn thread_affinities() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
+            let cpus = line["Cpus_allowed_list:".len()..].trim().to_string();
+            out.push((task.file_name().to_string_lossy().into_owned(), cpus));
+        }
+    }
+    out
+}
+
+/// A guest call running long is moved to one core with the other long calls, and its thread
+/// gets every core back when the call ends; short calls never are.
+#[test]
+fn a_long_call_is_confined_to_one_core_until_it_returns() {
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .map(|l| l["Cpus_allowed_list:".len()..].trim().to_string())
+        .unwrap();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one core: nothing to confine to (Cpus_allowed_list {all})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExecutorOptions {
+        invocation_deadline: Some(Duration::from_millis(1500)),
+        confine_after: Some(Duration::from_millis(50)),
+        ..ExecutorOptions::default()
+    };
+    let ex = Arc::new(open_with(dir.path(), options));
+    add_component(&ex, "hostile", "hostile");
+    let id = ex.worker_id("hostile", "spinner").unwrap();
+    assert_eq!(invoke(&ex, &id, "add", &["1"]), Some("1".into()));
+    let confined = || {
+        thread_affinities()
+            .into_iter()
+            .filter(|(_, cpus)| *cpus != all)
+            .count()
+    };
+    assert_eq!(confined(), 0, "nothing is confined before a long call");
+    let spinning = {
+        let (ex, id) = (Arc::clone(&ex), id.clone());
+        std::thread::spawn(move || ex.invoke(&id, "spin", &[], Some("long")))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        confined(),
+        1,
+        "the spinning call's thread: {:?}",
+        thread_affinities()
+    );
+    assert!(spinning.join().unwrap().is_err(), "stopped at its deadline");
+    assert_eq!(confined(), 0, "cores given back: {:?}", thread_affinities());
+}

@@ -2,6 +2,13 @@
 //! stopped once its call has run `deadline`, and the invocation traps (the worker's retry policy
 //! then applies). One thread per executor looks at the calls running now, a few at most per
 //! core, every [`TICK`]; the guard a call holds takes it off the list when the call returns.
+//!
+//! Until then, a call that has run [`DEFAULT_CONFINE_AFTER`] (or as set) is *confined*: its thread may run only on
+//! the last core the process may use, with every other long call. Invocations take well under a
+//! millisecond as a rule, so the ones that run long (runaway guests, heavy computations) share
+//! one core among themselves instead of taking every core from the short ones; they still run,
+//! only slower. The thread gets its cores back when the call returns (an unprivileged process
+//! may widen its own threads' affinity again; it could not undo a lower priority).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,36 +21,50 @@ use crate::stop::StopSignal;
 /// not stopped yet: Wasmer's signal can miss a guest that is just entering wasm).
 const TICK: Duration = Duration::from_millis(10);
 
+/// Default of how long a call runs before its thread is confined to the core for long calls.
+pub const DEFAULT_CONFINE_AFTER: Duration = Duration::from_millis(50);
+
 /// Watches the guest calls of one executor.
 #[derive(Clone)]
 pub struct Watchdog(Arc<Inner>);
 
 struct Inner {
     deadline: Duration,
+    /// Calls are confined after this long; `None`: never.
+    confine_after: Option<Duration>,
     next_id: AtomicU64,
     watched: Mutex<HashMap<u64, Watched>>,
 }
 
 struct Watched {
     due: Instant,
+    confine_at: Instant,
     signal: StopSignal,
     wasm: wasmer::Interrupter,
+    /// The thread running the call (Linux thread id), and whether it is confined now.
+    thread: libc::pid_t,
+    confined: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Held while a guest call runs; dropping it stops watching the call.
+/// Held while a guest call runs (on its thread); dropping it stops watching the call and gives
+/// the thread back its cores if it was confined.
 pub struct Watch {
     id: u64,
     watchdog: Arc<Inner>,
+    confined: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watchdog {
-    /// Starts the watchdog thread: calls running longer than `deadline` are stopped.
-    pub fn start(deadline: Duration) -> std::io::Result<Watchdog> {
+    /// Starts the watchdog thread: calls running longer than `deadline` are stopped, and those
+    /// running longer than `confine_after` confined to one core until they return.
+    pub fn start(deadline: Duration, confine_after: Option<Duration>) -> std::io::Result<Watchdog> {
         let inner = Arc::new(Inner {
             deadline,
+            confine_after,
             next_id: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
         });
+        cores::init();
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("golemw-watchdog".into())
@@ -59,10 +80,19 @@ impl Watchdog {
     /// Watches a call starting now, which `signal` and `wasm` stop.
     pub fn watch(&self, signal: StopSignal, wasm: wasmer::Interrupter) -> Watch {
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let confined = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watched = Watched {
-            due: Instant::now() + self.0.deadline,
+            due: now + self.0.deadline,
+            confine_at: self
+                .0
+                .confine_after
+                .map_or(now + self.0.deadline, |after| now + after),
             signal,
             wasm,
+            // SAFETY: gettid has no preconditions.
+            thread: unsafe { libc::gettid() },
+            confined: Arc::clone(&confined),
         };
         self.0
             .watched
@@ -72,17 +102,78 @@ impl Watchdog {
         Watch {
             id,
             watchdog: Arc::clone(&self.0),
+            confined,
         }
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        // Off the list first: the watchdog confines only calls on it, under its lock.
         self.watchdog
             .watched
             .lock()
             .expect("watchdog poisoned")
             .remove(&self.id);
+        if self.confined.load(Ordering::SeqCst) {
+            cores::release(0);
+        }
+    }
+}
+
+/// Which cores a thread may run on (Linux affinity; elsewhere nothing is confined).
+mod cores {
+    use std::sync::OnceLock;
+
+    /// The cores the process could use when first asked, and the last of them (where long
+    /// calls go); `None` when there is only one, or the affinity cannot be read.
+    fn sets() -> Option<&'static (libc::cpu_set_t, libc::cpu_set_t)> {
+        static SETS: OnceLock<Option<(libc::cpu_set_t, libc::cpu_set_t)>> = OnceLock::new();
+        SETS.get_or_init(|| {
+            // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+            unsafe {
+                let mut all: libc::cpu_set_t = std::mem::zeroed();
+                if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut all) != 0
+                {
+                    return None;
+                }
+                let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| libc::CPU_ISSET(c, &all))
+                    .collect();
+                let (&last, rest) = cores.split_last()?;
+                if rest.is_empty() {
+                    return None;
+                }
+                let mut one: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(last, &mut one);
+                Some((all, one))
+            }
+        })
+        .as_ref()
+    }
+
+    /// Records the cores of the process before any thread is confined.
+    pub(super) fn init() {
+        let _ = sets();
+    }
+
+    /// Confines thread `thread` to the core for long calls; false if it cannot be.
+    pub(super) fn confine(thread: libc::pid_t) -> bool {
+        let Some((_, one)) = sets() else {
+            return false;
+        };
+        // SAFETY: a valid set of the size given; a thread that has exited fails with ESRCH.
+        unsafe { libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), one) == 0 }
+    }
+
+    /// Gives thread `thread` (0: the calling one) every core back.
+    pub(super) fn release(thread: libc::pid_t) {
+        if let Some((all, _)) = sets() {
+            // SAFETY: as in `confine`.
+            unsafe {
+                libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), all);
+            }
+        }
     }
 }
 
@@ -95,6 +186,19 @@ fn run(inner: Weak<Inner>) {
         };
         let now = Instant::now();
         let watched = inner.watched.lock().expect("watchdog poisoned");
+        let confining = inner.confine_after.is_some();
+        for call in watched
+            .values()
+            .filter(|call| confining && call.confine_at <= now)
+        {
+            if !call.confined.load(Ordering::SeqCst) && cores::confine(call.thread) {
+                call.confined.store(true, Ordering::SeqCst);
+                tracing::debug!(
+                    thread = call.thread,
+                    "a long guest call is confined to one core"
+                );
+            }
+        }
         for call in watched.values().filter(|call| call.due <= now) {
             if call.signal.reason().is_none() {
                 tracing::warn!(deadline = ?inner.deadline, "a guest call ran past its deadline; stopping it");

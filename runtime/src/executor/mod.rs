@@ -88,6 +88,10 @@ pub struct ExecutorOptions {
     /// The most linear memory one worker may have, in bytes (`None`: wasm32's 4 GiB). Past it
     /// `memory.grow` fails, as at 4 GiB; a module that starts larger is refused.
     pub max_memory_bytes: Option<u64>,
+    /// A guest call that has run this long is confined to one core with the other long ones
+    /// until it returns (`crate::watchdog`), so that runaway guests cannot take every core from
+    /// short invocations. Needs an [`ExecutorOptions::invocation_deadline`]; `None`: never.
+    pub confine_after: Option<std::time::Duration>,
 }
 
 /// Default of [`ExecutorOptions::max_active_workers`]: an idle `counter`-sized instance costs
@@ -120,6 +124,7 @@ impl Default for ExecutorOptions {
             invocation_deadline: None,
             max_storage_bytes: None,
             max_memory_bytes: None,
+            confine_after: Some(crate::watchdog::DEFAULT_CONFINE_AFTER),
         }
     }
 }
@@ -226,7 +231,7 @@ impl Executor {
         runtime.set_engine(engine.clone());
         let watchdog = match options.invocation_deadline {
             Some(deadline) => Some(
-                Watchdog::start(deadline)
+                Watchdog::start(deadline, options.confine_after)
                     .map_err(|e| Error::Engine(format!("starting the watchdog thread: {e}")))?,
             ),
             None => None,

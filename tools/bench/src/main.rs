@@ -12,6 +12,7 @@
 mod capture;
 mod cold_start;
 mod host_calls;
+mod hostile;
 mod http;
 mod invocation;
 mod journal;
@@ -51,6 +52,7 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("throughput", throughput::run),
     ("sleepers", sleepers::run),
     ("rpc", rpc::run),
+    ("hostile", hostile::run),
     ("wasmer-journal", journal::run_figure),
 ];
 
@@ -77,7 +79,7 @@ struct Args {
     many_workers: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
     /// restore-limit, capture, cold-start, many-workers, time-travel, throughput, sleepers, rpc,
-    /// wasmer-journal.
+    /// hostile, wasmer-journal.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print JSON on stdout instead of tables.

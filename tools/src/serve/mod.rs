@@ -49,6 +49,13 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_INVOCATION_DEADLINE_MS)]
     invocation_deadline_ms: u64,
 
+    /// A guest call that has run this long (milliseconds) is confined to one core, with the
+    /// other long calls, until it returns: runaway guests slow each other down, not the short
+    /// invocations of other workers. 0: never.
+    #[arg(long, value_name = "MS", env = "GOLEMW_CONFINE_AFTER_MS",
+          default_value_t = golemw_runtime::watchdog::DEFAULT_CONFINE_AFTER.as_millis() as u64)]
+    confine_after_ms: u64,
+
     /// Another name the server may be reached by (the `Host` header of requests): requests for
     /// any other than the listen address and localhost are refused, so that a web page cannot
     /// reach the server through a name rebound to this machine. `NAME` alone allows any port.
@@ -121,6 +128,8 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         durable_sleep_min: Some(Duration::from_millis(args.durable_sleep_min_ms)),
         invocation_deadline: (args.invocation_deadline_ms > 0)
             .then(|| Duration::from_millis(args.invocation_deadline_ms)),
+        confine_after: (args.confine_after_ms > 0)
+            .then(|| Duration::from_millis(args.confine_after_ms)),
         ..ctx.executor_options()
     };
     let token = access_token(&args)?;
