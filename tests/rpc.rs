@@ -513,3 +513,40 @@ fn typed_calls_through_a_stub_interface_are_linked_to_rpc() {
     );
     assert!(err.contains("remote internal error"), "{err}");
 }
+
+#[test]
+fn a_replay_that_would_make_another_call_is_a_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = setup(dir.path());
+    let (c, b) = (caller(&ex, "c"), callee(&ex, "b"));
+    assert_eq!(
+        invoke(&ex, &c, "add-remote", &[uri(&b), "5".into()]),
+        "ok(5)"
+    );
+    drop(ex);
+    // The oplog says the call went to another worker: the guest's call does not match it.
+    golemw_tests::rewrite_entries(dir.path(), &c, |entry| match entry {
+        OplogEntry::ImportedFunctionInvoked {
+            function: function @ HostFunction::Golem(_),
+            request: golemw_runtime::oplog::HostValue::Wave(request),
+            response,
+        } => OplogEntry::ImportedFunctionInvoked {
+            function: function.clone(),
+            request: golemw_runtime::oplog::HostValue::Wave(request.replace("/b\"", "/other\"")),
+            response: response.clone(),
+        },
+        other => other.clone(),
+    });
+    let ex = Executor::open(dir.path(), options()).unwrap();
+    let err = ex
+        .recover(&c, RecoveryMode::FullReplay)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("diverged") || err.contains("divergence"),
+        "{err}"
+    );
+    assert!(err.contains("invoke-and-await"), "{err}");
+    // Nothing was called: the callee's total is what the one call made it.
+    assert_eq!(total(&ex, &b), 5);
+}

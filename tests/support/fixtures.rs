@@ -206,3 +206,43 @@ pub fn rewrite_invoked_function(data_dir: &Path, id: &WorkerId, function: &str) 
         .unwrap();
     storage.sync().unwrap();
 }
+
+/// Rewrites every oplog entry of a worker with `edit` (re-encoding the blocks), as a run of
+/// other code would have recorded it.
+pub fn rewrite_entries(
+    data_dir: &Path,
+    id: &WorkerId,
+    edit: impl Fn(&golemw_runtime::oplog::OplogEntry) -> golemw_runtime::oplog::OplogEntry,
+) {
+    use golemw_runtime::oplog::store::{self, BlockEncoder, BlockRead};
+    use golemw_runtime::oplog::OplogEntry;
+    let storage = Storage::open(data_dir).expect("open storage");
+    let bytes = storage
+        .get(storage.tables().workers, &id.storage_key())
+        .unwrap()
+        .unwrap();
+    let record: WorkerRecord = codec::decode(&bytes, "worker record").unwrap();
+    let blocks = store::read_blocks(&storage, &record.uid, 1, usize::MAX).unwrap();
+    let mut encoder = BlockEncoder::default();
+    storage
+        .write(|txn| {
+            for block in &blocks {
+                let BlockRead::Entries(entries) = block else {
+                    panic!("corrupt block")
+                };
+                let first = entries[0].0;
+                let rewritten: Vec<OplogEntry> = entries.iter().map(|(_, e)| edit(e)).collect();
+                let last = first + rewritten.len() as u64 - 1;
+                txn.del(
+                    storage.tables().oplog,
+                    &store::block_key(&record.uid, last),
+                    None,
+                )?;
+                let encoded = encoder.encode(&rewritten);
+                store::append_block(txn, &storage, &record.uid, first, &encoded, rewritten.len())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    storage.sync().unwrap();
+}
