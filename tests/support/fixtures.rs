@@ -158,53 +158,21 @@ pub fn corrupt_oplog_block(data_dir: &Path, uid: &uuid::Uuid, index: u64) {
 /// Rewrites the function name of every `exported-function-invoked` entry of a worker's oplog
 /// (re-encoding the blocks), as a guest built from different code would have recorded it.
 pub fn rewrite_invoked_function(data_dir: &Path, id: &WorkerId, function: &str) {
-    use golemw_runtime::oplog::store::{self, BlockEncoder, BlockRead};
     use golemw_runtime::oplog::OplogEntry;
-    let storage = Storage::open(data_dir).expect("open storage");
-    let bytes = storage
-        .get(storage.tables().workers, &id.storage_key())
-        .unwrap()
-        .unwrap();
-    let record: WorkerRecord = codec::decode(&bytes, "worker record").unwrap();
-    let blocks = store::read_blocks(&storage, &record.uid, 1, usize::MAX).unwrap();
-    let mut encoder = BlockEncoder::default();
-    storage
-        .write(|txn| {
-            for block in &blocks {
-                let BlockRead::Entries(entries) = block else {
-                    panic!("corrupt block")
-                };
-                let first = entries[0].0;
-                let rewritten: Vec<OplogEntry> = entries
-                    .iter()
-                    .map(|(_, e)| match e {
-                        OplogEntry::ExportedFunctionInvoked {
-                            timestamp_ms,
-                            params,
-                            idempotency_key,
-                            ..
-                        } => OplogEntry::ExportedFunctionInvoked {
-                            timestamp_ms: *timestamp_ms,
-                            function: function.to_string(),
-                            params: params.clone(),
-                            idempotency_key: idempotency_key.clone(),
-                        },
-                        other => other.clone(),
-                    })
-                    .collect();
-                let last = first + rewritten.len() as u64 - 1;
-                txn.del(
-                    storage.tables().oplog,
-                    &store::block_key(&record.uid, last),
-                    None,
-                )?;
-                let encoded = encoder.encode(&rewritten);
-                store::append_block(txn, &storage, &record.uid, first, &encoded, rewritten.len())?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    storage.sync().unwrap();
+    rewrite_entries(data_dir, id, |entry| match entry {
+        OplogEntry::ExportedFunctionInvoked {
+            timestamp_ms,
+            params,
+            idempotency_key,
+            ..
+        } => OplogEntry::ExportedFunctionInvoked {
+            timestamp_ms: *timestamp_ms,
+            function: function.to_string(),
+            params: params.clone(),
+            idempotency_key: idempotency_key.clone(),
+        },
+        other => other.clone(),
+    });
 }
 
 /// Rewrites every oplog entry of a worker with `edit` (re-encoding the blocks), as a run of

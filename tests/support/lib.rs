@@ -77,19 +77,7 @@ fn build_guests() -> Result<PathBuf, String> {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(root.join("tests").join("guests"));
-    // Settings meant for the host build (coverage or sanitizer flags, a forced target or
-    // target dir) must not leak into the guest build.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        command.env_remove(var);
-    }
+    without_host_build_settings(&mut command);
 
     let output = command
         .output()
@@ -110,6 +98,22 @@ fn build_guests() -> Result<PathBuf, String> {
         ));
     }
     Ok(target_dir.join(GUEST_TARGET).join("release"))
+}
+
+/// Settings meant for the host build (coverage or sanitizer flags, a forced target or target
+/// dir) must not leak into a guest build.
+fn without_host_build_settings(command: &mut Command) {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        command.env_remove(var);
+    }
 }
 
 /// The target Rust builds components for directly (the main module imports WASI 0.2).
@@ -139,17 +143,7 @@ pub fn guest_component(name: &str) -> PathBuf {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(root.join("tests").join("guests"));
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        command.env_remove(var);
-    }
+    without_host_build_settings(&mut command);
     let output = command
         .output()
         .expect("run cargo to build a guest component");

@@ -60,6 +60,26 @@ pub struct Tables {
     pub queue: Database,
 }
 
+impl Tables {
+    /// Every table, each from `table(name)` (created or opened).
+    fn each(mut table: impl FnMut(&str) -> Result<Database>) -> Result<Tables> {
+        Ok(Tables {
+            components: table("components")?,
+            component_names: table("component_names")?,
+            component_wasm: table("component_wasm")?,
+            workers: table("workers")?,
+            oplog: table("oplog")?,
+            invocations: table("invocations")?,
+            snapshots: table("snapshots")?,
+            snapshot_pages: table("snapshot_pages")?,
+            promises: table("promises")?,
+            suspensions: table("suspensions")?,
+            sleeps: table("sleeps")?,
+            queue: table("queue")?,
+        })
+    }
+}
+
 /// The storage of one data directory. Holds the directory's lock while alive.
 pub struct Storage {
     env: Environment,
@@ -91,6 +111,21 @@ pub struct IoCounts {
 }
 
 impl Storage {
+    fn with(env: Environment, tables: Tables, dir: &Path, lock: Option<File>) -> Self {
+        Storage {
+            env,
+            tables,
+            dir: dir.to_path_buf(),
+            fsync: true,
+            commits: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            grouped_writes: AtomicU64::new(0),
+            group: group_commit::GroupCommit::default(),
+            map_limit: MAP_SIZE_MAX_BYTES,
+            _lock: lock,
+        }
+    }
+
     /// Opens (creating if needed) the data directory `dir` and takes its lock.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -105,33 +140,9 @@ impl Storage {
             .set_flags(EnvironmentFlags::NO_META_SYNC | EnvironmentFlags::NO_TLS)
             .open(&db_dir)
             .map_err(|e| Error::Storage(format!("opening LMDB in {}: {e}", db_dir.display())))?;
-        let create = |name: &str| env.create_db(Some(name), DatabaseFlags::empty());
-        let tables = Tables {
-            components: create("components")?,
-            component_names: create("component_names")?,
-            component_wasm: create("component_wasm")?,
-            workers: create("workers")?,
-            oplog: create("oplog")?,
-            invocations: create("invocations")?,
-            snapshots: create("snapshots")?,
-            snapshot_pages: create("snapshot_pages")?,
-            promises: create("promises")?,
-            suspensions: create("suspensions")?,
-            sleeps: create("sleeps")?,
-            queue: create("queue")?,
-        };
-        Ok(Storage {
-            env,
-            tables,
-            dir: dir.to_path_buf(),
-            fsync: true,
-            commits: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            grouped_writes: AtomicU64::new(0),
-            group: group_commit::GroupCommit::default(),
-            map_limit: MAP_SIZE_MAX_BYTES,
-            _lock: Some(lock),
-        })
+        let create = |name: &str| Ok(env.create_db(Some(name), DatabaseFlags::empty())?);
+        let tables = Tables::each(create)?;
+        Ok(Storage::with(env, tables, dir, Some(lock)))
     }
 
     /// Opens the data directory `dir` for reading only, without its lock: LMDB lets readers in
@@ -158,32 +169,8 @@ impl Storage {
                 ))
             })
         };
-        let tables = Tables {
-            components: open("components")?,
-            component_names: open("component_names")?,
-            component_wasm: open("component_wasm")?,
-            workers: open("workers")?,
-            oplog: open("oplog")?,
-            invocations: open("invocations")?,
-            snapshots: open("snapshots")?,
-            snapshot_pages: open("snapshot_pages")?,
-            promises: open("promises")?,
-            suspensions: open("suspensions")?,
-            sleeps: open("sleeps")?,
-            queue: open("queue")?,
-        };
-        Ok(Storage {
-            env,
-            tables,
-            dir: dir.to_path_buf(),
-            fsync: true,
-            commits: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            grouped_writes: AtomicU64::new(0),
-            group: group_commit::GroupCommit::default(),
-            map_limit: MAP_SIZE_MAX_BYTES,
-            _lock: None,
-        })
+        let tables = Tables::each(open)?;
+        Ok(Storage::with(env, tables, dir, None))
     }
 
     /// Every key and value of a table, in key order.
