@@ -460,8 +460,28 @@ fn thread_affinities() -> Vec<(String, String)> {
     out
 }
 
-/// A guest call running long is moved to one core with the other long calls, and its thread
-/// gets every core back when the call ends; short calls never are.
+/// The nice value of each thread of this process (field 19 of /proc/self/task/*/stat).
+fn thread_nices() -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the command name in parentheses (which may hold spaces): state is field 3.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(nice) = rest.split_whitespace().nth(19 - 3) {
+            out.push((
+                task.file_name().to_string_lossy().into_owned(),
+                nice.parse().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// A guest call running long is moved to one core with the other long calls, and to the
+/// lowest priority (this test runs as root, which may raise it again); its thread gets every
+/// core and its priority back when the call ends; short calls never are touched.
 #[test]
 fn a_long_call_is_confined_to_one_core_until_it_returns() {
     let all = std::fs::read_to_string("/proc/self/status")
@@ -490,7 +510,14 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
             .filter(|(_, cpus)| *cpus != all)
             .count()
     };
+    let lowered = || {
+        thread_nices()
+            .into_iter()
+            .filter(|(_, nice)| *nice == 19)
+            .count()
+    };
     assert_eq!(confined(), 0, "nothing is confined before a long call");
+    assert_eq!(lowered(), 0, "nothing is lowered before a long call");
     let spinning = {
         let (ex, id) = (Arc::clone(&ex), id.clone());
         std::thread::spawn(move || ex.invoke(&id, "spin", &[], Some("long")))
@@ -502,6 +529,20 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
         "the spinning call's thread: {:?}",
         thread_affinities()
     );
+    // Uid: real, effective, saved, filesystem.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap();
+    assert_eq!(
+        lowered(),
+        usize::from(root),
+        "the spinning call's thread at nice 19 when the process may raise it again: {:?}",
+        thread_nices()
+    );
     assert!(spinning.join().unwrap().is_err(), "stopped at its deadline");
     assert_eq!(confined(), 0, "cores given back: {:?}", thread_affinities());
+    assert_eq!(lowered(), 0, "priority given back: {:?}", thread_nices());
 }

@@ -4,11 +4,15 @@
 //! core, every [`TICK`]; the guard a call holds takes it off the list when the call returns.
 //!
 //! Until then, a call that has run [`DEFAULT_CONFINE_AFTER`] (or as set) is *confined*: its thread may run only on
-//! the last core the process may use, with every other long call. Invocations take well under a
+//! the last core the process may use, with every other long call, and at the lowest priority
+//! (nice 19) where the process may raise it again afterwards. Invocations take well under a
 //! millisecond as a rule, so the ones that run long (runaway guests, heavy computations) share
-//! one core among themselves instead of taking every core from the short ones; they still run,
-//! only slower. The thread gets its cores back when the call returns (an unprivileged process
-//! may widen its own threads' affinity again; it could not undo a lower priority).
+//! one core among themselves instead of taking every core from the short ones, and give way on
+//! that core too whenever anything else wants it; they still run, only slower. The thread gets
+//! its cores and its priority back when the call returns. Widening its own threads' affinity an
+//! unprivileged process always may; raising a priority needs CAP_SYS_NICE or an RLIMIT_NICE of
+//! 20 or more, which a probe at start finds out ([`priority`]): without it only the affinity
+//! applies.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,9 +45,27 @@ struct Watched {
     confine_at: Instant,
     signal: StopSignal,
     wasm: wasmer::Interrupter,
-    /// The thread running the call (Linux thread id), and whether it is confined now.
+    /// The thread running the call (Linux thread id), and what was done to it.
     thread: libc::pid_t,
-    confined: Arc<std::sync::atomic::AtomicBool>,
+    confined: Arc<Confinement>,
+}
+
+/// What the watchdog did to a long call's thread, for the thread to undo when the call returns.
+#[derive(Default)]
+struct Confinement {
+    /// Moved to the core for long calls.
+    moved: std::sync::atomic::AtomicBool,
+    /// Lowered from this nice value (`i32::MIN`: not lowered).
+    lowered_from: std::sync::atomic::AtomicI32,
+}
+
+impl Confinement {
+    fn new() -> Confinement {
+        Confinement {
+            moved: std::sync::atomic::AtomicBool::new(false),
+            lowered_from: std::sync::atomic::AtomicI32::new(i32::MIN),
+        }
+    }
 }
 
 /// Held while a guest call runs (on its thread); dropping it stops watching the call and gives
@@ -51,7 +73,7 @@ struct Watched {
 pub struct Watch {
     id: u64,
     watchdog: Arc<Inner>,
-    confined: Arc<std::sync::atomic::AtomicBool>,
+    confined: Arc<Confinement>,
 }
 
 impl Watchdog {
@@ -65,6 +87,9 @@ impl Watchdog {
             watched: Mutex::new(HashMap::new()),
         });
         cores::init();
+        if confine_after.is_some() {
+            priority::init();
+        }
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("golemw-watchdog".into())
@@ -81,7 +106,7 @@ impl Watchdog {
     pub fn watch(&self, signal: StopSignal, wasm: wasmer::Interrupter) -> Watch {
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let confined = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let confined = Arc::new(Confinement::new());
         let watched = Watched {
             due: now + self.0.deadline,
             confine_at: self
@@ -115,8 +140,12 @@ impl Drop for Watch {
             .lock()
             .expect("watchdog poisoned")
             .remove(&self.id);
-        if self.confined.load(Ordering::SeqCst) {
+        if self.confined.moved.load(Ordering::SeqCst) {
             cores::release(0);
+        }
+        let nice = self.confined.lowered_from.load(Ordering::SeqCst);
+        if nice != i32::MIN {
+            priority::restore(nice);
         }
     }
 }
@@ -177,6 +206,77 @@ mod cores {
     }
 }
 
+/// The scheduling priority (nice value) of a long call's thread (Linux: nice is per thread).
+mod priority {
+    use std::sync::OnceLock;
+
+    /// The nice value of long calls: the lowest priority of the normal scheduling class. Any
+    /// thread at the default priority that wants the core preempts them at once.
+    const LOWEST: libc::c_int = 19;
+
+    /// Whether this process may raise a thread's priority again (CAP_SYS_NICE, or an
+    /// RLIMIT_NICE of 20 or more): found by trying it on a thread of its own, once. Without,
+    /// a lowered thread would stay low for every later call it runs, so nothing is lowered.
+    fn may() -> bool {
+        static MAY: OnceLock<bool> = OnceLock::new();
+        *MAY.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("golemw-nice-probe".into())
+                .spawn(|| {
+                    // SAFETY: gettid has no preconditions.
+                    let me = unsafe { libc::gettid() };
+                    match get(me) {
+                        Some(nice) if nice < LOWEST => set(me, LOWEST) && set(me, nice),
+                        _ => false,
+                    }
+                })
+                .ok()
+                .and_then(|probe| probe.join().ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Runs the probe before the first long call needs its answer.
+    pub(super) fn init() {
+        let may = may();
+        tracing::debug!(may, "long guest calls may run at a lower priority");
+    }
+
+    fn get(thread: libc::pid_t) -> Option<libc::c_int> {
+        // getpriority returns -1 for nice -1 as for an error: errno tells them apart.
+        // SAFETY: errno is this thread's; getpriority has no memory arguments.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t);
+            (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
+        }
+    }
+
+    fn set(thread: libc::pid_t, nice: libc::c_int) -> bool {
+        // SAFETY: no memory arguments; a thread that has exited fails with ESRCH.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice) == 0 }
+    }
+
+    /// Lowers thread `thread` to the lowest priority; the nice value it had, or `None` when it
+    /// was not lowered (not allowed to undo it, or lowest already).
+    pub(super) fn lower(thread: libc::pid_t) -> Option<libc::c_int> {
+        if !may() {
+            return None;
+        }
+        let nice = get(thread).filter(|&nice| nice < LOWEST)?;
+        set(thread, LOWEST).then_some(nice)
+    }
+
+    /// Gives the calling thread its nice value `nice` back.
+    pub(super) fn restore(nice: libc::c_int) {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        if !set(me, nice) {
+            tracing::warn!(nice, "could not give a thread its priority back");
+        }
+    }
+}
+
 /// The watchdog thread: ends when the executor (every clone of the watchdog) is gone.
 fn run(inner: Weak<Inner>) {
     loop {
@@ -191,12 +291,17 @@ fn run(inner: Weak<Inner>) {
             .values()
             .filter(|call| confining && call.confine_at <= now)
         {
-            if !call.confined.load(Ordering::SeqCst) && cores::confine(call.thread) {
-                call.confined.store(true, Ordering::SeqCst);
+            if !call.confined.moved.load(Ordering::SeqCst) && cores::confine(call.thread) {
+                call.confined.moved.store(true, Ordering::SeqCst);
                 tracing::debug!(
                     thread = call.thread,
                     "a long guest call is confined to one core"
                 );
+            }
+            if call.confined.lowered_from.load(Ordering::SeqCst) == i32::MIN {
+                if let Some(nice) = priority::lower(call.thread) {
+                    call.confined.lowered_from.store(nice, Ordering::SeqCst);
+                }
             }
         }
         for call in watched.values().filter(|call| call.due <= now) {
