@@ -460,8 +460,9 @@ fn thread_affinities() -> Vec<(String, String)> {
     out
 }
 
-/// The nice value of each thread of this process (field 19 of /proc/self/task/*/stat).
-fn thread_nices() -> Vec<(String, i32)> {
+/// The scheduling policy of each thread of this process (field 41 of /proc/self/task/*/stat;
+/// 5 is SCHED_IDLE).
+fn thread_policies() -> Vec<(String, i32)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
@@ -469,10 +470,10 @@ fn thread_nices() -> Vec<(String, i32)> {
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        if let Some(nice) = rest.split_whitespace().nth(19 - 3) {
+        if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
             out.push((
                 task.file_name().to_string_lossy().into_owned(),
-                nice.parse().unwrap(),
+                policy.parse().unwrap(),
             ));
         }
     }
@@ -480,7 +481,7 @@ fn thread_nices() -> Vec<(String, i32)> {
 }
 
 /// A guest call running long is moved to one core with the other long calls, and to the
-/// lowest priority (this test runs as root, which may raise it again); its thread gets every
+/// lowest priority, SCHED_IDLE (when the test runs as root, which may raise it again); its thread gets every
 /// core and its priority back when the call ends; short calls never are touched.
 #[test]
 fn a_long_call_is_confined_to_one_core_until_it_returns() {
@@ -511,9 +512,9 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
             .count()
     };
     let lowered = || {
-        thread_nices()
+        thread_policies()
             .into_iter()
-            .filter(|(_, nice)| *nice == 19)
+            .filter(|(_, policy)| *policy == 5)
             .count()
     };
     assert_eq!(confined(), 0, "nothing is confined before a long call");
@@ -539,10 +540,10 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
     assert_eq!(
         lowered(),
         usize::from(root),
-        "the spinning call's thread at nice 19 when the process may raise it again: {:?}",
-        thread_nices()
+        "the spinning call's thread SCHED_IDLE when the process may raise it again: {:?}",
+        thread_policies()
     );
     assert!(spinning.join().unwrap().is_err(), "stopped at its deadline");
     assert_eq!(confined(), 0, "cores given back: {:?}", thread_affinities());
-    assert_eq!(lowered(), 0, "priority given back: {:?}", thread_nices());
+    assert_eq!(lowered(), 0, "priority given back: {:?}", thread_policies());
 }

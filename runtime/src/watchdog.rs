@@ -5,14 +5,14 @@
 //!
 //! Until then, a call that has run [`DEFAULT_CONFINE_AFTER`] (or as set) is *confined*: its thread may run only on
 //! the last core the process may use, with every other long call, and at the lowest priority
-//! (nice 19) where the process may raise it again afterwards. Invocations take well under a
+//! (`SCHED_IDLE`) where the process may raise it again afterwards. Invocations take well under a
 //! millisecond as a rule, so the ones that run long (runaway guests, heavy computations) share
 //! one core among themselves instead of taking every core from the short ones, and give way on
 //! that core too whenever anything else wants it; they still run, only slower. The thread gets
 //! its cores and its priority back when the call returns. Widening its own threads' affinity an
-//! unprivileged process always may; raising a priority needs CAP_SYS_NICE or an RLIMIT_NICE of
-//! 20 or more, which a probe at start finds out ([`priority`]): without it only the affinity
-//! applies.
+//! unprivileged process always may; leaving `SCHED_IDLE` needs CAP_SYS_NICE or an RLIMIT_NICE
+//! of 20 or more, which a probe at start finds out ([`priority`]): without it only the
+//! affinity applies.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +55,7 @@ struct Watched {
 struct Confinement {
     /// Moved to the core for long calls.
     moved: std::sync::atomic::AtomicBool,
-    /// Lowered from this nice value (`i32::MIN`: not lowered).
+    /// Moved to `SCHED_IDLE` from this policy (`i32::MIN`: not moved).
     lowered_from: std::sync::atomic::AtomicI32,
 }
 
@@ -143,9 +143,9 @@ impl Drop for Watch {
         if self.confined.moved.load(Ordering::SeqCst) {
             cores::release(0);
         }
-        let nice = self.confined.lowered_from.load(Ordering::SeqCst);
-        if nice != i32::MIN {
-            priority::restore(nice);
+        let policy = self.confined.lowered_from.load(Ordering::SeqCst);
+        if policy != i32::MIN {
+            priority::restore(policy);
         }
     }
 }
@@ -206,29 +206,27 @@ mod cores {
     }
 }
 
-/// The scheduling priority (nice value) of a long call's thread (Linux: nice is per thread).
+/// The scheduling class of a long call's thread (Linux: per thread). A long call runs as
+/// `SCHED_IDLE`: any thread of the normal class that wakes on its core preempts it at once (a
+/// thread at nice 19 may still finish its slice first, milliseconds), and the scheduler counts
+/// a core running only such threads as idle when it places a waking thread.
 mod priority {
     use std::sync::OnceLock;
 
-    /// The nice value of long calls: the lowest priority of the normal scheduling class. Any
-    /// thread at the default priority that wants the core preempts them at once.
-    const LOWEST: libc::c_int = 19;
-
-    /// Whether this process may raise a thread's priority again (CAP_SYS_NICE, or an
+    /// Whether this process may take a thread out of `SCHED_IDLE` again (CAP_SYS_NICE, or an
     /// RLIMIT_NICE of 20 or more): found by trying it on a thread of its own, once. Without,
     /// a lowered thread would stay low for every later call it runs, so nothing is lowered.
     fn may() -> bool {
         static MAY: OnceLock<bool> = OnceLock::new();
         *MAY.get_or_init(|| {
             std::thread::Builder::new()
-                .name("golemw-nice-probe".into())
+                .name("golemw-sched-probe".into())
                 .spawn(|| {
                     // SAFETY: gettid has no preconditions.
                     let me = unsafe { libc::gettid() };
-                    match get(me) {
-                        Some(nice) if nice < LOWEST => set(me, LOWEST) && set(me, nice),
-                        _ => false,
-                    }
+                    get(me) == Some(libc::SCHED_OTHER)
+                        && set(me, libc::SCHED_IDLE)
+                        && set(me, libc::SCHED_OTHER)
                 })
                 .ok()
                 .and_then(|probe| probe.join().ok())
@@ -239,40 +237,37 @@ mod priority {
     /// Runs the probe before the first long call needs its answer.
     pub(super) fn init() {
         let may = may();
-        tracing::debug!(may, "long guest calls may run at a lower priority");
+        tracing::debug!(may, "long guest calls may run as SCHED_IDLE");
     }
 
     fn get(thread: libc::pid_t) -> Option<libc::c_int> {
-        // getpriority returns -1 for nice -1 as for an error: errno tells them apart.
-        // SAFETY: errno is this thread's; getpriority has no memory arguments.
-        unsafe {
-            *libc::__errno_location() = 0;
-            let nice = libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t);
-            (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
-        }
-    }
-
-    fn set(thread: libc::pid_t, nice: libc::c_int) -> bool {
         // SAFETY: no memory arguments; a thread that has exited fails with ESRCH.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice) == 0 }
+        let policy = unsafe { libc::sched_getscheduler(thread) };
+        (policy >= 0).then_some(policy)
     }
 
-    /// Lowers thread `thread` to the lowest priority; the nice value it had, or `None` when it
-    /// was not lowered (not allowed to undo it, or lowest already).
+    fn set(thread: libc::pid_t, policy: libc::c_int) -> bool {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a valid sched_param; a thread that has exited fails with ESRCH.
+        unsafe { libc::sched_setscheduler(thread, policy, &param) == 0 }
+    }
+
+    /// Moves thread `thread` from the normal class to `SCHED_IDLE`; the policy it had, or
+    /// `None` when it was not moved (not allowed to undo it, or not in the normal class).
     pub(super) fn lower(thread: libc::pid_t) -> Option<libc::c_int> {
         if !may() {
             return None;
         }
-        let nice = get(thread).filter(|&nice| nice < LOWEST)?;
-        set(thread, LOWEST).then_some(nice)
+        let policy = get(thread).filter(|&policy| policy == libc::SCHED_OTHER)?;
+        set(thread, libc::SCHED_IDLE).then_some(policy)
     }
 
-    /// Gives the calling thread its nice value `nice` back.
-    pub(super) fn restore(nice: libc::c_int) {
+    /// Gives the calling thread its policy `policy` back.
+    pub(super) fn restore(policy: libc::c_int) {
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };
-        if !set(me, nice) {
-            tracing::warn!(nice, "could not give a thread its priority back");
+        if !set(me, policy) {
+            tracing::warn!(policy, "could not give a thread its scheduling class back");
         }
     }
 }
@@ -299,8 +294,8 @@ fn run(inner: Weak<Inner>) {
                 );
             }
             if call.confined.lowered_from.load(Ordering::SeqCst) == i32::MIN {
-                if let Some(nice) = priority::lower(call.thread) {
-                    call.confined.lowered_from.store(nice, Ordering::SeqCst);
+                if let Some(policy) = priority::lower(call.thread) {
+                    call.confined.lowered_from.store(policy, Ordering::SeqCst);
                 }
             }
         }
