@@ -190,6 +190,42 @@ impl MemoryImage {
             }
             return Err(err);
         }
+        // A hole read or written through a private file mapping makes the filesystem allocate
+        // a page for it; on tmpfs, with the disk full, that fault is a SIGBUS. Holes read as
+        // zeros: map anonymous zero pages over them instead.
+        let fd = file.as_raw_fd();
+        let end = memory.len() as i64;
+        let os_page = crate::dirty::OS_PAGE_BYTES as i64;
+        let mut offset = 0i64;
+        while offset < end {
+            // SAFETY: lseek on a file descriptor we own.
+            let start = unsafe { libc::lseek(fd, offset, libc::SEEK_HOLE) };
+            if start < 0 || start >= end {
+                break;
+            }
+            // SAFETY: as above.
+            let stop = unsafe { libc::lseek(fd, start, libc::SEEK_DATA) };
+            let stop = if stop < 0 { end } else { stop.min(end) };
+            let (from, to) = ((start + os_page - 1) / os_page * os_page, stop / os_page * os_page);
+            if to > from {
+                // SAFETY: a page-aligned range inside `memory`, replaced by zero pages.
+                let zeroed = unsafe {
+                    libc::mmap(
+                        memory.as_mut_ptr().add(from as usize).cast(),
+                        (to - from) as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    )
+                };
+                if zeroed == libc::MAP_FAILED {
+                    eprintln!("golemw: could not map zeros over a hole of a memory image");
+                    std::process::abort();
+                }
+            }
+            offset = stop;
+        }
         drop(file); // the mapping keeps the file alive
         let check = |(index, page): (usize, &[u8])| {
             let good = match pages[index] {

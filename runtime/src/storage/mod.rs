@@ -251,7 +251,7 @@ impl Storage {
             let outcome = body(&mut txn);
             let outcome = match outcome {
                 Ok(value) => {
-                    let committed = txn.commit().map(|()| value).map_err(Error::from);
+                    let committed = txn.commit().map(|()| value).map_err(|e| self.lmdb_error(e));
                     if committed.is_ok() {
                         self.commits.fetch_add(1, Ordering::Relaxed);
                     }
@@ -387,7 +387,7 @@ impl Storage {
         if !self.fsync {
             return Ok(());
         }
-        self.env.sync(true).map_err(|e| match Error::from(e) {
+        self.env.sync(true).map_err(|e| match self.lmdb_error(e) {
             err @ Error::StorageFull { .. } => self.with_dir(err),
             err => Error::Storage(format!("fsync of the oplog failed: {err}")),
         })?;
@@ -403,6 +403,27 @@ impl Storage {
                 detail,
             },
             other => other,
+    /// LMDB reports a short write, what a disk that fills mid-commit gives, as EIO: that is
+    /// a full disk when the file system says it has (next to) no room left.
+    fn lmdb_error(&self, err: lmdb::Error) -> Error {
+        if err == lmdb::Error::Other(libc::EIO) {
+            let path = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).ok();
+            // SAFETY: statvfs is plain data; all zeros is a valid value.
+            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid C string and a statvfs to fill.
+            let ok = path.is_some_and(|p| unsafe { libc::statvfs(p.as_ptr(), &mut stat) } == 0);
+            // "Next to no room": less than a large commit's worth (the short write may have
+            // been the one that used up the rest).
+            if ok && (stat.f_bavail as u64) * (stat.f_frsize as u64) < (64 << 20) {
+                return Error::StorageFull {
+                    dir: String::new(),
+                    detail: format!("{err} (a short write: the disk is full)"),
+                };
+            }
+        }
+        Error::from(err)
+    }
+
         }
     }
 

@@ -160,11 +160,18 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         let address = listener.local_addr()?;
         // Other golemw commands on this data directory find the server here (written before
         // the address is printed: a script that reads it can use the CLI at once).
-        let _advertised = crate::remote::Advertised::write(
+        let _advertised = match crate::remote::Advertised::write(
             &ctx.data_dir,
             &format!("http://{address}"),
             token.as_deref(),
-        )?;
+        ) {
+            Ok(advertised) => Some(advertised),
+            Err(err) => {
+                let _ = std::fs::remove_file(ctx.data_dir.join("server.json"));
+                tracing::warn!(%err, "serving without advertising the address to golemw commands");
+                None
+            }
+        };
         if ctx.json {
             // One line, so that a script can read it before the server's logs.
             println!(
