@@ -1,9 +1,9 @@
 //! Figure 1: the durability overhead per recorded host call.
 //!
 //! The `clocks` guest's `many-clocks(n)` reads the WASI wall clock n times. One invocation of
-//! many-clocks(1000) and of many-clocks(0) is timed, interleaved, in three configurations: golemw
-//! with a durable commit (fsync) at invocation end, golemw with a batched commit (no fsync), and
-//! plain Wasmer calling the core export directly. t(0) is the fixed cost per invocation;
+//! many-clocks(1000) and of many-clocks(0) is timed, interleaved, in four configurations: golemw
+//! with a durable commit (fsync) at invocation end, golemw with a batched commit (no fsync), the
+//! same under `golemw serve`'s default limits, and plain Wasmer calling the core export directly. t(0) is the fixed cost per invocation;
 //! (t(1000) - t(0)) / 1000 the marginal cost of one host call.
 
 use std::time::Instant;
@@ -46,6 +46,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let wasm = std::fs::read(golemw_tests::guest_wasm("clocks"))?;
     let mut durable = BenchWorker::new(ctx, &wasm, true)?;
     let mut batched = BenchWorker::new(ctx, &wasm, false)?;
+    let mut limited = BenchWorker::with_limits(ctx, &wasm, false, true)?;
     let mut plain = PlainWasmer::new(&wasm)?;
     let func = plain.function(EXPORT)?;
     let plain_call = move |n: u32| -> Result<()> {
@@ -55,13 +56,14 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let mut configs = [
         config("golemw, durable commit (fsync)", golemw(&mut durable)),
         config("golemw, batched commit (no fsync)", golemw(&mut batched)),
+        config(LIMITED, golemw(&mut limited)),
         config("plain Wasmer (no durability)", plain_call),
     ];
     let bar = ctx.progress("host-calls", (ctx.runs + WARMUP) as u64);
     for round in 0..WARMUP + ctx.runs {
-        // Rotate the order so no configuration always runs first.
-        for k in 0..configs.len() {
-            let c = &mut configs[(round + k) % 3];
+        // A different order each round: no configuration always runs first, or after another.
+        for which in crate::stats::round_order(round, configs.len()) {
+            let c = &mut configs[which];
             for n in [CALLS, 0] {
                 let start = Instant::now();
                 (c.call)(n)?;
@@ -146,13 +148,14 @@ fn figure(ctx: &Ctx, rows: &[Summary], entries_per_invocation: u64) -> Figure {
     }
     let durable = &rows[0];
     let batched = &rows[1];
+    let limited = &rows[2];
     Figure {
         id: "host-calls",
         title: "1. Durability overhead per recorded host call".into(),
         method: format!(
             "One invocation of the `clocks` guest's `many-clocks(n)` (n WASI `clock_time_get` \
              calls of the wall clock), timed end to end, {} runs per configuration after {WARMUP} \
-             warm-up runs, configurations interleaved. golemw runs through `Executor::invoke` on an \
+             warm-up runs, configurations interleaved in an order shuffled each round. golemw runs through `Executor::invoke` on an \
              active worker (WAVE params, oplog entries, canonical ABI, commit of the block and the \
              worker record in one LMDB transaction); plain Wasmer calls \
              the core export `{EXPORT}` directly on the same module with wasmer-wasix's own \
@@ -161,13 +164,33 @@ fn figure(ctx: &Ctx, rows: &[Summary], entries_per_invocation: u64) -> Figure {
             ctx.runs
         ),
         tables: vec![table],
-        goals: vec![Goal::under(
-            "marginal cost per recorded host call (golemw, durable commit)",
-            durable.marginal(),
-            GOAL_US,
-            "µs",
-        )],
+        goals: vec![
+            Goal::under(
+                "marginal cost per recorded host call (golemw, durable commit)",
+                durable.marginal(),
+                GOAL_US,
+                "µs",
+            ),
+            Goal::under(
+                "cost of serve's default limits: many-clocks(1000) with ÷ without (batched, medians)",
+                limited.full / batched.full,
+                1.05,
+                "×",
+            ),
+        ],
         notes: vec![
+            format!(
+                "Limits (`{LIMITED}`): the watchdog's guard around each guest call, Wasmer's \
+                 memory tunables, and the interrupt check every recorded host call makes. With \
+                 them: t(1000) {} µs, t(0) {} µs, marginal {} µs/call; without (batched): {} µs, \
+                 {} µs, {} µs/call.",
+                fmt(limited.full),
+                fmt(limited.empty),
+                fmt(limited.marginal()),
+                fmt(batched.full),
+                fmt(batched.empty),
+                fmt(batched.marginal())
+            ),
             format!(
                 "Recording overhead per call over plain Wasmer (marginal golemw − marginal plain): \
                  {} µs durable, {} µs batched.",
@@ -201,6 +224,9 @@ fn figure(ctx: &Ctx, rows: &[Summary], entries_per_invocation: u64) -> Figure {
         metrics,
     }
 }
+
+/// The configuration under `golemw serve`'s default limits.
+const LIMITED: &str = "golemw, batched, serve's default limits (deadline 60 s, 1 GiB)";
 
 fn config<'a>(name: &'static str, call: impl FnMut(u32) -> Result<()> + 'a) -> Config<'a> {
     Config {

@@ -20,6 +20,9 @@ const CLIENTS: usize = 8;
 const SPINNERS: usize = 6;
 const BOMBS: usize = 2;
 const FLOODS: usize = 2;
+/// What a memory bomb grows by: up to the per-worker limit of `golemw serve` (1 GiB, 16,384
+/// pages) less the guest's own pages.
+const BOMB_PAGES: u32 = 16_300;
 
 struct Run {
     label: &'static str,
@@ -29,17 +32,31 @@ struct Run {
 
 pub fn run(ctx: &Ctx) -> Result<Figure> {
     let golemw = crate::restart::golemw_binary()?;
-    let bar = ctx.progress("hostile", 3);
-    let mut runs = Vec::new();
-    for (label, confine, hostile) in [
-        ("no hostile guest", "50", false),
+    let all = 0..SPINNERS + BOMBS + FLOODS;
+    let configurations = [
+        ("no hostile guest", "50", 0..0),
         (
             "10 hostile guests, long calls confined (default)",
             "50",
-            true,
+            all.clone(),
         ),
-        ("10 hostile guests, not confined", "0", true),
-    ] {
+        ("10 hostile guests, not confined", "0", all),
+        ("only the 6 endless loops (confined)", "50", 0..SPINNERS),
+        (
+            "only the 2 memory bombs (confined)",
+            "50",
+            SPINNERS..SPINNERS + BOMBS,
+        ),
+        (
+            "only the 2 output floods (confined)",
+            "50",
+            SPINNERS + BOMBS..SPINNERS + BOMBS + FLOODS,
+        ),
+    ];
+    let bar = ctx.progress("hostile", configurations.len() as u64);
+    let mut runs = Vec::new();
+    for (label, confine, attacking) in configurations {
+        let hostile = !attacking.is_empty();
         let dir = ctx.temp_dir()?;
         let server = Server::start_with(&golemw, dir.path(), &["--confine-after-ms", confine])?;
         server.add_component(
@@ -52,7 +69,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         )?;
         let stop = Arc::new(AtomicBool::new(false));
         let attackers: Vec<_> = if hostile {
-            (0..SPINNERS + BOMBS + FLOODS)
+            attacking
                 .map(|i| {
                     let (address, stop) = (server.address.clone(), Arc::clone(&stop));
                     std::thread::spawn(move || attack(&address, i, &stop))
@@ -117,8 +134,9 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let notes = vec![
         format!(
             "Hostile guests (the `hostile` test guest): {SPINNERS} endless loops (`spin`, stopped \
-             only by the 60 s invocation deadline), {BOMBS} memory bombs (`grow` of 1 GiB, the \
-             per-worker limit, touching every page, again and again) and {FLOODS} output floods \
+             only by the 60 s invocation deadline), {BOMBS} memory bombs (`grow` by \
+             {BOMB_PAGES} pages, to just under the 1 GiB per-worker limit, touching every 64 \
+             KiB page, on a new worker each time, deleted afterwards) and {FLOODS} output floods \
              (`flood` of 64 MiB, again and again), each on a worker of its own, started 0.5 s \
              before the measurement."
         ),
@@ -149,22 +167,34 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
 /// One hostile guest: invokes its attack again and again until told to stop (each request may
 /// be cut off when the server is killed at the end).
 fn attack(address: &str, i: usize, stop: &AtomicBool) {
+    let bomb = (SPINNERS..SPINNERS + BOMBS).contains(&i);
     let (function, params) = if i < SPINNERS {
-        ("spin", "[]")
-    } else if i < SPINNERS + BOMBS {
-        ("grow", "[\"16384\"]")
+        ("spin", "[]".to_string())
+    } else if bomb {
+        // Up to the per-worker limit (1 GiB = 16,384 pages) less the guest's own pages.
+        ("grow", format!("[\"{BOMB_PAGES}\"]"))
     } else {
-        ("flood", "[\"64\"]")
+        ("flood", "[\"64\"]".to_string())
     };
-    let path = format!("/v1/components/hostile/workers/h{i}/invoke-and-await");
     let body = format!(r#"{{"function":"{function}","params":{params}}}"#);
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let Ok(mut connection) = Connection::open(address) else {
             return;
         };
+        // A bomb takes a new worker each time (a worker at its limit cannot grow again) and
+        // deletes it afterwards, so its memory is mapped, faulted in and released every time.
+        let worker = if bomb {
+            format!("h{i}-{n}")
+        } else {
+            format!("h{i}")
+        };
+        let path = format!("/v1/components/hostile/workers/{worker}");
         // Errors (a trap, a refused grow, the server going away) are the point: go on.
-        let _ = connection.post(&path, &format!("a{n}"), &body);
+        let _ = connection.post(&format!("{path}/invoke-and-await"), &format!("a{n}"), &body);
+        if bomb {
+            let _ = connection.send("DELETE", &path, "", None, b"");
+        }
         n += 1;
     }
 }

@@ -11,7 +11,7 @@ use lmdb::WriteFlags;
 use uuid::Uuid;
 
 use crate::plain::PlainWasmer;
-use crate::report::{Figure, Table};
+use crate::report::{Figure, Goal, Table};
 use crate::stats::{fmt, ratio, Samples};
 use crate::workers::BenchWorker;
 use crate::Ctx;
@@ -23,17 +23,18 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let wasm = std::fs::read(golemw_tests::guest_wasm("counter"))?;
     let mut durable = BenchWorker::new(ctx, &wasm, true)?;
     let mut batched = BenchWorker::new(ctx, &wasm, false)?;
+    let mut limited = BenchWorker::with_limits(ctx, &wasm, false, true)?;
     let mut plain = PlainWasmer::new(&wasm)?;
     let func = plain.function(EXPORT)?;
-    let mut samples = [(); 3].map(|_| Samples::with_capacity(ctx.latency_runs));
+    let mut samples = [(); 4].map(|_| Samples::with_capacity(ctx.latency_runs));
     let bar = ctx.progress("invocation", (WARMUP + ctx.latency_runs) as u64);
     for round in 0..WARMUP + ctx.latency_runs {
-        for k in 0..3 {
-            let which = (round + k) % 3;
+        for which in crate::stats::round_order(round, 4) {
             let start = Instant::now();
             match which {
                 0 => ensure!(durable.invoke(EXPORT, &[])?.is_some(), "no result"),
                 1 => ensure!(batched.invoke(EXPORT, &[])?.is_some(), "no result"),
+                2 => ensure!(limited.invoke(EXPORT, &[])?.is_some(), "no result"),
                 _ => ensure!(plain.call(&func, &[])?.len() == 1, "no result"),
             }
             let elapsed = start.elapsed();
@@ -107,13 +108,15 @@ fn breakdown(ctx: &Ctx) -> Result<[Samples; 3]> {
     Ok(parts)
 }
 
-fn figure(ctx: &Ctx, samples: &[Samples; 3], parts: &[Samples; 3]) -> Figure {
+fn figure(ctx: &Ctx, samples: &[Samples; 4], parts: &[Samples; 3]) -> Figure {
     let names = [
         "golemw, durable commit (fsync)",
         "golemw, batched commit (no fsync)",
+        "golemw, batched, serve's default limits (deadline 60 s, 1 GiB)",
         "plain Wasmer (core export call)",
     ];
-    let plain = samples[2].median();
+    let plain = samples[3].median();
+    let limited = samples[2].median();
     let batched = samples[1].median();
     let mut table = Table::new(&[
         "configuration",
@@ -150,7 +153,7 @@ fn figure(ctx: &Ctx, samples: &[Samples; 3], parts: &[Samples; 3]) -> Figure {
         method: format!(
             "One invocation of the `counter` guest's `get` (reads a static, no host calls) through \
              `Executor::invoke` on an active worker, {} runs per configuration after {WARMUP} \
-             warm-up runs, interleaved. Each golemw invocation appends two entries (invoked, \
+             warm-up runs, interleaved in an order shuffled each round. Each golemw invocation appends two entries (invoked, \
              completed) and commits them with the worker record in one LMDB transaction (an \
              invocation given an idempotency key also stores its result under the key), made durable (two fsyncs) in the durable configuration. Plain Wasmer calls the core \
              export `{EXPORT}` directly (golem:api imports stubbed; `get` calls none). The second table \
@@ -158,8 +161,21 @@ fn figure(ctx: &Ctx, samples: &[Samples; 3], parts: &[Samples; 3]) -> Figure {
             ctx.latency_runs
         ),
         tables: vec![table, split],
-        goals: Vec::new(),
+        goals: vec![Goal::under(
+            "cost of serve's default limits on an invocation: p50 with ÷ without (batched)",
+            limited / batched,
+            1.05,
+            "×",
+        )],
         notes: vec![
+            format!(
+                "Limits: the watchdog's guard around the guest call (a map entry under a lock, \
+                 taken off when the call returns) and Wasmer's memory tunables: {} µs at p50 \
+                 with them, {} µs without ({} µs).",
+                fmt(limited),
+                fmt(batched),
+                fmt(limited - batched)
+            ),
             format!(
                 "Durable − batched: {} µs at p50, two fsyncs: LMDB syncs a commit's data \
                  before writing the meta page that points at it, then the meta page (the durable \

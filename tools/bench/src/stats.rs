@@ -161,3 +161,20 @@ mod tests {
         assert_eq!(count(1234567.0), "1,234,567");
     }
 }
+
+/// The order in which `n` interleaved configurations run in round `round`: a shuffle that
+/// differs from round to round (the same in every run), so that over the rounds each
+/// configuration follows each other about equally often. Rotating a fixed order instead
+/// always put the same one after a durable commit's fsync, whose aftermath (the file
+/// system's journal, cold caches) then counted against it.
+pub fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = (round as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}

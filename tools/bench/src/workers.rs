@@ -16,14 +16,26 @@ impl BenchWorker {
     /// Adds `wasm` as a component, creates a worker and makes it active (so later invocations
     /// measure no recovery).
     pub fn new(ctx: &Ctx, wasm: &[u8], fsync: bool) -> Result<Self> {
+        Self::with_limits(ctx, wasm, fsync, false)
+    }
+
+    /// As [`BenchWorker::new`]; with `limits`, under the limits `golemw serve` sets by default:
+    /// a 60 s invocation deadline (the watchdog watches every call), long calls confined after
+    /// 50 ms, and at most 1 GiB of linear memory (Wasmer's tunables check every `memory.grow`).
+    pub fn with_limits(ctx: &Ctx, wasm: &[u8], fsync: bool, limits: bool) -> Result<Self> {
         let dir = ctx.temp_dir()?;
         // Snapshots off: these figures measure the durability gate, not capture.
-        let options = ExecutorOptions {
+        let mut options = ExecutorOptions {
             echo_output: false,
             fsync,
             snapshot_policy: golemw_runtime::SnapshotPolicy::Off,
             ..ExecutorOptions::default()
         };
+        if limits {
+            options.invocation_deadline = Some(std::time::Duration::from_secs(60));
+            options.confine_after = Some(golemw_runtime::watchdog::DEFAULT_CONFINE_AFTER);
+            options.max_memory_bytes = Some(1 << 30);
+        }
         let executor = Executor::open(dir.path(), options).context("opening the executor")?;
         executor
             .components()
