@@ -217,11 +217,50 @@ fn idle_workers_past_the_budget_are_evicted_and_come_back_from_storage() {
     assert!(ex.active_counts().0 <= 2);
 }
 
+/// Past a budget of linear memory, idle workers are evicted as past a budget of instances:
+/// four workers grown to about 11 MiB each, under a budget of 24 MiB, leave at most two in
+/// memory; each comes back from storage with its state.
+#[test]
+fn idle_workers_past_the_memory_budget_are_evicted_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    const BUDGET: u64 = 24 << 20;
+    let options = ExecutorOptions {
+        max_active_memory: Some(BUDGET),
+        ..ExecutorOptions::default()
+    };
+    let ex = open_with(dir.path(), options);
+    add_component(&ex, "hostile", "hostile");
+    let ids: Vec<WorkerId> = (0..4)
+        .map(|i| ex.worker_id("hostile", &format!("big{i}")).unwrap())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        invoke(&ex, id, "add", &[&(i + 1).to_string()]);
+        let pages: u32 = invoke(&ex, id, "grow", &["160"]).unwrap().parse().unwrap();
+        assert!(pages > 160, "grown to {pages} pages");
+        assert!(
+            ex.active_memory_bytes() <= BUDGET,
+            "{} bytes of memory loaded with a budget of {BUDGET}",
+            ex.active_memory_bytes()
+        );
+    }
+    let (loaded, evicted) = ex.active_counts();
+    assert!(
+        loaded <= 2,
+        "{loaded} instances of ~11 MiB loaded under 24 MiB"
+    );
+    assert!(evicted >= 2, "only {evicted} evicted");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(invoke(&ex, id, "add", &["0"]), Some((i + 1).to_string()));
+    }
+    assert!(ex.active_memory_bytes() <= BUDGET);
+}
+
 /// A runaway guest (a loop with or without host calls) is stopped at the invocation deadline
 /// and traps; the retry policy applies, each attempt is stopped the same way, and the worker
 /// ends failed with the reason. Other workers are answered meanwhile.
 #[test]
 fn an_invocation_past_its_deadline_traps_and_each_retry_is_stopped_too() {
+    let _alone = LONG_CALLS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let deadline = Duration::from_millis(200);
     let options = ExecutorOptions {
@@ -320,6 +359,8 @@ fn a_long_sleep_suspends_the_worker_and_a_timer_finishes_the_invocation() {
     let ex = Executor::serve(dir.path(), options.clone()).unwrap();
     add_component(&ex, "clocks", "clocks");
     let id = ex.worker_id("clocks", "sleeper").unwrap();
+    // The worker exists first, so that the time below is the sleep's alone.
+    ex.invoke(&id, "now", &[], None).unwrap();
     let started = Instant::now();
     let err = ex
         .invoke(&id, "sleep-ms", &["700".into()], Some("nap"))
@@ -460,6 +501,10 @@ fn thread_affinities() -> Vec<(String, String)> {
     out
 }
 
+/// Held by the tests whose guest calls run long under a watchdog (and so get confined): the
+/// confinement test looks at every thread of the process, and must see only its own.
+static LONG_CALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The scheduling policy of each thread of this process (field 41 of /proc/self/task/*/stat;
 /// 5 is SCHED_IDLE).
 fn thread_policies() -> Vec<(String, i32)> {
@@ -485,6 +530,7 @@ fn thread_policies() -> Vec<(String, i32)> {
 /// core and its priority back when the call ends; short calls never are touched.
 #[test]
 fn a_long_call_is_confined_to_one_core_until_it_returns() {
+    let _alone = LONG_CALLS.lock().unwrap_or_else(|e| e.into_inner());
     let all = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()

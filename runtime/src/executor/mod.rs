@@ -76,6 +76,10 @@ pub struct ExecutorOptions {
     pub max_active_workers: usize,
     /// Guest sleeps at least this long suspend the worker durably and free its thread; a timer
     /// brings it back when due ([`crate::sleeps`]). Needs an executor that runs timers
+    /// Linear memory of the workers kept in memory, in bytes, at most; past it, the least
+    /// recently used idle ones are dropped as past `max_active_workers`. A worker counts its
+    /// whole linear memory (what it may touch), not what it has touched. `None`: no limit.
+    pub max_active_memory: Option<u64>,
     /// ([`Executor::serve`]); `None` (one-shot commands): sleeps wait in the process.
     pub durable_sleep_min: Option<std::time::Duration>,
     /// A guest call (an invocation, or the replay of one) running longer than this is stopped
@@ -122,6 +126,7 @@ impl Default for ExecutorOptions {
             max_active_workers: DEFAULT_MAX_ACTIVE_WORKERS,
             durable_sleep_min: None,
             invocation_deadline: None,
+            max_active_memory: None,
             max_storage_bytes: None,
             max_memory_bytes: None,
             confine_after: Some(crate::watchdog::DEFAULT_CONFINE_AFTER),
@@ -247,7 +252,10 @@ impl Executor {
             tokio: Some(tokio),
             wasi_runtime: Arc::new(runtime),
             modules: Mutex::new(HashMap::new()),
-            slots: slots::Slots::new(options.max_active_workers),
+            slots: slots::Slots::new(
+                options.max_active_workers,
+                options.max_active_memory.unwrap_or(u64::MAX),
+            ),
             watchdog,
             options,
             promise_events_seen: AtomicU64::new(u64::MAX),
@@ -285,6 +293,12 @@ impl Executor {
 
     /// The component store.
     pub fn components(&self) -> &ComponentStore {
+    /// The linear memory of the workers in memory now, in bytes (each as its last invocation
+    /// left it).
+    pub fn active_memory_bytes(&self) -> u64 {
+        self.slots.loaded_bytes()
+    }
+
         &self.components
     }
 

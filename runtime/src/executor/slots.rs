@@ -9,8 +9,9 @@
 //!
 //! The slot keeps the worker's instance ([`Active`]) between turns, and a copy of its record
 //! for readers (`worker get`, `worker list`) that must not wait for a running invocation. Past
-//! a budget of loaded instances, the least recently used idle ones are evicted (dropped); the
-//! next turn brings the worker back from storage (nearest snapshot plus tail).
+//! a budget of loaded instances, or of their linear memory, the least recently used idle ones
+//! are evicted (dropped); the next turn brings the worker back from storage (nearest snapshot
+//! plus tail).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -61,6 +62,9 @@ struct SlotState {
     interrupter: Option<Interrupt>,
     /// When the instance was last given back, by [`Slots::clock`] (for eviction).
     last_used: u64,
+    /// The linear memory of the instance (held here or by the turn), as it was last given
+    /// back: what it counts in [`SlotsInner::loaded_bytes`].
+    memory_bytes: u64,
 }
 
 /// What can stop a running invocation: a flag the gate checks at every host call, and
@@ -79,6 +83,10 @@ struct SlotsInner {
     map: Mutex<HashMap<WorkerId, Arc<Slot>>>,
     /// Instances loaded (held by a slot or a turn) beyond which idle ones are evicted.
     max_active: usize,
+    /// Linear memory of the loaded instances beyond which idle ones are evicted.
+    max_memory: u64,
+    /// Linear memory of the loaded instances now (each as its last turn left it).
+    loaded_bytes: AtomicU64,
     /// A logical clock for least-recently-used eviction.
     clock: AtomicU64,
     /// Instances loaded now.
@@ -88,10 +96,14 @@ struct SlotsInner {
 }
 
 impl Slots {
-    pub(crate) fn new(max_active: usize) -> Self {
+    /// Slots that keep at most `max_active` instances loaded, with at most `max_memory` bytes
+    /// of linear memory between them (beyond either, idle ones are evicted).
+    pub(crate) fn new(max_active: usize, max_memory: u64) -> Self {
         Slots(Arc::new(SlotsInner {
             map: Mutex::new(HashMap::new()),
             max_active: max_active.max(1),
+            max_memory,
+            loaded_bytes: AtomicU64::new(0),
             clock: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -203,6 +215,17 @@ impl Slots {
         }
     }
 
+    /// The linear memory of the instances loaded now, in bytes.
+    pub(crate) fn loaded_bytes(&self) -> u64 {
+        self.0.loaded_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether more instances, or more of their memory, are loaded than the budget allows.
+    fn over_budget(&self) -> bool {
+        self.0.loaded.load(Ordering::Relaxed) as usize > self.0.max_active
+            || self.0.loaded_bytes.load(Ordering::Relaxed) > self.0.max_memory
+    }
+
     /// Instances loaded now, and evicted so far.
     pub(crate) fn counts(&self) -> (u64, u64) {
         (
@@ -211,11 +234,11 @@ impl Slots {
         )
     }
 
-    /// Evicts least recently used idle instances while more than the budget are loaded, and
-    /// forgets slots that hold nothing. The instances are dropped outside every lock.
+    /// Evicts least recently used idle instances while more (or more memory) than the budget
+    /// is loaded, and forgets slots that hold nothing. The instances are dropped outside
+    /// every lock.
     fn evict_over_budget(&self) {
-        let over = self.0.loaded.load(Ordering::Relaxed) as usize;
-        if over <= self.0.max_active {
+        if !self.over_budget() {
             return;
         }
         let mut candidates: Vec<(u64, Arc<Slot>)> = {
@@ -231,7 +254,7 @@ impl Slots {
         candidates.sort_by_key(|(used, _)| *used);
         let mut dropped = Vec::new();
         for (_, slot) in candidates {
-            if self.0.loaded.load(Ordering::Relaxed) as usize <= self.0.max_active {
+            if !self.over_budget() {
                 break;
             }
             let mut state = slot.lock();
@@ -240,6 +263,9 @@ impl Slots {
             }
             if let Some(active) = state.active.take() {
                 self.0.loaded.fetch_sub(1, Ordering::Relaxed);
+                self.0
+                    .loaded_bytes
+                    .fetch_sub(std::mem::take(&mut state.memory_bytes), Ordering::Relaxed);
                 self.0.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(worker = %slot.id, "evicted");
                 dropped.push(active);
@@ -399,8 +425,16 @@ impl Drop for Turn {
             }
             _ => {}
         }
+        let memory_bytes = active.as_ref().map_or(0, |a| a.worker.memory_size());
         let mut state = self.slot.lock();
         debug_assert_eq!(state.owner, Some(self.ticket), "a turn is its slot's owner");
+        inner
+            .loaded_bytes
+            .fetch_add(memory_bytes, Ordering::Relaxed);
+        inner.loaded_bytes.fetch_sub(
+            std::mem::replace(&mut state.memory_bytes, memory_bytes),
+            Ordering::Relaxed,
+        );
         state.record = active.as_ref().map(|a| a.worker.record.clone());
         state.running = None;
         state.interrupter = None;

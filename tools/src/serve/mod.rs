@@ -34,6 +34,13 @@ pub struct ServeArgs {
           default_value_t = golemw_runtime::executor::DEFAULT_MAX_ACTIVE_WORKERS)]
     max_active_workers: usize,
 
+    /// Linear memory of the workers kept in memory at most (MiB, each counting its whole
+    /// memory, touched or not); past it the least recently used idle ones are dropped, as past
+    /// --max-active-workers. Default: half the machine's physical memory, so that workers
+    /// grown to their --max-memory-mib cannot take all of it between them. 0: no limit.
+    #[arg(long, value_name = "MIB", env = "GOLEMW_MAX_ACTIVE_MEMORY_MIB")]
+    max_active_memory_mib: Option<u64>,
+
     /// A guest sleep at least this long (milliseconds) suspends its worker durably instead of
     /// holding a thread: the due time is recorded, the instance dropped, and the worker brought
     /// back then (after a restart too). Shorter sleeps wait in the thread.
@@ -119,12 +126,34 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// commit share one fsync among many invocations.
 const BLOCKING_THREADS_MAX: usize = 512;
 
+/// The machine's physical memory (1 TiB if it cannot be read, which leaves the budget to
+/// --max-active-workers).
+fn physical_memory_bytes() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && page > 0 {
+        (pages as u64).saturating_mul(page as u64)
+    } else {
+        1 << 40
+    }
+}
+
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
     // A trapped invocation's retry backoff is waited out on a timer (see the invoke route),
     // not by sleeping a thread.
     let options = golemw_runtime::ExecutorOptions {
         wait_for_retries: false,
         max_active_workers: args.max_active_workers,
+        max_active_memory: match args.max_active_memory_mib {
+            Some(0) => None,
+            Some(mib) => Some(mib.saturating_mul(1 << 20)),
+            None => Some(physical_memory_bytes() / 2),
+        },
         durable_sleep_min: Some(Duration::from_millis(args.durable_sleep_min_ms)),
         invocation_deadline: (args.invocation_deadline_ms > 0)
             .then(|| Duration::from_millis(args.invocation_deadline_ms)),

@@ -139,6 +139,7 @@ async fn io_metrics(State(executor): State<Jobs>) -> Reply {
         "pending_timers": ex.pending_timers(),
     }))
 }
+        "active_memory_bytes": ex.active_memory_bytes(),
 
 async fn list_components(State(executor): State<Jobs>) -> Reply {
     let list = executor.run(|ex| ex.components().list()).await??;
