@@ -65,6 +65,7 @@ fn build_guests() -> Result<PathBuf, String> {
     lock.lock()
         .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
 
+    ensure_target(GUEST_TARGET);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -100,6 +101,25 @@ fn build_guests() -> Result<PathBuf, String> {
     Ok(target_dir.join(GUEST_TARGET).join("release"))
 }
 
+/// Adds the Rust target `target` with rustup when the toolchain lacks it, so that
+/// `cargo test --workspace` works on a fresh machine. Without rustup (or offline) nothing
+/// happens here, and the guest build that follows says what is missing.
+fn ensure_target(target: &str) {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let installed = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        .is_some_and(|libdir| libdir.is_dir());
+    if !installed {
+        let _ = Command::new("rustup")
+            .args(["target", "add", target])
+            .status();
+    }
+}
+
 /// Settings meant for the host build (coverage or sanitizer flags, a forced target or target
 /// dir) must not leak into a guest build.
 fn without_host_build_settings(command: &mut Command) {
@@ -127,6 +147,7 @@ pub fn guest_component(name: &str) -> PathBuf {
     fs::create_dir_all(&target_dir).expect("create the guest target dir");
     let lock = File::create(target_dir.join(".build.lock")).expect("create the lock file");
     lock.lock().expect("lock the guest build");
+    ensure_target(COMPONENT_TARGET);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
