@@ -1473,3 +1473,110 @@ fn check_reports_damage_and_backup_makes_a_hot_copy() {
     );
     assert_eq!(report["damaged"], true);
 }
+
+#[test]
+fn worker_fork_makes_an_independent_worker_locally_and_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest_wasm("counter");
+    ok(dir.path(), &["component", "add", wasm.to_str().unwrap()]);
+    for n in ["1", "2", "3"] {
+        ok(dir.path(), &["worker", "invoke", "counter/w", "add", n]);
+    }
+    ok(dir.path(), &["snapshot", "take", "counter/w"]);
+    let help = ok(dir.path(), &["worker", "fork", "--help"]);
+    assert!(
+        help.contains("--at-oplog-index") && help.contains("shared with the source"),
+        "{help}"
+    );
+
+    // At the end, as JSON.
+    let fork: serde_json::Value = serde_json::from_str(&ok(
+        dir.path(),
+        &["--json", "worker", "fork", "counter/w", "f"],
+    ))
+    .unwrap();
+    assert_eq!(fork["source"]["worker_name"], "w");
+    assert_eq!(fork["worker"]["id"]["worker_name"], "f");
+    assert_eq!(fork["worker"]["status"], "idle");
+    let len = fork["oplog_index"].as_u64().unwrap();
+    assert_eq!(fork["snapshots"], serde_json::json!([len]));
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "counter/f", "add", "10"]).trim(),
+        "16"
+    );
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "counter/w", "get"]).trim(),
+        "6"
+    );
+    let get = worker_json(dir.path(), "counter/f");
+    assert_eq!(get["forked_from"]["source"]["worker_name"], "w");
+    assert_eq!(get["forked_from"]["at"], len);
+    assert!(worker_json(dir.path(), "counter/w")["forked_from"].is_null());
+    // Earlier, as text: after the first invocation (create, invoked, completed).
+    let said = ok(
+        dir.path(),
+        &[
+            "worker",
+            "fork",
+            "counter/w",
+            "early",
+            "--at-oplog-index",
+            "3",
+        ],
+    );
+    assert!(
+        said.contains("at oplog index 3") && said.contains("no snapshot to share"),
+        "{said}"
+    );
+    assert_eq!(
+        ok(dir.path(), &["worker", "invoke", "counter/early", "get"]).trim(),
+        "1"
+    );
+    // Refusals say why.
+    let err = fails(dir.path(), &["worker", "fork", "counter/w", "f"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(
+        dir.path(),
+        &["worker", "fork", "counter/w", "g", "--at-oplog-index", "2"],
+    );
+    assert!(
+        err.contains("cannot fork") && err.contains("had not ended"),
+        "{err}"
+    );
+
+    // Through a server holding the data directory: the same command, the same JSON.
+    let server = golemw_tests::server::Server::start_with(
+        env!("CARGO_BIN_EXE_golemw").as_ref(),
+        dir.path(),
+        &[],
+    );
+    let remote: serde_json::Value = serde_json::from_str(&ok(
+        dir.path(),
+        &[
+            "--json",
+            "worker",
+            "fork",
+            "counter/f",
+            "ff",
+            "--at-oplog-index",
+            &len.to_string(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(remote["source"]["worker_name"], "f");
+    assert_eq!(remote["oplog_index"], len);
+    assert_eq!(server.result("counter/ff", "get", &[]), "6");
+    let shown = ok(dir.path(), &["worker", "get", "counter/ff"]);
+    assert!(
+        shown.contains("forked from:") && shown.contains("/f at oplog index"),
+        "{shown}"
+    );
+    let (status, body) = server.post_json(
+        "/v1/components/counter/workers/f/fork",
+        serde_json::json!({ "target": "fg", "oplog_index": 0 }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["kind"], "invalid-fork");
+    drop(server);
+    assert!(ok(dir.path(), &["check"]).contains("nothing damaged"));
+}

@@ -3,7 +3,8 @@
 //! oplog blocks, manifests, pages), which is verified; pages are also hashed again against the
 //! name they are stored under. What ties records together is checked too: history whose
 //! worker record is missing or unreadable (the worker would otherwise look new, and its name be
-//! taken by a fresh worker), snapshots whose pages are gone, names of missing components.
+//! taken by a fresh worker), snapshots whose pages are gone (in the worker's own page space or
+//! the one it shares with forks), page-space rows that disagree, names of missing components.
 //!
 //! LMDB's own pages carry no checksum: damage there shows as LMDB errors while reading (here,
 //! a finding for the table), or as a crash of the reader, which the CLI runs in a child process
@@ -209,6 +210,65 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
             }
         },
     )?;
+    progress("page_spaces");
+    // Workers sharing pages with forks: their manifests' pages are under the space's uid.
+    let mut spaces: BTreeMap<Uuid, Uuid> = BTreeMap::new();
+    let mut members: HashSet<(Uuid, Uuid)> = HashSet::new();
+    scan(
+        storage,
+        &mut report,
+        "page_spaces",
+        tables.page_spaces,
+        |report, key, value| match key.len() {
+            16 => {
+                let uid = Uuid::from_slice(key).expect("16 bytes");
+                match codec::decode::<crate::snapshots::SpaceRow>(value, "page space") {
+                    Ok(row) => {
+                        spaces.insert(uid, row.space);
+                    }
+                    Err(err) => find(
+                        report,
+                        "page_spaces",
+                        format!("worker uid {uid}"),
+                        format!("{err} (its snapshots' pages cannot be found)"),
+                    ),
+                }
+            }
+            32 => {
+                let space = Uuid::from_slice(&key[..16]).expect("16 bytes");
+                let member = Uuid::from_slice(&key[16..]).expect("16 bytes");
+                members.insert((space, member));
+            }
+            _ => find(
+                report,
+                "page_spaces",
+                hex_key(key),
+                "a key of the wrong length".into(),
+            ),
+        },
+    )?;
+    for (uid, space) in &spaces {
+        if !members.contains(&(*space, *uid)) {
+            find(
+                &mut report,
+                "page_spaces",
+                format!("worker uid {uid}"),
+                format!(
+                    "shares page space {space} but is not listed among its members (deleting                      another member could collect pages its snapshots use)"
+                ),
+            );
+        }
+    }
+    for (space, member) in &members {
+        if spaces.get(member) != Some(space) {
+            find(
+                &mut report,
+                "page_spaces",
+                format!("worker uid {member}"),
+                format!("listed as a member of page space {space}, which is not its space"),
+            );
+        }
+    }
     progress("snapshots");
     scan(
         storage,
@@ -225,6 +285,7 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
                 );
             };
             let at = format!("worker uid {uid}, snapshot at {index}");
+            let space = spaces.get(&uid).copied().unwrap_or(uid);
             match golemw_snapshot::Manifest::decode(value) {
                 Ok(manifest) => {
                     let missing = manifest
@@ -232,7 +293,7 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
                         .iter()
                         .filter(|p| match p {
                             golemw_snapshot::PageRef::Stored { hash, .. } => {
-                                !pages.contains(&(uid, hash.0))
+                                !pages.contains(&(space, hash.0))
                             }
                             golemw_snapshot::PageRef::Zero => false,
                         })
@@ -259,6 +320,7 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
         ("suspensions", tables.suspensions),
         ("sleeps", tables.sleeps),
         ("queue", tables.queue),
+        ("forks", tables.forks),
     ] {
         progress(name);
         scan(storage, &mut report, name, table, |report, key, value| {

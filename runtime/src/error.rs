@@ -190,6 +190,9 @@ pub enum Error {
     #[error("invalid revert of worker {worker}: {reason}")]
     InvalidRevert { worker: WorkerId, reason: String },
 
+    #[error("cannot fork worker {worker}: {reason}")]
+    InvalidFork { worker: WorkerId, reason: String },
+
     #[error("update of worker {worker} to version {version} failed: {reason}; it stays on version {current}")]
     UpdateFailed {
         worker: WorkerId,

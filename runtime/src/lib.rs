@@ -10,6 +10,7 @@ pub mod component;
 pub mod component_binary;
 pub mod error;
 pub mod executor;
+pub mod forks;
 pub mod gate;
 pub mod history;
 pub mod host;

@@ -1,16 +1,29 @@
-//! Snapshot storage in LMDB: manifests keyed by worker and oplog index, pages keyed by worker
-//! and content hash. Pages are scoped per worker so collecting unreferenced ones needs only the
-//! worker's own manifests.
+//! Snapshot storage in LMDB: manifests keyed by worker and oplog index, pages keyed by *page
+//! space* and content hash.
+//!
+//! A worker's page space is its own uid until it is forked: a fork gets copies of its source's
+//! manifests and shares the source's space, so forking copies no page. Collecting the pages no
+//! manifest references then needs the manifests of every worker in the space, read inside the
+//! transaction that deletes (so that a concurrent capture or fork in the same space cannot be
+//! missed); a worker nobody forked collects with its own manifests only, as before.
+//!
+//! ```text
+//! snapshots:      worker uid (16) ++ oplog index (8, BE)  -> manifest
+//! snapshot_pages: space uid (16) ++ BLAKE3 (32)          -> encoded page
+//! page_spaces:    worker uid (16)                         -> SpaceRow (its space), only when shared
+//!                 space uid (16) ++ member uid (16)       -> () for every worker sharing it
+//! ```
 
 use std::collections::HashSet;
 
 use golemw_snapshot::{Capture, Manifest, PageHash, SnapshotError};
-use lmdb::{Transaction, WriteFlags};
+use lmdb::{Cursor, Transaction, WriteFlags};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::ids::OplogIndex;
-use crate::storage::Storage;
+use crate::storage::{codec, Storage, Tables};
 
 fn manifest_key(uid: &Uuid, index: OplogIndex) -> [u8; 24] {
     let mut key = [0u8; 24];
@@ -19,11 +32,116 @@ fn manifest_key(uid: &Uuid, index: OplogIndex) -> [u8; 24] {
     key
 }
 
-fn page_key(uid: &Uuid, hash: &PageHash) -> [u8; 48] {
+fn page_key(space: &Uuid, hash: &PageHash) -> [u8; 48] {
     let mut key = [0u8; 48];
-    key[..16].copy_from_slice(uid.as_bytes());
+    key[..16].copy_from_slice(space.as_bytes());
     key[16..].copy_from_slice(&hash.0);
     key
+}
+
+fn member_key(space: &Uuid, member: &Uuid) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(space.as_bytes());
+    key[16..].copy_from_slice(member.as_bytes());
+    key
+}
+
+/// The page space of a worker whose pages are shared (the row under its uid).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct SpaceRow {
+    /// The uid the shared pages are stored under (the first source's).
+    pub space: Uuid,
+}
+
+/// The page space of `uid` as `txn` sees it, and whether other workers share it.
+fn space_in(txn: &impl Transaction, tables: &Tables, uid: &Uuid) -> Result<(Uuid, bool)> {
+    match txn.get(tables.page_spaces, &uid.as_bytes()) {
+        Ok(bytes) => {
+            let row: SpaceRow = codec::decode(bytes, &format!("page space of worker {uid}"))?;
+            Ok((row.space, true))
+        }
+        Err(lmdb::Error::NotFound) => Ok((*uid, false)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The uid the pages of worker `uid` are stored under: its own, or the one it shares with the
+/// workers it was forked from or into.
+pub fn page_space(storage: &Storage, uid: &Uuid) -> Result<Uuid> {
+    let txn = storage.env().begin_ro_txn()?;
+    Ok(space_in(&txn, &storage.tables(), uid)?.0)
+}
+
+/// The workers sharing the page space `space`, as `txn` sees them.
+fn members_in(txn: &impl Transaction, tables: &Tables, space: &Uuid) -> Result<Vec<Uuid>> {
+    let mut cursor = txn.open_ro_cursor(tables.page_spaces)?;
+    let mut out = Vec::new();
+    for item in cursor.iter_from(space.as_bytes()) {
+        let (key, _) = item?;
+        if !key.starts_with(space.as_bytes()) {
+            break;
+        }
+        // The 16-byte row of the space's own worker sorts first; members are 32 bytes.
+        if let Ok(member) = Uuid::from_slice(&key[16.min(key.len())..]) {
+            out.push(member);
+        }
+    }
+    Ok(out)
+}
+
+/// Every page hash referenced by a decodable manifest of `uid`, as `txn` sees them.
+fn referenced_in(
+    txn: &impl Transaction,
+    tables: &Tables,
+    uid: &Uuid,
+    into: &mut HashSet<PageHash>,
+) -> Result<()> {
+    let mut cursor = txn.open_ro_cursor(tables.snapshots)?;
+    for item in cursor.iter_from(uid.as_bytes()) {
+        let (key, value) = item?;
+        if key.len() != 24 || !key.starts_with(uid.as_bytes()) {
+            break;
+        }
+        if let Ok(manifest) = Manifest::decode(value) {
+            into.extend(manifest.page_hashes());
+        }
+    }
+    Ok(())
+}
+
+/// The pages stored in `space`, as `txn` sees them.
+fn pages_in(txn: &impl Transaction, tables: &Tables, space: &Uuid) -> Result<Vec<PageHash>> {
+    let mut cursor = txn.open_ro_cursor(tables.snapshot_pages)?;
+    let mut out = Vec::new();
+    for item in cursor.iter_from(space.as_bytes()) {
+        let (key, _) = item?;
+        if key.len() != 48 || !key.starts_with(space.as_bytes()) {
+            break;
+        }
+        out.push(PageHash(key[16..].try_into().expect("48-byte page key")));
+    }
+    Ok(out)
+}
+
+/// Deletes the pages of the shared `space` that no manifest of any of its members references
+/// (read in `txn`, after the caller's deletions in it). Returns how many were deleted.
+fn collect_shared(
+    txn: &mut lmdb::RwTransaction<'_>,
+    tables: &Tables,
+    space: &Uuid,
+) -> Result<usize> {
+    let mut referenced = HashSet::new();
+    for member in members_in(txn, tables, space)? {
+        referenced_in(txn, tables, &member, &mut referenced)?;
+    }
+    let unreferenced: Vec<PageHash> = pages_in(txn, tables, space)?
+        .into_iter()
+        .filter(|h| !referenced.contains(h))
+        .collect();
+    for hash in &unreferenced {
+        txn.del(tables.snapshot_pages, &page_key(space, hash), None)?;
+    }
+    Ok(unreferenced.len())
 }
 
 /// A stored manifest, or why it cannot be used.
@@ -34,24 +152,61 @@ pub struct StoredSnapshot {
     pub manifest: std::result::Result<Manifest, SnapshotError>,
 }
 
+/// What [`put`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    /// Nothing was written: the worker shares its pages with forks, and this many pages the
+    /// capture took as stored were collected meanwhile (another worker of the space dropped its
+    /// last snapshot using them). Capture again with a fresh list of stored pages.
+    MissingPages(usize),
+}
+
 /// Writes a capture: its new pages and its manifest in one transaction (all or nothing).
-pub fn put(storage: &Storage, uid: &Uuid, capture: &Capture) -> Result<()> {
+pub fn put(storage: &Storage, uid: &Uuid, capture: &Capture) -> Result<Put> {
     let tables = storage.tables();
     let manifest = capture.manifest.encode();
     let key = manifest_key(uid, capture.manifest.oplog_index);
-    storage.write(|txn| {
+    let mut missing = 0;
+    let written = storage.write(|txn| {
+        missing = 0;
+        let (space, shared) = space_in(txn, &tables, uid)?;
         for (hash, bytes) in &capture.new_pages {
             txn.put(
                 tables.snapshot_pages,
-                &page_key(uid, hash),
+                &page_key(&space, hash),
                 bytes,
                 WriteFlags::empty(),
             )?;
         }
+        if shared {
+            // Pages the capture did not write because they were stored: other workers of the
+            // space may have collected some since this worker last looked.
+            let new: HashSet<&PageHash> = capture.new_pages.iter().map(|(h, _)| h).collect();
+            for hash in capture.manifest.page_hashes() {
+                if !new.contains(&hash) {
+                    match txn.get(tables.snapshot_pages, &page_key(&space, &hash)) {
+                        Ok(_) => {}
+                        Err(lmdb::Error::NotFound) => missing += 1,
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            if missing > 0 {
+                return Err(Error::Storage(format!(
+                    "{missing} shared pages were collected meanwhile"
+                )));
+            }
+        }
         txn.put(tables.snapshots, &key, &manifest, WriteFlags::empty())?;
         Ok(())
-    })?;
-    storage.sync()
+    });
+    match written {
+        Err(_) if missing > 0 => return Ok(Put::MissingPages(missing)),
+        other => other?,
+    }
+    storage.sync()?;
+    Ok(Put::Stored)
 }
 
 /// Every snapshot of a worker, oldest first; undecodable ones are listed with their error.
@@ -96,29 +251,35 @@ fn manifest_index(key: &[u8]) -> OplogIndex {
     u64::from_be_bytes(key[16..].try_into().expect("24-byte manifest key"))
 }
 
-/// The hashes of every page stored for a worker.
+/// The hashes of every page stored in a worker's page space (its own pages, and those it
+/// shares with the workers it was forked from or into).
 pub fn stored_pages(storage: &Storage, uid: &Uuid) -> Result<HashSet<PageHash>> {
-    let mut out = HashSet::new();
-    storage.scan_prefix(
-        storage.tables().snapshot_pages,
-        uid.as_bytes(),
-        48,
-        |key, _| {
-            out.insert(PageHash(key[16..].try_into().expect("48-byte page key")));
-        },
-    )?;
-    Ok(out)
+    let txn = storage.env().begin_ro_txn()?;
+    let tables = storage.tables();
+    let (space, _) = space_in(&txn, &tables, uid)?;
+    Ok(pages_in(&txn, &tables, &space)?.into_iter().collect())
 }
 
-/// Bytes of every stored page of a worker.
+/// Bytes of every page stored in a worker's page space (shared with its forks, if it has any:
+/// see [`page_space`]).
 pub fn stored_page_bytes(storage: &Storage, uid: &Uuid) -> Result<u64> {
+    let space = page_space(storage, uid)?;
     let mut total = 0u64;
     storage.scan_prefix(
         storage.tables().snapshot_pages,
-        uid.as_bytes(),
+        space.as_bytes(),
         48,
         |_, value| total += value.len() as u64,
     )?;
+    Ok(total)
+}
+
+/// Bytes of every stored page of every worker.
+pub fn total_page_bytes(storage: &Storage) -> Result<u64> {
+    let mut total = 0u64;
+    storage.scan_all(storage.tables().snapshot_pages, |_, value| {
+        total += value.len() as u64
+    })?;
     Ok(total)
 }
 
@@ -126,12 +287,17 @@ pub fn stored_page_bytes(storage: &Storage, uid: &Uuid) -> Result<u64> {
 /// opens its own (cheap) read transaction, so pages can be read from several threads.
 pub struct PageReader<'s> {
     storage: &'s Storage,
-    uid: Uuid,
+    /// The page space of the worker whose pages are read.
+    space: Uuid,
 }
 
 impl<'s> PageReader<'s> {
-    pub fn new(storage: &'s Storage, uid: Uuid) -> Self {
-        PageReader { storage, uid }
+    /// A reader of the pages of worker `uid` (in its page space).
+    pub fn new(storage: &'s Storage, uid: Uuid) -> Result<Self> {
+        Ok(PageReader {
+            storage,
+            space: page_space(storage, &uid)?,
+        })
     }
 
     /// Decodes a stored page straight from LMDB's map into `dst` (no intermediate copy).
@@ -150,7 +316,7 @@ impl<'s> PageReader<'s> {
             })?;
         match txn.get(
             self.storage.tables().snapshot_pages,
-            &page_key(&self.uid, hash),
+            &page_key(&self.space, hash),
         ) {
             Ok(bytes) => golemw_snapshot::page::decode_page_into(bytes, dst, hash),
             Err(lmdb::Error::NotFound) => Err(SnapshotError::MissingPage { hash: *hash }),
@@ -174,33 +340,141 @@ pub fn delete_where(
     if dropped.is_empty() {
         return Ok(0);
     }
-    let referenced: HashSet<PageHash> = kept
-        .iter()
-        .filter_map(|s| s.manifest.as_ref().ok())
-        .flat_map(|m| m.page_hashes())
-        .collect();
-    let unreferenced: Vec<PageHash> = stored_pages(storage, uid)?
-        .into_iter()
-        .filter(|h| !referenced.contains(h))
-        .collect();
     let tables = storage.tables();
+    // A worker nobody forked is the only one to use its pages, and only it (in its turn) can
+    // change its manifests or be forked: its collection is computed outside the transaction.
+    let shared = space_in(&storage.env().begin_ro_txn()?, &tables, uid)?.1;
+    let unshared = match !shared {
+        true => {
+            let referenced: HashSet<PageHash> = kept
+                .iter()
+                .filter_map(|s| s.manifest.as_ref().ok())
+                .flat_map(|m| m.page_hashes())
+                .collect();
+            Some(
+                stored_pages(storage, uid)?
+                    .into_iter()
+                    .filter(|h| !referenced.contains(h))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        false => None,
+    };
     storage.write(|txn| {
         for s in &dropped {
             txn.del(tables.snapshots, &manifest_key(uid, s.index), None)?;
         }
-        for hash in &unreferenced {
-            txn.del(tables.snapshot_pages, &page_key(uid, hash), None)?;
+        match (&unshared, space_in(txn, &tables, uid)?) {
+            (Some(unreferenced), (_, false)) => {
+                for hash in unreferenced {
+                    txn.del(tables.snapshot_pages, &page_key(uid, hash), None)?;
+                }
+            }
+            // Shared (or became so): every member's manifests count.
+            (_, (space, _)) => {
+                collect_shared(txn, &tables, &space)?;
+            }
         }
         Ok(())
     })?;
     Ok(dropped.len())
 }
 
-/// Deletes every snapshot and page of a worker inside a transaction.
+/// Deletes every snapshot of a worker inside a transaction, and the pages only it used: all of
+/// its page space if it shared it with no one, else those no other member's manifest references.
 pub fn delete_all(txn: &mut lmdb::RwTransaction<'_>, storage: &Storage, uid: &Uuid) -> Result<()> {
-    crate::storage::delete_prefix(txn, storage.tables().snapshots, uid.as_bytes())?;
-    crate::storage::delete_prefix(txn, storage.tables().snapshot_pages, uid.as_bytes())?;
+    let tables = storage.tables();
+    crate::storage::delete_prefix(txn, tables.snapshots, uid.as_bytes())?;
+    let (space, shared) = space_in(txn, &tables, uid)?;
+    if !shared {
+        crate::storage::delete_prefix(txn, tables.snapshot_pages, uid.as_bytes())?;
+        return Ok(());
+    }
+    del_if_present(txn, tables.page_spaces, uid.as_bytes())?;
+    del_if_present(txn, tables.page_spaces, &member_key(&space, uid))?;
+    let members = members_in(txn, &tables, &space)?;
+    match members.as_slice() {
+        [] => {
+            crate::storage::delete_prefix(txn, tables.snapshot_pages, space.as_bytes())?;
+        }
+        rest => {
+            collect_shared(txn, &tables, &space)?;
+            if rest == [space] {
+                // Only the worker whose uid names the space is left: it shares with no one.
+                del_if_present(txn, tables.page_spaces, space.as_bytes())?;
+                del_if_present(txn, tables.page_spaces, &member_key(&space, &space))?;
+            }
+        }
+    }
     Ok(())
+}
+
+fn del_if_present(txn: &mut lmdb::RwTransaction<'_>, db: lmdb::Database, key: &[u8]) -> Result<()> {
+    match txn.del(db, &key, None) {
+        Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Gives the new worker `fork` copies of the manifests of `source` at the indexes `keep`
+/// accepts (those that decode), sharing `source`'s page space: no page is copied. Returns the
+/// indexes copied. Inside the transaction that creates the fork.
+pub fn share_with_fork(
+    txn: &mut lmdb::RwTransaction<'_>,
+    storage: &Storage,
+    source: &Uuid,
+    fork: &Uuid,
+    keep: impl Fn(OplogIndex, &Manifest) -> bool,
+) -> Result<Vec<OplogIndex>> {
+    let tables = storage.tables();
+    let manifests: Vec<(OplogIndex, Vec<u8>)> = {
+        let mut cursor = txn.open_ro_cursor(tables.snapshots)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_from(source.as_bytes()) {
+            let (key, value) = item?;
+            if key.len() != 24 || !key.starts_with(source.as_bytes()) {
+                break;
+            }
+            let index = manifest_index(key);
+            if Manifest::decode(value).is_ok_and(|m| keep(index, &m)) {
+                out.push((index, value.to_vec()));
+            }
+        }
+        out
+    };
+    if manifests.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (index, bytes) in &manifests {
+        txn.put(
+            tables.snapshots,
+            &manifest_key(fork, *index),
+            bytes,
+            WriteFlags::NO_OVERWRITE,
+        )?;
+    }
+    let (space, shared) = space_in(txn, &tables, source)?;
+    let row = codec::encode(&SpaceRow { space });
+    let join = |txn: &mut lmdb::RwTransaction<'_>, member: &Uuid| -> Result<()> {
+        txn.put(
+            tables.page_spaces,
+            &member.as_bytes(),
+            &row,
+            WriteFlags::empty(),
+        )?;
+        txn.put(
+            tables.page_spaces,
+            &member_key(&space, member),
+            &[],
+            WriteFlags::empty(),
+        )?;
+        Ok(())
+    };
+    if !shared {
+        join(txn, source)?;
+    }
+    join(txn, fork)?;
+    Ok(manifests.into_iter().map(|(index, _)| index).collect())
 }
 
 impl From<SnapshotError> for Error {

@@ -92,6 +92,54 @@ pub fn invocation_key(uid: &Uuid, idempotency_key: &str) -> Vec<u8> {
     key
 }
 
+/// Copies the stored invocation results of worker `from` that `keep` accepts to worker `to`,
+/// under the same idempotency keys (inside the transaction that creates the fork `to`).
+/// Returns how many were copied; a result that does not decode is an error.
+pub fn copy_results(
+    txn: &mut RwTransaction<'_>,
+    storage: &Storage,
+    from: &Uuid,
+    to: &Uuid,
+    keep: impl Fn(&InvocationResult) -> bool,
+) -> Result<usize> {
+    /// Rows read per batch (a cursor cannot stay open while the transaction writes).
+    const BATCH_ROWS: usize = 4096;
+    let db = storage.tables().invocations;
+    let mut copied = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut cursor = txn.open_ro_cursor(db)?;
+            let start = after.clone().unwrap_or_else(|| from.as_bytes().to_vec());
+            let mut rows = Vec::new();
+            for item in cursor.iter_from(&start) {
+                let (key, value) = item?;
+                if !key.starts_with(from.as_bytes()) || rows.len() == BATCH_ROWS {
+                    break;
+                }
+                if after.as_deref() == Some(key) {
+                    continue;
+                }
+                rows.push((key.to_vec(), value.to_vec()));
+            }
+            rows
+        };
+        let Some((last_key, _)) = batch.last() else {
+            return Ok(copied);
+        };
+        after = Some(last_key.clone());
+        for (key, value) in &batch {
+            let result: InvocationResult = codec::decode(value, "invocation result")?;
+            if keep(&result) {
+                let mut copy = to.as_bytes().to_vec();
+                copy.extend_from_slice(&key[16..]);
+                txn.put(db, &copy, value, WriteFlags::NO_OVERWRITE)?;
+                copied += 1;
+            }
+        }
+    }
+}
+
 /// How a worker was brought back.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RecoveryReport {

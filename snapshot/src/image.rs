@@ -206,7 +206,10 @@ impl MemoryImage {
             // SAFETY: as above.
             let stop = unsafe { libc::lseek(fd, start, libc::SEEK_DATA) };
             let stop = if stop < 0 { end } else { stop.min(end) };
-            let (from, to) = ((start + os_page - 1) / os_page * os_page, stop / os_page * os_page);
+            let (from, to) = (
+                (start + os_page - 1) / os_page * os_page,
+                stop / os_page * os_page,
+            );
             if to > from {
                 // SAFETY: a page-aligned range inside `memory`, replaced by zero pages.
                 let zeroed = unsafe {

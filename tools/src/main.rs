@@ -146,6 +146,7 @@ enum Command {
     ///                                               "snapshot-based"}
     ///   POST   /v1/components/C/workers/W/revert   body {"to_oplog_index": N} or
     ///                                               {"last_invocations": N}
+    ///   POST   /v1/components/C/workers/W/fork     body {"target": NAME, "oplog_index"?: N}
     ///   POST   /v1/components/C/workers/W/invoke   queue it (202 with its idempotency key)
     ///   GET    /v1/components/C/workers/W/invocations/KEY   pending, running, suspended, completed
     ///   GET    /v1/metrics/io                       commits, syncs, grouping, workers in memory

@@ -377,6 +377,22 @@ pub fn run_worker(ctx: &Context, remote: &Remote, cmd: WorkerCommand) -> Result<
                 );
             }
         }
+        WorkerCommand::Fork {
+            worker,
+            new_name,
+            at_oplog_index,
+        } => {
+            let mut body = json!({ "target": new_name });
+            if let Some(index) = at_oplog_index {
+                body["oplog_index"] = index.into();
+            }
+            let value = remote.json("POST", &format!("{}/fork", worker_path(&worker)?), body)?;
+            if ctx.json {
+                output::json(&value);
+            } else {
+                worker::print_forked(&serde_json::from_value(value)?);
+            }
+        }
         WorkerCommand::Update {
             worker,
             target_version,

@@ -21,6 +21,8 @@ pub struct WorkerDetails {
     pub queued: usize,
     /// The memory image's size on disk (allocated: zero pages are holes), if it has one.
     pub image_bytes: Option<u64>,
+    /// Where its history came from, if it is a fork.
+    pub origin: Option<golemw_runtime::forks::Origin>,
 }
 
 impl WorkerDetails {
@@ -40,6 +42,7 @@ impl WorkerDetails {
         ))
         .ok()
         .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
+        let origin = golemw_runtime::forks::get(executor.storage(), &record.uid)?;
         Ok(WorkerDetails {
             id: id.clone(),
             record,
@@ -50,6 +53,7 @@ impl WorkerDetails {
             sleep,
             queued,
             image_bytes,
+            origin,
         })
     }
 
@@ -68,6 +72,8 @@ impl WorkerDetails {
         value["latest_snapshot_index"] = self.latest_snapshot.into();
         value["snapshots_disabled"] = self.snapshot_blocker.clone().into();
         value["memory_image_bytes"] = self.image_bytes.into();
+        value["forked_from"] =
+            serde_json::to_value(&self.origin).expect("JSON serialisation of our own types");
         value
     }
 }
@@ -179,6 +185,7 @@ impl WorkerDetails {
             sleep: serde_json::from_value(value["sleep"].clone())?,
             queued: value["queued_invocations"].as_u64().unwrap_or(0) as usize,
             image_bytes: value["memory_image_bytes"].as_u64(),
+            origin: serde_json::from_value(value["forked_from"].clone())?,
         })
     }
 }

@@ -10,12 +10,14 @@
 
 mod background;
 mod deferred;
+mod fork;
 mod interrupt;
 mod promises;
 mod rpc;
 mod slots;
 
 pub use deferred::{Finished, InvocationStatus};
+pub use fork::Fork;
 pub use slots::Turn;
 
 use std::collections::HashMap;
@@ -74,12 +76,12 @@ pub struct ExecutorOptions {
     /// Workers kept in memory at most; past it, the least recently used idle ones are dropped
     /// and come back from storage (nearest snapshot plus tail) when next used.
     pub max_active_workers: usize,
-    /// Guest sleeps at least this long suspend the worker durably and free its thread; a timer
-    /// brings it back when due ([`crate::sleeps`]). Needs an executor that runs timers
     /// Linear memory of the workers kept in memory, in bytes, at most; past it, the least
     /// recently used idle ones are dropped as past `max_active_workers`. A worker counts its
     /// whole linear memory (what it may touch), not what it has touched. `None`: no limit.
     pub max_active_memory: Option<u64>,
+    /// Guest sleeps at least this long suspend the worker durably and free its thread; a timer
+    /// brings it back when due ([`crate::sleeps`]). Needs an executor that runs timers
     /// ([`Executor::serve`]); `None` (one-shot commands): sleeps wait in the process.
     pub durable_sleep_min: Option<std::time::Duration>,
     /// A guest call (an invocation, or the replay of one) running longer than this is stopped
@@ -124,9 +126,9 @@ impl Default for ExecutorOptions {
             memory_image_min_bytes: Some(crate::snapshots::DEFAULT_IMAGE_MIN_BYTES),
             wait_for_retries: true,
             max_active_workers: DEFAULT_MAX_ACTIVE_WORKERS,
+            max_active_memory: None,
             durable_sleep_min: None,
             invocation_deadline: None,
-            max_active_memory: None,
             max_storage_bytes: None,
             max_memory_bytes: None,
             confine_after: Some(crate::watchdog::DEFAULT_CONFINE_AFTER),
@@ -291,14 +293,14 @@ impl Executor {
         self.slots.counts()
     }
 
-    /// The component store.
-    pub fn components(&self) -> &ComponentStore {
     /// The linear memory of the workers in memory now, in bytes (each as its last invocation
     /// left it).
     pub fn active_memory_bytes(&self) -> u64 {
         self.slots.loaded_bytes()
     }
 
+    /// The component store.
+    pub fn components(&self) -> &ComponentStore {
         &self.components
     }
 
@@ -437,7 +439,8 @@ impl Executor {
         Ok(records)
     }
 
-    /// Deletes a worker: its record, oplog and stored results.
+    /// Deletes a worker: its record, oplog and stored results, its snapshots and the pages no
+    /// other worker's snapshot uses (forks share pages with their sources).
     pub fn delete_worker(&self, id: &WorkerId) -> Result<()> {
         let mut turn = self.turn(id);
         let record = self.worker_record(id)?;
@@ -452,6 +455,7 @@ impl Executor {
             crate::promises::delete_all(txn, &storage, &record.uid)?;
             crate::sleeps::delete(txn, &storage, &record.uid)?;
             crate::queue::delete_all(txn, &storage, &record.uid)?;
+            crate::forks::delete(txn, &storage, &record.uid)?;
             Ok(())
         })?;
         self.storage.sync()?;

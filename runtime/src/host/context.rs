@@ -19,9 +19,31 @@ pub struct WorkerContext {
     pub storage: Arc<Storage>,
     /// Workers per page of a `get-workers` enumeration.
     pub enumeration_page_size: usize,
+    /// Where the worker's history came from, if it is a fork.
+    pub origin: Option<crate::forks::Origin>,
 }
 
 impl WorkerContext {
+    /// The identity entry `index` of the oplog was recorded under: this worker's own, or, in
+    /// the history a fork copied, the worker's that recorded it. Host functions derive what
+    /// they do not record from it (promise ids, `get-self-uri`, call keys), so that replaying
+    /// the copied history reproduces it exactly.
+    pub fn id_at(&self, index: crate::ids::OplogIndex) -> &WorkerId {
+        self.origin
+            .as_ref()
+            .and_then(|origin| origin.recorded_by(index))
+            .unwrap_or(&self.id)
+    }
+
+    /// The program name the guest's arguments start with: the name the worker's history was
+    /// created under (a fork keeps its first ancestor's, as it keeps its arguments).
+    pub fn program_name(&self) -> &str {
+        match &self.origin {
+            Some(origin) => &origin.creator().worker_name,
+            None => &self.id.worker_name,
+        }
+    }
+
     /// This worker's metadata as it is while it runs.
     pub fn self_metadata(&self) -> WorkerRecord {
         WorkerRecord {

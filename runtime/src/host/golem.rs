@@ -305,7 +305,7 @@ fn dispatch(
                 .unwrap_or_default();
             let uri = format!(
                 "{}/{}",
-                state.context.id.uri(),
+                state.context.id_at(state.gate.next_index()).uri(),
                 crate::ids::url_encode(&function)
             );
             typed(&format!("{{value: {}}}", wave_string(&uri)))

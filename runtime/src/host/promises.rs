@@ -77,8 +77,10 @@ pub fn call(
                     index
                 }
             };
+            // Named after the worker that recorded the entry (a fork's copied history names
+            // its source's promises, as the source's memory does).
             let id = PromiseId {
-                worker: context.id.clone(),
+                worker: context.id_at(index).clone(),
                 oplog_idx: index,
             };
             typed(func, &promise_id_wave(&id))

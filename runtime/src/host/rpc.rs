@@ -518,7 +518,12 @@ impl HostState {
             target: self.resolve(uri).map_err(|e| e.to_string()),
             function,
             params,
-            idempotency_key: call_key(&self.context.id, &self.invocation_key, index, &request),
+            idempotency_key: call_key(
+                self.context.id_at(index),
+                &self.invocation_key,
+                index,
+                &request,
+            ),
             pending: None,
         };
         if self.gate.will_run_live() {
@@ -596,7 +601,7 @@ impl HostState {
             function: function.to_string(),
             params,
             idempotency_key: call_key(
-                &self.context.id,
+                self.context.id_at(self.gate.next_index()),
                 &self.invocation_key,
                 self.gate.next_index(),
                 request,

@@ -188,9 +188,9 @@ pub(super) fn call(
         }
         ("wasi:cli/environment@0.2", "get-arguments") => {
             // As preview 1 gives them: the worker's name first.
-            let args: Vec<String> = std::iter::once(&state.context.id.worker_name)
-                .chain(&state.context.record.args)
-                .map(|a| wave_string(a))
+            let args: Vec<String> = std::iter::once(state.context.program_name())
+                .chain(state.context.record.args.iter().map(String::as_str))
+                .map(wave_string)
                 .collect();
             typed(&format!("[{}]", args.join(", ")))
         }

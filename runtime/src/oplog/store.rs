@@ -279,6 +279,117 @@ pub fn read_entries(
     Ok(out)
 }
 
+/// Copies entries `1..=upto` of the oplog of `from` into the (empty) oplog of `to`, inside the
+/// transaction that creates `to`: blocks that end at or before `upto` are copied as they are
+/// (checksum verified, not decompressed), the block holding `upto` is cut there and encoded
+/// again. Returns the number of blocks written. A damaged block is an error naming its entries:
+/// nothing is copied from a history that cannot be read.
+pub fn copy_prefix(
+    txn: &mut RwTransaction<'_>,
+    storage: &Storage,
+    from: &Uuid,
+    to: &Uuid,
+    upto: OplogIndex,
+) -> Result<usize> {
+    /// Blocks are read in batches of about this many bytes (a cursor cannot stay open while
+    /// the same transaction writes), so a long oplog is never held in memory whole.
+    const BATCH_BYTES: usize = 16 << 20;
+    let db = storage.tables().oplog;
+    let damaged = |first: OplogIndex, last: OplogIndex, detail: String| Error::Corrupt {
+        what: format!("oplog of worker {from}, entries {first}..={last}"),
+        detail,
+    };
+    let mut written = 0;
+    let mut next = 1;
+    while next <= upto {
+        let mut batch: Vec<(OplogIndex, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        {
+            let mut cursor = txn.open_ro_cursor(db)?;
+            for item in cursor.iter_from(block_key(from, next)) {
+                let (key, value) = item?;
+                if key.len() != 24 || &key[..16] != from.as_bytes() {
+                    break;
+                }
+                let last = u64::from_be_bytes(key[16..].try_into().unwrap());
+                bytes += value.len();
+                batch.push((last, value.to_vec()));
+                if last >= upto || bytes >= BATCH_BYTES {
+                    break;
+                }
+            }
+        }
+        let Some(&(batch_last, _)) = batch.last() else {
+            return Err(damaged(next, upto, "the entries are missing".into()));
+        };
+        for (last, block) in batch {
+            let first = block_first(&block, last).map_err(|detail| damaged(next, last, detail))?;
+            if first != next {
+                return Err(damaged(
+                    next,
+                    last,
+                    format!("the block starts at entry {first}, not {next}"),
+                ));
+            }
+            if last <= upto {
+                txn.put(db, &block_key(to, last), &block, WriteFlags::NO_OVERWRITE)?;
+            } else {
+                // The block holding `upto`: its entries up to there, encoded again.
+                let entries = match decode_block(&block, last) {
+                    BlockRead::Entries(entries) => entries,
+                    BlockRead::Corrupt {
+                        first,
+                        last,
+                        detail,
+                    } => return Err(damaged(first, last, detail)),
+                };
+                let kept: Vec<OplogEntry> = entries
+                    .into_iter()
+                    .filter(|(index, _)| *index <= upto)
+                    .map(|(_, entry)| entry)
+                    .collect();
+                let cut = BlockEncoder::default().encode(&kept);
+                txn.put(db, &block_key(to, upto), &cut, WriteFlags::NO_OVERWRITE)?;
+            }
+            written += 1;
+            next = last + 1;
+        }
+        if batch_last >= upto {
+            break;
+        }
+    }
+    Ok(written)
+}
+
+/// The index of a block's first entry, once its header and checksum are verified (the payload
+/// is not decompressed).
+fn block_first(bytes: &[u8], last: OplogIndex) -> std::result::Result<OplogIndex, String> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(format!(
+            "block is {} bytes, shorter than its header",
+            bytes.len()
+        ));
+    }
+    let count = u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as u64;
+    let stored_crc = u32::from_le_bytes(bytes[10..14].try_into().unwrap());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[..10]);
+    hasher.update(&bytes[HEADER_BYTES..]);
+    let crc = hasher.finalize();
+    if crc != stored_crc {
+        return Err(format!(
+            "checksum mismatch (stored {stored_crc:08x}, computed {crc:08x})"
+        ));
+    }
+    if bytes[0] != FORMAT_VERSION {
+        return Err(format!("unknown format version {}", bytes[0]));
+    }
+    if count == 0 || count > BLOCK_ENTRIES_MAX as u64 || count > last {
+        return Err(format!("implausible entry count {count}"));
+    }
+    Ok(last + 1 - count)
+}
+
 /// Deletes every block of a worker.
 pub fn delete_all(txn: &mut RwTransaction<'_>, storage: &Storage, worker_uid: &Uuid) -> Result<()> {
     delete_from(txn, storage, worker_uid, 0)

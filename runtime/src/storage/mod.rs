@@ -58,6 +58,12 @@ pub struct Tables {
     /// `worker uid ++ sequence (BE)` -> an invocation queued for the worker (`invoke` without
     /// waiting), until it has run.
     pub queue: Database,
+    /// Workers whose snapshot pages are shared with forks (see `crate::snapshots`):
+    /// `worker uid` -> the page space its pages are stored under, and
+    /// `space uid ++ member uid` -> (), the workers sharing a space.
+    pub page_spaces: Database,
+    /// `worker uid` -> where a fork's history came from (see `crate::forks`).
+    pub forks: Database,
 }
 
 impl Tables {
@@ -76,6 +82,8 @@ impl Tables {
             suspensions: table("suspensions")?,
             sleeps: table("sleeps")?,
             queue: table("queue")?,
+            page_spaces: table("page_spaces")?,
+            forks: table("forks")?,
         })
     }
 }
@@ -395,14 +403,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Names the data directory in a "disk full" error.
-    fn with_dir(&self, err: Error) -> Error {
-        match err {
-            Error::StorageFull { dir, detail } if dir.is_empty() => Error::StorageFull {
-                dir: self.dir.display().to_string(),
-                detail,
-            },
-            other => other,
     /// LMDB reports a short write, what a disk that fills mid-commit gives, as EIO: that is
     /// a full disk when the file system says it has (next to) no room left.
     fn lmdb_error(&self, err: lmdb::Error) -> Error {
@@ -424,6 +424,14 @@ impl Storage {
         Error::from(err)
     }
 
+    /// Names the data directory in a "disk full" error.
+    fn with_dir(&self, err: Error) -> Error {
+        match err {
+            Error::StorageFull { dir, detail } if dir.is_empty() => Error::StorageFull {
+                dir: self.dir.display().to_string(),
+                detail,
+            },
+            other => other,
         }
     }
 

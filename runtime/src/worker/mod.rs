@@ -8,6 +8,7 @@
 //! [`travel`]; moving to another component version in [`update`]. The records a worker keeps in
 //! storage are in [`crate::worker_records`].
 
+mod fork;
 mod invoke;
 mod recover;
 mod regions;
@@ -17,6 +18,7 @@ mod suspend;
 mod travel;
 mod update;
 
+pub use fork::{fork_point, ForkPoint};
 pub use invoke::parse_params;
 pub use regions::settle_interrupted;
 pub use travel::{revert, RevertTarget};
@@ -60,13 +62,14 @@ fn history_gate(
 }
 
 /// What host functions know of the worker an instance is created (or rewound) for.
-fn context_for(inputs: &InstanceInputs<'_>, record: &WorkerRecord) -> Arc<WorkerContext> {
-    Arc::new(WorkerContext {
+fn context_for(inputs: &InstanceInputs<'_>, record: &WorkerRecord) -> Result<Arc<WorkerContext>> {
+    Ok(Arc::new(WorkerContext {
         id: record.id.clone(),
         record: record.clone(),
         storage: Arc::clone(inputs.storage),
         enumeration_page_size: inputs.enumeration_page_size.max(1),
-    })
+        origin: crate::forks::get(inputs.storage, &record.uid)?,
+    }))
 }
 
 /// A live instance of a worker.
@@ -155,8 +158,9 @@ impl Worker {
         gate.set_discarding(start == Start::Restore);
         let engine_error =
             |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
+        let context = context_for(inputs, &record)?;
         let mut store = Store::new(inputs.engine.clone());
-        let mut wasi = wasmer_wasix::WasiEnvBuilder::new(record.id.worker_name.clone())
+        let mut wasi = wasmer_wasix::WasiEnvBuilder::new(context.program_name())
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
             .runtime(Arc::clone(inputs.wasi_runtime))
@@ -169,7 +173,6 @@ impl Worker {
             &wasi.env,
             wasmer_wasix::WasiVersion::Snapshot1,
         );
-        let context = context_for(inputs, &record);
         let stop = StopSignal::default();
         gate.set_stop(stop.clone());
         let host_env = FunctionEnv::new(

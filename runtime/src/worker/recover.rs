@@ -424,7 +424,7 @@ impl Worker {
                 .grow(&mut self.store, wasmer::Pages(grow))
                 .map_err(|e| Error::Engine(format!("growing memory for the snapshot: {e}")))?;
         }
-        let reader = crate::snapshots::PageReader::new(&self.storage, self.record.uid);
+        let reader = crate::snapshots::PageReader::new(&self.storage, self.record.uid)?;
         let written = {
             let view = self.memory.view(&self.store);
             // SAFETY: no wasm code runs while we hold this slice (the instance is idle: it was
@@ -567,7 +567,7 @@ impl Worker {
         let mut gate = history_gate(inputs.storage, record, committed, inputs.echo_output, index);
         gate.set_stop(self.stop.clone());
         let written = self.restore_state(manifest, RestoreInto::InPlace)?;
-        let context = context_for(inputs, record);
+        let context = context_for(inputs, record)?;
         let state = self.env.as_mut(&mut self.store);
         state.gate = gate;
         // The persistence level restored with the snapshot applies to the new gate.

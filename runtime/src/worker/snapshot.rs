@@ -139,6 +139,21 @@ impl Worker {
                 "this worker cannot be snapshotted: {blocker}"
             )));
         }
+        // A worker sharing its pages with forks may find pages it took as stored collected by
+        // another worker of its space meanwhile: it captures once more, knowing what is stored.
+        match self.capture_and_store()? {
+            Some(stats) => Ok(stats),
+            None => self.capture_and_store()?.ok_or_else(|| {
+                Error::Storage(
+                    "the snapshot's pages kept being collected by workers sharing them".into(),
+                )
+            }),
+        }
+    }
+
+    /// One capture and its write; `None` if pages it took as stored were collected meanwhile
+    /// (nothing was written; the next capture reads all of memory and what is stored).
+    fn capture_and_store(&mut self) -> Result<Option<golemw_snapshot::CaptureStats>> {
         assert_eq!(
             self.gate().pending_len(),
             0,
@@ -187,12 +202,21 @@ impl Worker {
                 (_, last) => golemw_snapshot::capture(state, last, is_stored),
             }
         };
-        if let Err(err) = crate::snapshots::put(&self.storage, &self.record.uid, &capture) {
+        match crate::snapshots::put(&self.storage, &self.record.uid, &capture) {
+            Ok(crate::snapshots::Put::Stored) => {}
             // The kernel's record restarted at this capture, which is not stored, while
             // `last_pages` still describes the previous one: the next capture must read all
-            // of memory again.
-            self.snapshots.written = None;
-            return Err(err);
+            // of memory again (and, when pages were missing, learn what is stored anew).
+            Ok(crate::snapshots::Put::MissingPages(missing)) => {
+                tracing::debug!(worker = %self.record.id, missing, "shared pages collected meanwhile; capturing again");
+                self.snapshots.written = None;
+                self.snapshots.stored = None;
+                return Ok(None);
+            }
+            Err(err) => {
+                self.snapshots.written = None;
+                return Err(err);
+            }
         }
         let stats = capture.manifest.stats;
         let tracker = &mut self.snapshots;
@@ -206,7 +230,7 @@ impl Worker {
         self.write_image();
         self.prune_snapshots()?;
         tracing::debug!(worker = %self.record.id, index, ?stats, "snapshot taken");
-        Ok(stats)
+        Ok(Some(stats))
     }
 
     /// Brings the worker's memory image to the snapshot just taken (memory equals `last_pages`),

@@ -146,22 +146,6 @@ impl Rss {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles() {
-        let mut s = Samples::default();
-        for i in 1..=100 {
-            s.push(Duration::from_micros(i));
-        }
-        assert_eq!(s.median(), 50.5);
-        assert_eq!(s.p99(), 99.0);
-        assert_eq!(count(1234567.0), "1,234,567");
-    }
-}
-
 /// The order in which `n` interleaved configurations run in round `round`: a shuffle that
 /// differs from round to round (the same in every run), so that over the rounds each
 /// configuration follows each other about equally often. Rotating a fixed order instead
@@ -177,4 +161,20 @@ pub fn round_order(round: usize, n: usize) -> Vec<usize> {
         order.swap(i, (state % (i as u64 + 1)) as usize);
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let mut s = Samples::default();
+        for i in 1..=100 {
+            s.push(Duration::from_micros(i));
+        }
+        assert_eq!(s.median(), 50.5);
+        assert_eq!(s.p99(), 99.0);
+        assert_eq!(count(1234567.0), "1,234,567");
+    }
 }

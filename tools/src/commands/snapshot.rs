@@ -213,7 +213,7 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
             let uid = executor.worker_record(&id)?.uid;
             let list = snapshots::list(executor.storage(), &uid)?;
             let m = manifest(find(&list, Some(index))?)?;
-            let reader = snapshots::PageReader::new(executor.storage(), uid);
+            let reader = snapshots::PageReader::new(executor.storage(), uid)?;
             let mut image = vec![0u8; m.memory_bytes as usize];
             golemw_snapshot::restore_into(m, &mut image, |h, page| reader.read_into(h, page))?;
             std::fs::write(&memory, &image)

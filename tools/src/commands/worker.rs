@@ -1,4 +1,4 @@
-//! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | update |
+//! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | fork | update |
 //! complete-promise | interrupt | resume`
 
 use std::process::ExitCode;
@@ -116,6 +116,32 @@ pub enum WorkerCommand {
         /// Undo the last N invocations.
         #[arg(long, value_name = "N")]
         last_invocations: Option<u64>,
+    },
+    /// Make a new worker from another one's history: a copy of its oplog up to an index and of
+    /// its snapshots up to there, after which the two live separate lives.
+    ///
+    /// The fork NEW is a worker of the same component, with the source's arguments and
+    /// environment, on the component version the source ran at that index. Its state comes
+    /// from the source's nearest snapshot at or before the index plus a replay of the entries
+    /// after it, as at a restart: the snapshot's memory pages are shared with the source, not
+    /// copied, so a fork costs about what a restore does (it is made in one durable transaction
+    /// and started at its first use). Results of invocations that completed by the index are
+    /// kept, so an idempotency key repeated to the fork answers as the source did. Promises the
+    /// source created stay the source's; invocations queued for it are not the fork's.
+    /// Deleting either worker leaves the other whole.
+    ///
+    /// The index defaults to the end of the source's oplog. It must be a point where the source
+    /// was idle: not inside an invocation (one that is suspended, sleeping, retrying or
+    /// interrupted too: fork before it), not inside a region a jump, revert or retry deleted,
+    /// not inside an update. `worker oplog` shows the indexes.
+    Fork {
+        /// COMPONENT/WORKER: the worker to fork.
+        worker: String,
+        /// The new worker's name (in the same component).
+        new_name: String,
+        /// Copy the history up to and including this oplog index (default: all of it).
+        #[arg(long, value_name = "N")]
+        at_oplog_index: Option<u64>,
     },
     /// Move a worker to another version of its component (see `component update`).
     ///
@@ -379,6 +405,19 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 );
             }
         }
+        WorkerCommand::Fork {
+            worker,
+            new_name,
+            at_oplog_index,
+        } => {
+            let id = worker_id(&executor, &worker)?;
+            let fork = executor.fork_worker(&id, &new_name, at_oplog_index)?;
+            if ctx.json {
+                output::json(&fork);
+            } else {
+                print_forked(&fork);
+            }
+        }
         WorkerCommand::Update {
             worker,
             target_version,
@@ -424,6 +463,36 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `worker fork` prints (without `--json`).
+pub fn print_forked(fork: &golemw_runtime::executor::Fork) {
+    println!(
+        "forked {} at oplog index {} into {} (status {}, component version {})",
+        fork.source,
+        fork.oplog_index,
+        fork.worker.id,
+        fork.worker.status.as_str(),
+        fork.worker.component_version
+    );
+    match fork.snapshots.last() {
+        Some(index) => println!(
+            "{} snapshot(s) shared with the source, the newest at oplog index {index}: its \
+             first start restores it and replays {} entries",
+            fork.snapshots.len(),
+            fork.oplog_index - index
+        ),
+        None => println!(
+            "no snapshot to share: its first start replays all {} entries",
+            fork.oplog_index
+        ),
+    }
+    println!(
+        "{} oplog block(s) and {} invocation result(s) copied in {:.3} ms",
+        fork.oplog_blocks,
+        fork.invocation_results,
+        fork.duration_us as f64 / 1000.0
+    );
+}
+
 /// `worker get` as text.
 pub fn print_details(details: WorkerDetails) {
     let id = details.id.clone();
@@ -436,6 +505,7 @@ pub fn print_details(details: WorkerDetails) {
         sleep,
         queued,
         image_bytes,
+        origin,
         ..
     } = details;
     println!("worker:            {}", record.id.worker_name);
@@ -451,6 +521,14 @@ pub fn print_details(details: WorkerDetails) {
     );
     println!("retry count:       {}", record.retry_count);
     println!("oplog length:      {oplog_len}");
+    if let Some(origin) = &origin {
+        println!(
+            "forked from:       {} at oplog index {} ({})",
+            origin.source,
+            origin.at,
+            output::timestamp(origin.forked_at_ms)
+        );
+    }
     match latest_snapshot {
         Some(index) => println!("latest snapshot:   at oplog index {index}"),
         None => println!("latest snapshot:   none"),

@@ -54,6 +54,7 @@ impl From<Error> for ApiError {
             Error::UnknownFunction(_) => (S::BAD_REQUEST, "unknown-function"),
             Error::InvalidArguments(_) => (S::BAD_REQUEST, "invalid-arguments"),
             Error::InvalidRevert { .. } => (S::BAD_REQUEST, "invalid-revert"),
+            Error::InvalidFork { .. } => (S::BAD_REQUEST, "invalid-fork"),
             Error::WorkerFailed { .. } => (S::CONFLICT, "worker-failed"),
             Error::WorkerExited { .. } => (S::CONFLICT, "worker-exited"),
             Error::WorkerSuspended { .. } => (S::CONFLICT, "worker-suspended"),

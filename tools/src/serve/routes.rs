@@ -88,6 +88,10 @@ pub fn router(executor: Jobs) -> Router {
             "/v1/components/{component}/workers/{worker}/revert",
             post(revert),
         )
+        .route(
+            "/v1/components/{component}/workers/{worker}/fork",
+            post(fork),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -135,11 +139,11 @@ async fn io_metrics(State(executor): State<Jobs>) -> Reply {
         "syncs": io.syncs,
         "grouped_writes": io.grouped_writes,
         "active_workers": loaded,
+        "active_memory_bytes": ex.active_memory_bytes(),
         "evicted_workers": evicted,
         "pending_timers": ex.pending_timers(),
     }))
 }
-        "active_memory_bytes": ex.active_memory_bytes(),
 
 async fn list_components(State(executor): State<Jobs>) -> Reply {
     let list = executor.run(|ex| ex.components().list()).await??;
@@ -539,4 +543,28 @@ async fn revert(
     })
     .await?;
     ok(reverted)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForkRequest {
+    /// The new worker's name (in the same component).
+    target: String,
+    /// The last oplog index of the source's history the fork gets (default: all of it).
+    oplog_index: Option<u64>,
+}
+
+/// Forks a worker (as `golemw worker fork`): body `{"target": NAME, "oplog_index": N}`
+/// (`oplog_index` optional); 201 with what was made.
+async fn fork(
+    State(executor): State<Jobs>,
+    Path(path): Path<(String, String)>,
+    payload: Result<Json<ForkRequest>, JsonRejection>,
+) -> Reply {
+    let request = body(payload)?;
+    let fork = on_worker(&executor, path, move |ex, id| {
+        ex.fork_worker(&id, &request.target, request.oplog_index)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(to_json(&fork))))
 }
