@@ -23,10 +23,10 @@ use crate::stop::StopSignal;
 
 /// How often the watchdog looks (and how often it sends the interrupt again to a call that has
 /// not stopped yet: Wasmer's signal can miss a guest that is just entering wasm).
-const TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(5);
 
 /// Default of how long a call runs before its thread is confined to the core for long calls.
-pub const DEFAULT_CONFINE_AFTER: Duration = Duration::from_millis(50);
+pub const DEFAULT_CONFINE_AFTER: Duration = Duration::from_millis(10);
 
 /// Watches the guest calls of one executor.
 #[derive(Clone)]

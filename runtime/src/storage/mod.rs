@@ -170,11 +170,19 @@ impl Storage {
             .open(&db_dir)
             .map_err(|e| Error::Storage(format!("opening LMDB in {}: {e}", db_dir.display())))?;
         let open = |name: &str| {
-            env.open_db(Some(name)).map_err(|e| {
-                Error::Storage(format!(
+            env.open_db(Some(name)).map_err(|e| match e {
+                // Tables are created when a directory is opened for writing: one last written
+                // by an older golemw lacks the newer ones, and read-only cannot add them.
+                lmdb::Error::NotFound => Error::Storage(format!(
+                    "{}: it has no table {name}: it was last written by an older golemw; any \
+                     command of this one that writes to it (`golemw component list` will do) \
+                     adds the table, then try again",
+                    db_dir.display()
+                )),
+                e => Error::Storage(format!(
                     "{}: table {name} cannot be opened: {e}",
                     db_dir.display()
-                ))
+                )),
             })
         };
         let tables = Tables::each(open)?;
