@@ -641,3 +641,47 @@ fn the_image_of_a_deleted_worker_is_removed_when_the_data_directory_is_next_open
     );
     assert_eq!(ex.active_state_digest(&id).unwrap(), live);
 }
+
+/// `replay-ms:N` snapshots once the invocations since the last snapshot took N ms of guest
+/// time, whatever their number: an invocation writing 8 MiB of noise (milliseconds) is followed
+/// by a snapshot under `replay-ms:1` and not under `replay-ms:100000`, and a restart after it
+/// replays nothing. It is the default policy.
+#[test]
+fn replay_ms_snapshots_by_the_time_a_restart_would_replay() {
+    assert_eq!(
+        SnapshotPolicy::default(),
+        "replay-ms:50".parse::<SnapshotPolicy>().unwrap()
+    );
+    let wasm = std::fs::read(guest_wasm("memory")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ex, id) = setup(dir.path(), "replay-ms:100000", &wasm, "memory");
+    invoke(&ex, &id, "fill-mib", &["8"]);
+    invoke(&ex, &id, "checksum", &[]);
+    assert!(
+        snapshot_indexes(&ex, &id).is_empty(),
+        "no snapshot before 100 s of guest time"
+    );
+    drop(ex);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ex, id) = setup(dir.path(), "replay-ms:1", &wasm, "memory");
+    invoke(&ex, &id, "fill-mib", &["8"]);
+    let after_fill = snapshot_indexes(&ex, &id);
+    assert_eq!(
+        after_fill.len(),
+        1,
+        "a snapshot after the fill: {after_fill:?}"
+    );
+    let digest = invoke(&ex, &id, "checksum", &[]).unwrap();
+    drop(ex);
+    let ex = open(dir.path(), "replay-ms:1");
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    let newest = *snapshot_indexes(&ex, &id).last().unwrap();
+    assert_eq!(report.snapshot_index, Some(newest));
+    assert!(
+        report.invocations_replayed <= 1,
+        "replayed {} invocations after the snapshot",
+        report.invocations_replayed
+    );
+    assert_eq!(invoke(&ex, &id, "checksum", &[]).unwrap(), digest);
+}

@@ -30,7 +30,9 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// When to snapshot workers (at idle points): off, invocations:N, entries:N or seconds:N.
+    /// When to snapshot workers (at idle points): off, invocations:N, entries:N, seconds:N or
+    /// replay-ms:N (once replaying the invocations since the last snapshot would take N ms of
+    /// guest time; the default, replay-ms:50, bounds a restart in time).
     /// Recovery restores the newest snapshot and replays only the entries after it.
     #[arg(long, global = true, env = "GOLEMW_SNAPSHOT_POLICY", value_name = "POLICY",
           default_value_t = golemw_runtime::SnapshotPolicy::default())]

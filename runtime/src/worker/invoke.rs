@@ -89,6 +89,7 @@ impl Worker {
             }
             _ => {}
         }
+        let started = std::time::Instant::now();
         let export = self.interface.find_export(function)?;
         let values = parse_params(&export, params)?;
         let canonical: Vec<String> = values.iter().map(to_wave).collect::<Result<_, _>>()?;
@@ -101,6 +102,8 @@ impl Worker {
         self.begin_invocation(invoked, idempotency_key);
         self.record.status = WorkerStatus::Running;
         let outcome = self.call_and_settle(&export, &values, idempotency_key)?;
+        // What replaying it will cost: the same parsing, entries and call (not the commit).
+        self.snapshots.replay_us += started.elapsed().as_micros() as u64;
         let result = self.finish_live(&export, idempotency_key, keep_result, durable, outcome)?;
         self.snapshots.invocations_since += 1;
         self.maybe_snapshot();

@@ -589,7 +589,11 @@ impl Worker {
                     ..
                 } => {
                     report.invocations_replayed += 1;
+                    // Counted whole (parsing, entries, the call, the comparison): it is what
+                    // this replay cost, and what the next one will.
+                    let started = std::time::Instant::now();
                     self.replay_invocation(index, &function, &params, &idempotency_key, report)?;
+                    self.snapshots.replay_us += started.elapsed().as_micros() as u64;
                 }
                 OplogEntry::Error { message, .. } => {
                     self.record.status = WorkerStatus::Failed;

@@ -53,6 +53,9 @@ pub(super) struct SnapshotTracker {
     pub(super) invocations_since: u64,
     /// When the newest snapshot was taken (or the worker created), ms since the epoch.
     pub(super) since_ms: u64,
+    /// Guest time of the invocations since the newest snapshot (their export calls, live or
+    /// replayed), µs: what a restart would run again.
+    pub(super) replay_us: u64,
 }
 
 impl SnapshotTracker {
@@ -106,6 +109,7 @@ impl SnapshotTracker {
             image: None,
             invocations_since: 0,
             since_ms: now_ms(),
+            replay_us: 0,
         }
     }
 }
@@ -119,11 +123,13 @@ impl Worker {
         }
         let entries = self.oplog_len() - self.snapshots.last_index;
         let tracker = &self.snapshots;
-        let elapsed = std::time::Duration::from_millis(now_ms().saturating_sub(tracker.since_ms));
-        if !tracker
-            .policy
-            .due(tracker.invocations_since, entries, elapsed)
-        {
+        let since = crate::snapshots::SinceSnapshot {
+            invocations: tracker.invocations_since,
+            entries,
+            elapsed: std::time::Duration::from_millis(now_ms().saturating_sub(tracker.since_ms)),
+            replay_us: tracker.replay_us,
+        };
+        if !tracker.policy.due(&since) {
             return;
         }
         if let Err(err) = self.snapshot() {
@@ -227,6 +233,7 @@ impl Worker {
         tracker.last_index = index;
         tracker.invocations_since = 0;
         tracker.since_ms = now_ms();
+        tracker.replay_us = 0;
         self.write_image();
         self.prune_snapshots()?;
         tracing::debug!(worker = %self.record.id, index, ?stats, "snapshot taken");
