@@ -11,6 +11,7 @@
 
 mod capture;
 mod cold_start;
+mod fork;
 mod host_calls;
 mod hostile;
 mod http;
@@ -49,6 +50,7 @@ const FIGURES: &[(&str, FigureFn)] = &[
     ("cold-start", cold_start::run),
     ("many-workers", many_workers::run),
     ("time-travel", travel::run),
+    ("fork", fork::run),
     ("throughput", throughput::run),
     ("sleepers", sleepers::run),
     ("rpc", rpc::run),
@@ -78,8 +80,8 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     many_workers: usize,
     /// Run only these figures (comma-separated): host-calls, oplog, invocation, restart,
-    /// restore-limit, capture, cold-start, many-workers, time-travel, throughput, sleepers, rpc,
-    /// hostile, wasmer-journal.
+    /// restore-limit, capture, cold-start, many-workers, time-travel, fork, throughput, sleepers,
+    /// rpc, hostile, wasmer-journal.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print JSON on stdout instead of tables.
