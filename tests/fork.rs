@@ -11,7 +11,7 @@ use golemw_runtime::{
     snapshots, Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId,
     WorkerStatus,
 };
-use golemw_tests::guest_wasm;
+use golemw_tests::{guest_wasm, invoke_text as invoke, try_invoke};
 
 fn open_with(dir: &std::path::Path, policy: &str, keep: usize) -> Arc<Executor> {
     let options = ExecutorOptions {
@@ -33,22 +33,6 @@ fn setup(dir: &std::path::Path, policy: &str, guest: &str) -> (Arc<Executor>, Wo
     ex.components().add(guest, &wasm).expect("add component");
     let id = ex.worker_id(guest, "w").unwrap();
     (ex, id)
-}
-
-fn try_invoke(
-    ex: &Executor,
-    id: &WorkerId,
-    function: &str,
-    args: &[&str],
-) -> Result<Option<String>, Error> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, None).map(|o| o.result)
-}
-
-fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
-    try_invoke(ex, id, function, args)
-        .unwrap_or_else(|e| panic!("{id} {function}({args:?}) failed: {e}"))
-        .unwrap_or_default()
 }
 
 fn named(ex: &Executor, id: &WorkerId, name: &str) -> WorkerId {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use golemw_runtime::oplog::{DiscardReason, HostFunction, OplogEntry};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
-use golemw_tests::guest_wasm;
+use golemw_tests::{guest_wasm, invoke_text as invoke, try_invoke};
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
@@ -23,22 +23,6 @@ fn setup(dir: &std::path::Path) -> (std::sync::Arc<Executor>, WorkerId) {
     ex.components().add("txn", &wasm).expect("add component");
     let id = ex.worker_id("txn", "w").unwrap();
     (ex, id)
-}
-
-fn try_invoke(
-    ex: &Executor,
-    id: &WorkerId,
-    function: &str,
-    args: &[&str],
-) -> Result<Option<String>, Error> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, None).map(|o| o.result)
-}
-
-fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
-    try_invoke(ex, id, function, args)
-        .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
-        .unwrap_or_default()
 }
 
 fn entries(ex: &Executor, id: &WorkerId) -> Vec<(u64, OplogEntry)> {

@@ -7,7 +7,7 @@ use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{
     Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId, WorkerStatus,
 };
-use golemw_tests::guest_wasm;
+use golemw_tests::{guest_wasm, try_invoke};
 
 fn open(dir: &std::path::Path, policy: &str) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
@@ -25,16 +25,6 @@ fn setup(dir: &std::path::Path, policy: &str) -> (std::sync::Arc<Executor>, Work
     ex.components().add("travel", &wasm).expect("add component");
     let id = ex.worker_id("travel", "w").unwrap();
     (ex, id)
-}
-
-fn try_invoke(
-    ex: &Executor,
-    id: &WorkerId,
-    function: &str,
-    args: &[&str],
-) -> Result<Option<String>, Error> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, None).map(|o| o.result)
 }
 
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {

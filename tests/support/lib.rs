@@ -198,6 +198,30 @@ pub fn oplog_entries(
     out
 }
 
+/// Invokes `function` on worker `id` with WAVE `args` and no idempotency key: its WAVE result,
+/// or the error.
+pub fn try_invoke(
+    ex: &golemw_runtime::Executor,
+    id: &golemw_runtime::WorkerId,
+    function: &str,
+    args: &[&str],
+) -> Result<Option<String>, golemw_runtime::Error> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    ex.invoke(id, function, &args, None).map(|o| o.result)
+}
+
+/// [`try_invoke`] that must succeed: its WAVE result, or "" for a function without one.
+pub fn invoke_text(
+    ex: &golemw_runtime::Executor,
+    id: &golemw_runtime::WorkerId,
+    function: &str,
+    args: &[&str],
+) -> String {
+    try_invoke(ex, id, function, args)
+        .unwrap_or_else(|e| panic!("{id} {function}({args:?}) failed: {e}"))
+        .unwrap_or_default()
+}
+
 mod fixtures;
 pub use fixtures::*;
 
