@@ -49,7 +49,7 @@ const DEADLINE_MS: &str = "1000";
 /// the first try, with no SIGKILL in between). A deposit takes about a millisecond when the
 /// server is alone; the bound is far above that because this runs a debug build of the server
 /// on a 2-core machine beside the test's own 8 busy threads, two hostile guests burning a core
-/// between them (confined to one core only after 50 ms), memory bombs being snapshotted,
+/// between them (confined to one core, as SCHED_IDLE, only after 10 ms), memory bombs being snapshotted,
 /// and the first request to each worker after a restart recovering it from storage. A server
 /// that let a hostile guest hold up other workers (a spin is stopped after 1 s, each retry too)
 /// would show multi-second latencies and fail it.
