@@ -359,6 +359,18 @@ fn invoke(
 }
 
 /// Whether an answer is the full disk (the only refusal a deposit may get).
+/// Sends `deposit` to `worker` (`add` under the deposit's key), once.
+fn send(address: &str, worker: &str, deposit: &Deposit) -> Sent {
+    invoke(
+        address,
+        worker,
+        "add",
+        &[deposit.amount.to_string()],
+        &deposit.key,
+        DEPOSIT_TIMEOUT,
+    )
+}
+
 fn is_storage_full(status: u16, body: &Value) -> bool {
     status == 507 && body["kind"] == "storage-full"
 }
@@ -395,14 +407,7 @@ fn client(shared: Arc<Shared>, client: usize) -> Ledger {
         let kills = shared.kills.load(Ordering::SeqCst);
         let address = shared.address.read().unwrap().clone();
         let sent = Instant::now();
-        match invoke(
-            &address,
-            &worker,
-            "add",
-            &[deposit.amount.to_string()],
-            &deposit.key,
-            DEPOSIT_TIMEOUT,
-        ) {
+        match send(&address, &worker, &deposit) {
             Sent::Answered(200, body) => {
                 let took = sent.elapsed();
                 assert_eq!(body["status"], "completed", "{worker} {deposit:?}: {body}");
@@ -655,14 +660,7 @@ fn chaos_nothing_answered_is_lost_or_doubled_and_well_behaved_latency_stays_boun
                 rig.assert_alive(seed);
                 deposit.sends += 1;
                 ledger.resends += 1;
-                match invoke(
-                    &address,
-                    &worker,
-                    "add",
-                    &[deposit.amount.to_string()],
-                    &deposit.key,
-                    DEPOSIT_TIMEOUT,
-                ) {
+                match send(&address, &worker, &deposit) {
                     Sent::Answered(200, body) => {
                         let total = body["result"].as_str().unwrap().parse().unwrap();
                         ledger.answered.push((deposit, total));

@@ -60,6 +60,30 @@ fn recovered(
     (report, digest)
 }
 
+/// Forking `w` as `f` at `at` is refused with an `InvalidFork` error that says `says`.
+fn assert_fork_refused(ex: &Executor, w: &WorkerId, at: Option<u64>, says: &str) {
+    match ex.fork_worker(w, "f", at) {
+        Err(err @ Error::InvalidFork { .. }) => {
+            assert!(err.to_string().contains(says), "fork at {at:?}: {err}")
+        }
+        other => panic!("fork at {at:?} should be refused, got {other:?}"),
+    }
+}
+
+/// The indexes of `w`'s `exported-function-invoked` entries, oldest first.
+fn invocation_starts(ex: &Executor, w: &WorkerId) -> Vec<u64> {
+    golemw_tests::oplog_entries(ex, w)
+        .into_iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                golemw_runtime::oplog::OplogEntry::ExportedFunctionInvoked { .. }
+            )
+        })
+        .map(|(index, _)| index)
+        .collect()
+}
+
 #[test]
 fn a_fork_at_the_end_or_earlier_equals_a_full_replay_of_the_prefix_and_restores_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -476,27 +500,11 @@ fn forks_are_refused_where_the_source_was_not_idle_and_for_bad_names() {
         ex.fork_worker(&w, "", None),
         Err(Error::InvalidWorkerName(_))
     ));
-    let refused = |at: u64, says: &str| match ex.fork_worker(&w, "f", Some(at)) {
-        Err(err @ Error::InvalidFork { .. }) => {
-            assert!(err.to_string().contains(says), "fork at {at}: {err}")
-        }
-        other => panic!("fork at {at} should be refused, got {other:?}"),
-    };
-    refused(0, "does not exist");
-    refused(len + 1, "past the end");
+    assert_fork_refused(&ex, &w, Some(0), "does not exist");
+    assert_fork_refused(&ex, &w, Some(len + 1), "past the end");
     // Inside the invocation: after its `exported-function-invoked` entry, before its end.
-    let entries = golemw_tests::oplog_entries(&ex, &w);
-    let invoked = entries
-        .iter()
-        .find(|(_, e)| {
-            matches!(
-                e,
-                golemw_runtime::oplog::OplogEntry::ExportedFunctionInvoked { .. }
-            )
-        })
-        .unwrap()
-        .0;
-    refused(invoked, "had not ended");
+    let invoked = invocation_starts(&ex, &w)[0];
+    assert_fork_refused(&ex, &w, Some(invoked), "had not ended");
     assert!(ex.workers().get(&named(&ex, &w, "f")).unwrap().is_none());
     // Before it: the worker as created.
     let early = ex.fork_worker(&w, "f", Some(invoked - 1)).unwrap();
@@ -517,23 +525,8 @@ fn a_suspended_or_time_travelled_source_is_forked_only_at_idle_points() {
         WorkerStatus::Suspended
     );
     let len = ex.oplog_len(&w).unwrap();
-    match ex.fork_worker(&w, "f", None) {
-        Err(err @ Error::InvalidFork { .. }) => {
-            assert!(err.to_string().contains("had not ended"), "{err}")
-        }
-        other => panic!("forking a suspended worker at its end: {other:?}"),
-    }
-    let invoked = golemw_tests::oplog_entries(&ex, &w)
-        .iter()
-        .rev()
-        .find(|(_, e)| {
-            matches!(
-                e,
-                golemw_runtime::oplog::OplogEntry::ExportedFunctionInvoked { .. }
-            )
-        })
-        .unwrap()
-        .0;
+    assert_fork_refused(&ex, &w, None, "had not ended");
+    let invoked = *invocation_starts(&ex, &w).last().unwrap();
     assert!(invoked <= len);
     let before = ex.fork_worker(&w, "f", Some(invoked - 1)).unwrap();
     assert_eq!(before.worker.status, WorkerStatus::Idle);
@@ -552,12 +545,7 @@ fn a_suspended_or_time_travelled_source_is_forked_only_at_idle_points() {
         other => panic!("jump: {other:?}"),
     }
     invoke(&ex, &w, "add", &["4"]);
-    match ex.fork_worker(&w, "f", Some(inside)) {
-        Err(err @ Error::InvalidFork { .. }) => {
-            assert!(err.to_string().contains("deleted"), "{err}")
-        }
-        other => panic!("forking inside a deleted region: {other:?}"),
-    }
+    assert_fork_refused(&ex, &w, Some(inside), "deleted");
     let fork = ex.fork_worker(&w, "f", None).unwrap();
     assert_eq!(
         fork.worker.history.deleted,

@@ -51,7 +51,6 @@ struct Watched {
 }
 
 /// What the watchdog did to a long call's thread, for the thread to undo when the call returns.
-#[derive(Default)]
 struct Confinement {
     /// Moved to the core for long calls.
     moved: std::sync::atomic::AtomicBool,

@@ -33,8 +33,9 @@ struct Run {
 pub fn run(ctx: &Ctx) -> Result<Figure> {
     let golemw = crate::restart::golemw_binary()?;
     let all = 0..SPINNERS + BOMBS + FLOODS;
-    // `--confine-after-ms`: the server's default, or 0 (never).
-    const DEFAULT: &str = "";
+    // Extra arguments of `golemw serve`: none (its default confinement), or never confine.
+    const DEFAULT: &[&str] = &[];
+    const NEVER: &[&str] = &["--confine-after-ms", "0"];
     let configurations = [
         ("no hostile guest", DEFAULT, 0..0),
         (
@@ -42,7 +43,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
             DEFAULT,
             all.clone(),
         ),
-        ("10 hostile guests, not confined", "0", all),
+        ("10 hostile guests, not confined", NEVER, all),
         ("only the 6 endless loops (confined)", DEFAULT, 0..SPINNERS),
         (
             "only the 2 memory bombs (confined)",
@@ -57,14 +58,9 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     ];
     let bar = ctx.progress("hostile", configurations.len() as u64);
     let mut runs = Vec::new();
-    for (label, confine, attacking) in configurations {
+    for (label, args, attacking) in configurations {
         let hostile = !attacking.is_empty();
         let dir = ctx.temp_dir()?;
-        let args: &[&str] = if confine == DEFAULT {
-            &[]
-        } else {
-            &["--confine-after-ms", confine]
-        };
         let server = Server::start_with(&golemw, dir.path(), args)?;
         server.add_component(
             "counter",
