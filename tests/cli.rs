@@ -1,6 +1,7 @@
 //! The `golemw` command, as a user runs it: separate processes on one data directory, including
 //! processes killed with SIGKILL in the middle of their work.
 
+use golemw_tests::Completes;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -385,7 +386,9 @@ fn sigkill_during_an_update_leaves_the_worker_on_one_version_or_the_other() {
         ex.components().add("upd", &v1).unwrap();
         let id = ex.worker_id("upd", "w").unwrap();
         for _ in 0..ADDS {
-            ex.invoke(&id, "add", &["1".to_string()], None).unwrap();
+            ex.invoke(&id, "add", &["1".to_string()], None)
+                .done()
+                .unwrap();
         }
         let v2 = std::fs::read(guest_wasm("update-v2")).unwrap();
         ex.components().update("upd", &v2).unwrap();

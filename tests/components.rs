@@ -3,6 +3,7 @@
 //! cargo-component makes), loaded, run durably, restarted, restored from snapshots; and what
 //! cannot run is refused with the reason.
 
+use golemw_tests::Completes;
 use std::sync::Arc;
 
 use golemw_runtime::oplog::{LogStream, OplogEntry};
@@ -23,6 +24,7 @@ fn open(dir: &std::path::Path) -> Arc<Executor> {
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ex.invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{id}.{function}({args:?}) failed: {e}"))
         .result
         .unwrap_or_default()

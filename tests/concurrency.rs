@@ -2,12 +2,13 @@
 //! worker's in arrival order, group commit, eviction, interrupts, durable sleeps and queued
 //! invocations. Real LMDB in a temp dir, real Wasmer, guests built from source.
 
+use golemw_tests::Completes;
 use std::future::Future;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use golemw_runtime::executor::InvocationStatus;
-use golemw_runtime::{Error, Executor, ExecutorOptions, WorkerId, WorkerStatus};
+use golemw_runtime::{Deferred, Error, Executor, ExecutorOptions, Invoked, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
 
 fn open_with(dir: &std::path::Path, options: ExecutorOptions) -> std::sync::Arc<Executor> {
@@ -26,6 +27,7 @@ fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> 
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) on {id} failed: {e}"))
         .result
 }
@@ -275,7 +277,7 @@ fn an_invocation_past_its_deadline_traps_and_each_retry_is_stopped_too() {
         let started = Instant::now();
         let spinning = {
             let (ex, id) = (Arc::clone(&ex), id.clone());
-            std::thread::spawn(move || ex.invoke(&id, function, &[], Some("runaway")))
+            std::thread::spawn(move || ex.invoke(&id, function, &[], Some("runaway")).done())
         };
         let calm = ex.worker_id("hostile", &format!("calm-{worker}")).unwrap();
         assert_eq!(invoke(&ex, &calm, "add", &["1"]), Some("1".into()));
@@ -312,7 +314,7 @@ fn interrupt_stops_a_running_invocation_even_in_a_loop_without_host_calls() {
         assert_eq!(invoke(&ex, &id, "add", &["5"]), Some("5".into()));
         let running = {
             let (ex, id) = (Arc::clone(&ex), id.clone());
-            std::thread::spawn(move || ex.invoke(&id, function, &[], Some("the-spin")))
+            std::thread::spawn(move || ex.invoke(&id, function, &[], Some("the-spin")).done())
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while ex.worker_record(&id).unwrap().status != WorkerStatus::Running {
@@ -341,7 +343,10 @@ fn interrupt_stops_a_running_invocation_even_in_a_loop_without_host_calls() {
             WorkerStatus::Interrupted
         );
         // Interrupted: nothing runs it until resumed.
-        let refused = ex.invoke(&id, "add", &["1".into()], None).unwrap_err();
+        let refused = ex
+            .invoke(&id, "add", &["1".into()], None)
+            .done()
+            .unwrap_err();
         assert!(
             matches!(refused, Error::WorkerInterrupted { .. }),
             "{refused}"
@@ -360,18 +365,18 @@ fn a_long_sleep_suspends_the_worker_and_a_timer_finishes_the_invocation() {
     add_component(&ex, "clocks", "clocks");
     let id = ex.worker_id("clocks", "sleeper").unwrap();
     // The worker exists first, so that the time below is the sleep's alone.
-    ex.invoke(&id, "now", &[], None).unwrap();
+    ex.invoke(&id, "now", &[], None).done().unwrap();
     let started = Instant::now();
-    let err = ex
+    let invoked = ex
         .invoke(&id, "sleep-ms", &["700".into()], Some("nap"))
-        .unwrap_err();
-    let Error::Sleeping {
+        .unwrap();
+    let Invoked::Deferred(Deferred::Sleeping {
         until_ms,
         idempotency_key,
         ..
-    } = err
+    }) = invoked
     else {
-        panic!("expected the worker to sleep durably, got {err}");
+        panic!("expected the worker to sleep durably, got {invoked:?}");
     };
     assert_eq!(idempotency_key, "nap");
     assert!(
@@ -388,8 +393,11 @@ fn a_long_sleep_suspends_the_worker_and_a_timer_finishes_the_invocation() {
         Some(InvocationStatus::Suspended { until_ms: Some(u) }) if u == until_ms
     ));
     // Another invocation meanwhile is queued behind the sleeping one.
-    let queued = ex.invoke(&id, "now", &[], Some("after-nap")).unwrap_err();
-    assert!(matches!(queued, Error::Queued { .. }), "{queued}");
+    let queued = ex.invoke(&id, "now", &[], Some("after-nap")).unwrap();
+    assert!(
+        matches!(queued, Invoked::Deferred(Deferred::Queued { .. })),
+        "{queued:?}"
+    );
     block_on(ex.await_invocation(&id, "nap")).unwrap();
     let woke = started.elapsed();
     assert!(woke >= Duration::from_millis(700), "woke after {woke:?}");
@@ -419,12 +427,13 @@ fn with_a_threshold_of_zero_short_sleeps_suspend_and_finish() {
     for (n, ms) in [1, 1, 5, 20].into_iter().enumerate() {
         let key = format!("s{n}");
         match ex.invoke(&id, "sleep-ms", &[ms.to_string()], Some(&key)) {
-            Err(Error::Sleeping { .. }) => {
+            Ok(Invoked::Deferred(Deferred::Sleeping { .. })) => {
                 let done = block_on(ex.await_invocation(&id, &key));
                 assert!(done.is_ok(), "sleep {n} of {ms} ms: {done:?}");
             }
             // Its due time passed before it could suspend: it slept in place.
-            Ok(_) => {}
+            Ok(Invoked::Completed(_)) => {}
+            Ok(other) => panic!("sleep {n} of {ms} ms: {other:?}"),
             Err(err) => panic!("sleep {n} of {ms} ms: {err}"),
         }
     }
@@ -443,10 +452,13 @@ fn a_worker_sleeping_when_the_process_stops_wakes_in_the_next_one() {
         let ex = Executor::serve(dir.path(), options.clone()).unwrap();
         add_component(&ex, "clocks", "clocks");
         let id = ex.worker_id("clocks", "sleeper").unwrap();
-        let err = ex
+        let invoked = ex
             .invoke(&id, "sleep-ms", &["500".into()], Some("nap"))
-            .unwrap_err();
-        assert!(matches!(err, Error::Sleeping { .. }), "{err}");
+            .unwrap();
+        assert!(
+            matches!(invoked, Invoked::Deferred(Deferred::Sleeping { .. })),
+            "{invoked:?}"
+        );
         id
     };
     // Stopped before the due time; the new process schedules the sleeper and wakes it.
@@ -567,7 +579,7 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
     assert_eq!(lowered(), 0, "nothing is lowered before a long call");
     let spinning = {
         let (ex, id) = (Arc::clone(&ex), id.clone());
-        std::thread::spawn(move || ex.invoke(&id, "spin", &[], Some("long")))
+        std::thread::spawn(move || ex.invoke(&id, "spin", &[], Some("long")).done())
     };
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(

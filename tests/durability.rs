@@ -4,6 +4,7 @@
 
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
+use golemw_tests::Completes;
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     Executor::open(dir, ExecutorOptions::default()).expect("open the data directory")
@@ -25,6 +26,7 @@ fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> 
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .result
 }
@@ -144,14 +146,14 @@ fn an_idempotency_key_runs_the_invocation_once() {
     add_component(&ex, "counter", "counter");
     let id = worker(&ex, "counter", "w");
     let args = vec!["10".to_string()];
-    let first = ex.invoke(&id, "add", &args, Some("key-1")).unwrap();
-    let again = ex.invoke(&id, "add", &args, Some("key-1")).unwrap();
+    let first = ex.invoke(&id, "add", &args, Some("key-1")).done().unwrap();
+    let again = ex.invoke(&id, "add", &args, Some("key-1")).done().unwrap();
     assert_eq!(first.result.as_deref(), Some("10"));
     assert_eq!(again.result.as_deref(), Some("10"));
     assert!(again.from_idempotency_key);
     drop(ex);
     let ex = open(dir.path());
-    let again = ex.invoke(&id, "add", &args, Some("key-1")).unwrap();
+    let again = ex.invoke(&id, "add", &args, Some("key-1")).done().unwrap();
     assert!(again.from_idempotency_key);
     assert_eq!(invoke(&ex, &id, "get", &[]).as_deref(), Some("10"));
 }
@@ -265,7 +267,10 @@ fn bad_invocations_get_clear_errors_and_change_nothing() {
     let len = ex.oplog_len(&id).unwrap();
     let call = |ex: &Executor, f: &str, args: &[&str]| {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        ex.invoke(&id, f, &args, None).unwrap_err().to_string()
+        ex.invoke(&id, f, &args, None)
+            .done()
+            .unwrap_err()
+            .to_string()
     };
     let err = call(&ex, "nope", &[]);
     assert!(
@@ -461,12 +466,13 @@ fn a_worker_created_by_its_first_invocation_is_stored_by_that_invocations_commit
     // An invocation that names no function of the component, or gives wrong parameters, is
     // refused before it creates anything: no commit, no worker.
     let refused = worker(&ex, "init", "refused");
-    let err = ex.invoke(&refused, "nope", &[], None).unwrap_err();
+    let err = ex.invoke(&refused, "nope", &[], None).done().unwrap_err();
     assert!(err.to_string().contains("unknown function"), "{err}");
-    let err = ex.invoke(&refused, "add", &[], None).unwrap_err();
+    let err = ex.invoke(&refused, "add", &[], None).done().unwrap_err();
     assert!(matches!(err, Error::InvalidArguments(_)), "{err}");
     let err = ex
         .invoke(&refused, "add", &["\"one\"".to_string()], None)
+        .done()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArguments(_)), "{err}");
     assert_eq!(ex.storage().io_counts(), after, "nothing was written");
@@ -545,7 +551,10 @@ fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
     assert_eq!(invoke(&ex, &id, "add", &["2"]).as_deref(), Some("2"));
     assert_eq!(invoke(&ex, &id, "add", &["3"]).as_deref(), Some("5"));
     assert_eq!(rows(&ex), 0);
-    let keyed = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
+    let keyed = ex
+        .invoke(&id, "add", &["4".into()], Some("k"))
+        .done()
+        .unwrap();
     assert_eq!(
         (keyed.result.as_deref(), keyed.from_idempotency_key),
         (Some("9"), false)
@@ -554,7 +563,10 @@ fn a_result_is_kept_under_its_idempotency_key_only_when_the_caller_gave_one() {
     drop(ex);
 
     let ex = Executor::open(dir.path(), ExecutorOptions::default()).unwrap();
-    let again = ex.invoke(&id, "add", &["4".into()], Some("k")).unwrap();
+    let again = ex
+        .invoke(&id, "add", &["4".into()], Some("k"))
+        .done()
+        .unwrap();
     assert_eq!(
         (again.result.as_deref(), again.from_idempotency_key),
         (Some("9"), true)

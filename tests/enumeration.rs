@@ -2,6 +2,7 @@
 //! every filter kind, any-of-all-of combinations, paging, the `precise` flag, resource handles
 //! and their drop, and replay of an enumeration. Real LMDB in temp dirs, real Wasmer.
 
+use golemw_tests::Completes;
 use std::path::Path;
 
 use golemw_runtime::oplog::store::BlockRead;
@@ -53,6 +54,7 @@ fn invoke(executor: &Executor, worker: &str, function: &str, args: &[&str]) -> S
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(&worker, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .result
         .unwrap_or_default()
@@ -61,7 +63,7 @@ fn invoke(executor: &Executor, worker: &str, function: &str, args: &[&str]) -> S
 fn invoke_err(executor: &Executor, worker: &str, function: &str, args: &[&str]) -> Error {
     let worker = id(executor, worker);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    match executor.invoke(&worker, function, &args, None) {
+    match executor.invoke(&worker, function, &args, None).done() {
         Ok(outcome) => panic!("{function}({args:?}) should fail, returned {outcome:?}"),
         Err(err) => err,
     }
@@ -315,6 +317,7 @@ fn results_come_in_pages_until_get_next_returns_none() {
                 &[filter.into(), precise.to_string()],
                 None,
             )
+            .done()
             .unwrap();
         pages(&out.result.unwrap())
     };
@@ -569,6 +572,7 @@ fn a_worker_created_by_the_invocation_that_enumerates_lists_itself() {
                     &["none".into(), precise.to_string()],
                     None,
                 )
+                .done()
                 .unwrap()
                 .result
                 .unwrap();
@@ -579,6 +583,7 @@ fn a_worker_created_by_the_invocation_that_enumerates_lists_itself() {
     let metadata = |ex: &Executor, worker: &str, filter: &str| {
         let worker = id(ex, worker);
         ex.invoke(&worker, "metadata", &[filter.into(), "true".into()], None)
+            .done()
             .unwrap()
             .result
             .unwrap()

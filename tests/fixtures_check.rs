@@ -4,6 +4,7 @@
 //! (and replay) in golemw.
 
 use golemw_runtime::{Executor, ExecutorOptions, WorkerId};
+use golemw_tests::Completes;
 use golemw_tests::{
     guest_wasm, module_with_global_state, module_with_table_mutation, GLOBALS_COMPONENT_TYPE,
     GLOBALS_GET, GLOBALS_INCR,
@@ -281,6 +282,7 @@ fn invoke(executor: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> 
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     executor
         .invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .result
         .unwrap_or_default()

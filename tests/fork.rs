@@ -3,13 +3,14 @@
 //! the prefix, lives on independently, survives the deletion of its source (and the source
 //! survives the fork's), copies no page, and is refused where its source was not idle.
 
+use golemw_tests::Completes;
 use std::sync::Arc;
 use std::time::Instant;
 
 use golemw_runtime::history::UpdateMode;
 use golemw_runtime::{
-    snapshots, Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId,
-    WorkerStatus,
+    snapshots, Deferred, Error, Executor, ExecutorOptions, Invoked, RecoveryMode, SnapshotPolicy,
+    WorkerId, WorkerStatus,
 };
 use golemw_tests::{guest_wasm, invoke_text as invoke, try_invoke};
 
@@ -370,10 +371,15 @@ fn a_fork_of_a_64_mib_worker_copies_no_page_and_costs_about_a_restore() {
 fn a_repeated_idempotency_key_answers_in_the_fork_as_in_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let (ex, w) = setup(dir.path(), "off", "counter");
-    let first = ex.invoke(&w, "add", &["5".into()], Some("k1")).unwrap();
+    let first = ex
+        .invoke(&w, "add", &["5".into()], Some("k1"))
+        .done()
+        .unwrap();
     assert_eq!(first.result.as_deref(), Some("5"));
     let before_k2 = ex.oplog_len(&w).unwrap();
-    ex.invoke(&w, "add", &["7".into()], Some("k2")).unwrap();
+    ex.invoke(&w, "add", &["7".into()], Some("k2"))
+        .done()
+        .unwrap();
     let fork = ex.fork_worker(&w, "f", Some(before_k2)).unwrap();
     assert_eq!(
         fork.invocation_results, 1,
@@ -381,16 +387,22 @@ fn a_repeated_idempotency_key_answers_in_the_fork_as_in_the_source() {
     );
     let f = fork.worker.id;
     // k1 completed before the fork point: answered from the stored result, not run again.
-    let again = ex.invoke(&f, "add", &["5".into()], Some("k1")).unwrap();
+    let again = ex
+        .invoke(&f, "add", &["5".into()], Some("k1"))
+        .done()
+        .unwrap();
     assert!(again.from_idempotency_key);
     assert_eq!(again.result.as_deref(), Some("5"));
     // The same key for another call is refused in the fork too.
     assert!(matches!(
-        ex.invoke(&f, "add", &["6".into()], Some("k1")),
+        ex.invoke(&f, "add", &["6".into()], Some("k1")).done(),
         Err(Error::IdempotencyKeyReused { .. })
     ));
     // k2 never happened in the fork: it runs there, on the fork's state.
-    let k2 = ex.invoke(&f, "add", &["7".into()], Some("k2")).unwrap();
+    let k2 = ex
+        .invoke(&f, "add", &["7".into()], Some("k2"))
+        .done()
+        .unwrap();
     assert!(!k2.from_idempotency_key);
     assert_eq!(k2.result.as_deref(), Some("12"));
     assert_eq!(invoke(&ex, &w, "get", &[]), "12");
@@ -516,8 +528,8 @@ fn forks_are_refused_where_the_source_was_not_idle_and_for_bad_names() {
 fn a_suspended_or_time_travelled_source_is_forked_only_at_idle_points() {
     let dir = tempfile::tempdir().unwrap();
     let (ex, w) = setup(dir.path(), "invocations:1", "promises");
-    match try_invoke(&ex, &w, "add-and-await", &["3"]) {
-        Err(Error::Suspended { .. }) => {}
+    match ex.invoke(&w, "add-and-await", &["3".into()], None) {
+        Ok(Invoked::Deferred(Deferred::Suspended { .. })) => {}
         other => panic!("add-and-await should suspend, got {other:?}"),
     }
     assert_eq!(

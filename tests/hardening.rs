@@ -5,6 +5,7 @@ use golemw_runtime::oplog::store::BlockRead;
 use golemw_runtime::oplog::OplogEntry;
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
 use golemw_tests::guest_wasm;
+use golemw_tests::Completes;
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     Executor::open(dir, ExecutorOptions::default()).unwrap()
@@ -52,7 +53,9 @@ fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
     let ex = open(dir.path());
     add_guest(&ex, "hostile");
     let id = ex.worker_id("hostile", "loud").unwrap();
-    ex.invoke(&id, "flood", &["80".into()], None).unwrap();
+    ex.invoke(&id, "flood", &["80".into()], None)
+        .done()
+        .unwrap();
     let all = entries(&ex, &id);
     let (total, last) = output(&all);
     let marker = b"\n[golemw: this invocation's output passed 64 MiB; the rest is dropped]\n";
@@ -65,11 +68,12 @@ fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
         }
     }
     // A small flood afterwards is kept whole: the bound is per invocation.
-    ex.invoke(&id, "flood", &["1".into()], None).unwrap();
+    ex.invoke(&id, "flood", &["1".into()], None).done().unwrap();
     let (after, _) = output(&entries(&ex, &id));
     assert_eq!(after, total + (1 << 20));
     assert_eq!(
         ex.invoke(&id, "add", &["2".into()], None)
+            .done()
             .unwrap()
             .result
             .as_deref(),
@@ -81,6 +85,7 @@ fn output_past_the_per_invocation_bound_is_dropped_after_a_marker() {
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(
         ex.invoke(&id, "add", &["3".into()], None)
+            .done()
             .unwrap()
             .result
             .as_deref(),
@@ -99,22 +104,29 @@ fn proc_exit_is_reported_with_its_code() {
     let id = ex.worker_id("hostile", "quits").unwrap();
     assert_eq!(
         ex.invoke(&id, "add", &["1".into()], None)
+            .done()
             .unwrap()
             .result
             .as_deref(),
         Some("1")
     );
-    match ex.invoke(&id, "exit-with", &["3".into()], None) {
+    match ex.invoke(&id, "exit-with", &["3".into()], None).done() {
         Err(err @ Error::GuestExited { code: 3, .. }) => {
             assert!(err.to_string().contains("exited with code 3"), "{err}")
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Exited);
-    let refused = ex.invoke(&id, "add", &["1".into()], None).unwrap_err();
+    let refused = ex
+        .invoke(&id, "add", &["1".into()], None)
+        .done()
+        .unwrap_err();
     assert!(matches!(refused, Error::WorkerExited { .. }), "{refused}");
     let clean = ex.worker_id("hostile", "done").unwrap();
-    let outcome = ex.invoke(&clean, "exit-with", &["0".into()], None).unwrap();
+    let outcome = ex
+        .invoke(&clean, "exit-with", &["0".into()], None)
+        .done()
+        .unwrap();
     assert_eq!(outcome.result, None);
     assert_eq!(
         ex.worker_record(&clean).unwrap().status,
@@ -123,7 +135,10 @@ fn proc_exit_is_reported_with_its_code() {
     drop(ex);
     let ex = open(dir.path());
     assert_eq!(ex.worker_record(&id).unwrap().status, WorkerStatus::Exited);
-    let refused = ex.invoke(&id, "add", &["1".into()], None).unwrap_err();
+    let refused = ex
+        .invoke(&id, "add", &["1".into()], None)
+        .done()
+        .unwrap_err();
     assert!(matches!(refused, Error::WorkerExited { .. }), "{refused}");
 }
 
@@ -136,21 +151,30 @@ fn an_idempotency_key_repeated_for_another_call_is_refused() {
     let ex = open(dir.path());
     add_guest(&ex, "counter");
     let id = ex.worker_id("counter", "w").unwrap();
-    let first = ex.invoke(&id, "add", &["2".into()], Some("k")).unwrap();
+    let first = ex
+        .invoke(&id, "add", &["2".into()], Some("k"))
+        .done()
+        .unwrap();
     assert_eq!(first.result.as_deref(), Some("2"));
     // The same call: the stored result.
-    let again = ex.invoke(&id, "add", &["2".into()], Some("k")).unwrap();
+    let again = ex
+        .invoke(&id, "add", &["2".into()], Some("k"))
+        .done()
+        .unwrap();
     assert_eq!(
         (again.result.as_deref(), again.from_idempotency_key),
         (Some("2"), true)
     );
-    let other_params = ex.invoke(&id, "add", &["3".into()], Some("k")).unwrap_err();
+    let other_params = ex
+        .invoke(&id, "add", &["3".into()], Some("k"))
+        .done()
+        .unwrap_err();
     assert!(
         matches!(other_params, Error::IdempotencyKeyReused { .. })
             && other_params.to_string().contains("parameters (2), not (3)"),
         "{other_params}"
     );
-    let other_function = ex.invoke(&id, "get", &[], Some("k")).unwrap_err();
+    let other_function = ex.invoke(&id, "get", &[], Some("k")).done().unwrap_err();
     assert!(
         matches!(other_function, Error::IdempotencyKeyReused { .. })
             && other_function.to_string().contains("{add}, not"),
@@ -158,7 +182,11 @@ fn an_idempotency_key_repeated_for_another_call_is_refused() {
     );
     // Nothing ran for the refused calls.
     assert_eq!(
-        ex.invoke(&id, "get", &[], None).unwrap().result.as_deref(),
+        ex.invoke(&id, "get", &[], None)
+            .done()
+            .unwrap()
+            .result
+            .as_deref(),
         Some("2")
     );
 }
@@ -174,6 +202,7 @@ fn deeply_nested_wave_is_refused_with_a_short_message() {
     let id = ex.worker_id("counter", "w").unwrap();
     let err = ex
         .invoke(&id, "add", &["[".repeat(100_000)], None)
+        .done()
         .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("nesting too deep"), "{message}");
@@ -200,6 +229,7 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     let id = ex.worker_id("counter", "w").unwrap();
     assert_eq!(
         ex.invoke(&id, "add", &["1".into()], Some("k0"))
+            .done()
             .unwrap()
             .result
             .as_deref(),
@@ -221,7 +251,10 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     for size in [64 << 10, 8 << 10, 1 << 10, 64] {
         for n in 0.. {
             let text = format!("\"{}\"", noise(size));
-            match ex.invoke(&id, "print", &[text], Some(&format!("p{size}-{n}"))) {
+            match ex
+                .invoke(&id, "print", &[text], Some(&format!("p{size}-{n}")))
+                .done()
+            {
                 Ok(_) => {}
                 Err(Error::StorageLimit { .. }) => {
                     full += 1;
@@ -237,7 +270,10 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     // full to the last page such a commit needs.
     let mut counter = 1u64;
     for n in 0.. {
-        match ex.invoke(&id, "add", &["1".into()], Some(&format!("a{n}"))) {
+        match ex
+            .invoke(&id, "add", &["1".into()], Some(&format!("a{n}")))
+            .done()
+        {
             Ok(_) => counter += 1,
             Err(Error::StorageLimit { .. }) => break,
             Err(err) => panic!("{err}"),
@@ -248,7 +284,7 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     // Key k7, three times against the full storage.
     let mut failed = 0;
     for _ in 0..3 {
-        match ex.invoke(&id, "add", &["5".into()], Some("k7")) {
+        match ex.invoke(&id, "add", &["5".into()], Some("k7")).done() {
             Ok(outcome) => assert_eq!(outcome.result.as_deref(), Some(expected.as_str())),
             Err(Error::StorageLimit { .. }) => failed += 1,
             Err(err) => panic!("{err}"),
@@ -261,15 +297,25 @@ fn an_invocation_whose_commit_finds_storage_full_runs_once_when_retried() {
     // Room again: the retried key runs once, however many attempts failed.
     drop(ex);
     let ex = Executor::open(dir.path(), capped(64 << 20)).unwrap();
-    let outcome = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
+    let outcome = ex
+        .invoke(&id, "add", &["5".into()], Some("k7"))
+        .done()
+        .unwrap();
     assert_eq!(outcome.result.as_deref(), Some(expected.as_str()));
-    let again = ex.invoke(&id, "add", &["5".into()], Some("k7")).unwrap();
+    let again = ex
+        .invoke(&id, "add", &["5".into()], Some("k7"))
+        .done()
+        .unwrap();
     assert_eq!(
         (again.result.as_deref(), again.from_idempotency_key),
         (Some(expected.as_str()), true)
     );
     assert_eq!(
-        ex.invoke(&id, "get", &[], None).unwrap().result.as_deref(),
+        ex.invoke(&id, "get", &[], None)
+            .done()
+            .unwrap()
+            .result
+            .as_deref(),
         Some(expected.as_str())
     );
 }
@@ -284,7 +330,7 @@ fn a_new_worker_whose_start_up_code_traps_is_not_stored() {
     add_guest(&ex, "init-trap");
     let id = ex.worker_id("init-trap", "w").unwrap();
     for _ in 0..2 {
-        match ex.invoke(&id, "get", &[], None) {
+        match ex.invoke(&id, "get", &[], None).done() {
             Err(Error::Trap { function, .. }) => assert_eq!(function, "_initialize"),
             other => panic!("{other:?}"),
         }
@@ -309,6 +355,7 @@ fn a_worker_cannot_grow_its_memory_past_the_limit_and_one_starting_past_it_is_re
     let id = ex.worker_id("hostile", "h").unwrap();
     let grow = |pages: &str| {
         ex.invoke(&id, "grow", &[pages.to_string()], None)
+            .done()
             .unwrap()
             .result
             .unwrap()
@@ -326,6 +373,7 @@ fn a_worker_cannot_grow_its_memory_past_the_limit_and_one_starting_past_it_is_re
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert_eq!(
         ex.invoke(&id, "grow", &["0".to_string()], None)
+            .done()
             .unwrap()
             .result
             .as_deref(),
@@ -337,6 +385,7 @@ fn a_worker_cannot_grow_its_memory_past_the_limit_and_one_starting_past_it_is_re
     let other = ex.worker_id("hostile", "other").unwrap();
     let err = ex
         .invoke(&other, "add", &["1".to_string()], None)
+        .done()
         .unwrap_err()
         .to_string();
     assert!(err.contains("the limit per worker is 64 KiB"), "{err}");

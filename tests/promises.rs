@@ -4,8 +4,11 @@
 
 use golemw_runtime::oplog::{HostFunction, OplogEntry};
 use golemw_runtime::promises::{PromiseId, ResumptionOutcome};
-use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
+use golemw_runtime::{
+    Deferred, Error, Executor, ExecutorOptions, Invoked, RecoveryMode, WorkerId, WorkerStatus,
+};
 use golemw_tests::guest_wasm;
+use golemw_tests::Completes;
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
@@ -36,7 +39,7 @@ fn try_invoke(
     args: &[&str],
 ) -> Result<Option<String>, Error> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, key).map(|o| o.result)
+    ex.invoke(id, function, &args, key).done().map(|o| o.result)
 }
 
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
@@ -47,12 +50,13 @@ fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String
 
 /// Invokes a function that must suspend; returns the promise it awaits.
 fn suspends(ex: &Executor, id: &WorkerId, key: &str, function: &str, args: &[&str]) -> PromiseId {
-    match try_invoke(ex, id, Some(key), function, args) {
-        Err(Error::Suspended {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    match ex.invoke(id, function, &args, Some(key)) {
+        Ok(Invoked::Deferred(Deferred::Suspended {
             worker,
             promise,
             idempotency_key,
-        }) => {
+        })) => {
             assert_eq!(&worker, id);
             assert_eq!(idempotency_key, key);
             promise
@@ -127,6 +131,7 @@ fn await_suspends_the_worker_and_completing_the_promise_resumes_it() {
     // The result is kept under the invocation's idempotency key.
     let again = ex
         .invoke(&a, "add-and-await", &["5".to_string()], Some("k1"))
+        .done()
         .unwrap();
     assert!(again.from_idempotency_key);
     assert_eq!(again.result.as_deref(), Some("\"5:hello\""));
@@ -249,6 +254,7 @@ fn a_worker_completes_another_workers_promise() {
     assert_eq!(status(&ex, &a), WorkerStatus::Idle);
     let done = ex
         .invoke(&a, "add-and-await", &["7".to_string()], Some("ka"))
+        .done()
         .unwrap();
     assert!(done.from_idempotency_key);
     assert_eq!(done.result.as_deref(), Some("\"7:from b\""));
@@ -268,6 +274,7 @@ fn a_worker_completes_another_workers_promise() {
             &["\"a\"".into(), idx.clone()],
             Some("kb"),
         )
+        .done()
         .unwrap();
     assert_eq!(done.result.as_deref(), Some("\"hi b\""));
 }
@@ -314,6 +321,7 @@ fn replay_does_not_need_the_promise_store() {
     assert_eq!(invoke(&ex, &a, "total", &[]), "3");
     let done = ex
         .invoke(&a, "add-and-await", &["3".to_string()], Some("k1"))
+        .done()
         .unwrap();
     assert_eq!(done.result.as_deref(), Some("\"3:late\""));
     // Deleting a worker deletes its promises.
@@ -368,6 +376,7 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
     assert_eq!(ex.resume_worker(&a).unwrap(), WorkerStatus::Idle);
     let done = ex
         .invoke(&a, "add-and-await", &["6".to_string()], Some("k"))
+        .done()
         .unwrap();
     assert_eq!(done.result.as_deref(), Some("\"6:later\""));
     // Interrupted while suspended on a pending promise: resumed, it is suspended again.

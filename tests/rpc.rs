@@ -3,6 +3,7 @@
 //! on themselves, replay that makes no call, and SIGKILLs of a server in the middle of chains
 //! of calls (each call's effect exactly once).
 
+use golemw_tests::Completes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,7 @@ fn callee(ex: &Executor, name: &str) -> WorkerId {
 
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[String]) -> String {
     ex.invoke(id, function, args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{id}.{function}({args:?}) failed: {e}"))
         .result
         .unwrap_or_default()
@@ -505,6 +507,7 @@ fn typed_calls_through_a_stub_interface_are_linked_to_rpc() {
             &[uri(&callee(&ex, "f")), "\"boom\"".into()],
             None,
         )
+        .done()
         .unwrap_err()
         .to_string();
     assert!(

@@ -4,6 +4,7 @@
 use golemw_runtime::snapshots;
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
+use golemw_tests::Completes;
 
 fn open(dir: &std::path::Path, policy: &str) -> std::sync::Arc<Executor> {
     open_with_images(
@@ -28,6 +29,7 @@ fn setup(
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ex.invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .result
 }
@@ -388,7 +390,7 @@ fn write_tracking_gives_the_same_snapshots_and_rewinds_as_comparing_every_page()
             if !written_since_newest {
                 ex.snapshot(&id).unwrap();
             }
-            match ex.invoke(&id, "jump", &[target.to_string()], None) {
+            match ex.invoke(&id, "jump", &[target.to_string()], None).done() {
                 Err(Error::InvocationUndone { .. }) => {}
                 other => panic!("the jump should undo its own invocation: {other:?}"),
             }

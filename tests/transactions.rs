@@ -3,10 +3,13 @@
 //! Crashes (SIGKILL inside a region, between a remote side effect and its commit) are in
 //! `cli.rs`, with real processes.
 
+use golemw_tests::Completes;
 use std::time::{Duration, Instant};
 
 use golemw_runtime::oplog::{DiscardReason, HostFunction, OplogEntry};
-use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId, WorkerStatus};
+use golemw_runtime::{
+    Deferred, Error, Executor, ExecutorOptions, Invoked, RecoveryMode, WorkerId, WorkerStatus,
+};
 use golemw_tests::{guest_wasm, invoke_text as invoke, try_invoke};
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
@@ -377,20 +380,22 @@ fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation(
         "{max-attempts: 2, min-delay: 3600000000000, max-delay: 3600000000000, multiplier: 1.0}";
     let scheduled = |ex: &Executor, id: &WorkerId| {
         let started = Instant::now();
-        let err = try_invoke(ex, id, "trap-until", &["2"]).unwrap_err();
+        let invoked = ex
+            .invoke(id, "trap-until", &["2".to_string()], None)
+            .unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no wait for the hour"
         );
-        let Error::RetryScheduled {
+        let Invoked::Deferred(Deferred::RetryScheduled {
             function,
             idempotency_key,
             attempt,
             delay,
             ..
-        } = err
+        }) = invoked
         else {
-            panic!("{err}")
+            panic!("{invoked:?}")
         };
         assert_eq!((attempt, delay), (1, Duration::from_secs(3600)));
         assert_eq!(ex.worker_record(id).unwrap().status, WorkerStatus::Retrying);
@@ -401,27 +406,31 @@ fn without_waiting_a_retry_is_continued_by_the_caller_or_by_the_next_activation(
     let a = ex.worker_id("txn", "a").unwrap();
     invoke(&ex, &a, "set-retry-policy", &[policy]);
     let (function, key) = scheduled(&ex, &a);
-    let again = ex.continue_retry(&a, &function, &key).unwrap_err();
+    let again = ex.continue_retry(&a, &function, &key).unwrap();
     assert!(
-        matches!(again, Error::RetryScheduled { attempt: 2, .. }),
-        "{again}"
+        matches!(
+            again,
+            Invoked::Deferred(Deferred::RetryScheduled { attempt: 2, .. })
+        ),
+        "{again:?}"
     );
-    let done = ex.continue_retry(&a, &function, &key).unwrap();
+    let done = ex.continue_retry(&a, &function, &key).done().unwrap();
     assert_eq!(done.result.as_deref(), Some("2"));
     assert_eq!(ex.worker_record(&a).unwrap().status, WorkerStatus::Idle);
 
     // Another invocation of the worker comes first: its activation runs the attempts (one
-    // retry scheduled again, then it returns), and the continuation finds the result.
+    // retry scheduled again, which refuses that invocation: the worker is busy; then it
+    // returns), and the continuation finds the result.
     let b = ex.worker_id("txn", "b").unwrap();
     invoke(&ex, &b, "set-retry-policy", &[policy]);
     let (function, key) = scheduled(&ex, &b);
     let err = try_invoke(&ex, &b, "items", &[]).unwrap_err();
     assert!(
-        matches!(err, Error::RetryScheduled { attempt: 2, .. }),
+        matches!(&err, Error::WorkerBusy { why, .. } if why.contains("retry 2 of invocation")),
         "{err}"
     );
     assert_eq!(invoke(&ex, &b, "items", &[]), "[]");
-    let done = ex.continue_retry(&b, &function, &key).unwrap();
+    let done = ex.continue_retry(&b, &function, &key).done().unwrap();
     assert_eq!(done.result.as_deref(), Some("2"));
     assert_eq!(count_kind(&ex, &b, "exported-function-completed"), 3);
 }

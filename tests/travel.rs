@@ -7,6 +7,7 @@ use golemw_runtime::worker::RevertTarget;
 use golemw_runtime::{
     Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId, WorkerStatus,
 };
+use golemw_tests::Completes;
 use golemw_tests::{guest_wasm, try_invoke};
 
 fn open(dir: &std::path::Path, policy: &str) -> std::sync::Arc<Executor> {
@@ -266,6 +267,7 @@ fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
     }
     let keyed = ex
         .invoke(&id, "add", &["5".to_string()], Some("key-5"))
+        .done()
         .unwrap();
     assert_eq!(keyed.result.as_deref(), Some("15"));
 
@@ -283,6 +285,7 @@ fn revert_by_invocation_count_and_by_index_is_recorded_and_forgets_results() {
     // The keyed invocation was undone: the same key runs again.
     let again = ex
         .invoke(&id, "add", &["5".to_string()], Some("key-5"))
+        .done()
         .unwrap();
     assert!(!again.from_idempotency_key);
     assert_eq!(again.result.as_deref(), Some("11"));

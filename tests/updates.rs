@@ -5,6 +5,7 @@
 use golemw_runtime::history::{UpdateMode, UpdateOutcome};
 use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, SnapshotPolicy, WorkerId};
 use golemw_tests::guest_wasm;
+use golemw_tests::Completes;
 
 fn open(dir: &std::path::Path) -> std::sync::Arc<Executor> {
     let options = ExecutorOptions {
@@ -35,6 +36,7 @@ fn add_version(ex: &Executor, name: &str, guest: &str) {
 fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> Option<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ex.invoke(id, function, &args, None)
+        .done()
         .unwrap_or_else(|e| panic!("{function}({args:?}) failed: {e}"))
         .result
 }

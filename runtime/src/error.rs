@@ -79,40 +79,12 @@ pub enum Error {
         detail: String,
     },
 
-    /// Raised inside `set-oplog-index` to unwind the guest; the worker turns it into a jump.
-    #[error("the guest asked to go back to oplog index {target}")]
-    JumpRequested { target: OplogIndex },
-
-    /// The invocation trapped and a retry was scheduled (its attempt is deleted from history).
-    /// The executor waits `delay` and recovers the worker, which runs the invocation again;
-    /// with `ExecutorOptions::wait_for_retries` off it returns this instead, and
-    /// `Executor::continue_retry` goes on once the delay has passed.
-    #[error("worker {worker} trapped; retry {attempt} of invocation {idempotency_key} is scheduled in {delay:?}")]
-    RetryScheduled {
-        worker: WorkerId,
-        /// The export's display name.
-        function: String,
-        /// The retried invocation's idempotency key.
-        idempotency_key: String,
-        attempt: u64,
-        delay: std::time::Duration,
-    },
-
     /// The worker went back in its history while (or after) running this invocation, deleting
     /// it; the invocation's effects are gone.
     #[error("worker {worker} went back to oplog index {target} (set-oplog-index); this invocation was undone")]
     InvocationUndone {
         worker: WorkerId,
         target: OplogIndex,
-    },
-
-    /// The invocation awaits a promise that is not complete: the worker is suspended (nothing
-    /// failed). Completing the promise resumes it.
-    #[error("worker {worker} is suspended: invocation {idempotency_key} awaits {promise}")]
-    Suspended {
-        worker: WorkerId,
-        promise: crate::ids::PromiseId,
-        idempotency_key: String,
     },
 
     /// A new invocation of a suspended worker is refused until its promise is completed.
@@ -123,16 +95,13 @@ pub enum Error {
         idempotency_key: String,
     },
 
+    /// An operation that needs the worker between invocations found one deferred (asleep,
+    /// retrying): `why` says which.
+    #[error("{why}; the worker cannot do this until that invocation is over")]
+    WorkerBusy { worker: WorkerId, why: String },
+
     #[error("worker {worker} is interrupted; resuming it lets it run again")]
     WorkerInterrupted { worker: WorkerId },
-
-    /// The worker is suspended (sleeping) in another invocation: this one was queued and runs
-    /// once that one is over.
-    #[error("worker {worker} is busy with a suspended invocation; invocation {idempotency_key} is queued behind it")]
-    Queued {
-        worker: WorkerId,
-        idempotency_key: String,
-    },
 
     #[error("worker {worker} has no invocation with idempotency key {idempotency_key:?} queued, running or finished with a result")]
     UnknownInvocation {
@@ -164,15 +133,6 @@ pub enum Error {
     /// entries so far are kept; `worker resume` finishes it.
     #[error("Interrupted via the Golem API (worker {worker}); resuming the worker finishes the invocation")]
     Interrupted { worker: WorkerId },
-
-    /// The invocation sleeps until `until_ms` (a sleep past the durable-sleep threshold): the
-    /// worker is suspended and is brought back at that time, when the invocation goes on.
-    #[error("worker {worker} is sleeping until {until_ms} ms since the epoch (invocation {idempotency_key})")]
-    Sleeping {
-        worker: WorkerId,
-        until_ms: u64,
-        idempotency_key: String,
-    },
 
     #[error("worker {worker} cannot be {action}: it is {status}")]
     InvalidStatus {

@@ -74,6 +74,9 @@ pub struct Gate {
     /// A fatal error raised inside a host function (divergence, storage); the worker reports it
     /// instead of the trap that carried it out of the guest.
     fatal: Option<Error>,
+    /// Why a host function unwound the guest when nothing failed (a jump, an await, a long
+    /// sleep); the worker settles it. A fatal error wins over it.
+    unwind: Option<crate::outcome::Unwind>,
     /// While an instance is being created only to be overwritten by a snapshot, its start code's
     /// host calls run live and leave no trace (their effects are overwritten; the originals are
     /// in the oplog before the snapshot).
@@ -123,6 +126,7 @@ impl Gate {
             encoder: BlockEncoder::default(),
             echo_output,
             fatal: None,
+            unwind: None,
             discarding: false,
             history: History::default(),
             replayed: 0,
@@ -300,6 +304,18 @@ impl Gate {
     /// Takes the fatal error a host function raised, if any.
     pub fn take_fatal(&mut self) -> Option<Error> {
         self.fatal.take()
+    }
+
+    /// Takes why a host function unwound the guest, if one did.
+    pub fn take_unwind(&mut self) -> Option<crate::outcome::Unwind> {
+        self.unwind.take()
+    }
+
+    /// Records why the guest is being unwound; the first reason stands.
+    pub fn set_unwind(&mut self, unwind: crate::outcome::Unwind) {
+        if self.unwind.is_none() {
+            self.unwind = Some(unwind);
+        }
     }
 
     /// Records a fatal error to be reported when the guest call unwinds.

@@ -74,9 +74,9 @@ pub struct Suspension {
 }
 
 impl Suspension {
-    /// The error the invocation that suspended reports.
-    pub fn into_error(self) -> Error {
-        Error::Suspended {
+    /// How the invocation that suspended is deferred.
+    pub fn into_deferred(self) -> crate::outcome::Deferred {
+        crate::outcome::Deferred::Suspended {
             worker: self.worker,
             promise: self.promise,
             idempotency_key: self.idempotency_key,
@@ -323,6 +323,10 @@ pub enum ResumptionOutcome {
     Trapped { error: String },
     /// It awaits another promise that is not complete.
     SuspendedAgain { promise: PromiseId },
+    /// It went to sleep (a durable sleep); a timer brings it back at `until_ms`.
+    Sleeping { until_ms: u64 },
+    /// It trapped and the retry policy scheduled another attempt, `delay_ms` from now.
+    RetryScheduled { attempt: u64, delay_ms: u64 },
     /// The worker could not be recovered.
     Failed { error: String },
 }

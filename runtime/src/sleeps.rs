@@ -16,7 +16,7 @@ use lmdb::{Cursor, RwTransaction, Transaction, WriteFlags};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::WorkerId;
 use crate::storage::{codec, Storage};
 
@@ -34,9 +34,9 @@ pub struct Sleep {
 }
 
 impl Sleep {
-    /// The error the sleeping invocation reports.
-    pub fn into_error(self) -> Error {
-        Error::Sleeping {
+    /// How the sleeping invocation is deferred.
+    pub fn into_deferred(self) -> crate::outcome::Deferred {
+        crate::outcome::Deferred::Sleeping {
             worker: self.worker,
             until_ms: self.until_ms,
             idempotency_key: self.idempotency_key,

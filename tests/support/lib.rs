@@ -198,6 +198,23 @@ pub fn oplog_entries(
     out
 }
 
+/// An invocation a test expects to complete: its outcome, or its error. One that is not over
+/// (suspended, asleep, queued, retrying) fails the test, saying how it was deferred; tests of
+/// deferral match [`golemw_runtime::Invoked`] themselves.
+pub trait Completes {
+    fn done(self) -> Result<golemw_runtime::InvocationOutcome, golemw_runtime::Error>;
+}
+
+impl Completes for Result<golemw_runtime::Invoked, golemw_runtime::Error> {
+    fn done(self) -> Result<golemw_runtime::InvocationOutcome, golemw_runtime::Error> {
+        self.map(|invoked| {
+            invoked
+                .completed()
+                .unwrap_or_else(|deferred| panic!("the invocation did not complete: {deferred}"))
+        })
+    }
+}
+
 /// Invokes `function` on worker `id` with WAVE `args` and no idempotency key: its WAVE result,
 /// or the error.
 pub fn try_invoke(
@@ -207,7 +224,9 @@ pub fn try_invoke(
     args: &[&str],
 ) -> Result<Option<String>, golemw_runtime::Error> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, None).map(|o| o.result)
+    ex.invoke(id, function, &args, None)
+        .done()
+        .map(|o| o.result)
 }
 
 /// [`try_invoke`] that must succeed: its WAVE result, or "" for a function without one.

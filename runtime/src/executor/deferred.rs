@@ -12,6 +12,7 @@ use super::{Executor, ExecutorOptions, Turn};
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::oplog::now_ms;
+use crate::outcome::{Deferred, Invoked};
 use crate::queue::{self, QueuedInvocation};
 use crate::worker::RecoveryMode;
 
@@ -77,6 +78,22 @@ impl Executor {
         }
     }
 
+    /// Runs the next attempt of invocation `key` once `delay` has passed.
+    pub(super) fn schedule_retry(
+        &self,
+        worker: &WorkerId,
+        function: &str,
+        key: &str,
+        delay: std::time::Duration,
+    ) {
+        let due = Due::Retry {
+            worker: worker.clone(),
+            function: function.to_string(),
+            idempotency_key: key.to_string(),
+        };
+        self.schedule(now_ms() + delay.as_millis() as u64, due);
+    }
+
     fn spawn_job(&self, job: super::background::Job) {
         match self.background.get() {
             Some(background) => background.spawn(job),
@@ -105,38 +122,26 @@ impl Executor {
 
     /// A deferred invocation stopped again (slept, suspended, retry scheduled) or ended:
     /// schedules what brings it back, or hands its outcome to those waiting for it.
-    pub(super) fn defer_or_finish(
-        &self,
-        worker: &WorkerId,
-        key: &str,
-        outcome: &Result<Option<String>>,
-    ) {
+    pub(super) fn defer_or_finish(&self, worker: &WorkerId, key: &str, outcome: &Result<Invoked>) {
         match outcome {
-            Err(Error::Sleeping { until_ms, .. }) => {
+            Ok(Invoked::Deferred(Deferred::Sleeping { until_ms, .. })) => {
                 self.schedule(*until_ms, Due::Wake(worker.clone()));
             }
             // Completing the promise resumes it, the worker's wake runs what is queued behind
-            // it: those waiting keep waiting.
-            Err(
-                Error::Suspended { .. }
-                | Error::WorkerSuspended { .. }
-                | Error::Queued { .. }
+            // it, a finished retry drains the queue: those waiting keep waiting.
+            Ok(Invoked::Deferred(Deferred::Suspended { .. } | Deferred::Queued { .. }))
+            | Err(
+                Error::WorkerSuspended { .. }
+                | Error::WorkerBusy { .. }
                 | Error::WorkerInterrupted { .. },
             ) => {}
-            Err(Error::RetryScheduled {
+            Ok(Invoked::Deferred(Deferred::RetryScheduled {
                 delay,
                 function,
                 idempotency_key,
                 ..
-            }) => self.schedule(
-                now_ms() + delay.as_millis() as u64,
-                Due::Retry {
-                    worker: worker.clone(),
-                    function: function.clone(),
-                    idempotency_key: idempotency_key.clone(),
-                },
-            ),
-            Ok(result) => self.finish(worker, key, Ok(result.clone())),
+            })) => self.schedule_retry(worker, function, idempotency_key, *delay),
+            Ok(Invoked::Completed(done)) => self.finish(worker, key, Ok(done.result.clone())),
             Err(err) => self.finish(worker, key, Err(err.to_string())),
         }
     }
@@ -326,16 +331,13 @@ impl Executor {
                     }
                 }));
             }
-            let outcome = outcome.map(|o| o.result);
             let ended = !matches!(
                 outcome,
-                Err(Error::Sleeping { .. }
-                    | Error::Suspended { .. }
-                    | Error::RetryScheduled { .. }
-                    | Error::WorkerSuspended { .. }
-                    | Error::WorkerInterrupted { .. }
-                    | Error::Interrupted { .. }
-                    | Error::Queued { .. })
+                Ok(Invoked::Deferred(_))
+                    | Err(Error::WorkerSuspended { .. }
+                        | Error::WorkerBusy { .. }
+                        | Error::WorkerInterrupted { .. }
+                        | Error::Interrupted { .. })
             ) && !matches!(&outcome, Err(err) if is_storage_failure(err));
             self.defer_or_finish(&id, &key, &outcome);
             if !ended {
@@ -381,34 +383,38 @@ impl Executor {
                         function: "the woken invocation".into(),
                         message: error,
                     }),
-                    None => Ok(resumed.result),
+                    None => Ok(completed(resumed.result)),
                 },
                 // Finished by another process or path: its result is stored.
                 _ => self
                     .completed_invocation(&active.worker.record.uid, &key)
-                    .map(|done| done.and_then(|d| d.result)),
+                    .map(|done| completed(done.and_then(|d| d.result))),
             },
-            Err(err) => Err(err),
+            Err(halt) => Self::answer_halt(halt, &key),
         };
-        if let Err(err) = &outcome {
-            if !super::keeps_instance(err) {
-                turn.active = None;
-            }
-        }
+        super::drop_unless_kept(&mut turn, &outcome);
         self.defer_or_finish(id, &key, &outcome);
-        if outcome.is_ok() {
+        if matches!(outcome, Ok(Invoked::Completed(_))) {
             self.drain_then_resume(turn);
         }
     }
 
     /// The next attempt of an invocation whose retry was scheduled by a deferred run.
     fn retry_deferred(&self, id: &WorkerId, function: &str, key: &str) {
-        let outcome = self.continue_retry(id, function, key).map(|o| o.result);
+        let outcome = self.continue_retry(id, function, key);
         self.defer_or_finish(id, key, &outcome);
-        if outcome.is_ok() {
+        if matches!(outcome, Ok(Invoked::Completed(_))) {
             self.spawn_drain(id.clone());
         }
     }
+}
+
+/// An invocation that ran to the end now (not answered from its idempotency key).
+fn completed(result: Option<String>) -> Invoked {
+    Invoked::Completed(super::InvocationOutcome {
+        result,
+        from_idempotency_key: false,
+    })
 }
 
 /// Whether an error is storage failing (the invocation did not happen as far as storage

@@ -18,6 +18,7 @@ use super::Executor;
 const INTERRUPT_RESEND: Duration = Duration::from_millis(5);
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
+use crate::outcome::{Deferred, Halt};
 use crate::promises;
 use crate::worker_records::WorkerStatus;
 
@@ -101,8 +102,17 @@ impl Executor {
         // it was interrupted, finishes here.
         turn.active = None;
         match self.activate(&mut turn, crate::worker::RecoveryMode::Auto) {
-            Ok(_) | Err(Error::Suspended { .. }) => {}
-            Err(err) => return Err(err),
+            // Its invocation went on and stopped again, not failing (suspended, asleep,
+            // retrying): the status says so.
+            Ok(_) => {}
+            Err(Halt::Deferred(Deferred::RetryScheduled {
+                function,
+                idempotency_key,
+                delay,
+                ..
+            })) => self.schedule_retry(id, &function, &idempotency_key, delay),
+            Err(Halt::Deferred(_)) => {}
+            Err(halt) => return Err(halt.into_error()),
         }
         drop(turn);
         Ok(self.worker_record(id)?.status)

@@ -33,6 +33,8 @@ use crate::history::{History, UpdateMode, UpdateOutcome, UpdateRecord};
 use crate::ids::{validate_worker_name, ComponentId, ComponentVersion, OplogIndex, WorkerId};
 use crate::oplog::store::{self, BlockEncoder, BlockRead};
 use crate::oplog::{now_ms, OplogEntry};
+pub use crate::outcome::InvocationOutcome;
+use crate::outcome::{Deferred, Halt, Invoked};
 use crate::snapshots::Policy;
 use crate::storage::{codec, Storage};
 use crate::watchdog::Watchdog;
@@ -69,7 +71,7 @@ pub struct ExecutorOptions {
     /// pages it has wrong). `None`: never.
     pub memory_image_min_bytes: Option<u64>,
     /// Wait out the backoff before retrying a trapped invocation inside the call that ran it,
-    /// sleeping this thread. Off, the call returns [`Error::RetryScheduled`] as soon as the
+    /// sleeping this thread. Off, the call answers [`Deferred::RetryScheduled`] as soon as the
     /// retry is durably scheduled, and [`Executor::continue_retry`] goes on once the delay has
     /// passed: a server runs other requests meanwhile.
     pub wait_for_retries: bool,
@@ -145,15 +147,6 @@ pub struct SnapshotCheck {
     pub digest: std::result::Result<String, String>,
     /// Whether it equals the full replay's digest.
     pub matches: bool,
-}
-
-/// The result of an invocation.
-#[derive(Clone, Debug)]
-pub struct InvocationOutcome {
-    /// WAVE text of the result; `None` for functions without a result.
-    pub result: Option<String>,
-    /// True when the idempotency key had already completed and the stored result was returned.
-    pub from_idempotency_key: bool,
 }
 
 /// A worker in memory, with how it was recovered.
@@ -484,13 +477,23 @@ impl Executor {
     }
 
     /// Makes the worker of `turn` active, recovering it from its oplog if it is not in memory.
-    fn activate<'t>(&self, turn: &'t mut Turn, mode: RecoveryMode) -> Result<&'t mut Active> {
+    fn activate<'t>(&self, turn: &'t mut Turn, mode: RecoveryMode) -> Result<&'t mut Active, Halt> {
         if turn.active.is_none() {
             let id = turn.worker().clone();
             self.refuse_if_not_runnable(&id)?;
             // The recovery report is saved with the record at the worker's next commit (an
             // activation is nearly always for an invocation): not a commit of its own.
-            self.recover_into_memory(turn, mode, None, false)?;
+            if let Err(halt) = self.recover_into_memory(turn, mode, None, false) {
+                // The invocation recovery resumed went to sleep again: a timer brings it back
+                // whichever path recovered it.
+                if let Halt::Deferred(Deferred::Sleeping {
+                    worker, until_ms, ..
+                }) = &halt
+                {
+                    self.schedule_wake(*until_ms, worker.clone());
+                }
+                return Err(halt);
+            }
             self.forget_suspension(turn)?;
             // Updates requested while the worker was busy, or left pending by a process that
             // stopped: the worker is idle now.
@@ -519,6 +522,12 @@ impl Executor {
         Ok(turn.active.as_mut().expect("activated above"))
     }
 
+    /// [`Executor::activate`] for work that needs the worker between invocations (a snapshot,
+    /// an update, a digest): an invocation that is not over is a refusal.
+    fn activate_idle<'t>(&self, turn: &'t mut Turn, mode: RecoveryMode) -> Result<&'t mut Active> {
+        self.activate(turn, mode).map_err(Halt::into_error)
+    }
+
     /// Recovers the worker of `turn` and makes it active, rewinding `live` (its instance that
     /// just went back in history) in place if a snapshot allows. Jumps made during recovery are
     /// handled by `Worker::recover_reusing` itself; a retry it schedules is waited for here.
@@ -529,7 +538,7 @@ impl Executor {
         mode: RecoveryMode,
         mut live: Option<Worker>,
         save_report: bool,
-    ) -> Result<()> {
+    ) -> Result<(), Halt> {
         let id = turn.worker().clone();
         turn.active = None;
         loop {
@@ -550,12 +559,14 @@ impl Executor {
                     return Ok(());
                 }
                 // The invocation recovery finished live trapped again, and may be retried.
-                Err(Error::RetryScheduled { delay, .. }) if self.options.wait_for_retries => {
+                Err(Halt::Deferred(Deferred::RetryScheduled { delay, .. }))
+                    if self.options.wait_for_retries =>
+                {
                     std::thread::sleep(delay);
                     continue;
                 }
-                Err(err) => {
-                    if matches!(err, Error::Divergence { .. }) {
+                Err(halt) => {
+                    if let Halt::Failed(err @ Error::Divergence { .. }) = &halt {
                         // Mark the worker failed; the oplog stays as it is for inspection.
                         let failed = WorkerRecord {
                             status: WorkerStatus::Failed,
@@ -564,7 +575,7 @@ impl Executor {
                         };
                         self.put_record(&failed)?;
                     }
-                    return Err(err);
+                    return Err(halt);
                 }
             }
         }
@@ -671,7 +682,7 @@ impl Executor {
         // An unknown version is refused before anything is recorded.
         self.components
             .get(&turn.worker().component_id, target_version)?;
-        let worker = &mut self.activate(turn, RecoveryMode::Auto)?.worker;
+        let worker = &mut self.activate_idle(turn, RecoveryMode::Auto)?.worker;
         worker.record.history.updates.push(UpdateRecord {
             target_version,
             mode,
@@ -699,7 +710,8 @@ impl Executor {
         // Recovery finds out whether the worker still awaits a promise (and suspends it again).
         crate::promises::remove_suspension(&self.storage, &record.uid)?;
         crate::sleeps::remove(&self.storage, &record.uid)?;
-        self.recover_into_memory(&mut turn, RecoveryMode::Auto, live, true)?;
+        self.recover_into_memory(&mut turn, RecoveryMode::Auto, live, true)
+            .map_err(Halt::into_error)?;
         Ok(turn.active.as_ref().expect("recovered").recovery.clone())
     }
 
@@ -794,7 +806,7 @@ impl Executor {
     pub fn recover(&self, id: &WorkerId, mode: RecoveryMode) -> Result<RecoveryReport> {
         let mut turn = self.turn(id);
         turn.active = None;
-        let active = self.activate(&mut turn, mode)?;
+        let active = self.activate_idle(&mut turn, mode)?;
         let (record, recovery) = (active.worker.record.clone(), active.recovery.clone());
         self.save_record(&record)?;
         Ok(recovery)
@@ -804,7 +816,7 @@ impl Executor {
     pub fn snapshot(&self, id: &WorkerId) -> Result<golemw_snapshot::CaptureStats> {
         let mut turn = self.turn(id);
         let _tokio = self.enter_tokio();
-        self.activate(&mut turn, RecoveryMode::Auto)?
+        self.activate_idle(&mut turn, RecoveryMode::Auto)?
             .worker
             .snapshot()
     }
@@ -813,7 +825,7 @@ impl Executor {
     pub fn state_digest(&self, id: &WorkerId, mode: RecoveryMode) -> Result<String> {
         let mut turn = self.turn(id);
         turn.active = None;
-        let worker = &mut self.activate(&mut turn, mode)?.worker;
+        let worker = &mut self.activate_idle(&mut turn, mode)?.worker;
         let digest = worker.state_digest();
         let record = worker.record.clone();
         self.save_record(&record)?;
@@ -825,7 +837,7 @@ impl Executor {
     pub fn active_state_digest(&self, id: &WorkerId) -> Result<String> {
         let mut turn = self.turn(id);
         Ok(self
-            .activate(&mut turn, RecoveryMode::Auto)?
+            .activate_idle(&mut turn, RecoveryMode::Auto)?
             .worker
             .state_digest())
     }
@@ -835,7 +847,7 @@ impl Executor {
     pub fn tracks_writes(&self, id: &WorkerId) -> Result<bool> {
         let mut turn = self.turn(id);
         Ok(self
-            .activate(&mut turn, RecoveryMode::Auto)?
+            .activate_idle(&mut turn, RecoveryMode::Auto)?
             .worker
             .tracks_writes())
     }
@@ -886,14 +898,16 @@ impl Executor {
 
     /// Invokes `function` on a worker with WAVE params, creating the worker if it does not
     /// exist. With an idempotency key that already completed, returns the stored result.
-    /// Waits (blocking this thread) for the worker's turn; see [`Executor::invoke_in`].
+    /// Waits (blocking this thread) for the worker's turn; see [`Executor::invoke_in`]. An
+    /// invocation that is not over when its run ends (suspended, asleep, queued, retrying) is
+    /// answered [`Invoked::Deferred`]; [`Executor::await_invocation`] waits for its end.
     pub fn invoke(
         &self,
         id: &WorkerId,
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
-    ) -> Result<InvocationOutcome> {
+    ) -> Result<Invoked> {
         self.invoke_in(self.turn(id), function, params, idempotency_key)
     }
 
@@ -912,7 +926,7 @@ impl Executor {
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
-    ) -> Result<InvocationOutcome> {
+    ) -> Result<Invoked> {
         self.invoke_in_as(turn, function, params, idempotency_key, Completion::Durable)
     }
 
@@ -924,7 +938,7 @@ impl Executor {
         params: &[String],
         idempotency_key: Option<&str>,
         completion: Completion,
-    ) -> Result<InvocationOutcome> {
+    ) -> Result<Invoked> {
         check_idempotency_key(idempotency_key)?;
         let (result, requests) = self.invoke_turn(
             &mut turn,
@@ -936,7 +950,7 @@ impl Executor {
         );
         let worker = turn.worker().clone();
         drop(turn);
-        if let Err(Error::Sleeping { until_ms, .. }) = &result {
+        if let Ok(Invoked::Deferred(Deferred::Sleeping { until_ms, .. })) = &result {
             // Brought back at its due time (in a serving executor; in another, by its next use).
             self.schedule_wake(*until_ms, worker);
         }
@@ -956,7 +970,7 @@ impl Executor {
     /// The invocation inside its turn: creates the worker if it is new, runs it, and drops the
     /// instance when it cannot be trusted to match storage any more. With `queued_first`,
     /// invocations queued for the worker earlier run before it (arrival order); if they cannot
-    /// all run now (the worker sleeps), this one is queued behind them ([`Error::Queued`]).
+    /// all run now (the worker sleeps), this one is queued behind them ([`Deferred::Queued`]).
     fn invoke_turn(
         &self,
         turn: &mut Turn,
@@ -965,10 +979,7 @@ impl Executor {
         idempotency_key: Option<&str>,
         queued_first: bool,
         completion: Completion,
-    ) -> (
-        Result<InvocationOutcome>,
-        Vec<crate::history::UpdateRequest>,
-    ) {
+    ) -> (Result<Invoked>, Vec<crate::history::UpdateRequest>) {
         let id = turn.worker().clone();
         if queued_first && self.has_queued(&id) && !self.drain_queue(turn) {
             return (
@@ -1008,13 +1019,7 @@ impl Executor {
                 return (Err(err), requests);
             }
         }
-        if let Err(err) = &outcome {
-            if !keeps_instance(err) {
-                // A failed commit (disk full, I/O error) or an unwound guest: memory may hold
-                // what storage does not. The next turn recovers the worker from storage.
-                turn.active = None;
-            }
-        }
+        drop_unless_kept(turn, &outcome);
         (outcome, requests)
     }
 
@@ -1025,24 +1030,15 @@ impl Executor {
         params: &[String],
         idempotency_key: Option<&str>,
         completion: Completion,
-    ) -> (
-        Result<InvocationOutcome>,
-        Vec<crate::history::UpdateRequest>,
-    ) {
+    ) -> (Result<Invoked>, Vec<crate::history::UpdateRequest>) {
         let active = match self.activate(turn, RecoveryMode::Auto) {
             Ok(active) => active,
-            // Asleep in another invocation: this one waits in the queue.
-            Err(Error::Sleeping {
-                idempotency_key: sleeping,
-                ..
-            }) if Some(sleeping.as_str()) != idempotency_key => {
-                let id = turn.worker().clone();
-                return (
-                    self.queue_behind(&id, function, params, idempotency_key),
-                    Vec::new(),
-                );
+            Err(Halt::Deferred(deferred)) => {
+                let answer =
+                    self.deferred_at_activation(turn, deferred, function, params, idempotency_key);
+                return (answer, Vec::new());
             }
-            Err(err) => return (Err(promises::refusal(err, idempotency_key)), Vec::new()),
+            Err(halt) => return (Err(halt.into_error()), Vec::new()),
         };
         let uid = active.worker.record.uid;
         let history = active.worker.record.history.clone();
@@ -1061,7 +1057,7 @@ impl Executor {
                         result: done.result,
                         from_idempotency_key: true,
                     };
-                    return (Ok(outcome), Vec::new());
+                    return (Ok(Invoked::Completed(outcome)), Vec::new());
                 }
                 Ok(_) => {}
                 Err(err) => return (Err(err), Vec::new()),
@@ -1090,10 +1086,14 @@ impl Executor {
         turn.set_running(None, None);
         drop(_tokio);
         let result = match invoked {
-            Err(Error::JumpRequested { target }) => self.after_jump(turn, target, &key),
-            Err(Error::RetryScheduled {
+            Ok(result) => Ok(Invoked::Completed(InvocationOutcome {
+                result,
+                from_idempotency_key: false,
+            })),
+            Err(Halt::Jumped { target }) => self.after_jump(turn, target, &key),
+            Err(Halt::Deferred(Deferred::RetryScheduled {
                 delay, function, ..
-            }) if self.options.wait_for_retries => {
+            })) if self.options.wait_for_retries => {
                 // Status `retrying` is recorded; wait, then recovery runs the invocation again
                 // (and again, while it traps and the policy allows).
                 std::thread::sleep(delay);
@@ -1101,13 +1101,42 @@ impl Executor {
             }
             // The caller waits (see `continue_retry`); whatever activates the worker first
             // recovers it and so runs the invocation again.
-            other => other,
+            Err(Halt::Deferred(deferred)) => Ok(Invoked::Deferred(deferred)),
+            Err(Halt::Failed(err)) => Err(err),
         };
-        let outcome = result.map(|result| InvocationOutcome {
-            result,
-            from_idempotency_key: false,
-        });
-        (outcome, requests)
+        (result, requests)
+    }
+
+    /// Activating the worker for invocation `key` found an invocation that is not over: the
+    /// one recovery resumed, or one it declined to resume (a promise still pending, a sleep
+    /// not due). If it is this one, that is the answer; behind a sleep this one is queued;
+    /// anything else refuses it.
+    fn deferred_at_activation(
+        &self,
+        turn: &Turn,
+        deferred: Deferred,
+        function: &str,
+        params: &[String],
+        key: Option<&str>,
+    ) -> Result<Invoked> {
+        if key == Some(deferred.idempotency_key()) {
+            return Ok(Invoked::Deferred(deferred));
+        }
+        match deferred {
+            Deferred::Sleeping { .. } => self.queue_behind(turn.worker(), function, params, key),
+            other => Err(other.refusal()),
+        }
+    }
+
+    /// Recovery for invocation `key` stopped short of a result: if it is that invocation
+    /// that is not over, that is its answer; anything else is an error.
+    fn answer_halt(halt: Halt, key: &str) -> Result<Invoked> {
+        match halt {
+            Halt::Deferred(deferred) if deferred.idempotency_key() == key => {
+                Ok(Invoked::Deferred(deferred))
+            }
+            halt => Err(halt.into_error()),
+        }
     }
 
     /// Whether the worker has invocations queued (a stored worker; one read).
@@ -1124,20 +1153,22 @@ impl Executor {
         function: &str,
         params: &[String],
         idempotency_key: Option<&str>,
-    ) -> Result<InvocationOutcome> {
+    ) -> Result<Invoked> {
         let key = self.push_queued(id, function, params, idempotency_key)?;
-        Err(Error::Queued {
+        Ok(Invoked::Deferred(Deferred::Queued {
             worker: id.clone(),
             idempotency_key: key,
-        })
+        }))
     }
 
     /// The invocation with idempotency key `key` jumped back to `target`: recovers the worker
     /// on its new history. If the jump went back into that same invocation, it has run again
     /// to the end and its result is returned; otherwise it was deleted.
-    fn after_jump(&self, turn: &mut Turn, target: OplogIndex, key: &str) -> Result<Option<String>> {
+    fn after_jump(&self, turn: &mut Turn, target: OplogIndex, key: &str) -> Result<Invoked> {
         let live = turn.active.take().map(|active| active.worker);
-        self.recover_into_memory(turn, RecoveryMode::Auto, live, true)?;
+        if let Err(halt) = self.recover_into_memory(turn, RecoveryMode::Auto, live, true) {
+            return Self::answer_halt(halt, key);
+        }
         let recovery = turn.active.as_ref().expect("recovered").recovery.clone();
         match recovery.resumed {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
@@ -1145,7 +1176,10 @@ impl Executor {
                     function: "the resumed invocation".into(),
                     message: error,
                 }),
-                None => Ok(resumed.result),
+                None => Ok(Invoked::Completed(InvocationOutcome {
+                    result: resumed.result,
+                    from_idempotency_key: false,
+                })),
             },
             _ => Err(Error::InvocationUndone {
                 worker: turn.worker().clone(),
@@ -1154,8 +1188,8 @@ impl Executor {
         }
     }
 
-    /// Goes on with an invocation whose retry was scheduled (the [`Error::RetryScheduled`] a
-    /// call returns when [`ExecutorOptions::wait_for_retries`] is off), once its delay has
+    /// Goes on with an invocation whose retry was scheduled (the [`Deferred::RetryScheduled`]
+    /// a call answers when [`ExecutorOptions::wait_for_retries`] is off), once its delay has
     /// passed: recovers the worker, which runs the invocation again, and returns how it ended,
     /// or `RetryScheduled` again for the next attempt. If something else recovered the worker
     /// meanwhile, the invocation has finished already and its result is returned.
@@ -1164,32 +1198,31 @@ impl Executor {
         id: &WorkerId,
         function: &str,
         idempotency_key: &str,
-    ) -> Result<InvocationOutcome> {
+    ) -> Result<Invoked> {
         let mut turn = self.turn(id);
         let uid = self.worker_record(id)?.uid;
         let result = match self.completed_invocation(&uid, idempotency_key)? {
-            Some(done) => Ok(done.result),
+            Some(done) => Ok(Invoked::Completed(InvocationOutcome {
+                result: done.result,
+                from_idempotency_key: false,
+            })),
             None => self.after_retry(&mut turn, function, idempotency_key),
         };
-        if let Err(err) = &result {
-            if !keeps_instance(err) {
-                turn.active = None;
-            }
-        }
+        drop_unless_kept(&mut turn, &result);
         drop(turn);
         self.resume_ready_workers();
-        Ok(InvocationOutcome {
-            result: result?,
-            from_idempotency_key: false,
-        })
+        result
     }
 
     /// The invocation with idempotency key `key` trapped and a retry was scheduled: recovers
     /// the worker, which runs it again (retrying while it traps and the policy allows), and
     /// returns how it ended.
-    fn after_retry(&self, turn: &mut Turn, function: &str, key: &str) -> Result<Option<String>> {
+    fn after_retry(&self, turn: &mut Turn, function: &str, key: &str) -> Result<Invoked> {
         turn.active = None;
-        let active = self.activate(turn, RecoveryMode::Auto)?;
+        let active = match self.activate(turn, RecoveryMode::Auto) {
+            Ok(active) => active,
+            Err(halt) => return Self::answer_halt(halt, key),
+        };
         let retries = active.worker.record.retry_count;
         match active.recovery.resumed.clone() {
             Some(resumed) if resumed.idempotency_key == key => match resumed.error {
@@ -1206,7 +1239,10 @@ impl Executor {
                         message: format!("{message} (after {retries} retries)"),
                     })
                 }
-                None => Ok(resumed.result),
+                None => Ok(Invoked::Completed(InvocationOutcome {
+                    result: resumed.result,
+                    from_idempotency_key: false,
+                })),
             },
             _ => Err(Error::Engine(format!(
                 "worker {}: the retried invocation {key} was not resumed by recovery",
@@ -1255,8 +1291,7 @@ fn check_idempotency_key(key: Option<&str>) -> Result<()> {
 /// Whether the instance of a worker whose invocation ended with `err` still matches storage
 /// and may be kept for the next invocation. Refusals before anything ran and traps (recorded
 /// and committed) keep it; anything else drops it: a failed commit (memory holds what storage
-/// does not: the next attempt must start from storage), a guest unwound mid-invocation
-/// (suspended, retry scheduled, jumped), an engine or storage error.
+/// does not: the next attempt must start from storage), an engine or storage error.
 fn keeps_instance(err: &Error) -> bool {
     matches!(
         err,
@@ -1265,11 +1300,25 @@ fn keeps_instance(err: &Error) -> bool {
             | Error::WorkerFailed { .. }
             | Error::WorkerExited { .. }
             | Error::WorkerSuspended { .. }
+            | Error::WorkerBusy { .. }
             | Error::WorkerInterrupted { .. }
             | Error::Trap { .. }
             | Error::GuestExited { .. }
             | Error::InvocationUndone { .. }
-            | Error::Queued { .. }
             | Error::QueueFull { .. }
     )
+}
+
+/// Drops the instance of `turn` unless it still matches storage after `outcome`: see
+/// [`keeps_instance`]; an invocation deferred mid-run (the guest unwound, or its attempt
+/// discarded for a retry) drops it too.
+fn drop_unless_kept(turn: &mut Turn, outcome: &Result<Invoked>) {
+    let keep = match outcome {
+        Ok(Invoked::Completed(_)) => true,
+        Ok(Invoked::Deferred(deferred)) => !deferred.drops_instance(),
+        Err(err) => keeps_instance(err),
+    };
+    if !keep {
+        turn.active = None;
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use super::{Executor, Turn};
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
+use crate::outcome::{Deferred, Halt};
 use crate::promises::{
     self, PromiseCompletion, PromiseId, Resumption, ResumptionOutcome, Suspension,
     RESUMES_PER_PASS_MAX,
@@ -35,18 +36,18 @@ impl Executor {
     /// Before recovering a worker: an interrupted one does not run until resumed; one
     /// suspended on a promise that is still pending would replay only to suspend again at the
     /// same await, so it is not recovered.
-    pub(super) fn refuse_if_not_runnable(&self, id: &WorkerId) -> Result<()> {
+    pub(super) fn refuse_if_not_runnable(&self, id: &WorkerId) -> Result<(), Halt> {
         let record = match self.worker_record(id) {
             Ok(record) => record,
             // Recovery reports it.
             Err(_) => return Ok(()),
         };
         if record.status == WorkerStatus::Interrupted {
-            return Err(Error::WorkerInterrupted { worker: id.clone() });
+            return Err(Error::WorkerInterrupted { worker: id.clone() }.into());
         }
         if let Some(suspension) = promises::suspension(&self.storage, &record.uid)? {
             if !promises::is_ready(&self.storage, &suspension)? {
-                return Err(suspension.into_error());
+                return Err(Halt::Deferred(suspension.into_deferred()));
             }
         }
         // A worker asleep past the durable-sleep threshold would replay only to sleep again.
@@ -56,7 +57,7 @@ impl Executor {
         ) {
             let left = sleep.until_ms.saturating_sub(crate::oplog::now_ms());
             if crate::sleeps::suspends(std::time::Duration::from_millis(left), min) {
-                return Err(sleep.into_error());
+                return Err(Halt::Deferred(sleep.into_deferred()));
             }
         }
         Ok(())
@@ -161,8 +162,29 @@ impl Executor {
                         .and_then(|done| done.result),
                 },
             },
-            Err(Error::Suspended { promise, .. }) => ResumptionOutcome::SuspendedAgain { promise },
-            Err(err) => {
+            Err(Halt::Deferred(Deferred::Suspended { promise, .. })) => {
+                ResumptionOutcome::SuspendedAgain { promise }
+            }
+            // Asleep again (its wake is scheduled by the activation), or trapped with a retry
+            // scheduled: those waiting keep waiting.
+            Err(Halt::Deferred(Deferred::Sleeping { until_ms, .. })) => {
+                ResumptionOutcome::Sleeping { until_ms }
+            }
+            Err(Halt::Deferred(Deferred::RetryScheduled {
+                attempt,
+                delay,
+                function,
+                idempotency_key,
+                ..
+            })) => {
+                self.schedule_retry(&id, &function, &idempotency_key, delay);
+                ResumptionOutcome::RetryScheduled {
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                }
+            }
+            Err(halt) => {
+                let err = halt.into_error();
                 // Not to be retried after every invocation: the next use of the worker says
                 // what is wrong.
                 if let Ok(record) = self.worker_record(&id) {
@@ -181,7 +203,9 @@ impl Executor {
             ResumptionOutcome::Trapped { error } | ResumptionOutcome::Failed { error } => {
                 self.finish(&id, &suspension.idempotency_key, Err(error.clone()))
             }
-            ResumptionOutcome::SuspendedAgain { .. } => {}
+            ResumptionOutcome::SuspendedAgain { .. }
+            | ResumptionOutcome::Sleeping { .. }
+            | ResumptionOutcome::RetryScheduled { .. } => {}
         }
         // What was queued behind the suspended invocation runs now.
         if matches!(outcome, ResumptionOutcome::Finished { .. }) {
@@ -200,21 +224,4 @@ fn suspension_uid(executor: &Executor, id: &WorkerId) -> uuid::Uuid {
         .worker_record(id)
         .map(|r| r.uid)
         .unwrap_or_default()
-}
-
-/// The error an invocation of a suspended worker gets: the suspended invocation itself (asked
-/// for again by its idempotency key) is still suspended; any other is refused.
-pub(super) fn refusal(err: Error, idempotency_key: Option<&str>) -> Error {
-    match err {
-        Error::Suspended {
-            worker,
-            promise,
-            idempotency_key: suspended,
-        } if idempotency_key != Some(suspended.as_str()) => Error::WorkerSuspended {
-            worker,
-            promise,
-            idempotency_key: suspended,
-        },
-        other => other,
-    }
 }

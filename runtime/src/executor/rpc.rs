@@ -29,6 +29,7 @@ use crate::abi::{parse_wave, to_wave};
 use crate::component::ExportedFunction;
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
+use crate::outcome::{Deferred, Invoked};
 use crate::rpc::{Call, CallResult, Dispatch, PendingCall, RpcError, Waited, STOP_CHECK};
 use crate::stop::StopSignal;
 use crate::wit_value::WitValue;
@@ -408,7 +409,7 @@ impl Executor {
             super::Completion::BeforeCallersCommit,
         );
         let outcome = self.until_finished(&call.target, &export, &params, key, outcome);
-        Some(outcome.map_err(rpc_error).and_then(|done| {
+        Some(outcome.and_then(|done| {
             results_tuple(&export, done.result.as_deref()).map_err(RpcError::ProtocolError)
         }))
     }
@@ -423,39 +424,44 @@ impl Executor {
         export: &ExportedFunction,
         params: &[String],
         key: &str,
-        mut outcome: Result<InvocationOutcome>,
-    ) -> Result<InvocationOutcome> {
+        mut outcome: Result<Invoked>,
+    ) -> std::result::Result<InvocationOutcome, RpcError> {
         let serving = self.background.get().is_some();
         loop {
-            outcome =
-                match outcome {
-                    Err(Error::RetryScheduled {
-                        delay, function, ..
-                    }) => {
-                        std::thread::sleep(delay);
-                        self.continue_retry(id, &function, key)
-                    }
-                    // The callee awaits a promise in another invocation: this one waits in its
-                    // queue, as it would behind a sleep.
-                    Err(Error::WorkerSuspended { .. }) if serving => self
-                        .push_queued(id, &export.display_name, params, Some(key))
-                        .and_then(|_| self.block_on_invocation(id, key)),
-                    Err(
-                        Error::Sleeping { .. } | Error::Queued { .. } | Error::Suspended { .. },
-                    ) if serving => self.block_on_invocation(id, key),
-                    done => return done,
-                };
+            outcome = match outcome {
+                Ok(Invoked::Completed(done)) => return Ok(done),
+                Ok(Invoked::Deferred(Deferred::RetryScheduled {
+                    delay, function, ..
+                })) => {
+                    std::thread::sleep(delay);
+                    self.continue_retry(id, &function, key)
+                }
+                // The callee is in another invocation that is not over: this one waits in
+                // its queue, as it would behind a sleep.
+                Err(Error::WorkerSuspended { .. } | Error::WorkerBusy { .. }) if serving => self
+                    .push_queued(id, &export.display_name, params, Some(key))
+                    .and_then(|_| self.block_on_invocation(id, key)),
+                Ok(Invoked::Deferred(_)) if serving => self.block_on_invocation(id, key),
+                Ok(Invoked::Deferred(deferred)) => {
+                    return Err(RpcError::RemoteInternalError(format!(
+                        "{deferred}; this process has no timers to finish it"
+                    )))
+                }
+                Err(err) => return Err(rpc_error(err)),
+            };
         }
     }
 
     /// [`Executor::await_invocation`] from a thread that is not the runtime's.
-    fn block_on_invocation(&self, id: &WorkerId, key: &str) -> Result<InvocationOutcome> {
+    fn block_on_invocation(&self, id: &WorkerId, key: &str) -> Result<Invoked> {
         let tokio = self.tokio.as_ref().expect("set until drop");
         tokio
             .block_on(self.await_invocation(id, key))
-            .map(|result| InvocationOutcome {
-                result,
-                from_idempotency_key: false,
+            .map(|result| {
+                Invoked::Completed(InvocationOutcome {
+                    result,
+                    from_idempotency_key: false,
+                })
             })
     }
 }

@@ -15,13 +15,14 @@ use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
 use super::rpc;
-use super::{abort, from_wasmer, to_wasmer, GuestMem, HostState, GOLEM_HOST_MODULE};
+use super::{abort, from_wasmer, to_wasmer, unwind, GuestMem, HostState, GOLEM_HOST_MODULE};
 use super::{wasi2, Failure};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
 use crate::component::{ImportedFunction, HOST_INTERFACES};
 use crate::error::{Error, Result};
 use crate::oplog::{HostFunction, HostValue};
+use crate::outcome::Unwind;
 
 /// The functions of `golem:api/host@0.2.0` this runtime implements; a module importing another
 /// one is refused at upload with its name.
@@ -195,15 +196,12 @@ fn call(
                 (None, result) => result.map_err(Failure::Fatal),
             }
         }
-        _ => dispatch(state, func, params).map_err(|err| match err {
-            // A trap the guest caused: it fails the invocation like any other trap.
-            Error::Trap { function, message } => Failure::Trap(format!("{function}: {message}")),
-            err => Failure::Fatal(err),
-        }),
+        _ => dispatch(state, func, params),
     };
     let result = match result {
         Ok(result) => result,
         Err(Failure::Fatal(err)) => return Err(abort(&mut state.gate, err)),
+        Err(Failure::Unwind(why)) => return Err(unwind(&mut state.gate, why)),
         Err(Failure::Trap(message)) => return Err(RuntimeError::new(message)),
         Err(Failure::Exit(code)) => {
             return Err(RuntimeError::user(Box::new(wasmer_wasix::WasiError::Exit(
@@ -222,6 +220,47 @@ fn dispatch(
     state: &mut HostState,
     func: &ImportedFunction,
     params: Vec<Value>,
+) -> Result<Option<Value>, Failure> {
+    match func.name.as_str() {
+        "set-oplog-index" => set_oplog_index(state, &params),
+        name if super::promises::FUNCTIONS.contains(&name) => {
+            super::promises::call(state, func, params)
+        }
+        _ => Ok(dispatch_recorded(state, func, params)?),
+    }
+}
+
+/// `set-oplog-index`: a valid jump unwinds the guest; an invalid one traps.
+fn set_oplog_index(state: &mut HostState, params: &[Value]) -> Result<Option<Value>, Failure> {
+    let target = params.first().map(|v| v.unwrap_u64()).unwrap_or(0);
+    // A valid jump is never replayed: the call sits in the region it deletes. An
+    // invalid one traps, and must trap again on replay: its refusal is recorded.
+    let next = state.gate.next_index();
+    let refusal = state.gate.history().jump_target_error(target, next);
+    let response = state.gate.host_call(
+        HostFunction::Golem("set-oplog-index".into()),
+        HostValue::U64(target),
+        || match &refusal {
+            Some(reason) => HostValue::Wave(wave_string(reason)),
+            None => HostValue::Unit,
+        },
+    );
+    match response? {
+        HostValue::Wave(reason) => Err(Failure::Trap(format!(
+            "set-oplog-index: {}",
+            reason.trim_matches('"')
+        ))),
+        // Live and valid: the call was recorded only to be deleted with the region;
+        // unwind the guest, the worker records the jump and restarts.
+        _ => Err(Failure::Unwind(Unwind::Jump { target })),
+    }
+}
+
+/// The functions that never unwind the guest: their errors are [`Error`]s (a trap, or fatal).
+fn dispatch_recorded(
+    state: &mut HostState,
+    func: &ImportedFunction,
+    params: Vec<Value>,
 ) -> Result<Option<Value>> {
     let result_type = func.abi.result_type();
     let typed = |text: &str| -> Result<Option<Value>> {
@@ -233,9 +272,6 @@ fn dispatch(
         return result;
     }
     match func.name.as_str() {
-        name if super::promises::FUNCTIONS.contains(&name) => {
-            super::promises::call(state, func, params)
-        }
         "get-oplog-index" => {
             let index = state.gate.no_op()?;
             typed(&index.to_string())
@@ -316,31 +352,6 @@ fn dispatch(
                 state.gate.commit_with(true, |_| Ok(()))?;
             }
             Ok(None)
-        }
-        "set-oplog-index" => {
-            let target = params.first().map(|v| v.unwrap_u64()).unwrap_or(0);
-            // A valid jump is never replayed: the call sits in the region it deletes. An
-            // invalid one traps, and must trap again on replay: its refusal is recorded.
-            let next = state.gate.next_index();
-            let refusal = state.gate.history().jump_target_error(target, next);
-            let response = state.gate.host_call(
-                HostFunction::Golem("set-oplog-index".into()),
-                HostValue::U64(target),
-                || match &refusal {
-                    Some(reason) => HostValue::Wave(wave_string(reason)),
-                    None => HostValue::Unit,
-                },
-            );
-            match response {
-                Ok(HostValue::Wave(reason)) => Err(Error::Trap {
-                    function: "set-oplog-index".into(),
-                    message: reason.trim_matches('"').to_string(),
-                }),
-                // Live and valid: the call was recorded only to be deleted with the region;
-                // unwind the guest, the worker records the jump and restarts.
-                Ok(_) => Err(Error::JumpRequested { target }),
-                Err(err) => Err(err),
-            }
         }
         "update-worker" => {
             let request = params

@@ -167,11 +167,20 @@ pub(crate) enum Failure {
     Trap(String),
     /// The guest exited (WASI 0.2 `exit`): the invocation ends as preview 1's `proc_exit`.
     Exit(u32),
+    /// Nothing failed, but the guest must stop here (a jump, an await, a long sleep).
+    Unwind(crate::outcome::Unwind),
 }
 
 impl From<crate::error::Error> for Failure {
+    /// A trap the guest caused fails the invocation like any other trap; anything else stops
+    /// the runtime's work on it.
     fn from(err: crate::error::Error) -> Self {
-        Failure::Fatal(err)
+        match err {
+            crate::error::Error::Trap { function, message } => {
+                Failure::Trap(format!("{function}: {message}"))
+            }
+            err => Failure::Fatal(err),
+        }
     }
 }
 
@@ -186,6 +195,13 @@ impl From<crate::abi::AbiError> for Failure {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HostAbort(pub String);
+
+/// Unwinds the guest for `why`, remembering it in the gate (see [`Gate::set_unwind`]).
+pub fn unwind(gate: &mut Gate, why: crate::outcome::Unwind) -> RuntimeError {
+    let message = format!("unwound: {why:?}");
+    gate.set_unwind(why);
+    RuntimeError::user(Box::new(HostAbort(message)))
+}
 
 /// Stops the guest with `err`, remembering it in the gate.
 pub fn abort(gate: &mut Gate, err: crate::error::Error) -> RuntimeError {

@@ -7,7 +7,7 @@
 //!   pending promise is written in the same transaction as the entry, so a promise exists
 //!   exactly when its `create-promise` entry does.
 //! - `await-promise`: recorded **only when it returns**: response = the payload. On a promise
-//!   that is still pending nothing is recorded: the guest is unwound with [`Error::Suspended`]
+//!   that is still pending nothing is recorded: the guest is unwound with [`Unwind::AwaitPromise`](crate::outcome::Unwind)
 //!   and the worker suspends with its invocation open in the oplog. Resuming is recovering: replay
 //!   reaches the await with no entry left, the gate is live, and the await reads the (now
 //!   completed) promise and records its payload.
@@ -23,13 +23,14 @@ use std::sync::Arc;
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use super::HostState;
+use super::{Failure, HostState};
 use crate::abi::parse_wave;
 use crate::abi::wave_string;
 use crate::component::ImportedFunction;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::oplog::{now_ms, HostFunction, HostValue, OplogEntry};
+use crate::outcome::Unwind;
 use crate::promises::{self, Completion, PromiseId, PromiseState};
 
 /// The functions this module implements.
@@ -41,22 +42,21 @@ pub const FUNCTIONS: &[&str] = &[
 ];
 
 /// One call of a promise function.
-pub fn call(
+pub(crate) fn call(
     state: &mut HostState,
     func: &ImportedFunction,
     params: Vec<Value>,
-) -> Result<Option<Value>> {
+) -> Result<Option<Value>, Failure> {
     let function = HostFunction::Golem(func.name.clone());
     let context = Arc::clone(&state.context);
     let storage = Arc::clone(&context.storage);
     let gate = &mut state.gate;
-    let trap = |message: String| Error::Trap {
-        function: func.name.clone(),
-        message,
-    };
-    let shape = |value: &HostValue| Error::Corrupt {
-        what: format!("recorded result of {}", func.name),
-        detail: format!("unexpected shape: {value}"),
+    let trap = |message: String| Failure::Trap(format!("{}: {message}", func.name));
+    let shape = |value: &HostValue| {
+        Failure::Fatal(Error::Corrupt {
+            what: format!("recorded result of {}", func.name),
+            detail: format!("unexpected shape: {value}"),
+        })
     };
     match func.name.as_str() {
         "create-promise" => {
@@ -83,7 +83,7 @@ pub fn call(
                 worker: context.id_at(index).clone(),
                 oplog_idx: index,
             };
-            typed(func, &promise_id_wave(&id))
+            Ok(typed(func, &promise_id_wave(&id))?)
         }
         "await-promise" => {
             let id = promise_id(&params, 0, &func.name)?;
@@ -99,17 +99,17 @@ pub fn call(
                     }
                     Some(PromiseState::Pending) => {
                         // Nothing is recorded: the worker suspends with this invocation open.
-                        return Err(Error::Suspended {
-                            worker: context.id.clone(),
-                            promise: id,
-                            idempotency_key: String::new(),
-                        });
+                        return Err(Failure::Unwind(Unwind::AwaitPromise { promise: id }));
                     }
                     Some(PromiseState::Deleted { .. }) => {
-                        return Err(refuse(gate, function, request, Error::PromiseDeleted(id))?)
+                        return Err(
+                            refuse(gate, function, request, Error::PromiseDeleted(id))?.into()
+                        )
                     }
                     None => {
-                        return Err(refuse(gate, function, request, Error::UnknownPromise(id))?)
+                        return Err(
+                            refuse(gate, function, request, Error::UnknownPromise(id))?.into()
+                        )
                     }
                 },
             };
@@ -159,11 +159,11 @@ pub fn call(
                         err @ (Error::UnknownPromise(_)
                         | Error::PromiseDeleted(_)
                         | Error::InvalidArguments(_)),
-                    ) => return Err(refuse(gate, function, request, err)?),
-                    Err(err) => return Err(err),
+                    ) => return Err(refuse(gate, function, request, err)?.into()),
+                    Err(err) => return Err(err.into()),
                 },
             };
-            typed(func, if completed { "true" } else { "false" })
+            Ok(typed(func, if completed { "true" } else { "false" })?)
         }
         "delete-promise" => {
             let id = promise_id(&params, 0, &func.name)?;
@@ -173,7 +173,7 @@ pub fn call(
                 Some(HostValue::Wave(reason)) => Err(trap(unquote(&reason))),
                 Some(other) => Err(shape(&other)),
                 None => match promises::get(&storage, &id)?.map(|r| r.state) {
-                    None => Err(refuse(gate, function, request, Error::UnknownPromise(id))?),
+                    None => Err(refuse(gate, function, request, Error::UnknownPromise(id))?.into()),
                     // Deleting twice changes nothing.
                     Some(PromiseState::Deleted { .. }) => {
                         gate.append(invoked(function, request, HostValue::Unit))?;
@@ -194,7 +194,7 @@ pub fn call(
                 },
             }
         }
-        other => Err(Error::Engine(format!("{other} is not a promise function"))),
+        other => Err(Error::Engine(format!("{other} is not a promise function")).into()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, Imports, RuntimeError, Store};
 
 use super::{abort, HostState, WASI_MODULE};
-use crate::error::Error;
+
 use crate::gate::Mode;
 use crate::oplog::{HostFunction, HostValue, LogStream};
 
@@ -301,14 +301,9 @@ fn poll_oneoff(
     if let (Some(due_ms), Mode::Live) = (due_ms, state.gate.mode()) {
         let left = Duration::from_millis(due_ms.saturating_sub(crate::oplog::now_ms()));
         if long(left) {
-            let worker = state.gate.worker().clone();
-            return Err(abort(
+            return Err(super::unwind(
                 &mut state.gate,
-                Error::Sleeping {
-                    worker,
-                    until_ms: due_ms,
-                    idempotency_key: String::new(),
-                },
+                crate::outcome::Unwind::Sleep { until_ms: due_ms },
             ));
         }
         live_wait = left;

@@ -10,15 +10,23 @@ use crate::component::ExportedFunction;
 use crate::error::{Error, Result};
 use crate::host::{from_wasmer, to_wasmer, GuestMem};
 use crate::oplog::{now_ms, OplogEntry};
+use crate::outcome::{Halt, Unwind};
 use crate::stop::StopReason;
 use crate::storage::codec;
 use crate::worker_records::{invocation_key, InvocationResult, WorkerStatus};
 
-/// The outcome of one call of an export.
+/// How one call of an export ended.
 pub(super) enum CallOutcome {
     Returned(Option<Value>),
     Trapped(String),
     Exited(u32),
+}
+
+/// How one call of an export stopped: it ended, or a host function unwound the guest though
+/// nothing failed (to be settled: see [`Worker::call_and_settle`]).
+pub(super) enum Called {
+    Ended(CallOutcome),
+    Unwound(Unwind),
 }
 
 /// Parses WAVE params against an export's param types, with errors that name the param.
@@ -74,18 +82,20 @@ impl Worker {
         idempotency_key: &str,
         keep_result: bool,
         durable: bool,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<String>, Halt> {
         match self.record.status {
             WorkerStatus::Failed => {
                 return Err(Error::WorkerFailed {
                     worker: self.record.id.clone(),
                     reason: self.record.last_error.clone().unwrap_or_default(),
-                })
+                }
+                .into())
             }
             WorkerStatus::Exited => {
                 return Err(Error::WorkerExited {
                     worker: self.record.id.clone(),
-                })
+                }
+                .into())
             }
             _ => {}
         }
@@ -119,13 +129,13 @@ impl Worker {
         keep_result: bool,
         durable: bool,
         outcome: CallOutcome,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<String>, Halt> {
         match &outcome {
             CallOutcome::Trapped(message) => {
                 if let Some(retry) =
                     self.schedule_retry(&export.display_name, idempotency_key, message)?
                 {
-                    return Err(retry);
+                    return Err(Halt::Deferred(retry));
                 }
             }
             // It ran to the end: the retries of this invocation, if any, are over.
@@ -202,24 +212,31 @@ impl Worker {
             }
             Ok(())
         })?;
-        returned
+        Ok(returned?)
     }
 
     /// Calls an export for invocation `idempotency_key`. A guest unwound mid-call is settled
-    /// here, the same live and in replay: a jump, a promise awaited, a long sleep or an
-    /// interrupt is recorded as such and returned as the error to report.
+    /// here, the same live and in replay: a jump, a promise awaited or a long sleep is recorded
+    /// as such and returned as the halt to report; so is an interrupt (an error).
     pub(super) fn call_and_settle(
         &mut self,
         export: &ExportedFunction,
         values: &[Value],
         idempotency_key: &str,
-    ) -> Result<CallOutcome> {
-        match self.call_export(export, values) {
-            Err(Error::JumpRequested { target }) => Err(self.record_jump(target)),
-            Err(err @ Error::Suspended { .. }) => Err(self.suspend(err, idempotency_key)),
-            Err(err @ Error::Sleeping { .. }) => Err(self.sleep(err, idempotency_key)),
-            Err(Error::Interrupted { .. }) => Err(self.interrupted()),
-            other => other,
+    ) -> Result<CallOutcome, Halt> {
+        let called = match self.call_export(export, values) {
+            Err(Error::Interrupted { .. }) => return Err(self.interrupted().into()),
+            other => other?,
+        };
+        match called {
+            Called::Ended(outcome) => Ok(outcome),
+            Called::Unwound(Unwind::Jump { target }) => Err(self.record_jump(target)),
+            Called::Unwound(Unwind::AwaitPromise { promise }) => {
+                Err(self.suspend(promise, idempotency_key))
+            }
+            Called::Unwound(Unwind::Sleep { until_ms }) => {
+                Err(self.sleep(until_ms, idempotency_key))
+            }
         }
     }
 
@@ -228,7 +245,7 @@ impl Worker {
         &mut self,
         export: &ExportedFunction,
         values: &[Value],
-    ) -> Result<CallOutcome> {
+    ) -> Result<Called> {
         let func = self
             .instance
             .exports
@@ -289,29 +306,33 @@ impl Worker {
                 return self.classify_trap(err);
             }
         }
-        Ok(CallOutcome::Returned(value))
+        Ok(Called::Ended(CallOutcome::Returned(value)))
     }
 
-    pub(super) fn trapped_or_fatal(&mut self, message: String) -> Result<CallOutcome> {
+    pub(super) fn trapped_or_fatal(&mut self, message: String) -> Result<Called> {
         match self.gate().take_fatal() {
             Some(err) => Err(err),
-            None => Ok(CallOutcome::Trapped(message)),
+            None => Ok(Called::Ended(CallOutcome::Trapped(message))),
         }
     }
 
-    /// A guest call failed: a host-side fatal error (divergence, storage), an exit, or a trap.
-    pub(super) fn classify_trap(&mut self, err: RuntimeError) -> Result<CallOutcome> {
+    /// A guest call failed: a host-side fatal error (divergence, storage), an unwind, an exit,
+    /// or a trap.
+    pub(super) fn classify_trap(&mut self, err: RuntimeError) -> Result<Called> {
         let fatal = self.gate().take_fatal();
+        let unwound = self.gate().take_unwind();
         // Whatever trapped once the call was asked to stop is the stop: Wasmer's signal can
         // land where its trap is not reported as `HostInterrupt`, and an invocation being
         // interrupted must not be retried; one past its deadline is a trap like any other.
         match (fatal, self.stop.reason()) {
+            // A host function stopped the guest on purpose: settled below, not a trap.
+            (None, _) if unwound.is_some() => {}
             (Some(Error::DeadlineExceeded { deadline, .. }), _)
             | (None, Some(StopReason::DeadlineExceeded { deadline })) => {
-                return Ok(CallOutcome::Trapped(format!(
+                return Ok(Called::Ended(CallOutcome::Trapped(format!(
                     "the invocation ran past its deadline of {} ms and was stopped",
                     deadline.as_millis()
-                )))
+                ))))
             }
             (Some(fatal), _) => return Err(fatal),
             (None, Some(StopReason::Interrupted)) => {
@@ -321,17 +342,22 @@ impl Worker {
             }
             (None, None) => {}
         }
+        if let Some(why) = unwound {
+            return Ok(Called::Unwound(why));
+        }
         let message = match err.downcast::<wasmer_wasix::WasiError>() {
             Ok(wasmer_wasix::WasiError::Exit(code)) => {
-                return Ok(CallOutcome::Exited(code.raw() as u32))
+                return Ok(Called::Ended(CallOutcome::Exited(code.raw() as u32)))
             }
             Ok(other) => other.to_string(),
             Err(err) => err.message(),
         };
         // A Rust guest's panic is `unreachable`; what it printed says why.
-        Ok(CallOutcome::Trapped(match self.gate().stderr_tail() {
-            Some(said) => format!("{message} (the guest wrote to stderr: {said})"),
-            None => message,
-        }))
+        Ok(Called::Ended(CallOutcome::Trapped(
+            match self.gate().stderr_tail() {
+                Some(said) => format!("{message} (the guest wrote to stderr: {said})"),
+                None => message,
+            },
+        )))
     }
 }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::gate::Mode;
 use crate::ids::OplogIndex;
 use crate::oplog::OplogEntry;
+use crate::outcome::Halt;
 use crate::storage::Storage;
 use crate::worker_records::{
     ImageUse, RecoveryReport, ResumedInvocation, WorkerRecord, WorkerStatus, WorkerStore,
@@ -95,7 +96,7 @@ impl Worker {
         inputs: InstanceInputs<'_>,
         record: WorkerRecord,
         mode: RecoveryMode,
-    ) -> Result<(Worker, RecoveryReport)> {
+    ) -> Result<(Worker, RecoveryReport), Halt> {
         Worker::recover_reusing(inputs, record, mode, None)
     }
 
@@ -108,11 +109,11 @@ impl Worker {
         mut record: WorkerRecord,
         mode: RecoveryMode,
         mut live: Option<Worker>,
-    ) -> Result<(Worker, RecoveryReport)> {
+    ) -> Result<(Worker, RecoveryReport), Halt> {
         loop {
             let mut jumped = None;
             match Worker::recover_once(&inputs, record, mode, live.take(), &mut jumped) {
-                Err(Error::JumpRequested { target }) if jumped.is_some() => {
+                Err(Halt::Jumped { target }) if jumped.is_some() => {
                     let worker: Worker = jumped.take().expect("checked");
                     tracing::debug!(worker = %worker.record.id, target, "jumped back during recovery");
                     record = worker.record.clone();
@@ -168,7 +169,7 @@ impl Worker {
         mode: RecoveryMode,
         live: Option<Worker>,
         jumped: &mut Option<Worker>,
-    ) -> Result<(Worker, RecoveryReport)> {
+    ) -> Result<(Worker, RecoveryReport), Halt> {
         let started = Instant::now();
         let committed = crate::oplog::store::last_index(inputs.storage, &record.uid)?;
         let mut skipped = Vec::new();
@@ -193,7 +194,8 @@ impl Worker {
             return Err(Error::Corrupt {
                 what: format!("snapshot at oplog index {index} of worker {}", record.id),
                 detail: format!("it cannot be used: {}", skipped.join("; ")),
-            });
+            }
+            .into());
         }
         // History starts at `create`, or at the last snapshot-based update (all before it is
         // skipped for good).
@@ -230,16 +232,18 @@ impl Worker {
                     "history starts at entry {start}, which should be `{}` but entry {index} is {}",
                     if start == 1 { "create" } else { "snapshot-update-started" },
                     other.kind()
-                )))
+                ))
+                    .into())
                 }
                 None => {
                     return Err(corrupt(
                         "it is empty; it should start with a `create` entry".into(),
-                    ))
+                    )
+                    .into())
                 }
             };
         if let Err(err) = worker.replay(&mut report) {
-            if matches!(err, Error::JumpRequested { .. }) {
+            if matches!(err, Halt::Jumped { .. }) {
                 *jumped = Some(worker);
             }
             return Err(err);
@@ -262,7 +266,7 @@ impl Worker {
         skipped: &mut Vec<String>,
         mut live: Option<Worker>,
         jumped: &mut Option<Worker>,
-    ) -> Result<Option<(Worker, RecoveryReport)>> {
+    ) -> Result<Option<(Worker, RecoveryReport)>, Halt> {
         // Keys first: only the manifest of a snapshot that may be used is read and decoded (a
         // worker can keep a hundred of them, each tens of KiB).
         let indexes = crate::snapshots::indexes(inputs.storage, &record.uid)?;
@@ -371,11 +375,11 @@ impl Worker {
             };
             match worker.replay(&mut report) {
                 Ok(()) => {}
-                Err(err @ Error::Divergence { .. }) => {
+                Err(Halt::Failed(err @ Error::Divergence { .. })) => {
                     skip(format!("the replay after it diverged: {err}"));
                     continue;
                 }
-                Err(err @ Error::JumpRequested { .. }) => {
+                Err(err @ Halt::Jumped { .. }) => {
                     *jumped = Some(worker);
                     return Err(err);
                 }
@@ -579,7 +583,7 @@ impl Worker {
     }
 
     /// Replays the rest of the oplog.
-    pub(super) fn replay(&mut self, report: &mut RecoveryReport) -> Result<()> {
+    pub(super) fn replay(&mut self, report: &mut RecoveryReport) -> Result<(), Halt> {
         while let Some((index, entry)) = self.gate().next_replayed()? {
             match entry {
                 OplogEntry::ExportedFunctionInvoked {
@@ -602,10 +606,13 @@ impl Worker {
                 OplogEntry::Exited { .. } => self.record.status = WorkerStatus::Exited,
                 OplogEntry::Jump { .. } | OplogEntry::NoOp => {}
                 other => {
-                    return Err(self.gate().diverged(
-                        index,
-                        format!("expected an invocation, found {}: {other}", other.kind()),
-                    ))
+                    return Err(self
+                        .gate()
+                        .diverged(
+                            index,
+                            format!("expected an invocation, found {}: {other}", other.kind()),
+                        )
+                        .into())
                 }
             }
         }
@@ -619,7 +626,7 @@ impl Worker {
         params: &[String],
         idempotency_key: &str,
         report: &mut RecoveryReport,
-    ) -> Result<()> {
+    ) -> Result<(), Halt> {
         let export = self
             .interface
             .find_export(function)
@@ -641,8 +648,8 @@ impl Worker {
             let (result, error) =
                 match self.finish_live(&export, idempotency_key, true, true, outcome) {
                     Ok(result) => (result, None),
-                    Err(err @ Error::Trap { .. }) => (None, Some(err.to_string())),
-                    Err(err) => return Err(err),
+                    Err(Halt::Failed(err @ Error::Trap { .. })) => (None, Some(err.to_string())),
+                    Err(halt) => return Err(halt),
                 };
             report.resumed = Some(ResumedInvocation {
                 idempotency_key: idempotency_key.to_string(),
@@ -661,15 +668,18 @@ impl Worker {
                 let replayed = value.as_ref().map(to_wave).transpose()?;
                 // Host calls made with persistence off ran live again: the result may differ.
                 if replayed != result && !self.gate().take_unrecorded() {
-                    return Err(self.gate().diverged(
-                        index,
-                        format!(
-                            "{} returned {} on replay but {} when it ran",
-                            export.display_name,
-                            replayed.as_deref().unwrap_or("nothing"),
-                            result.as_deref().unwrap_or("nothing")
-                        ),
-                    ));
+                    return Err(self
+                        .gate()
+                        .diverged(
+                            index,
+                            format!(
+                                "{} returned {} on replay but {} when it ran",
+                                export.display_name,
+                                replayed.as_deref().unwrap_or("nothing"),
+                                result.as_deref().unwrap_or("nothing")
+                            ),
+                        )
+                        .into());
                 }
                 Ok(())
             }
@@ -692,13 +702,16 @@ impl Worker {
                     Some((i, e)) => (i, e.to_string()),
                     None => (index, "the end of the oplog".into()),
                 };
-                Err(self.gate().diverged(
-                    at,
-                    format!(
-                        "{} {got} on replay, but the oplog has: {recorded}",
-                        export.display_name
-                    ),
-                ))
+                Err(self
+                    .gate()
+                    .diverged(
+                        at,
+                        format!(
+                            "{} {got} on replay, but the oplog has: {recorded}",
+                            export.display_name
+                        ),
+                    )
+                    .into())
             }
         }
     }

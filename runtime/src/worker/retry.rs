@@ -14,10 +14,11 @@
 //! recovers the worker, which finishes the invocation live (without waiting the delay again).
 
 use super::{Worker, WorkerStatus};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::{now_ms, DiscardReason, OplogEntry};
+use crate::outcome::Deferred;
 
 impl Worker {
     /// An invocation whose `exported-function-invoked` entry is at `index` starts, live or
@@ -33,14 +34,14 @@ impl Worker {
 
     /// The running invocation trapped with `message`. If the retry policy allows another
     /// attempt, discards this one durably, marks the worker `retrying` and returns the
-    /// [`Error::RetryScheduled`] that tells the executor to wait and recover; `None` when the
+    /// [`Deferred::RetryScheduled`] that tells the executor to wait and recover; `None` when the
     /// retries are used up (the worker then fails as before).
     pub(super) fn schedule_retry(
         &mut self,
         function: &str,
         idempotency_key: &str,
         message: &str,
-    ) -> Result<Option<Error>> {
+    ) -> Result<Option<Deferred>> {
         let state = self.env.as_ref(&self.store);
         let policy = state.persistence.retry_policy.clone();
         let invoked = state.persistence.invocation_start;
@@ -84,7 +85,7 @@ impl Worker {
             worker = %self.record.id, attempt, ?delay, %region, %message,
             "invocation trapped; retry scheduled"
         );
-        Ok(Some(Error::RetryScheduled {
+        Ok(Some(Deferred::RetryScheduled {
             worker: self.record.id.clone(),
             function: function.to_string(),
             idempotency_key: idempotency_key.to_string(),

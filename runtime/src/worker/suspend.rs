@@ -9,22 +9,18 @@
 
 use super::{Worker, WorkerStatus};
 use crate::error::Error;
+use crate::ids::PromiseId;
 use crate::oplog::now_ms;
+use crate::outcome::Halt;
 use crate::promises::{self, Suspension};
 use crate::sleeps::Sleep;
 
 impl Worker {
-    /// The invocation `idempotency_key` raised `err` ([`Error::Suspended`]): records the
-    /// suspension durably and returns the error to report (naming the invocation).
-    pub(super) fn suspend(&mut self, err: Error, idempotency_key: &str) -> Error {
-        let Error::Suspended {
-            worker, promise, ..
-        } = err
-        else {
-            return err;
-        };
+    /// The invocation `idempotency_key` awaits `promise`, which is not complete: records the
+    /// suspension durably and returns it as the halt to report.
+    pub(super) fn suspend(&mut self, promise: PromiseId, idempotency_key: &str) -> Halt {
         let suspension = Suspension {
-            worker,
+            worker: self.record.id.clone(),
             promise,
             idempotency_key: idempotency_key.to_string(),
             since_ms: now_ms(),
@@ -39,25 +35,19 @@ impl Worker {
             promises::put_suspension(txn, &storage, &uid, &row)
         });
         match committed {
-            Ok(()) => suspension.into_error(),
-            Err(err) => err,
+            Ok(()) => Halt::Deferred(suspension.into_deferred()),
+            Err(err) => Halt::Failed(err),
         }
     }
 }
 
 impl Worker {
-    /// The invocation `idempotency_key` raised `err` ([`Error::Sleeping`]): a sleep long enough
-    /// to suspend the worker (its due time is recorded in the oplog). Records the suspension
-    /// durably, with the worker's row in `sleeps`, and returns the error to report.
-    pub(super) fn sleep(&mut self, err: Error, idempotency_key: &str) -> Error {
-        let Error::Sleeping {
-            worker, until_ms, ..
-        } = err
-        else {
-            return err;
-        };
+    /// The invocation `idempotency_key` sleeps until `until_ms`, long enough to suspend the
+    /// worker (its due time is recorded in the oplog). Records the suspension durably, with the
+    /// worker's row in `sleeps`, and returns it as the halt to report.
+    pub(super) fn sleep(&mut self, until_ms: u64, idempotency_key: &str) -> Halt {
         let sleep = Sleep {
-            worker,
+            worker: self.record.id.clone(),
             until_ms,
             idempotency_key: idempotency_key.to_string(),
             since_ms: now_ms(),
@@ -72,8 +62,8 @@ impl Worker {
             crate::sleeps::put(txn, &storage, &uid, &row)
         });
         match committed {
-            Ok(()) => sleep.into_error(),
-            Err(err) => err,
+            Ok(()) => Halt::Deferred(sleep.into_deferred()),
+            Err(err) => Halt::Failed(err),
         }
     }
 

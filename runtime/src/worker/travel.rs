@@ -13,6 +13,7 @@ use crate::history::Region;
 use crate::ids::OplogIndex;
 use crate::oplog::store::{self, BlockEncoder};
 use crate::oplog::{now_ms, OplogEntry};
+use crate::outcome::Halt;
 use crate::storage::Storage;
 use crate::worker_records::WorkerStore;
 
@@ -27,12 +28,12 @@ pub enum RevertTarget {
 
 impl Worker {
     /// The guest called `set-oplog-index(target)` (already validated): records the jump that
-    /// deletes everything after `target` up to the jump itself, durably, and returns the error
+    /// deletes everything after `target` up to the jump itself, durably, and returns the halt
     /// that tells the executor to recover the worker.
-    pub(super) fn record_jump(&mut self, target: OplogIndex) -> Error {
+    pub(super) fn record_jump(&mut self, target: OplogIndex) -> Halt {
         match self.try_record_jump(target) {
-            Ok(()) => Error::JumpRequested { target },
-            Err(err) => err,
+            Ok(()) => Halt::Jumped { target },
+            Err(err) => Halt::Failed(err),
         }
     }
 

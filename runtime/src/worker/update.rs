@@ -14,7 +14,7 @@
 use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
-use super::invoke::CallOutcome;
+use super::invoke::{CallOutcome, Called};
 use super::{history_gate, InstanceInputs, RecoveryMode, Start, Worker, WorkerStatus};
 use crate::abi::to_wave;
 use crate::error::{Error, Result};
@@ -193,7 +193,7 @@ impl Worker {
             self.call_export(save, &[])
         })();
         let result = match outcome {
-            Ok(CallOutcome::Returned(Some(value))) => {
+            Ok(Called::Ended(CallOutcome::Returned(Some(value)))) => {
                 let bytes = list_of_u8(&value);
                 match (to_wave(&value), bytes) {
                     (Ok(wave), Some(bytes)) => self
@@ -209,9 +209,16 @@ impl Worker {
                     )),
                 }
             }
-            Ok(CallOutcome::Returned(None)) => Err(format!("{SAVE_EXPORT} returned nothing")),
-            Ok(CallOutcome::Trapped(message)) => Err(format!("{SAVE_EXPORT} trapped: {message}")),
-            Ok(CallOutcome::Exited(code)) => Err(format!("{SAVE_EXPORT} exited with code {code}")),
+            Ok(Called::Ended(CallOutcome::Returned(None))) => {
+                Err(format!("{SAVE_EXPORT} returned nothing"))
+            }
+            Ok(Called::Ended(CallOutcome::Trapped(message))) => {
+                Err(format!("{SAVE_EXPORT} trapped: {message}"))
+            }
+            Ok(Called::Ended(CallOutcome::Exited(code))) => {
+                Err(format!("{SAVE_EXPORT} exited with code {code}"))
+            }
+            Ok(Called::Unwound(why)) => Err(format!("{SAVE_EXPORT} cannot be run: {why}")),
             Err(err) => Err(format!("{SAVE_EXPORT} failed: {err}")),
         };
         match result {
@@ -238,18 +245,27 @@ impl Worker {
     ) -> Result<(), String> {
         let value = payload_value(load, payload)?;
         match self.call_export(load, &[value]) {
-            Ok(CallOutcome::Returned(Some(result))) => match result.unwrap_result() {
-                Ok(_) => Ok(()),
-                Err(message) => Err(format!(
-                    "{LOAD_EXPORT} returned an error: {}",
-                    message
-                        .map(|m| m.unwrap_string().to_string())
-                        .unwrap_or_default()
-                )),
-            },
-            Ok(CallOutcome::Returned(None)) => Err(format!("{LOAD_EXPORT} returned nothing")),
-            Ok(CallOutcome::Trapped(message)) => Err(format!("{LOAD_EXPORT} trapped: {message}")),
-            Ok(CallOutcome::Exited(code)) => Err(format!("{LOAD_EXPORT} exited with code {code}")),
+            Ok(Called::Ended(CallOutcome::Returned(Some(result)))) => {
+                match result.unwrap_result() {
+                    Ok(_) => Ok(()),
+                    Err(message) => Err(format!(
+                        "{LOAD_EXPORT} returned an error: {}",
+                        message
+                            .map(|m| m.unwrap_string().to_string())
+                            .unwrap_or_default()
+                    )),
+                }
+            }
+            Ok(Called::Ended(CallOutcome::Returned(None))) => {
+                Err(format!("{LOAD_EXPORT} returned nothing"))
+            }
+            Ok(Called::Ended(CallOutcome::Trapped(message))) => {
+                Err(format!("{LOAD_EXPORT} trapped: {message}"))
+            }
+            Ok(Called::Ended(CallOutcome::Exited(code))) => {
+                Err(format!("{LOAD_EXPORT} exited with code {code}"))
+            }
+            Ok(Called::Unwound(why)) => Err(format!("{LOAD_EXPORT} cannot be run: {why}")),
             Err(err) => Err(format!("{LOAD_EXPORT} failed: {err}")),
         }
     }

@@ -1,6 +1,7 @@
 //! Figure 6: the cost of snapshotting a 64 MiB worker against the share of its memory that
 //! changed since the previous snapshot, and what the snapshots take in storage.
 
+use crate::workers::Completes;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -149,7 +150,8 @@ fn run_plan(
         let mut shots = Vec::with_capacity(reps);
         for _ in 0..reps {
             let started = Instant::now();
-            ex.invoke(&id, function, &[percent.to_string()], None)?;
+            ex.invoke(&id, function, &[percent.to_string()], None)
+                .done()?;
             let touched = started.elapsed();
             shots.push(Shot {
                 touched,

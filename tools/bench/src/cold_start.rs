@@ -2,6 +2,7 @@
 //! already cached, and its first invocation (`counter`'s `get`), against plain Wasmer
 //! instantiating the same compiled module and calling the core export.
 
+use crate::workers::Completes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,7 @@ impl Side {
                 executor.components().add("counter", wasm)?;
             }
             let id = self.next_id(&executor)?;
-            executor.invoke(&id, EXPORT, &[], None)?;
+            executor.invoke(&id, EXPORT, &[], None).done()?;
             self.executor = Some(executor);
             self.active = 1;
         }
@@ -117,11 +118,11 @@ impl Side {
             executor.create_worker(&id, Vec::new(), Vec::new())?;
         }
         let created = started.elapsed();
-        let first = executor.invoke(&id, EXPORT, &[], None)?;
+        let first = executor.invoke(&id, EXPORT, &[], None).done()?;
         let total = started.elapsed();
         let io_after = executor.storage().io_counts();
         let started = Instant::now();
-        let second = executor.invoke(&id, EXPORT, &[], None)?;
+        let second = executor.invoke(&id, EXPORT, &[], None).done()?;
         let again = started.elapsed();
         ensure!(
             first.result.as_deref() == Some("0") && second.result.as_deref() == Some("0"),

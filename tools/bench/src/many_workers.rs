@@ -2,6 +2,7 @@
 //! and a snapshot; activation of random ones (restore + first invocation) and the resident
 //! memory of 100 active workers, against plain Wasmer instances of the same module.
 
+use crate::workers::Completes;
 use std::os::unix::fs::MetadataExt as _;
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,7 @@ fn setup(ctx: &Ctx, dir: &std::path::Path, wasm: &[u8], n: usize) -> Result<Setu
         let id = ex.worker_id("counter", &name(i))?;
         ex.create_worker(&id, Vec::new(), Vec::new())?;
         for add in [i, 1, 1] {
-            ex.invoke(&id, ADD, &[add.to_string()], None)?;
+            ex.invoke(&id, ADD, &[add.to_string()], None).done()?;
         }
         let stats = ex.snapshot(&id)?;
         capture.push(Duration::from_micros(stats.capture_us));
@@ -202,7 +203,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
         for &i in ids {
             let id = executor.worker_id("counter", &name(i))?;
             let started = Instant::now();
-            let out = executor.invoke(&id, ADD, &["1".into()], None)?;
+            let out = executor.invoke(&id, ADD, &["1".into()], None).done()?;
             let elapsed = started.elapsed();
             let expected = (i + 3).to_string();
             ensure!(

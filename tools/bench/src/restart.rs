@@ -5,6 +5,7 @@
 //! (`Executor::recover` on a freshly opened executor) and as a whole `golemw worker recover`
 //! process. Figure 5 restores a 64 MiB snapshot (no tail) and compares it with copying 64 MiB.
 
+use crate::workers::Completes;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,8 @@ pub fn memory_worker(
     ex.components().add("memory", &wasm)?;
     let id = ex.worker_id("memory", "w")?;
     ex.create_worker(&id, Vec::new(), Vec::new())?;
-    ex.invoke(&id, "fill-mib", &[MEMORY_MIB.to_string()], None)?;
+    ex.invoke(&id, "fill-mib", &[MEMORY_MIB.to_string()], None)
+        .done()?;
     Ok((dir, ex, id))
 }
 
@@ -90,7 +92,7 @@ pub fn grow(
 ) -> Result<()> {
     while *len + 2 <= to {
         let n = CLOCKS_PER_CALL.min(to - *len - 2);
-        ex.invoke(id, "clocks", &[n.to_string()], None)?;
+        ex.invoke(id, "clocks", &[n.to_string()], None).done()?;
         *len += n + 2;
         bar.inc(n + 2);
     }
@@ -663,7 +665,7 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
         ..ExecutorOptions::default()
     };
     let (dir, ex, id) = memory_worker(ctx, options)?;
-    let memory_bytes = ex.invoke(&id, "memory-bytes", &[], None)?.result;
+    let memory_bytes = ex.invoke(&id, "memory-bytes", &[], None).done()?.result;
     ex.snapshot(&id)?;
     let at = ex.oplog_len(&id)?;
     drop(ex);
@@ -696,9 +698,9 @@ pub fn run_limit(ctx: &Ctx) -> Result<Figure> {
             }
             let [restored, read, write] = &mut after[kind];
             restored.push(us(r.restore_us));
-            timed(read, || ex.invoke(&id, "checksum", &[], None))?;
+            timed(read, || ex.invoke(&id, "checksum", &[], None).done())?;
             timed(write, || {
-                ex.invoke(&id, "touch-pages", &["100".into()], None)
+                ex.invoke(&id, "touch-pages", &["100".into()], None).done()
             })?;
             // Undone, so that every run restores the same snapshot with nothing to replay.
             ex.revert_worker(&id, RevertTarget::LastInvocations(2))?;

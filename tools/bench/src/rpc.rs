@@ -2,6 +2,7 @@
 //! of the same function, one caller at a time and with many at once (durable, commits
 //! batched), and a fan-out of 100 async calls against 100 local invocations one after another.
 
+use crate::workers::Completes;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -157,7 +158,8 @@ fn measure(ex: &Arc<Executor>, clients: usize) -> Result<Run> {
         let mut n = 0u64;
         while Instant::now() < deadline {
             let start = Instant::now();
-            ex.invoke(&callees[i], ADD, &["1".into()], Some(&format!("l{n}")))?;
+            ex.invoke(&callees[i], ADD, &["1".into()], Some(&format!("l{n}")))
+                .done()?;
             record(start.elapsed());
             n += 1;
         }
@@ -168,12 +170,14 @@ fn measure(ex: &Arc<Executor>, clients: usize) -> Result<Run> {
         let mut n = 0u64;
         while Instant::now() < deadline {
             let start = Instant::now();
-            let outcome = ex.invoke(
-                &callers[i],
-                "add-remote",
-                &[target.clone(), "1".into()],
-                Some(&format!("r{n}")),
-            )?;
+            let outcome = ex
+                .invoke(
+                    &callers[i],
+                    "add-remote",
+                    &[target.clone(), "1".into()],
+                    Some(&format!("r{n}")),
+                )
+                .done()?;
             record(start.elapsed());
             let result = outcome.result.unwrap_or_default();
             ensure!(result.starts_with("ok("), "add-remote answered {result}");
@@ -210,7 +214,8 @@ fn fan_out(ex: &Arc<Executor>) -> Result<(Samples, Samples)> {
     for rep in 0..=FAN_OUT_REPS {
         let start = Instant::now();
         let answer = ex
-            .invoke(&caller, "fan-out", &[list.clone(), "1".into()], None)?
+            .invoke(&caller, "fan-out", &[list.clone(), "1".into()], None)
+            .done()?
             .result
             .unwrap_or_default();
         let took = start.elapsed();
@@ -220,7 +225,7 @@ fn fan_out(ex: &Arc<Executor>) -> Result<(Samples, Samples)> {
         );
         let start = Instant::now();
         for target in &targets {
-            ex.invoke(target, ADD, &["1".into()], None)?;
+            ex.invoke(target, ADD, &["1".into()], None).done()?;
         }
         if rep > 0 {
             fanned.push(took);

@@ -2,6 +2,7 @@
 //! in process, against the same invocations made one at a time (what a server that runs one
 //! request at a time could do at best: one durable commit, two fsyncs, each).
 
+use crate::workers::Completes;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,7 @@ fn in_process(ex: &Arc<Executor>, clients: usize) -> Result<Run> {
         .map(|i| ex.worker_id("counter", &format!("p{clients}-{i}")))
         .collect::<Result<_, _>>()?;
     for id in &ids {
-        ex.invoke(id, "add", &["1".into()], None)?;
+        ex.invoke(id, "add", &["1".into()], None).done()?;
     }
     let io_before = ex.storage().io_counts();
     let cpu_before = process_cpu_us(std::process::id())?;
@@ -186,7 +187,8 @@ fn in_process(ex: &Arc<Executor>, clients: usize) -> Result<Run> {
         let mut n = 0u64;
         while Instant::now() < deadline {
             let start = Instant::now();
-            ex.invoke(id, "add", &["1".into()], Some(&format!("k{n}")))?;
+            ex.invoke(id, "add", &["1".into()], Some(&format!("k{n}")))
+                .done()?;
             record(start.elapsed());
             n += 1;
         }

@@ -5,6 +5,7 @@
 //! same jump on a copy of the data directory whose snapshots were deleted is the baseline:
 //! Golem's model, a full replay up to the target.
 
+use crate::workers::Completes;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ fn jump(dir: &Path, target: u64, way: Way) -> Result<Jump> {
         storage.write(|txn| golemw_runtime::snapshots::delete_all(txn, &storage, &uid))?;
     }
     // The worker is live (recovered, untimed) before it jumps.
-    ex.invoke(&id, "memory-bytes", &[], None)?;
+    ex.invoke(&id, "memory-bytes", &[], None).done()?;
     let started = Instant::now();
     match ex.invoke(&id, "jump", &[target.to_string()], None) {
         Err(Error::InvocationUndone { target: t, .. }) if t == target => {}

@@ -55,6 +55,7 @@ impl BenchWorker {
         let outcome = self
             .executor
             .invoke(&self.id, function, params, None)
+            .done()
             .with_context(|| format!("invoking {function}"))?;
         Ok(outcome.result)
     }
@@ -62,5 +63,19 @@ impl BenchWorker {
     /// The worker's oplog length.
     pub fn oplog_len(&self) -> Result<u64> {
         Ok(self.executor.oplog_len(&self.id)?)
+    }
+}
+
+/// An invocation a benchmark expects to complete: its outcome, or an error saying why not (a
+/// deferral included).
+pub trait Completes {
+    fn done(self) -> Result<golemw_runtime::InvocationOutcome>;
+}
+
+impl Completes for std::result::Result<golemw_runtime::Invoked, golemw_runtime::Error> {
+    fn done(self) -> Result<golemw_runtime::InvocationOutcome> {
+        self?
+            .completed()
+            .map_err(|deferred| anyhow::anyhow!("the invocation did not complete: {deferred}"))
     }
 }

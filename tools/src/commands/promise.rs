@@ -5,21 +5,36 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use golemw_runtime::promises::{PromiseId, ResumptionOutcome};
-use golemw_runtime::{Error, Executor};
+use golemw_runtime::{Deferred, Executor};
 
 use super::{worker_id, Context};
 use crate::output;
 
-/// Reports an invocation that suspended (the process then exits cleanly: nothing failed).
-/// Returns the error back if it is not a suspension.
-pub fn report_suspended(ctx: &Context, err: Error) -> Result<()> {
-    let Error::Suspended {
+/// Reports an invocation that is not over (the process then exits cleanly: nothing failed):
+/// suspended on a promise, with how to complete it; asleep, queued or waiting for a retry.
+pub fn report_deferred(ctx: &Context, deferred: Deferred) {
+    let Deferred::Suspended {
         worker,
         promise,
         idempotency_key,
-    } = err
+    } = deferred
     else {
-        return Err(err.into());
+        if ctx.json {
+            let status = match &deferred {
+                Deferred::Sleeping { .. } => "sleeping",
+                Deferred::Queued { .. } => "queued",
+                _ => "retry-scheduled",
+            };
+            output::json(&serde_json::json!({
+                "status": status,
+                "worker": deferred.worker().to_string(),
+                "idempotency_key": deferred.idempotency_key(),
+                "message": deferred.to_string(),
+            }));
+        } else {
+            println!("{deferred}");
+        }
+        return;
     };
     if ctx.json {
         output::json(&serde_json::json!({
@@ -37,7 +52,6 @@ pub fn report_suspended(ctx: &Context, err: Error) -> Result<()> {
             promise.worker, promise.oplog_idx
         );
     }
-    Ok(())
 }
 
 /// `golemw worker complete-promise COMPONENT/WORKER OPLOG-INDEX (DATA | --data-file FILE)`.
@@ -83,6 +97,12 @@ pub fn complete(
             ResumptionOutcome::Trapped { error } => println!("{invocation} trapped: {error}"),
             ResumptionOutcome::SuspendedAgain { promise } => {
                 println!("{invocation} is suspended again, awaiting {promise}")
+            }
+            ResumptionOutcome::Sleeping { until_ms } => {
+                println!("{invocation} sleeps until {until_ms} ms since the epoch")
+            }
+            ResumptionOutcome::RetryScheduled { attempt, delay_ms } => {
+                println!("{invocation} trapped; retry {attempt} is scheduled in {delay_ms} ms")
             }
             ResumptionOutcome::Failed { error } => {
                 println!("worker {} could not be resumed: {error}", resumed.worker)

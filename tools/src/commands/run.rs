@@ -59,15 +59,16 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    let outcome = match executor.invoke(
+    let invoked = executor.invoke(
         &id,
         &args.function,
         &args.args,
         args.idempotency_key.as_deref(),
-    ) {
+    )?;
+    let outcome = match invoked.completed() {
         Ok(outcome) => outcome,
-        Err(err) => {
-            super::promise::report_suspended(ctx, err)?;
+        Err(deferred) => {
+            super::promise::report_deferred(ctx, deferred);
             return Ok(ExitCode::SUCCESS);
         }
     };

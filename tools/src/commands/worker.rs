@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use golemw_runtime::history::{UpdateMode, UpdateOutcome};
 use golemw_runtime::worker::RevertTarget;
-use golemw_runtime::RecoveryMode;
+use golemw_runtime::{Deferred, Error, RecoveryMode};
 
 use super::{worker_id, Context};
 use crate::output;
@@ -244,10 +244,11 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let outcome = match executor.invoke(&id, &function, &args, idempotency_key.as_deref()) {
+            let invoked = executor.invoke(&id, &function, &args, idempotency_key.as_deref())?;
+            let outcome = match invoked.completed() {
                 Ok(outcome) => outcome,
-                Err(err) => {
-                    super::promise::report_suspended(ctx, err)?;
+                Err(deferred) => {
+                    super::promise::report_deferred(ctx, deferred);
                     return Ok(ExitCode::SUCCESS);
                 }
             };
@@ -324,10 +325,21 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
             };
             let report = match executor.recover(&id, mode) {
                 Ok(report) => report,
-                Err(err) => {
-                    super::promise::report_suspended(ctx, err)?;
+                // Recovered, and the invocation it resumed awaits a promise again.
+                Err(Error::WorkerSuspended {
+                    worker,
+                    promise,
+                    idempotency_key,
+                }) => {
+                    let deferred = Deferred::Suspended {
+                        worker,
+                        promise,
+                        idempotency_key,
+                    };
+                    super::promise::report_deferred(ctx, deferred);
                     return Ok(ExitCode::SUCCESS);
                 }
+                Err(err) => return Err(err.into()),
             };
             if ctx.json {
                 // The report as the worker record keeps it, plus how the memory image was used.

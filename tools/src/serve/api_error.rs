@@ -67,14 +67,13 @@ impl From<Error> for ApiError {
             Error::StorageFull { .. } | Error::StorageLimit { .. } => {
                 (S::INSUFFICIENT_STORAGE, "storage-full")
             }
-            // Answered by the invoke route by waiting; elsewhere the worker is busy.
-            Error::Sleeping { .. } | Error::Queued { .. } => (S::CONFLICT, "worker-suspended"),
+            // Another invocation of the worker is not over (it waits to retry, or sleeps):
+            // try again later.
+            Error::WorkerBusy { .. } => (S::SERVICE_UNAVAILABLE, "worker-busy"),
             Error::InvalidStatus { .. } => (S::CONFLICT, "invalid-status"),
             Error::PromiseDeleted(_) => (S::CONFLICT, "promise-deleted"),
             Error::UpdateFailed { .. } => (S::CONFLICT, "update-failed"),
             Error::InvocationUndone { .. } => (S::CONFLICT, "invocation-undone"),
-            // Another request's invocation of this worker trapped and waits for its retry.
-            Error::RetryScheduled { .. } => (S::SERVICE_UNAVAILABLE, "worker-retrying"),
             // The guest failed, not the server: the request was fine, its function was not.
             Error::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
             // The guest ended itself with a non-zero code; the body carries it.
@@ -84,8 +83,6 @@ impl From<Error> for ApiError {
             }
             // Turned into a trap by the worker; never reaches a caller as such.
             Error::DeadlineExceeded { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
-            // Answered as 202 by the invoke route; elsewhere the worker awaits a promise.
-            Error::Suspended { .. } => (S::CONFLICT, "worker-suspended"),
             Error::Divergence { .. } => (S::INTERNAL_SERVER_ERROR, "divergence"),
             Error::Corrupt { .. } => (S::INTERNAL_SERVER_ERROR, "corrupt-storage"),
             Error::MapFull => (S::INSUFFICIENT_STORAGE, "storage-full"),
@@ -94,11 +91,8 @@ impl From<Error> for ApiError {
             Error::Engine(_) => (S::INTERNAL_SERVER_ERROR, "engine"),
             // A value the guest handed back that does not fit its declared type.
             Error::Abi(_) => (S::INTERNAL_SERVER_ERROR, "abi"),
-            // Never reach a caller: the data directory is held before serving starts, and a
-            // jump is turned into a recovery inside the executor.
-            Error::DataDirLocked { .. } | Error::JumpRequested { .. } => {
-                (S::INTERNAL_SERVER_ERROR, "internal")
-            }
+            // Never reaches a caller: the data directory is held before serving starts.
+            Error::DataDirLocked { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
         let mut api = ApiError::new(status, kind, err.to_string());
         api.hint = hint(&err);

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use golemw_runtime::history::UpdateMode;
 use golemw_runtime::promises::{PromiseId, PROMISE_PAYLOAD_BYTES_MAX};
 use golemw_runtime::worker::RevertTarget;
-use golemw_runtime::{Error, Executor, WorkerId};
+use golemw_runtime::{Deferred, Error, Executor, Invoked, WorkerId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -306,13 +306,13 @@ async fn invoke(
     // The invocation trapped and will be retried: wait out the backoff here, so the executor
     // runs other requests meanwhile, then let it go on (and again, while it traps and the
     // worker's retry policy allows).
-    while let Err(Error::RetryScheduled {
+    while let Ok(Invoked::Deferred(Deferred::RetryScheduled {
         worker,
         function,
         idempotency_key,
         delay,
         ..
-    }) = outcome
+    })) = outcome
     {
         tokio::time::sleep(delay).await;
         outcome = executor
@@ -322,30 +322,32 @@ async fn invoke(
     let outcome = match outcome {
         // Asleep (its own sleep, or queued behind another invocation's): the worker holds no
         // thread meanwhile, and neither does this request.
-        Err(
-            Error::Sleeping {
+        Ok(Invoked::Deferred(
+            Deferred::Sleeping {
                 idempotency_key, ..
             }
-            | Error::Queued {
+            | Deferred::Queued {
                 idempotency_key, ..
             },
-        ) => executor
+        )) => executor
             .executor()
             .await_invocation(&id, &idempotency_key)
             .await
-            .map(|result| golemw_runtime::InvocationOutcome {
-                result,
-                from_idempotency_key: false,
+            .map(|result| {
+                Invoked::Completed(golemw_runtime::InvocationOutcome {
+                    result,
+                    from_idempotency_key: false,
+                })
             }),
         other => other,
     };
-    match outcome {
-        Ok(outcome) => ok(json!({
+    match outcome? {
+        Invoked::Completed(outcome) => ok(json!({
             "status": "completed",
             "result": outcome.result,
             "from_idempotency_key": outcome.from_idempotency_key,
         })),
-        Err(Error::Suspended {
+        Invoked::Deferred(Deferred::Suspended {
             worker,
             promise,
             idempotency_key,
@@ -358,7 +360,8 @@ async fn invoke(
                 "promise": { "worker": promise.worker.to_string(), "oplog_idx": promise.oplog_idx },
             })),
         )),
-        Err(err) => Err(err.into()),
+        // Waited for above; a retry's next delay is waited for in the loop.
+        Invoked::Deferred(other) => Err(ApiError::from(other.refusal())),
     }
 }
 
