@@ -386,3 +386,49 @@ fn an_interrupted_worker_runs_nothing_until_resumed() {
     assert!(ex.complete_promise(&awaited, b"x").unwrap().completed);
     assert_eq!(invoke(&ex, &a, "total", &[]), "7");
 }
+
+/// An invocation resumed by a completed promise that then sleeps past the durable-sleep
+/// threshold stays deferred: those waiting for it hear its result after the sleep, not a
+/// failure, and the wake is scheduled by the resumption itself.
+#[test]
+fn a_resumed_invocation_that_sleeps_is_woken_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExecutorOptions {
+        fsync: false,
+        durable_sleep_min: Some(std::time::Duration::from_millis(100)),
+        ..ExecutorOptions::default()
+    };
+    let ex = Executor::serve(dir.path(), options).unwrap();
+    let wasm = std::fs::read(guest_wasm("promises")).unwrap();
+    ex.components().add("promises", &wasm).unwrap();
+    let a = worker(&ex, "a");
+    let idx = invoke(&ex, &a, "create", &[]);
+    let awaited = suspends(&ex, &a, "k", "await-then-sleep", &[&idx, "400"]);
+
+    let started = std::time::Instant::now();
+    let completion = ex.complete_promise(&awaited, b"later").unwrap();
+    assert_eq!(completion.resumed.len(), 1);
+    match &completion.resumed[0].outcome {
+        ResumptionOutcome::Sleeping { until_ms } => {
+            assert!(
+                *until_ms >= golemw_runtime::oplog::now_ms() + 100,
+                "{until_ms}"
+            )
+        }
+        other => panic!("the resumed invocation should sleep, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(300),
+        "the sleep held the completing thread"
+    );
+    assert_eq!(status(&ex, &a), WorkerStatus::Suspended);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(ex.await_invocation(&a, "k")).unwrap();
+    assert_eq!(result.as_deref(), Some("\"later\""));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    assert_eq!(status(&ex, &a), WorkerStatus::Idle);
+    assert_eq!(ex.pending_timers(), 0);
+}

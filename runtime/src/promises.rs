@@ -241,11 +241,15 @@ pub fn suspension(storage: &Storage, uid: &Uuid) -> Result<Option<Suspension>> {
 
 /// Forgets the suspension of the worker `uid` (it resumed, or will never need to).
 pub fn remove_suspension(storage: &Storage, uid: &Uuid) -> Result<()> {
-    let db = storage.tables().suspensions;
-    storage.write(|txn| match txn.del(db, uid.as_bytes(), None) {
+    storage.write(|txn| delete_suspension(txn, storage, uid))
+}
+
+/// [`remove_suspension`] inside `txn`.
+pub fn delete_suspension(txn: &mut RwTransaction<'_>, storage: &Storage, uid: &Uuid) -> Result<()> {
+    match txn.del(storage.tables().suspensions, uid.as_bytes(), None) {
         Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
         Err(err) => Err(err.into()),
-    })
+    }
 }
 
 /// Whether a suspended worker can go on: its promise is no longer pending (completed; or

@@ -31,7 +31,9 @@ impl Worker {
         let storage = std::sync::Arc::clone(&self.storage);
         tracing::info!(worker = %self.record.id, promise = %suspension.promise, "suspended");
         let row = suspension.clone();
+        // A sleep it woke from is over: the worker is in one deferral at a time.
         let committed = self.commit_record_with(true, move |txn| {
+            crate::sleeps::delete(txn, &storage, &uid)?;
             promises::put_suspension(txn, &storage, &uid, &row)
         });
         match committed {
@@ -58,7 +60,9 @@ impl Worker {
         let storage = std::sync::Arc::clone(&self.storage);
         tracing::info!(worker = %self.record.id, until_ms, "sleeping");
         let row = sleep.clone();
+        // An await it resumed from is over: the worker is in one deferral at a time.
         let committed = self.commit_record_with(true, move |txn| {
+            promises::delete_suspension(txn, &storage, &uid)?;
             crate::sleeps::put(txn, &storage, &uid, &row)
         });
         match committed {

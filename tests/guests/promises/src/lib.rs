@@ -66,6 +66,12 @@ impl Guest for Promises {
         format!("{a}+{b}")
     }
 
+    fn await_then_sleep(idx: u64, ms: u64) -> String {
+        let payload = text(host::await_promise(&own(idx)));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        payload
+    }
+
     fn total() -> u64 {
         TOTAL.with(|t| t.get())
     }
