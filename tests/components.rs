@@ -7,7 +7,7 @@ use golemw_tests::Completes;
 use std::sync::Arc;
 
 use golemw_runtime::oplog::{LogStream, OplogEntry};
-use golemw_runtime::{Error, Executor, ExecutorOptions, RecoveryMode, WorkerId};
+use golemw_runtime::{Deferred, Error, Executor, ExecutorOptions, Invoked, RecoveryMode, WorkerId};
 use golemw_tests::{guest_component, guest_wasm};
 
 fn options() -> ExecutorOptions {
@@ -189,4 +189,70 @@ fn what_cannot_run_is_refused_with_the_reason() {
     assert!(!reason.is_empty());
     // Nothing was stored.
     assert!(ex.components().list().unwrap().is_empty());
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// A WASI 0.2 sleep (`subscribe-duration` and `pollable.block`, what Rust's `wasm32-wasip2`
+/// `thread::sleep` does) past the durable-sleep threshold suspends the worker as preview 1's
+/// does: no thread is held, the worker wakes at its due time, also in a process started while
+/// it slept, and replay does not sleep again.
+#[test]
+fn a_long_wasi_0_2_sleep_suspends_the_worker_durably() {
+    let wasm = std::fs::read(guest_component("clocks")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExecutorOptions {
+        durable_sleep_min: Some(std::time::Duration::from_millis(100)),
+        ..options()
+    };
+    let id = {
+        let ex = Executor::serve(dir.path(), options.clone()).unwrap();
+        ex.components().add("clocks", &wasm).unwrap();
+        let id = ex.worker_id("clocks", "sleeper").unwrap();
+        invoke(&ex, &id, "now", &[]);
+        let started = std::time::Instant::now();
+        let invoked = ex
+            .invoke(&id, "sleep-ms", &["400".into()], Some("nap"))
+            .unwrap();
+        assert!(
+            matches!(invoked, Invoked::Deferred(Deferred::Sleeping { .. })),
+            "{invoked:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(300));
+        assert_eq!(
+            ex.worker_record(&id).unwrap().status,
+            golemw_runtime::WorkerStatus::Suspended
+        );
+        let woke: Result<Option<String>, Error> = block_on(ex.await_invocation(&id, "nap"));
+        woke.unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+        // Asleep again, and the process stops before the due time.
+        let invoked = ex
+            .invoke(&id, "sleep-ms", &["600".into()], Some("nap-2"))
+            .unwrap();
+        assert!(
+            matches!(invoked, Invoked::Deferred(Deferred::Sleeping { .. })),
+            "{invoked:?}"
+        );
+        id
+    };
+    let ex = Executor::serve(dir.path(), options).unwrap();
+    assert_eq!(ex.pending_timers(), 1);
+    let woke: Result<Option<String>, Error> = block_on(ex.await_invocation(&id, "nap-2"));
+    woke.unwrap();
+    assert_eq!(
+        ex.worker_record(&id).unwrap().status,
+        golemw_runtime::WorkerStatus::Idle
+    );
+    // The history replays without sleeping.
+    let replaying = std::time::Instant::now();
+    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert!(replaying.elapsed() < std::time::Duration::from_millis(400));
+    assert!(!invoke(&ex, &id, "now", &[]).is_empty());
 }

@@ -183,9 +183,14 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
         GET => typed(&state.future_result(function, handle(0), &func.name)?),
         READY | BLOCK => {
             let pollable = handle(0);
+            let slept = match func.name == BLOCK {
+                true => state.sleep_on_timers(&[pollable], &func.name)?,
+                false => false,
+            };
             let live = match state.gate.will_run_live() {
                 true => {
-                    let ready = state.ready(&[pollable], func.name == BLOCK, &func.name)?;
+                    let wait = func.name == BLOCK && !slept;
+                    let ready = state.ready_after(&[pollable], wait, slept, &func.name)?;
                     Some(HostValue::U64(u64::from(ready[0])))
                 }
                 false => {
@@ -213,9 +218,10 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
             if pollables.is_empty() {
                 return Err(Failure::Trap("poll: the list of pollables is empty".into()));
             }
+            let slept = state.sleep_on_timers(&pollables, &func.name)?;
             let live = match state.gate.will_run_live() {
                 true => {
-                    let ready = state.ready(&pollables, true, &func.name)?;
+                    let ready = state.ready_after(&pollables, !slept, slept, &func.name)?;
                     let ready: Vec<String> = ready
                         .iter()
                         .enumerate()
@@ -703,6 +709,97 @@ impl HostState {
             .get(&pollable)
             .copied()
             .ok_or_else(|| Failure::Trap(format!("{function}: unknown handle {pollable}")))
+    }
+
+    /// A wait on timers alone as long as a durable sleep suspends the worker, as preview 1's
+    /// `poll_oneoff` does (`host::wasi`): the due time is recorded (`golemw:sleep-until`), the
+    /// guest unwound, and the worker brought back at that time; the replay that brings it back
+    /// finds the due time here and waits only what is left (by the wall clock: the monotonic
+    /// instants of the timers belong to the process that made them). Returns whether it waited.
+    fn sleep_on_timers(
+        &mut self,
+        pollables: &[u32],
+        function: &str,
+    ) -> std::result::Result<bool, Failure> {
+        let mut earliest: Option<u64> = None;
+        for pollable in pollables {
+            match self.source_of(*pollable, function)? {
+                PollSource::Until(instant) => {
+                    earliest = Some(earliest.map_or(instant, |e| e.min(instant)))
+                }
+                // A call or a stream can end the wait at any time: not a sleep.
+                _ => return Ok(false),
+            }
+        }
+        let Some(instant) = earliest else {
+            return Ok(false);
+        };
+        let wait =
+            std::time::Duration::from_nanos(instant.saturating_sub(super::wasi::monotonic_ns()));
+        let min = self.durable_sleep_min;
+        let long = |wait| min.is_some_and(|min| crate::sleeps::suspends(wait, min));
+        let sleep_until = HostFunction::SleepUntil;
+        let recorded = self.gate.replaying(&sleep_until)?;
+        let live = self.gate.mode() == crate::gate::Mode::Live;
+        let suspends = live && long(wait) && !self.gate.persist_nothing();
+        if !recorded && !suspends {
+            return Ok(false);
+        }
+        let due = move || HostValue::U64(crate::oplog::now_ms() + wait.as_millis() as u64);
+        // The request is the timers' deadline on the guest's monotonic clock (the same in
+        // replay); what is left of it now is not.
+        let due_ms = match self
+            .gate
+            .host_call(sleep_until, HostValue::U64(instant), due)?
+        {
+            HostValue::U64(due_ms) => due_ms,
+            other => return Err(Failure::Fatal(shape_error("golemw:sleep-until", &other))),
+        };
+        if self.gate.mode() != crate::gate::Mode::Live {
+            // The wait's own entry follows: replay answers it.
+            return Ok(false);
+        }
+        let left = std::time::Duration::from_millis(due_ms.saturating_sub(crate::oplog::now_ms()));
+        if long(left) {
+            return Err(Failure::Unwind(crate::outcome::Unwind::Sleep {
+                until_ms: due_ms,
+            }));
+        }
+        let until = Some(std::time::Instant::now() + left);
+        match crate::rpc::sleep_until(until, self.gate.stop_signal()) {
+            Waited::Done => Ok(true),
+            Waited::Stopped => {
+                Err(Failure::Fatal(self.gate.stop_requested().unwrap_or_else(
+                    || Error::Engine("a durable sleep was stopped".into()),
+                )))
+            }
+        }
+    }
+
+    /// [`HostState::ready`]; after a durable sleep (`slept`) the earliest timers are ready
+    /// whatever this process's monotonic clock says.
+    fn ready_after(
+        &mut self,
+        pollables: &[u32],
+        wait: bool,
+        slept: bool,
+        function: &str,
+    ) -> std::result::Result<Vec<bool>, Failure> {
+        let mut ready = self.ready(pollables, wait, function)?;
+        if slept && !ready.iter().any(|r| *r) {
+            let instants: Vec<Option<u64>> = pollables
+                .iter()
+                .map(|p| match self.source_of(*p, function) {
+                    Ok(PollSource::Until(instant)) => Some(instant),
+                    _ => None,
+                })
+                .collect();
+            let earliest = instants.iter().flatten().min().copied();
+            for (ready, instant) in ready.iter_mut().zip(instants) {
+                *ready = instant.is_some() && instant == earliest;
+            }
+        }
+        Ok(ready)
     }
 
     /// Which of `pollables` are ready (live); with `wait`, first waits until one is (or the
