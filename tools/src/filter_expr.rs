@@ -519,7 +519,13 @@ fn parse_time(text: &str) -> Option<u64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let month: u32 = parts.next()?.parse().ok()?;
     let day: u32 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    // Four-digit years: a client's `created-at < 2000000030-01-01` once overflowed the
+    // arithmetic below (a panic in a debug build, a wrong date in a release one).
+    if parts.next().is_some()
+        || !(0..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+    {
         return None;
     }
     let mut ms = 0u64;
@@ -554,7 +560,9 @@ fn parse_time(text: &str) -> Option<u64> {
     let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days).ok().map(|d| d * 86_400_000 + ms)
+    u64::try_from(days)
+        .ok()
+        .and_then(|d| d.checked_mul(86_400_000)?.checked_add(ms))
 }
 
 #[cfg(test)]
@@ -579,6 +587,14 @@ mod tests {
 
     fn filter(all: Vec<Vec<PropertyFilter>>) -> WorkerFilter {
         WorkerFilter(all.into_iter().map(AllFilter).collect())
+    }
+
+    #[test]
+    fn dates_past_four_digit_years_are_refused_not_overflowed() {
+        assert!(parse("created-at < 2000000030-01-01").is_err());
+        assert!(parse("created-at < 203333333333333-01-01").is_err());
+        assert!(parse("created-at < 9999-12-31T23:59:59.999Z").is_ok());
+        assert!(parse(&format!("created-at < {}", u64::MAX)).is_ok());
     }
 
     #[test]
