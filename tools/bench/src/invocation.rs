@@ -24,17 +24,21 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let mut durable = BenchWorker::new(ctx, &wasm, true)?;
     let mut batched = BenchWorker::new(ctx, &wasm, false)?;
     let mut limited = BenchWorker::with_limits(ctx, &wasm, false, true)?;
+    // The same guest built as a component (`wasm32-wasip2`), batched like `batched`.
+    let component_wasm = std::fs::read(golemw_tests::guest_component("counter"))?;
+    let mut component = BenchWorker::new(ctx, &component_wasm, false)?;
     let mut plain = PlainWasmer::new(&wasm)?;
     let func = plain.function(EXPORT)?;
-    let mut samples = [(); 4].map(|_| Samples::with_capacity(ctx.latency_runs));
+    let mut samples = [(); 5].map(|_| Samples::with_capacity(ctx.latency_runs));
     let bar = ctx.progress("invocation", (WARMUP + ctx.latency_runs) as u64);
     for round in 0..WARMUP + ctx.latency_runs {
-        for which in crate::stats::round_order(round, 4) {
+        for which in crate::stats::round_order(round, 5) {
             let start = Instant::now();
             match which {
                 0 => ensure!(durable.invoke(EXPORT, &[])?.is_some(), "no result"),
                 1 => ensure!(batched.invoke(EXPORT, &[])?.is_some(), "no result"),
                 2 => ensure!(limited.invoke(EXPORT, &[])?.is_some(), "no result"),
+                4 => ensure!(component.invoke(EXPORT, &[])?.is_some(), "no result"),
                 _ => ensure!(plain.call(&func, &[])?.len() == 1, "no result"),
             }
             let elapsed = start.elapsed();
@@ -108,16 +112,18 @@ fn breakdown(ctx: &Ctx) -> Result<[Samples; 3]> {
     Ok(parts)
 }
 
-fn figure(ctx: &Ctx, samples: &[Samples; 4], parts: &[Samples; 3]) -> Figure {
+fn figure(ctx: &Ctx, samples: &[Samples; 5], parts: &[Samples; 3]) -> Figure {
     let names = [
         "golemw, durable commit (fsync)",
         "golemw, batched commit (no fsync)",
         "golemw, batched, serve's default limits (deadline 60 s, 1 GiB)",
         "plain Wasmer (core export call)",
+        "golemw, batched, the guest as a component (wasm32-wasip2)",
     ];
     let plain = samples[3].median();
     let limited = samples[2].median();
     let batched = samples[1].median();
+    let component = samples[4].median();
     let mut table = Table::new(&[
         "configuration",
         "p50 µs",
@@ -156,17 +162,27 @@ fn figure(ctx: &Ctx, samples: &[Samples; 4], parts: &[Samples; 3]) -> Figure {
              warm-up runs, interleaved in an order shuffled each round. Each golemw invocation appends two entries (invoked, \
              completed) and commits them with the worker record in one LMDB transaction (an \
              invocation given an idempotency key also stores its result under the key), made durable (two fsyncs) in the durable configuration. Plain Wasmer calls the core \
-             export `{EXPORT}` directly (golem:api imports stubbed; `get` calls none). The second table \
+             export `{EXPORT}` directly (golem:api imports stubbed; `get` calls none). The component \
+             row runs the same guest source built with `--target wasm32-wasip2` (a component whose \
+             main module imports WASI 0.2), loaded by `component add` like any component. The second table \
              times the parts of a commit alone on a fresh data directory, same number of runs.",
             ctx.latency_runs
         ),
         tables: vec![table, split],
-        goals: vec![Goal::under(
-            "cost of serve's default limits on an invocation: p50 with ÷ without (batched)",
-            limited / batched,
-            1.05,
-            "×",
-        )],
+        goals: vec![
+            Goal::under(
+                "cost of serve's default limits on an invocation: p50 with ÷ without (batched)",
+                limited / batched,
+                1.05,
+                "×",
+            ),
+            Goal::under(
+                "a component costs no more than its core module: p50 component ÷ core (batched; 5% for noise)",
+                component / batched,
+                1.05,
+                "×",
+            ),
+        ],
         notes: vec![
             format!(
                 "Limits: the watchdog's guard around the guest call (a map entry under a lock, \
