@@ -8,26 +8,18 @@
 
 use std::sync::OnceLock;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// How a worker was brought back into memory.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum RestoreKind {
-    /// From a snapshot, then the oplog's tail replayed.
-    Snapshot,
-    /// From its `create` entry (or a snapshot-based update), replaying the whole history.
-    Replay,
-}
-
 /// The label of [`RuntimeMetrics::restores`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RestoreLabels {
-    /// How the worker was restored.
-    pub kind: RestoreKind,
+    /// How the worker was brought back: `snapshot` (restored, then the oplog's tail replayed)
+    /// or `replay` (the whole history replayed, from `create` or a snapshot-based update).
+    pub kind: &'static str,
 }
 
 /// The runtime's counters and histograms.
@@ -134,8 +126,8 @@ impl RuntimeMetrics {
     /// Notes a recovery: from the snapshot at `snapshot_index`, if one was used.
     pub fn restore(&self, snapshot_index: Option<u64>, duration_us: u64, entries_replayed: u64) {
         let kind = match snapshot_index {
-            Some(_) => RestoreKind::Snapshot,
-            None => RestoreKind::Replay,
+            Some(_) => "snapshot",
+            None => "replay",
         };
         self.restores.get_or_create(&RestoreLabels { kind }).inc();
         self.restore_seconds.observe(duration_us as f64 / 1e6);
