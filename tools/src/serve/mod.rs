@@ -5,11 +5,13 @@
 
 mod api_error;
 mod connect;
+mod console;
 mod guard;
 mod jobs;
 mod metrics;
 mod openapi;
 mod routes;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -231,7 +233,9 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         let served = metrics::ServeMetrics::new(std::sync::Arc::clone(&executor));
         let (streams, stop_streams) = connect::Streams::new(jobs.clone(), args.max_connect_streams);
         let app = routes::router(jobs.clone())
-            .merge(metrics::router(jobs, std::sync::Arc::clone(&served)))
+            .merge(metrics::router(jobs.clone(), std::sync::Arc::clone(&served)))
+            .merge(snapshots::router(jobs))
+            .merge(console::router())
             .merge(connect::router(streams))
             .merge(openapi::router())
             .layer(middleware::from_fn_with_state(served, metrics::count_invocations))

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::{connect, metrics, routes};
+use super::{connect, console, metrics, routes, snapshots};
 
 /// The document.
 #[derive(OpenApi)]
@@ -40,7 +40,12 @@ use super::{connect, metrics, routes};
         routes::update,
         routes::revert,
         routes::fork,
+        snapshots::list,
+        snapshots::diff,
         metrics::scrape,
+        console::index,
+        console::app_js,
+        console::style_css,
         connect::connect,
         openapi_json,
     ),
