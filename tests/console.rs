@@ -45,7 +45,10 @@ fn get_text(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String
 /// The samples of a Prometheus text scrape: `name{label="value",...}` (labels sorted) -> value.
 fn parse_scrape(text: &str) -> BTreeMap<String, f64> {
     let mut samples = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let key = match series.split_once('{') {
             Some((name, labels)) => {
@@ -97,7 +100,10 @@ fn metrics_count_invocations_commits_snapshots_restores_and_workers() {
     assert_eq!(sample(&before, "golemw_workers"), 0.0);
 
     for n in 1..=3 {
-        assert_eq!(server.result("counter/w1", "add", &["1"]), json!(n.to_string()));
+        assert_eq!(
+            server.result("counter/w1", "add", &["1"]),
+            json!(n.to_string())
+        );
     }
     server.result("counter/w2", "add", &["5"]);
     server.result("counter/w1", "get", &[]);
@@ -108,7 +114,8 @@ fn metrics_count_invocations_commits_snapshots_restores_and_workers() {
     assert_eq!(status, 202, "{body}");
 
     let after = scrape(&server);
-    let completed = r#"golemw_invocation_seconds_count{outcome="completed",route="invoke-and-await"}"#;
+    let completed =
+        r#"golemw_invocation_seconds_count{outcome="completed",route="invoke-and-await"}"#;
     assert_eq!(sample(&after, completed), 5.0);
     let refused = r#"golemw_invocation_seconds_count{outcome="refused",route="invoke-and-await"}"#;
     assert_eq!(sample(&after, refused), 1.0);
@@ -117,7 +124,12 @@ fn metrics_count_invocations_commits_snapshots_restores_and_workers() {
     assert_eq!(sample(&after, suspended), 1.0);
     let fast = r#"golemw_invocation_seconds_bucket{le="+Inf",outcome="completed",route="invoke-and-await"}"#;
     assert_eq!(sample(&after, fast), 5.0);
-    assert!(sample(&after, r#"golemw_invocation_seconds_sum{outcome="completed",route="invoke-and-await"}"#) > 0.0);
+    assert!(
+        sample(
+            &after,
+            r#"golemw_invocation_seconds_sum{outcome="completed",route="invoke-and-await"}"#
+        ) > 0.0
+    );
 
     for counter in [
         "golemw_commits_total",
@@ -177,8 +189,9 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
             for method in ["get", "post", "put", "delete", "patch"] {
                 let call = format!("{method}(");
                 let called = handlers.match_indices(&call).any(|(i, _)| {
-                    i == 0 || !handlers.as_bytes()[i - 1].is_ascii_alphanumeric()
-                        && handlers.as_bytes()[i - 1] != b'_'
+                    i == 0
+                        || !handlers.as_bytes()[i - 1].is_ascii_alphanumeric()
+                            && handlers.as_bytes()[i - 1] != b'_'
                 });
                 if called {
                     routes.insert((route.clone(), method.to_ascii_uppercase()));
@@ -186,7 +199,11 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
             }
         }
     }
-    assert!(routes.len() > 20, "found only {routes:?} in {}", dir.display());
+    assert!(
+        routes.len() > 20,
+        "found only {routes:?} in {}",
+        dir.display()
+    );
     routes
 }
 
@@ -201,7 +218,9 @@ fn the_openapi_document_has_every_route_of_the_router_and_no_other() {
     for (path, operations) in document["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             assert!(
-                operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
                 "{method} {path} documents no response"
             );
             documented.insert((path.clone(), method.to_ascii_uppercase()));
@@ -387,7 +406,10 @@ fn connect_streams_a_workers_output_as_it_is_committed() {
         if let Ok(line) = lines.1.recv_timeout(Duration::from_millis(500)) {
             break line;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the CLI printed nothing");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the CLI printed nothing"
+        );
     };
     let _ = cli.kill();
     let _ = cli.wait();

@@ -251,7 +251,11 @@ impl Browser {
     fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css);
         self.session_command("POST", &format!("/element/{id}/clear"), json!({}));
-        self.session_command("POST", &format!("/element/{id}/value"), json!({ "text": text }));
+        self.session_command(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        );
     }
 
     /// Accepts the confirmation dialog the page opened (waiting for it to open).
@@ -273,7 +277,10 @@ impl Browser {
                 self.session_command("POST", "/alert/accept", json!({}));
                 return;
             }
-            assert!(started.elapsed() < PAGE_WAIT, "no confirmation dialog opened");
+            assert!(
+                started.elapsed() < PAGE_WAIT,
+                "no confirmation dialog opened"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -337,7 +344,10 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
         "const t = document.querySelector('#components-table'); return t && t.innerText",
     );
     let shown = shown.as_str().unwrap();
-    assert!(shown.contains("counter") && shown.contains("promises"), "{shown}");
+    assert!(
+        shown.contains("counter") && shown.contains("promises"),
+        "{shown}"
+    );
     assert!(shown.contains("golemw:counter/api.{add}"), "{shown}");
     browser.screenshot("components");
 
@@ -366,9 +376,15 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
 
     // A suspended worker's promise, completed from its page.
     browser.go(&format!("{url}#/c/promises/w/p"));
-    browser.wait_for("the promise", "return document.querySelector('#complete-promise')");
+    browser.wait_for(
+        "the promise",
+        "return document.querySelector('#complete-promise')",
+    );
     assert_eq!(
-        browser.run("return document.querySelector('#worker-status').innerText", json!([])),
+        browser.run(
+            "return document.querySelector('#worker-status').innerText",
+            json!([])
+        ),
         "suspended"
     );
     browser.screenshot("worker-awaiting-promise");
@@ -428,7 +444,10 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
         "the heatmap",
         "const h = document.querySelector('#heatmap'); return h && h.dataset.changed",
     );
-    assert!(changed.as_str().unwrap().parse::<u32>().unwrap() >= 1, "{changed}");
+    assert!(
+        changed.as_str().unwrap().parse::<u32>().unwrap() >= 1,
+        "{changed}"
+    );
     browser.screenshot("snapshots-heatmap");
     browser.go(&format!(
         "{url}#/c/counter/w/w1/snapshots?a={}&b={}",
@@ -473,7 +492,10 @@ fn a_worker_with_a_long_oplog_and_many_snapshots_loads_fast() {
     assert!(length >= u64::from(CLOCK_CALLS), "{details}");
     let (_, list) = server.get("/v1/components/clocks/workers/big/snapshots");
     assert_eq!(list["snapshots"].as_array().unwrap().len(), SNAPSHOTS);
-    eprintln!("built {length} entries and {SNAPSHOTS} snapshots in {:?}", built.elapsed());
+    eprintln!(
+        "built {length} entries and {SNAPSHOTS} snapshots in {:?}",
+        built.elapsed()
+    );
 
     // The worker's page, loaded afresh: first paint, and the oplog's last page drawn.
     let url = format!("http://{}/#/c/clocks/w/big", server.address);

@@ -99,7 +99,8 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let public = request.uri().path() == "/healthz" || super::console::is_asset(request.uri().path());
+    let public =
+        request.uri().path() == "/healthz" || super::console::is_asset(request.uri().path());
     if !public && !guard.token.admits(authorization) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -201,7 +201,12 @@ impl Collector for ExecutorState {
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         let mut gauges = vec![
             ("active_workers", "Workers in memory", loaded),

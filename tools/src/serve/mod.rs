@@ -233,12 +233,18 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
         let served = metrics::ServeMetrics::new(std::sync::Arc::clone(&executor));
         let (streams, stop_streams) = connect::Streams::new(jobs.clone(), args.max_connect_streams);
         let app = routes::router(jobs.clone())
-            .merge(metrics::router(jobs.clone(), std::sync::Arc::clone(&served)))
+            .merge(metrics::router(
+                jobs.clone(),
+                std::sync::Arc::clone(&served),
+            ))
             .merge(snapshots::router(jobs))
             .merge(console::router())
             .merge(connect::router(streams))
             .merge(openapi::router())
-            .layer(middleware::from_fn_with_state(served, metrics::count_invocations))
+            .layer(middleware::from_fn_with_state(
+                served,
+                metrics::count_invocations,
+            ))
             .layer(middleware::from_fn_with_state(checks, guard::guard))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn_with_state(

@@ -60,7 +60,10 @@ pub async fn list(
     State(jobs): State<Jobs>,
     Path(path): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let list = on_worker(&jobs, path, |ex, id| Ok(crate::views::snapshot_list(ex, &id)?)).await?;
+    let list = on_worker(&jobs, path, |ex, id| {
+        Ok(crate::views::snapshot_list(ex, &id)?)
+    })
+    .await?;
     Ok(Json(list))
 }
 
