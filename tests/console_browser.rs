@@ -413,6 +413,13 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
         "the live output",
         "return document.querySelector('#output').innerText.includes('seen in the console')",
     );
+    // The oplog length follows the worker without a reload.
+    let (_, w1) = server.get("/v1/components/counter/workers/w1");
+    let length = w1["oplog_len"].to_string();
+    browser.wait_for(
+        "the oplog length to follow",
+        &format!("return document.querySelector('#oplog-len').innerText === '{length}'"),
+    );
     browser.screenshot("worker");
 
     // Revert the last invocation (the print) and the one before (the third add) from the page.
@@ -425,6 +432,24 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
     );
     assert_eq!(server.result("counter/w1", "get", &[]), json!("2"));
     browser.screenshot("worker-reverted");
+
+    // A status changed elsewhere shows without a reload; resume from the page.
+    browser.go(&format!("{url}#/c/counter/w/w2"));
+    browser.wait_for("the oplog", "return document.querySelector('#oplog-table')");
+    let (status, body) = server.post_json("/v1/components/counter/workers/w2/interrupt", json!({}));
+    assert_eq!(status, 200, "{body}");
+    browser.wait_for(
+        "the interrupted status",
+        "return document.querySelector('#worker-status').innerText === 'interrupted'",
+    );
+    browser.click("#resume-button");
+    browser.confirm();
+    browser.wait_for(
+        "the worker to be idle again",
+        "return document.querySelector('#worker-status').innerText === 'idle'",
+    );
+    let (_, w2) = server.get("/v1/components/counter/workers/w2");
+    assert_eq!(w2["status"], "idle", "{w2}");
 
     // Snapshots: the heatmap shows the page the adds changed, and none between a snapshot and
     // itself.

@@ -8,10 +8,12 @@
 
 /** Oplog entries shown per page: one request, one table; fast at any oplog length. */
 const OPLOG_PAGE = 100;
-/** Pages of memory drawn per row of the heatmap. */
-const HEATMAP_COLUMNS = 64;
-/** Size of one page's cell in the heatmap, in CSS pixels. */
-const HEATMAP_CELL = 9;
+/** Pages of memory drawn per row of the heatmap, and each page's cell in CSS pixels: 64 a row
+ *  up to 4,096 pages (256 MiB), then 256 smaller ones a row (a 4 GiB memory, 65,536 pages, is
+ *  256 rows of 3 px). */
+const HEATMAP_LAYOUTS = [{ upTo: 4096, columns: 64, cell: 9 }, { upTo: Infinity, columns: 256, cell: 3 }];
+/** How often a worker's page looks at its status again, in ms. */
+const STATUS_POLL_MS = 2000;
 
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
@@ -296,6 +298,7 @@ async function workerPage(component, name, query) {
     el("section", { id: "oplog-section" }, el("h2", {}, "Oplog"), el("p", { class: "muted" }, "Loading…")));
   window.golemwTimings.metaMs = performance.now();
   follow(base, output, pageAbort.signal);
+  watchStatus(base, details, pageAbort.signal);
   await drawOplog(component, name, base, from, details.oplog_len, snapshotIndexes);
 }
 
@@ -323,6 +326,27 @@ async function follow(base, output, signal) {
     }
   } catch {
     // The page was left (aborted) or the server went away.
+  }
+}
+
+/** Keeps the status and oplog length on the page current; says when the oplog grew or the
+ *  promise it awaited is no longer awaited (the page's sections are then out of date). */
+async function watchStatus(base, shown, signal) {
+  let last = shown;
+  while (!signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, STATUS_POLL_MS));
+    if (signal.aborted) return;
+    let now;
+    try { now = await api("GET", base); } catch { continue; }
+    if (signal.aborted) return;
+    const status = document.getElementById("worker-status");
+    status.textContent = now.status;
+    status.className = `badge ${now.status}`;
+    document.getElementById("oplog-len").textContent = now.oplog_len;
+    if (now.oplog_len !== last.oplog_len || Boolean(now.awaiting) !== Boolean(last.awaiting)) {
+      say(`the worker changed (${now.oplog_len} oplog entries): reload the page to see it`);
+    }
+    last = now;
   }
 }
 
@@ -415,9 +439,10 @@ async function snapshotsPage(component, name, query) {
 /** A canvas with one cell per page of the later snapshot's memory. */
 function heatmap(diff) {
   const total = diff.pages_total;
-  const rows = Math.max(1, Math.ceil(total / HEATMAP_COLUMNS));
+  const { columns, cell } = HEATMAP_LAYOUTS.find((l) => total <= l.upTo);
+  const rows = Math.max(1, Math.ceil(total / columns));
   const canvas = el("canvas", {
-    id: "heatmap", width: HEATMAP_COLUMNS * HEATMAP_CELL, height: rows * HEATMAP_CELL,
+    id: "heatmap", width: columns * cell, height: rows * cell,
     "data-changed": diff.changed_pages, "data-pages": total,
   });
   const state = new Uint8Array(total); // 0 unchanged, 1 changed, 2 zero
@@ -427,8 +452,7 @@ function heatmap(diff) {
   const ctx = canvas.getContext("2d");
   for (let i = 0; i < total; i++) {
     ctx.fillStyle = colors[state[i]];
-    ctx.fillRect((i % HEATMAP_COLUMNS) * HEATMAP_CELL, Math.floor(i / HEATMAP_COLUMNS) * HEATMAP_CELL,
-      HEATMAP_CELL - 1, HEATMAP_CELL - 1);
+    ctx.fillRect((i % columns) * cell, Math.floor(i / columns) * cell, cell - 1, Math.max(1, cell - 1));
   }
   return canvas;
 }
