@@ -37,9 +37,12 @@ use super::jobs::Jobs;
 /// look costs one read transaction (the oplog's length) when nothing is new.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Entries read per look at most: bounds one look's memory (a `log` entry is at most 1 MiB);
-/// a stream behind by more catches up over several looks.
+/// Entries read per look at most; a stream behind by more catches up over several looks.
 const ENTRIES_PER_POLL_MAX: usize = 256;
+
+/// Output sent per look at most (bytes; one `log` entry, at most 1 MiB, may pass it): bounds
+/// what a look holds in memory and sends at once.
+const OUTPUT_BYTES_PER_POLL_MAX: usize = 4 << 20;
 
 /// Events buffered for a slow client; past them the stream stops reading until it catches up.
 const EVENTS_BUFFERED_MAX: usize = 64;
@@ -226,8 +229,9 @@ fn read_output(
     if end < from {
         return Ok(batch);
     }
-    let last = end.min(from + ENTRIES_PER_POLL_MAX as u64 - 1);
-    for block in executor.oplog(id, from, ENTRIES_PER_POLL_MAX)? {
+    let mut last = end.min(from + ENTRIES_PER_POLL_MAX as u64 - 1);
+    let mut sent = 0usize;
+    'blocks: for block in executor.oplog(id, from, ENTRIES_PER_POLL_MAX)? {
         let BlockRead::Entries(entries) = block else {
             // A corrupt block: `worker oplog` says what is wrong; the stream skips it.
             continue;
@@ -237,9 +241,14 @@ fn read_output(
                 continue;
             }
             if let OplogEntry::Log { stream, bytes } = entry {
+                sent += bytes.len();
                 batch
                     .output
                     .push((index, stream, String::from_utf8_lossy(&bytes).into_owned()));
+                if sent >= OUTPUT_BYTES_PER_POLL_MAX {
+                    last = index;
+                    break 'blocks;
+                }
             }
         }
     }

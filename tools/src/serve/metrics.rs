@@ -116,13 +116,7 @@ pub async fn count_invocations(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = match request.uri().path().rsplit('/').next() {
-        _ if request.method() != Method::POST => None,
-        Some("invoke-and-await") => Some("invoke-and-await"),
-        Some("invoke") => Some("invoke"),
-        _ => None,
-    };
-    let Some(route) = route else {
+    let Some(route) = invocation_route(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
     let started = Instant::now();
@@ -140,6 +134,19 @@ pub async fn count_invocations(
         .get_or_create(&InvocationLabels { route, outcome })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The invocation route a request is for, if it is one:
+/// `POST /v1/components/{c}/workers/{w}/invoke-and-await` or `.../invoke`.
+fn invocation_route(method: &Method, path: &str) -> Option<&'static str> {
+    if method != Method::POST {
+        return None;
+    }
+    match path.split('/').collect::<Vec<_>>()[..] {
+        ["", "v1", "components", _, "workers", _, "invoke-and-await"] => Some("invoke-and-await"),
+        ["", "v1", "components", _, "workers", _, "invoke"] => Some("invoke"),
+        _ => None,
+    }
 }
 
 /// What is read from the executor and storage at each scrape.
@@ -247,5 +254,29 @@ impl Collector for ExecutorState {
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_invocation_routes_are_timed_as_invocations() {
+        let post = Method::POST;
+        let path = "/v1/components/c/workers/w/invoke-and-await";
+        assert_eq!(invocation_route(&post, path), Some("invoke-and-await"));
+        let path = "/v1/components/c/workers/invoke/invoke";
+        assert_eq!(invocation_route(&post, path), Some("invoke"));
+        for path in [
+            "/v1/components/invoke",
+            "/v1/components/c/workers/invoke",
+            "/v1/components/c/workers/w/invoke/x",
+            "/invoke",
+        ] {
+            assert_eq!(invocation_route(&post, path), None, "{path}");
+        }
+        let path = "/v1/components/c/workers/w/invoke";
+        assert_eq!(invocation_route(&Method::GET, path), None);
     }
 }

@@ -144,3 +144,26 @@ fn zero_ranges(pages: &[PageRef]) -> Vec<[usize; 2]> {
     }
     ranges
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_pages_are_grouped_into_ranges() {
+        let stored = PageRef::Stored {
+            hash: golemw_snapshot::PageHash([7; 32]),
+            fingerprint: 0,
+        };
+        let pages = [
+            PageRef::Zero,
+            PageRef::Zero,
+            stored.clone(),
+            PageRef::Zero,
+            stored,
+            PageRef::Zero,
+        ];
+        assert_eq!(zero_ranges(&pages), vec![[0, 2], [3, 4], [5, 6]]);
+        assert_eq!(zero_ranges(&[]), Vec::<[usize; 2]>::new());
+    }
+}
