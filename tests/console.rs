@@ -431,6 +431,63 @@ fn connect_streams_a_workers_output_as_it_is_committed() {
 }
 
 #[test]
+fn oplog_search_finds_the_next_matching_entry_a_bounded_stretch_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    server.add_component("clocks", "clocks");
+    server.add_component("counter", "counter");
+    server.result("counter/w", "print", &[r#""Needle one""#]);
+    server.result("counter/w", "add", &["1"]);
+    server.result("counter/w", "print", &[r#""needle two""#]);
+    let search = |worker: &str, q: &str, from: u64| {
+        let (status, body) = server.get(&format!(
+            "/v1/components/{worker}/oplog/search?q={q}&from={from}"
+        ));
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    // Each print's invocation (its parameter) and its output match, case ignored.
+    let mut kinds = Vec::new();
+    let mut from = 1;
+    let last = loop {
+        let answer = search("counter/workers/w", "NEEDLE", from);
+        let Some(found) = answer["found"].as_u64() else {
+            break answer;
+        };
+        let (_, rows) = server.get(&format!(
+            "/v1/components/counter/workers/w/oplog?from={found}&count=1"
+        ));
+        kinds.push(rows[0]["kind"].as_str().unwrap().to_string());
+        from = found + 1;
+    };
+    assert_eq!(
+        kinds,
+        [
+            "exported-function-invoked",
+            "log",
+            "exported-function-invoked",
+            "log"
+        ]
+    );
+    assert_eq!(last["scanned_to"], last["oplog_len"], "{last}");
+    let (status, body) = server.get("/v1/components/counter/workers/w/oplog/search?q=");
+    assert_eq!(status, 400, "{body}");
+
+    // Past 200,000 entries one request stops and says where; the next goes on from there.
+    server.result("clocks/w", "many-clocks", &["300000"]);
+    server.result("clocks/w", "many-clocks", &["1"]);
+    let far = search("clocks/workers/w", "completed%20-%3E%201", 1);
+    assert!(far["found"].is_null(), "{far}");
+    let stopped = far["scanned_to"].as_u64().unwrap();
+    assert_eq!(stopped, 200_000, "{far}");
+    let next = search("clocks/workers/w", "completed%20-%3E%201", stopped + 1);
+    let found = next["found"]
+        .as_u64()
+        .expect("found after the first stretch");
+    assert!(found > 300_000, "{next}");
+}
+
+#[test]
 fn output_streams_are_limited_and_a_closed_one_frees_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &["--max-connect-streams", "2"]);

@@ -10,6 +10,7 @@ mod guard;
 mod jobs;
 mod metrics;
 mod openapi;
+mod oplog_search;
 mod routes;
 mod snapshots;
 
@@ -237,6 +238,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
                 jobs.clone(),
                 std::sync::Arc::clone(&served),
             ))
+            .merge(oplog_search::router(jobs.clone()))
             .merge(snapshots::router(jobs))
             .merge(console::router())
             .merge(connect::router(streams))

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::{connect, console, metrics, routes, snapshots};
+use super::{connect, console, metrics, oplog_search, routes, snapshots};
 
 /// The document.
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use super::{connect, console, metrics, routes, snapshots};
         routes::update,
         routes::revert,
         routes::fork,
+        oplog_search::search,
         snapshots::list,
         snapshots::diff,
         metrics::scrape,

@@ -299,7 +299,7 @@ async function workerPage(component, name, query) {
   window.golemwTimings.metaMs = performance.now();
   follow(base, output, pageAbort.signal);
   watchStatus(base, details, pageAbort.signal);
-  await drawOplog(component, name, base, from, details.oplog_len, snapshotIndexes);
+  await drawOplog(component, name, base, from, details.oplog_len, snapshotIndexes, query);
 }
 
 /** Fills `output` with the worker's output as the server streams it (`GET .../connect`). */
@@ -362,17 +362,42 @@ function summary(kind, entry) {
   return text.length > 200 ? text.slice(0, 200) + "…" : text;
 }
 
-async function drawOplog(component, name, base, from, length, snapshotIndexes) {
+/** Finds `text` in the whole oplog from index `start` on (the server searches a bounded stretch
+ *  per request) and shows the page that starts at the match. */
+async function findInOplog(component, name, base, text, start) {
+  let from = start;
+  for (;;) {
+    const answer = await api("GET", `${base}/oplog/search?q=${enc(text)}&from=${from}`);
+    if (answer.found) {
+      location.hash = `#/c/${enc(component)}/w/${enc(name)}?from=${answer.found}&find=${enc(text)}&match=${answer.found}`;
+      return;
+    }
+    if (answer.scanned_to >= answer.oplog_len) {
+      say(`"${text}" is not in the oplog after entry ${start - 1}`);
+      return;
+    }
+    from = answer.scanned_to + 1;
+    say(`searching… entry ${from} of ${answer.oplog_len}`);
+  }
+}
+
+async function drawOplog(component, name, base, from, length, snapshotIndexes, query) {
   const section = document.getElementById("oplog-section");
   const rows = await api("GET", `${base}/oplog?from=${from}&count=${OPLOG_PAGE}`);
   const page = (index) => `#/c/${enc(component)}/w/${enc(name)}?from=${Math.max(1, index)}`;
-  const search = el("input", { id: "oplog-search", placeholder: "search this page", size: 30 });
+  const search = el("input", { id: "oplog-search", placeholder: "search", size: 30, value: query.get("find") || "" });
+  const match = Number(query.get("match")) || 0;
+  const find = el("button", { id: "oplog-find", onclick: () => {
+    const text = search.value.trim();
+    if (text) findInOplog(component, name, base, text, match ? match + 1 : from).catch((err) => say(err.message, true));
+  } }, match ? "Find next in the oplog" : "Find in the oplog");
   const goto = el("input", { id: "oplog-goto", type: "number", min: 1, placeholder: "index", size: 10 });
   const body = rows.map((row) => {
     if (row.corrupt || !row.entry) {
       return el("tr", { class: "corrupt" }, el("td", {}, row.first ?? ""), el("td", {}, "corrupt"), el("td", {}, JSON.stringify(row)));
     }
-    const classes = [row.kind, row.deleted ? "deleted" : "", snapshotIndexes.has(row.index) ? "snapshot" : ""].join(" ");
+    const classes = [row.kind, row.deleted ? "deleted" : "", snapshotIndexes.has(row.index) ? "snapshot" : "",
+      row.index === match ? "match" : ""].join(" ");
     return el("tr", { class: classes, "data-index": row.index },
       el("td", { class: "index" }, row.index),
       el("td", {}, el("span", { class: "kind" }, row.kind),
@@ -381,6 +406,7 @@ async function drawOplog(component, name, base, from, length, snapshotIndexes) {
       el("td", { class: "summary" }, summary(row.kind, row.entry)));
   });
   search.addEventListener("input", () => {
+    // Typing filters this page; "find" searches the whole oplog.
     const needle = search.value.toLowerCase();
     for (const tr of body) tr.hidden = needle !== "" && !tr.textContent.toLowerCase().includes(needle);
   });
@@ -392,7 +418,7 @@ async function drawOplog(component, name, base, from, length, snapshotIndexes) {
     el("a", { href: page(length - OPLOG_PAGE + 1), id: "oplog-last" }, "last »"),
     el("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); location.hash = page(Number(goto.value)); } },
       goto, el("button", { type: "submit" }, "Go")),
-    search);
+    search, find);
   section.replaceChildren(el("h2", {}, "Oplog"), nav, table("oplog-table", ["#", "entry", ""], body));
   window.golemwTimings.oplogMs = performance.now();
 }
