@@ -158,7 +158,7 @@ mod tests {
         let pages = [
             PageRef::Zero,
             PageRef::Zero,
-            stored.clone(),
+            stored,
             PageRef::Zero,
             stored,
             PageRef::Zero,
