@@ -16,6 +16,7 @@ pub mod history;
 pub mod host;
 pub mod ids;
 pub mod memory_limit;
+pub mod metrics;
 pub mod oplog;
 pub mod outcome;
 pub mod promises;

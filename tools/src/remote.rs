@@ -20,6 +20,8 @@ use crate::commands::Context;
 use crate::output;
 use crate::views::{OplogRow, WorkerDetails};
 
+mod connect;
+
 /// Where a server leaves its address.
 const SERVER_FILE: &str = "server.json";
 
@@ -458,6 +460,7 @@ pub fn run_worker(ctx: &Context, remote: &Remote, cmd: WorkerCommand) -> Result<
                 );
             }
         }
+        WorkerCommand::Connect { worker, from } => return remote.connect(ctx, &worker, from),
         WorkerCommand::Resume { worker } => {
             let value = remote.json(
                 "POST",

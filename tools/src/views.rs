@@ -207,3 +207,32 @@ impl OplogRow {
         })
     }
 }
+
+/// A worker's snapshots as `snapshot list --json` prints them (and `GET .../snapshots`
+/// answers): `{"snapshots": [row...], "stored_page_bytes": N}`, oldest first; a snapshot that
+/// cannot be read has `error` instead of its sizes.
+pub fn snapshot_list(executor: &Executor, id: &WorkerId) -> Result<serde_json::Value> {
+    let uid = executor.worker_record(id)?.uid;
+    let list = golemw_runtime::snapshots::list(executor.storage(), &uid)?;
+    let stored_page_bytes = golemw_runtime::snapshots::stored_page_bytes(executor.storage(), &uid)?;
+    let now = golemw_runtime::oplog::now_ms();
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|s| match &s.manifest {
+            Ok(m) => serde_json::json!({
+                "index": s.index,
+                "component_version": m.component_version,
+                "memory_bytes": m.memory_bytes,
+                "pages_total": m.stats.pages_total,
+                "pages_stored": m.stats.pages_stored,
+                "pages_new": m.stats.pages_new,
+                "bytes_new": m.stats.bytes_new,
+                "manifest_bytes": s.manifest_bytes,
+                "capture_us": m.stats.capture_us,
+                "age_s": now.saturating_sub(m.created_at_ms) / 1000,
+            }),
+            Err(e) => serde_json::json!({ "index": s.index, "error": e.to_string() }),
+        })
+        .collect();
+    Ok(serde_json::json!({ "snapshots": rows, "stored_page_bytes": stored_page_bytes }))
+}

@@ -334,6 +334,7 @@ impl Storage {
         let outcome = committed.and_then(|count| {
             self.grouped_writes
                 .fetch_add(count as u64, Ordering::Relaxed);
+            crate::metrics::get().group_commit(count);
             match durable && count > 0 {
                 true => self.sync(),
                 false => Ok(()),

@@ -119,7 +119,16 @@ impl Worker {
                     record = worker.record.clone();
                     live = Some(worker);
                 }
-                other => return other,
+                other => {
+                    if let Ok((_, report)) = &other {
+                        crate::metrics::get().restore(
+                            report.snapshot_index,
+                            report.duration_us,
+                            report.entries_replayed,
+                        );
+                    }
+                    return other;
+                }
             }
         }
     }

@@ -147,14 +147,16 @@ impl Worker {
         }
         // A worker sharing its pages with forks may find pages it took as stored collected by
         // another worker of its space meanwhile: it captures once more, knowing what is stored.
-        match self.capture_and_store()? {
-            Some(stats) => Ok(stats),
+        let stats = match self.capture_and_store()? {
+            Some(stats) => stats,
             None => self.capture_and_store()?.ok_or_else(|| {
                 Error::Storage(
                     "the snapshot's pages kept being collected by workers sharing them".into(),
                 )
-            }),
-        }
+            })?,
+        };
+        crate::metrics::get().snapshot(&stats);
+        Ok(stats)
     }
 
     /// One capture and its write; `None` if pages it took as stored were collected meanwhile

@@ -84,32 +84,11 @@ pub fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<ExitCode> {
     match cmd {
         SnapshotCommand::List { worker } => {
             let id = worker_id(&executor, &worker)?;
-            let uid = executor.worker_record(&id)?.uid;
-            let list = snapshots::list(executor.storage(), &uid)?;
-            let total_pages = snapshots::stored_page_bytes(executor.storage(), &uid)?;
-            let now = golemw_runtime::oplog::now_ms();
-            let rows: Vec<serde_json::Value> = list
-                .iter()
-                .map(|s| match &s.manifest {
-                    Ok(m) => serde_json::json!({
-                        "index": s.index,
-                        "component_version": m.component_version,
-                        "memory_bytes": m.memory_bytes,
-                        "pages_total": m.stats.pages_total,
-                        "pages_stored": m.stats.pages_stored,
-                        "pages_new": m.stats.pages_new,
-                        "bytes_new": m.stats.bytes_new,
-                        "manifest_bytes": s.manifest_bytes,
-                        "capture_us": m.stats.capture_us,
-                        "age_s": now.saturating_sub(m.created_at_ms) / 1000,
-                    }),
-                    Err(e) => serde_json::json!({ "index": s.index, "error": e.to_string() }),
-                })
-                .collect();
+            let list = crate::views::snapshot_list(&executor, &id)?;
+            let rows = list["snapshots"].as_array().cloned().unwrap_or_default();
+            let total_pages = &list["stored_page_bytes"];
             if ctx.json {
-                output::json(
-                    &serde_json::json!({ "snapshots": rows, "stored_page_bytes": total_pages }),
-                );
+                output::json(&list);
             } else if rows.is_empty() {
                 println!("no snapshots of {id}");
             } else {

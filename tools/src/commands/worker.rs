@@ -1,5 +1,5 @@
 //! `golemw worker new | invoke | get | list | delete | oplog | recover | revert | fork | update |
-//! complete-promise | interrupt | resume`
+//! complete-promise | interrupt | resume | connect`
 
 use std::process::ExitCode;
 
@@ -190,6 +190,16 @@ pub enum WorkerCommand {
     Resume {
         /// COMPONENT/WORKER
         worker: String,
+    },
+    /// Follow a worker's output (stdout, stderr) as it is committed, until interrupted; with
+    /// --json, one object per line (`stream`, `index`, `text`). Needs `golemw serve` running
+    /// on the data directory: it is what runs the worker meanwhile.
+    Connect {
+        /// COMPONENT/WORKER
+        worker: String,
+        /// Start at this oplog index (earlier output included); default: only new output.
+        #[arg(long, value_name = "INDEX")]
+        from: Option<u64>,
     },
 }
 
@@ -462,6 +472,10 @@ pub fn run(ctx: &Context, cmd: WorkerCommand) -> Result<ExitCode> {
                 println!("interrupted {id} (it was {})", previous.as_str());
             }
         }
+        WorkerCommand::Connect { .. } => bail!(
+            "`worker connect` follows a worker run by a server: start `golemw serve` on this \
+             data directory first"
+        ),
         WorkerCommand::Resume { worker } => {
             let id = worker_id(&executor, &worker)?;
             let status = executor.resume_worker(&id)?;

@@ -90,15 +90,18 @@ pub struct Guard {
     pub token: Token,
 }
 
-/// Refuses requests without the server's token (401 `unauthorized`; `/healthz` excepted), for
-/// another host (403 `forbidden-host`), and POST or PUT requests whose `Content-Type` is not one
-/// of [`BODY_TYPES`] (415 `unsupported-media-type`).
+/// Refuses requests without the server's token (401 `unauthorized`; `/healthz` and the
+/// console's static assets, which hold no data, excepted), for another host (403
+/// `forbidden-host`), and POST or PUT requests whose `Content-Type` is not one of
+/// [`BODY_TYPES`] (415 `unsupported-media-type`).
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if request.uri().path() != "/healthz" && !guard.token.admits(authorization) {
+    let public =
+        request.uri().path() == "/healthz" || super::console::is_asset(request.uri().path());
+    if !public && !guard.token.admits(authorization) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

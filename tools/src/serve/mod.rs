@@ -4,9 +4,15 @@
 //! ([`jobs`], [`routes`]) and its errors into status codes ([`api_error`]).
 
 mod api_error;
+mod connect;
+mod console;
 mod guard;
 mod jobs;
+mod metrics;
+mod openapi;
+mod oplog_search;
 mod routes;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -100,6 +106,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "GOLEMW_MAX_CONNECTIONS",
           default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+
+    /// Output streams (`GET .../connect`, `golemw worker connect`) open at once, at most; past
+    /// it they are refused (503 `too-many-streams`). Each holds a connection too.
+    #[arg(long, value_name = "N", env = "GOLEMW_MAX_CONNECT_STREAMS",
+          default_value_t = connect::DEFAULT_MAX_STREAMS)]
+    max_connect_streams: usize,
 }
 
 /// Default of `--header-timeout-ms`: long enough for any client on a real network to send its
@@ -218,7 +230,23 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             hosts: guard::AllowedHosts::new(address, &args.allowed_hosts),
             token: guard::Token::new(token.clone()),
         };
-        let app = routes::router(jobs::Jobs::new(std::sync::Arc::clone(&executor)))
+        let jobs = jobs::Jobs::new(std::sync::Arc::clone(&executor));
+        let served = metrics::ServeMetrics::new(std::sync::Arc::clone(&executor));
+        let (streams, stop_streams) = connect::Streams::new(jobs.clone(), args.max_connect_streams);
+        let app = routes::router(jobs.clone())
+            .merge(metrics::router(
+                jobs.clone(),
+                std::sync::Arc::clone(&served),
+            ))
+            .merge(oplog_search::router(jobs.clone()))
+            .merge(snapshots::router(jobs))
+            .merge(console::router())
+            .merge(connect::router(streams))
+            .merge(openapi::router())
+            .layer(middleware::from_fn_with_state(
+                served,
+                metrics::count_invocations,
+            ))
             .layer(middleware::from_fn_with_state(checks, guard::guard))
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn_with_state(
@@ -230,7 +258,12 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<ExitCode> {
             header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
             max_connections: args.max_connections.max(1),
         };
-        serve_connections(listener, app, limits, shutdown_signal(interrupt, terminate)).await;
+        let shutdown = async move {
+            shutdown_signal(interrupt, terminate).await;
+            // Output streams never end by themselves; graceful shutdown waits for them.
+            stop_streams.stop();
+        };
+        serve_connections(listener, app, limits, shutdown).await;
         anyhow::Ok(())
     })?;
     // Every connection is closed and its jobs are done (a job's handler waits for it).

@@ -30,10 +30,7 @@ type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 /// Every route of the API (documented in README.md, "HTTP API").
 pub fn router(executor: Jobs) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/v1/metrics/io", get(io_metrics))
         .route("/v1/components", get(list_components))
         .route(
@@ -102,6 +99,17 @@ pub fn router(executor: Jobs) -> Router {
         .with_state(executor)
 }
 
+/// Whether the server is up (no token needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object))
+)]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
 fn ok(value: Value) -> Reply {
     Ok((StatusCode::OK, Json(value)))
 }
@@ -130,6 +138,12 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 /// Storage and executor counters: commits, syncs, writes grouped into them, instances loaded
 /// and evicted, timers pending.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/io",
+    tag = "operations",
+    responses((status = 200, description = "Storage and executor counters", body = Object))
+)]
 async fn io_metrics(State(executor): State<Jobs>) -> Reply {
     let ex = executor.executor();
     let io = ex.storage().io_counts();
@@ -145,11 +159,24 @@ async fn io_metrics(State(executor): State<Jobs>) -> Reply {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/components",
+    tag = "components",
+    responses((status = 200, description = "The latest version of every component", body = Object))
+)]
 async fn list_components(State(executor): State<Jobs>) -> Reply {
     let list = executor.run(|ex| ex.components().list()).await??;
     ok(to_json(&list))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/components/{component}",
+    tag = "components",
+    params(super::openapi::ComponentPath),
+    responses((status = 200, description = "The latest version of the component", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody))
+)]
 async fn get_component(State(executor): State<Jobs>, Path(component): Path<String>) -> Reply {
     let record = executor
         .run(move |ex| ex.components().latest(&component))
@@ -158,6 +185,13 @@ async fn get_component(State(executor): State<Jobs>, Path(component): Path<Strin
 }
 
 /// `POST /v1/components/{name}`, the wasm file as the body: adds a component.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}",
+    tag = "components",
+    params(("component" = String, Path, description = "The name of the new component")), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The wasm file"),
+    responses((status = 201, description = "Added", body = Object), (status = 409, description = "A component of that name exists", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn add_component(
     State(executor): State<Jobs>,
     Path(name): Path<String>,
@@ -170,6 +204,13 @@ async fn add_component(
 }
 
 /// `PUT /v1/components/{component}`, the wasm file as the body: adds a version.
+#[utoipa::path(
+    put,
+    path = "/v1/components/{component}",
+    tag = "components",
+    params(super::openapi::ComponentPath), request_body(content = Vec<u8>, content_type = "application/wasm", description = "The wasm file of the new version"),
+    responses((status = 200, description = "The new version", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn update_component(
     State(executor): State<Jobs>,
     Path(component): Path<String>,
@@ -181,13 +222,21 @@ async fn update_component(
     ok(to_json(&record))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// A `golemw worker list --filter` expression.
     filter: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/components/{component}/workers",
+    tag = "workers",
+    params(super::openapi::ComponentPath, ListQuery),
+    responses((status = 200, description = "The workers of the component, by name", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "An invalid filter", body = super::openapi::ErrorBody))
+)]
 async fn list_workers(
     State(executor): State<Jobs>,
     Path(component): Path<String>,
@@ -212,7 +261,7 @@ async fn list_workers(
     ok(to_json(&workers))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWorker {
     name: String,
@@ -222,6 +271,13 @@ struct NewWorker {
     env: BTreeMap<String, String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers",
+    tag = "workers",
+    params(super::openapi::ComponentPath), request_body = NewWorker,
+    responses((status = 201, description = "Created", body = Object), (status = 409, description = "The worker exists", body = super::openapi::ErrorBody), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn create_worker(
     State(executor): State<Jobs>,
     Path(component): Path<String>,
@@ -252,6 +308,13 @@ async fn on_worker<T: Send + 'static>(
     Ok(outcome?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/components/{component}/workers/{worker}",
+    tag = "workers",
+    params(super::openapi::WorkerPath),
+    responses((status = 200, description = "Metadata, as `worker get --json`", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody))
+)]
 async fn get_worker(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let details = on_worker(&executor, path, |ex, id| {
         WorkerDetails::read(ex, &id).map(|details| details.to_json())
@@ -260,6 +323,13 @@ async fn get_worker(State(executor): State<Jobs>, Path(path): Path<(String, Stri
     ok(details)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/components/{component}/workers/{worker}",
+    tag = "workers",
+    params(super::openapi::WorkerPath),
+    responses((status = 200, description = "Deleted, with its oplog", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody))
+)]
 async fn delete_worker(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let deleted = on_worker(&executor, path, |ex, id| {
         ex.delete_worker(&id).map(|()| id.to_string())
@@ -268,7 +338,7 @@ async fn delete_worker(State(executor): State<Jobs>, Path(path): Path<(String, S
     ok(json!({ "deleted": deleted }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Invocation {
     /// `ns:pkg/iface.{func}`, or `func` if unambiguous.
@@ -282,6 +352,13 @@ struct Invocation {
 /// invocation that awaits a promise not yet complete answers 202 with the promise; completing
 /// it resumes the worker, and the same request with the same `Idempotency-Key` then returns the
 /// result.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/invoke-and-await",
+    tag = "invocations",
+    params(super::openapi::WorkerPath, ("idempotency-key" = Option<String>, Header, description = "Runs the invocation at most once per key")), request_body = Invocation,
+    responses((status = 200, description = "Completed: `{status, result, from_idempotency_key}`", body = Object), (status = 202, description = "Suspended: awaits a promise", body = Object), (status = 422, description = "The guest trapped or exited", body = super::openapi::ErrorBody), (status = 409, description = "The state of the worker does not allow it", body = super::openapi::ErrorBody), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn invoke(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
@@ -380,6 +457,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Queues an invocation (Golem's `invoke`): 202 with its idempotency key once it is durably
 /// queued for the worker (created if needed); it runs after those queued before it.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/invoke",
+    tag = "invocations",
+    params(super::openapi::WorkerPath, ("idempotency-key" = Option<String>, Header, description = "Queues the invocation at most once per key")), request_body = Invocation,
+    responses((status = 202, description = "Durably queued: `{status, worker, idempotency_key}`", body = Object), (status = 429, description = "The queue of the worker is full", body = super::openapi::ErrorBody), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn enqueue(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
@@ -405,6 +489,13 @@ async fn enqueue(
 }
 
 /// Where an invocation is: pending (queued), running, suspended, or completed with its result.
+#[utoipa::path(
+    get,
+    path = "/v1/components/{component}/workers/{worker}/invocations/{key}",
+    tag = "invocations",
+    params(("component" = String, Path, description = "The name or UUID of the component"), ("worker" = String, Path, description = "The name of the worker"), ("key" = String, Path, description = "The idempotency key of the invocation")),
+    responses((status = 200, description = "`pending`, `running`, `suspended` or `completed`", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody))
+)]
 async fn invocation_status(
     State(executor): State<Jobs>,
     Path((component, worker, key)): Path<(String, String, String)>,
@@ -420,7 +511,8 @@ async fn invocation_status(
     ok(to_json(&status))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct OplogQuery {
     /// First index to show (the first entry is 1).
@@ -439,6 +531,13 @@ fn default_count() -> usize {
     100
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/components/{component}/workers/{worker}/oplog",
+    tag = "workers",
+    params(super::openapi::WorkerPath, OplogQuery),
+    responses((status = 200, description = "Oplog entries, as `worker oplog --json`", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody))
+)]
 async fn oplog(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
@@ -453,6 +552,13 @@ async fn oplog(
 }
 
 /// `POST .../promises/{oplog_idx}/complete`, the payload as the body.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/promises/{oplog_idx}/complete",
+    tag = "promises",
+    params(("component" = String, Path, description = "The name or UUID of the component"), ("worker" = String, Path, description = "The name of the worker"), ("oplog_idx" = u64, Path, description = "The promise: the oplog index that created it")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The payload"),
+    responses((status = 200, description = "Completed (or already complete)", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 409, description = "The state of the worker does not allow it", body = super::openapi::ErrorBody))
+)]
 async fn complete_promise(
     State(executor): State<Jobs>,
     Path((component, worker, oplog_idx)): Path<(String, String, u64)>,
@@ -466,6 +572,13 @@ async fn complete_promise(
 }
 
 /// Marks a worker interrupted: nothing runs it until `resume`.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/interrupt",
+    tag = "workers",
+    params(super::openapi::WorkerPath),
+    responses((status = 200, description = "Interrupted", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 409, description = "The state of the worker does not allow it", body = super::openapi::ErrorBody))
+)]
 async fn interrupt(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let (id, previous) = on_worker(&executor, path, |ex, id| {
         ex.interrupt_worker(&id).map(|previous| (id, previous))
@@ -475,6 +588,13 @@ async fn interrupt(State(executor): State<Jobs>, Path(path): Path<(String, Strin
 }
 
 /// Lets an interrupted worker run again; an invocation it left in flight finishes now.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/resume",
+    tag = "workers",
+    params(super::openapi::WorkerPath),
+    responses((status = 200, description = "Running again", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 409, description = "The state of the worker does not allow it", body = super::openapi::ErrorBody))
+)]
 async fn resume(State(executor): State<Jobs>, Path(path): Path<(String, String)>) -> Reply {
     let (id, status) = on_worker(&executor, path, |ex, id| {
         ex.resume_worker(&id).map(|status| (id, status))
@@ -483,13 +603,14 @@ async fn resume(State(executor): State<Jobs>, Path(path): Path<(String, String)>
     ok(json!({ "worker": id.to_string(), "status": status }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Update {
     /// The component version to move to.
     version: u64,
     /// `automatic` (the default) or `snapshot-based`.
     #[serde(default = "automatic")]
+    #[schema(value_type = String)]
     mode: UpdateMode,
 }
 
@@ -498,6 +619,13 @@ fn automatic() -> UpdateMode {
 }
 
 /// Moves a worker to another version of its component (as `golemw worker update`).
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/update",
+    tag = "workers",
+    params(super::openapi::WorkerPath), request_body = Update,
+    responses((status = 200, description = "The record of the worker after the update", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 409, description = "The state of the worker does not allow it", body = super::openapi::ErrorBody))
+)]
 async fn update(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
@@ -511,7 +639,7 @@ async fn update(
     ok(to_json(&record))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Revert {
     to_oplog_index: Option<u64>,
@@ -520,6 +648,13 @@ struct Revert {
 
 /// Goes back in a worker's history (as `golemw worker revert`): body `{"to_oplog_index": N}`
 /// or `{"last_invocations": N}`.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/revert",
+    tag = "workers",
+    params(super::openapi::WorkerPath), request_body = Revert,
+    responses((status = 200, description = "The region deleted and how the worker was recovered", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn revert(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
@@ -548,7 +683,7 @@ async fn revert(
     ok(reverted)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ForkRequest {
     /// The new worker's name (in the same component).
@@ -559,6 +694,13 @@ struct ForkRequest {
 
 /// Forks a worker (as `golemw worker fork`): body `{"target": NAME, "oplog_index": N}`
 /// (`oplog_index` optional); 201 with what was made.
+#[utoipa::path(
+    post,
+    path = "/v1/components/{component}/workers/{worker}/fork",
+    tag = "workers",
+    params(super::openapi::WorkerPath), request_body = ForkRequest,
+    responses((status = 201, description = "The new worker, the snapshots it shares and what was copied", body = Object), (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody), (status = 400, description = "A malformed request", body = super::openapi::ErrorBody))
+)]
 async fn fork(
     State(executor): State<Jobs>,
     Path(path): Path<(String, String)>,
