@@ -430,6 +430,51 @@ fn connect_streams_a_workers_output_as_it_is_committed() {
     assert!(event["index"].as_u64().unwrap() > 1, "{line}");
 }
 
+/// Output reaches a stream as the guest writes it, before its invocation ends (and commits), and
+/// the committed entry is not sent again.
+#[test]
+fn connect_streams_output_live_before_the_invocation_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // The guest's sleep stays in its thread (no durable sleep, which would commit first).
+    let server = start(dir.path(), &["--durable-sleep-min-ms", "600000"]);
+    server.add_component("counter", "counter");
+    server.result("counter/w", "get", &[]);
+    let mut live = EventStream::open(&server.address, "counter/w", "", &[]);
+    let address = server.address.clone();
+    let started = Instant::now();
+    let invocation = std::thread::spawn(move || {
+        let body =
+            json!({ "function": "print-and-wait", "params": ["\"mid-invocation\"", "3000"] });
+        golemw_tests::server::try_request(
+            &address,
+            "POST",
+            "/v1/components/counter/workers/w/invoke-and-await",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+            None,
+        )
+    });
+    live.wait_for("mid-invocation", Duration::from_secs(10))
+        .unwrap();
+    let seen_after = started.elapsed();
+    assert!(
+        seen_after < Duration::from_millis(2500),
+        "the output came only after {seen_after:?}: not live"
+    );
+    assert!(live.seen.contains(r#""live":true"#), "{}", live.seen);
+    let (status, body) = invocation.join().unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Committed now; the stream does not send it a second time.
+    server.result("counter/w", "print", &[r#""after""#]);
+    live.wait_for("after", Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        live.seen.matches("mid-invocation").count(),
+        1,
+        "{}",
+        live.seen
+    );
+}
+
 #[test]
 fn oplog_search_finds_the_next_matching_entry_a_bounded_stretch_at_a_time() {
     let dir = tempfile::tempdir().unwrap();

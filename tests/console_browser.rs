@@ -358,6 +358,13 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
         "const t = document.querySelector('#workers-table'); return t && t.tBodies[0].rows.length",
     );
     assert_eq!(rows, 2);
+    // Live: a worker created meanwhile shows up without a reload.
+    server.result("counter/w3", "add", &["1"]);
+    browser.wait_for(
+        "the new worker, live",
+        "const t = document.querySelector('#workers-table'); \
+         return t && t.tBodies[0].rows.length === 3 && t.innerText.includes('w3')",
+    );
     browser.type_into("#filter-input", "name == w2");
     browser.click("#filter-form button");
     browser.wait_for(
@@ -402,7 +409,12 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
 
     // A worker's page: metadata, oplog with its snapshots marked, output as it happens.
     browser.go(&format!("{url}#/c/counter/w/w1"));
-    browser.wait_for("the oplog", "return document.querySelector('#oplog-table')");
+    // The previous page (worker p) had an oplog table too: wait for w1's.
+    browser.wait_for(
+        "the oplog of w1",
+        "const h = document.querySelector('h1'); \
+         return h && h.innerText.startsWith('w1') && document.querySelector('#oplog-table')",
+    );
     let marked = browser.run(
         "return document.querySelectorAll('#oplog-table tr.snapshot').length",
         json!([]),
@@ -435,7 +447,11 @@ fn the_console_shows_each_page_completes_a_promise_and_reverts_a_worker() {
 
     // A status changed elsewhere shows without a reload; resume from the page.
     browser.go(&format!("{url}#/c/counter/w/w2"));
-    browser.wait_for("the oplog", "return document.querySelector('#oplog-table')");
+    browser.wait_for(
+        "the oplog of w2",
+        "const h = document.querySelector('h1'); \
+         return h && h.innerText.startsWith('w2') && document.querySelector('#oplog-table')",
+    );
     let (status, body) = server.post_json("/v1/components/counter/workers/w2/interrupt", json!({}));
     assert_eq!(status, 200, "{body}");
     browser.wait_for(

@@ -77,6 +77,8 @@ pub struct Gate {
     /// Why a host function unwound the guest when nothing failed (a jump, an await, a long
     /// sleep); the worker settles it. A fatal error wins over it.
     unwind: Option<crate::outcome::Unwind>,
+    /// Followers of this worker's output as it is written (`connect`), if the executor has any.
+    output_tap: Option<Arc<crate::output_tap::OutputTap>>,
     /// While an instance is being created only to be overwritten by a snapshot, its start code's
     /// host calls run live and leave no trace (their effects are overwritten; the originals are
     /// in the oplog before the snapshot).
@@ -127,6 +129,7 @@ impl Gate {
             echo_output,
             fatal: None,
             unwind: None,
+            output_tap: None,
             discarding: false,
             history: History::default(),
             replayed: 0,
@@ -304,6 +307,11 @@ impl Gate {
     /// Takes the fatal error a host function raised, if any.
     pub fn take_fatal(&mut self) -> Option<Error> {
         self.fatal.take()
+    }
+
+    /// Publishes live output to `tap`'s followers of this worker.
+    pub fn set_output_tap(&mut self, tap: Option<Arc<crate::output_tap::OutputTap>>) {
+        self.output_tap = tap;
     }
 
     /// Takes why a host function unwound the guest, if one did.
@@ -496,10 +504,23 @@ impl Gate {
             };
         }
         self.pending_output += recorded.len();
-        self.append(OplogEntry::Log {
+        let followed = self
+            .output_tap
+            .as_ref()
+            .filter(|tap| tap.wanted(&self.worker))
+            .map(|tap| (Arc::clone(tap), Arc::<[u8]>::from(recorded.as_slice())));
+        let index = self.append(OplogEntry::Log {
             stream,
             bytes: recorded,
         })?;
+        if let Some((tap, bytes)) = followed {
+            let output = crate::output_tap::LiveOutput {
+                index,
+                stream,
+                bytes,
+            };
+            tap.publish(&self.worker, output);
+        }
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub mod memory_limit;
 pub mod metrics;
 pub mod oplog;
 pub mod outcome;
+pub mod output_tap;
 pub mod promises;
 pub mod queue;
 pub mod rpc;

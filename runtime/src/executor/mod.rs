@@ -189,6 +189,8 @@ pub struct Executor {
     calls: rpc::Calls,
     /// What workers' host functions call other workers through (this executor, weakly).
     dispatcher: Arc<dyn crate::rpc::Dispatch>,
+    /// Followers of workers' output as it is written.
+    output_tap: Arc<crate::output_tap::OutputTap>,
 }
 
 impl Drop for Executor {
@@ -261,6 +263,7 @@ impl Executor {
             dispatcher: Arc::new(rpc::Dispatcher {
                 executor: me.clone(),
             }),
+            output_tap: Arc::default(),
         }))
     }
 
@@ -301,6 +304,12 @@ impl Executor {
     /// [`Executor::worker_record`]).
     pub fn workers(&self) -> &WorkerStore {
         &self.workers
+    }
+
+    /// Follows workers' output as their guests write it, before any commit (see
+    /// [`crate::output_tap`]).
+    pub fn output_tap(&self) -> &Arc<crate::output_tap::OutputTap> {
+        &self.output_tap
     }
 
     /// The storage.
@@ -602,6 +611,7 @@ impl Executor {
             durable_sleep_min: self.options.durable_sleep_min,
             watchdog: self.watchdog.as_ref(),
             rpc_dispatch: Some(Arc::clone(&self.dispatcher)),
+            output_tap: Some(Arc::clone(&self.output_tap)),
         }
     }
 

@@ -124,6 +124,8 @@ pub struct InstanceInputs<'a> {
     pub watchdog: Option<&'a Watchdog>,
     /// How the worker's `golem:rpc` calls reach other workers.
     pub rpc_dispatch: Option<Arc<dyn crate::rpc::Dispatch>>,
+    /// Followers of workers' output as it is written (see [`crate::output_tap`]).
+    pub output_tap: Option<Arc<crate::output_tap::OutputTap>>,
 }
 
 /// How to bring a worker back.
@@ -156,6 +158,7 @@ impl Worker {
         // A module `start` function runs inside Instance::new; when a snapshot will overwrite
         // the state it builds, its host calls must neither consume oplog entries nor record.
         gate.set_discarding(start == Start::Restore);
+        gate.set_output_tap(inputs.output_tap.clone());
         let engine_error =
             |what: &str, e: &dyn std::fmt::Display| Error::Engine(format!("{what}: {e}"));
         let context = context_for(inputs, &record)?;

@@ -1,17 +1,20 @@
-//! `GET .../workers/{worker}/connect`: a worker's output as it is committed, as server-sent
-//! events (Golem's `connect`, which streams over a WebSocket).
+//! `GET .../workers/{worker}/connect`: a worker's output as it happens, as server-sent events
+//! (Golem's `connect`, which streams over a WebSocket).
 //!
-//! What a guest writes to stdout and stderr becomes `log` entries of its oplog (`host/wasi.rs`),
-//! so a stream follows the oplog: every [`POLL_INTERVAL`] it reads the entries committed since
-//! the last look and sends each `log` entry as an event. Nothing is lost between polls and a
-//! client can start at any index (`?from=N`) to see earlier output; output shows up once it is
-//! committed (at the end of an invocation, or at an earlier commit within it), never output a
-//! failed attempt discarded. No runtime hook is needed, and a slow client slows no worker.
+//! What a guest writes to stdout and stderr becomes `log` entries of its oplog (`host/wasi.rs`).
+//! A stream sends each write as the guest makes it, mid-invocation, through the executor's
+//! output tap (`golemw_runtime::output_tap`, `"live": true`), and follows the committed oplog
+//! too: every [`POLL_INTERVAL`] it reads the entries committed since the last look and sends
+//! the `log` entries it has not sent live (`"live": false`): output from before the stream
+//! (`?from=N`), and any a slow client fell too far behind to receive live. A live write may
+//! belong to an attempt that is then rolled back (a failed commit, a retry); the entry that
+//! replaces it comes with the same index. A slow client slows no worker: the tap drops what a
+//! follower cannot take, and the oplog still has it.
 //!
-//! Events: `stdout` and `stderr` with data `{"index": N, "text": "..."}` (the bytes as UTF-8,
-//! invalid sequences replaced), and `error` with `{"error", "kind"}` before the stream ends
-//! when the worker goes away. Streams at once are bounded by `--max-connect-streams`; past it
-//! the answer is 503 `too-many-streams`.
+//! Events: `stdout` and `stderr` with data `{"index": N, "text": "...", "live": bool}` (the
+//! bytes as UTF-8, invalid sequences replaced), and `error` with `{"error", "kind"}` before the
+//! stream ends when the worker goes away. Streams at once are bounded by
+//! `--max-connect-streams`; past it the answer is 503 `too-many-streams`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,10 +28,11 @@ use axum::routing::get;
 use axum::Router;
 use golemw_runtime::oplog::entry::{LogStream, OplogEntry};
 use golemw_runtime::oplog::store::BlockRead;
+use golemw_runtime::output_tap::LiveOutput;
 use golemw_runtime::{Executor, WorkerId};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::api_error::ApiError;
 use super::jobs::Jobs;
@@ -43,6 +47,9 @@ const ENTRIES_PER_POLL_MAX: usize = 256;
 /// Output sent per look at most (bytes; one `log` entry, at most 1 MiB, may pass it): bounds
 /// what a look holds in memory and sends at once.
 const OUTPUT_BYTES_PER_POLL_MAX: usize = 4 << 20;
+
+/// Live writes remembered (so as not to send them again once committed) per stream at most.
+const SENT_LIVE_REMEMBERED_MAX: usize = 65_536;
 
 /// Events buffered for a slow client; past them the stream stops reading until it catches up.
 const EVENTS_BUFFERED_MAX: usize = 64;
@@ -102,7 +109,7 @@ pub struct ConnectQuery {
     from: Option<u64>,
 }
 
-/// Follows a worker's output: `stdout` and `stderr` events as the oplog commits them.
+/// Follows a worker's output: `stdout` and `stderr` events as the guest writes them.
 #[utoipa::path(
     get,
     path = "/v1/components/{component}/workers/{worker}/connect",
@@ -110,7 +117,7 @@ pub struct ConnectQuery {
     params(super::openapi::WorkerPath, ConnectQuery),
     responses(
         (status = 200, description = "Server-sent events: `stdout` and `stderr` with \
-            `{\"index\", \"text\"}`, `error` before the stream ends", content_type = "text/event-stream", body = String),
+            `{\"index\", \"text\", \"live\"}`, `error` before the stream ends", content_type = "text/event-stream", body = String),
         (status = 404, description = "Unknown component or worker", body = super::openapi::ErrorBody),
         (status = 503, description = "--max-connect-streams streams are open", body = super::openapi::ErrorBody),
     )
@@ -133,34 +140,50 @@ pub async fn connect(
                 ),
             )
         })?;
-    // An unknown worker is answered before the stream starts.
-    let (id, end) = streams
+    // An unknown worker is answered before the stream starts. Following live starts before the
+    // committed end is read: a write is either after that end or sent live, or both.
+    let (id, end, live) = streams
         .jobs
         .run(move |ex| {
             let id = ex.worker_id(&component, &worker)?;
+            let live = ex.output_tap().subscribe(&id);
             let end = ex.oplog_len(&id)?;
-            Ok::<_, golemw_runtime::Error>((id, end))
+            Ok::<_, golemw_runtime::Error>((id, end, live))
         })
         .await??;
     let next = query.from.unwrap_or(end + 1).max(1);
     let (events, receiver) = mpsc::channel(EVENTS_BUFFERED_MAX);
-    tokio::spawn(follow(streams.clone(), id, next, events, permit));
+    tokio::spawn(follow(streams.clone(), id, next, live, events, permit));
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// Sends the worker's output from index `next` on until the client goes, the worker does, or
-/// the server stops. Holds its stream's permit until then.
+/// One output event.
+fn output_event(index: u64, stream: LogStream, text: &str, live: bool) -> Event {
+    let name = match stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+    };
+    let data = json!({ "index": index, "text": text, "live": live }).to_string();
+    Event::default().event(name).data(data)
+}
+
+/// Sends the worker's output from index `next` on, live as it is written and from the oplog as
+/// it is committed, until the client goes, the worker does, or the server stops. Holds its
+/// stream's permit until then.
 async fn follow(
     streams: Streams,
     id: WorkerId,
     mut next: u64,
+    mut live: broadcast::Receiver<LiveOutput>,
     events: mpsc::Sender<Result<Event, Infallible>>,
     _permit: OwnedSemaphorePermit,
 ) {
     let mut stopping = streams.stopping.clone();
+    // Indexes sent live and not yet passed by the committed cursor: those entries went out.
+    let mut sent_live = std::collections::BTreeSet::new();
     loop {
         let read = {
             let id = id.clone();
@@ -180,26 +203,50 @@ async fn follow(
         };
         next = batch.next;
         for (index, stream, text) in batch.output {
-            let name = match stream {
-                LogStream::Stdout => "stdout",
-                LogStream::Stderr => "stderr",
-            };
-            let data = json!({ "index": index, "text": text }).to_string();
+            if sent_live.contains(&index) {
+                continue;
+            }
             if events
-                .send(Ok(Event::default().event(name).data(data)))
+                .send(Ok(output_event(index, stream, &text, false)))
                 .await
                 .is_err()
             {
                 return;
             }
         }
+        sent_live = sent_live.split_off(&next);
         if batch.more {
             continue;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        let received = tokio::select! {
+            _ = tokio::time::sleep(POLL_INTERVAL) => None,
+            received = live.recv() => Some(received),
             _ = events.closed() => return,
             _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        match received {
+            None => {}
+            Some(Ok(output)) => {
+                sent_live.insert(output.index);
+                if sent_live.len() > SENT_LIVE_REMEMBERED_MAX {
+                    // An invocation writing without end: forget the oldest half; those entries
+                    // may come again once committed (same index), never go missing.
+                    let middle = *sent_live
+                        .iter()
+                        .nth(SENT_LIVE_REMEMBERED_MAX / 2)
+                        .unwrap_or(&0);
+                    sent_live = sent_live.split_off(&middle);
+                }
+                let text = String::from_utf8_lossy(&output.bytes);
+                let event = output_event(output.index, output.stream, &text, true);
+                if events.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            // Fell behind the tap: what was missed comes from the oplog once committed.
+            Some(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            // The executor is gone; the server is stopping.
+            Some(Err(broadcast::error::RecvError::Closed)) => return,
         }
     }
 }

@@ -30,6 +30,11 @@ impl Guest for Counter {
         println!("{msg}");
     }
 
+    fn print_and_wait(msg: String, ms: u64) {
+        println!("{msg}");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+
     fn get_oplog_index() -> u64 {
         host::get_oplog_index()
     }

@@ -180,10 +180,25 @@ async function workersPage(component, query) {
     const value = document.getElementById("filter-input").value.trim();
     location.hash = `#/c/${enc(component)}` + (value ? `?filter=${enc(value)}` : "");
   });
-  let listing;
+  const listing = el("div", { id: "workers-listing" });
+  main.replaceChildren(el("h1", {}, `Workers of ${component}`), form, listing);
+  const ok = await drawWorkers(component, path, listing);
+  // Live: the list follows the workers (statuses, new and deleted ones) while it is shown.
+  if (ok) watchWorkers(component, path, listing, pageAbort.signal);
+}
+
+/** An update's outcome as words: `pending`, `succeeded`, `failed: why`, and whether undone. */
+function updateOutcome(update) {
+  const outcome = typeof update.outcome === "string"
+    ? update.outcome : `failed: ${update.outcome.failed}`;
+  return update.undone ? `${outcome} (undone)` : outcome;
+}
+
+/** Draws the workers `path` lists into `listing`; false if the listing was refused. */
+async function drawWorkers(component, path, listing) {
   try {
     const workers = await api("GET", path);
-    listing = workers.length === 0
+    listing.replaceChildren(workers.length === 0
       ? el("p", { class: "muted", id: "no-workers" }, "No workers match.")
       : table("workers-table", ["name", "status", "version", "oplog", "retries", "created"],
         workers.map((w) => el("tr", {},
@@ -192,11 +207,20 @@ async function workersPage(component, query) {
           el("td", {}, w.component_version),
           el("td", {}, w.oplog_len),
           el("td", {}, w.retry_count),
-          el("td", {}, time(w.created_at_ms)))));
+          el("td", {}, time(w.created_at_ms))))));
+    return true;
   } catch (err) {
-    listing = el("p", { class: "error", id: "filter-error" }, err.message);
+    listing.replaceChildren(el("p", { class: "error", id: "filter-error" }, err.message));
+    return false;
   }
-  main.replaceChildren(el("h1", {}, `Workers of ${component}`), form, listing);
+}
+
+async function watchWorkers(component, path, listing, signal) {
+  while (!signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, STATUS_POLL_MS));
+    if (signal.aborted) return;
+    await drawWorkers(component, path, listing);
+  }
 }
 
 // ---- a worker ----
@@ -227,9 +251,19 @@ async function workerPage(component, name, query) {
       ["latest snapshot", details.latest_snapshot_index ?? "—"],
       ["sleeping until", details.sleeping_until_ms ? time(details.sleeping_until_ms) : "—"],
       ["updates", (details.history.updates || []).length
-        ? (details.history.updates).map((u) => JSON.stringify(u)).join("; ") : "—"],
-      ["deleted regions", (details.history.deleted || []).length
-        ? details.history.deleted.map((r) => JSON.stringify(r)).join(", ") : "—"],
+        ? table("updates-table", ["to version", "mode", "outcome", "requested", "at entries"],
+          details.history.updates.map((u) => el("tr", {},
+            el("td", {}, u.target_version),
+            el("td", {}, u.mode),
+            el("td", {}, updateOutcome(u)),
+            el("td", {}, time(u.requested_at_ms)),
+            el("td", {}, u.started_at ? `${u.started_at}–${u.completed_at}` : "—"))))
+        : "—"],
+      ["deleted regions (jumps, reverts, discarded retry attempts)",
+        (details.history.deleted || []).length
+          ? el("span", { id: "deleted-regions" },
+            details.history.deleted.map((r) => `${r.start}–${r.end}`).join(", "))
+          : "—"],
       ["last recovery", details.last_recovery
         ? `${details.last_recovery.snapshot_index ? "from snapshot " + details.last_recovery.snapshot_index : "replay"}, ` +
           `${details.last_recovery.entries_replayed} entries replayed in ${details.last_recovery.duration_us} µs`
