@@ -605,3 +605,44 @@ fn a_long_call_is_confined_to_one_core_until_it_returns() {
     assert_eq!(confined(), 0, "cores given back: {:?}", thread_affinities());
     assert_eq!(lowered(), 0, "priority given back: {:?}", thread_policies());
 }
+
+/// A call that takes long without computing (the guest sleeps in its thread) is not confined:
+/// the watchdog confines by the CPU a call uses, not by how long it has been running.
+#[test]
+fn a_long_call_that_waits_is_not_confined() {
+    let _alone = LONG_CALLS.lock().unwrap_or_else(|e| e.into_inner());
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .map(|l| l["Cpus_allowed_list:".len()..].trim().to_string())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExecutorOptions {
+        confine_after: Some(Duration::from_millis(20)),
+        ..ExecutorOptions::default()
+    };
+    let ex = Arc::new(open_with(dir.path(), options));
+    add_component(&ex, "clocks", "clocks");
+    let id = ex.worker_id("clocks", "napper").unwrap();
+    ex.invoke(&id, "now", &[], None).done().unwrap();
+    let sleeping = {
+        let (ex, id) = (Arc::clone(&ex), id.clone());
+        std::thread::spawn(move || ex.invoke(&id, "sleep-ms", &["600".into()], None).done())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let confined = thread_affinities()
+        .into_iter()
+        .filter(|(_, cpus)| *cpus != all)
+        .count();
+    let lowered = thread_policies()
+        .into_iter()
+        .filter(|(_, policy)| *policy == 5)
+        .count();
+    assert_eq!(confined, 0, "{:?}", thread_affinities());
+    assert_eq!(lowered, 0, "{:?}", thread_policies());
+    sleeping.join().unwrap().unwrap();
+}

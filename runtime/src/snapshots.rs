@@ -498,7 +498,9 @@ pub enum Policy {
     /// Once at least N seconds passed since the last snapshot.
     Seconds(u64),
     /// Once the guest time of the invocations since the last snapshot (what a restart would
-    /// run again to replay them) reaches N milliseconds.
+    /// run again to replay them) reaches N milliseconds, and is more than the snapshot is
+    /// expected to cost ([`SinceSnapshot::capture_us`]): a snapshot never costs more than the
+    /// replay it saves.
     ReplayMs(u64),
 }
 
@@ -526,7 +528,14 @@ pub struct SinceSnapshot {
     pub elapsed: std::time::Duration,
     /// Guest time of those invocations (their export calls, live or replayed), µs.
     pub replay_us: u64,
+    /// What a snapshot now is expected to cost, µs: the last one's time plus the memory added
+    /// since at [`CAPTURE_US_PER_KIB`] (every added page is new to storage).
+    pub capture_us: u64,
 }
+
+/// What capturing a new page costs, µs per KiB: figure 6 of BENCHMARKS.md measures about 67 µs
+/// per changed 64 KiB page (BLAKE3, a zstd attempt, CRC) on this project's reference machine.
+pub const CAPTURE_US_PER_KIB: u64 = 1;
 /// Snapshots kept per worker by default; older ones are pruned with their unshared pages.
 pub const DEFAULT_SNAPSHOTS_KEEP: usize = 4;
 
@@ -577,7 +586,9 @@ impl Policy {
             Policy::Invocations(n) => since.invocations >= n,
             Policy::Entries(n) => since.entries >= n,
             Policy::Seconds(n) => since.invocations > 0 && since.elapsed.as_secs() >= n,
-            Policy::ReplayMs(n) => since.replay_us >= n.saturating_mul(1000),
+            Policy::ReplayMs(n) => {
+                since.replay_us >= n.saturating_mul(1000) && since.replay_us >= since.capture_us
+            }
         }
     }
 }
@@ -654,6 +665,24 @@ pub fn remove_orphan_images(storage: &Storage) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::SinceSnapshot;
+
+    #[test]
+    fn replay_ms_waits_while_a_snapshot_would_cost_more_than_the_replay_it_saves() {
+        let policy: Policy = "replay-ms:50".parse().unwrap();
+        let since = |replay_ms: u64, capture_ms: u64| SinceSnapshot {
+            invocations: 1,
+            replay_us: replay_ms * 1000,
+            capture_us: capture_ms * 1000,
+            ..SinceSnapshot::default()
+        };
+        assert!(!policy.due(&since(49, 0)), "under N");
+        assert!(policy.due(&since(50, 10)), "N reached, cheap to capture");
+        // A gigabyte just added (about a second to capture) against 250 ms of replay: later.
+        assert!(!policy.due(&since(250, 1024)));
+        assert!(policy.due(&since(1100, 1024)));
+    }
+
     use super::Policy;
 
     #[test]

@@ -3,8 +3,9 @@
 //! then applies). One thread per executor looks at the calls running now, a few at most per
 //! core, every [`TICK`]; the guard a call holds takes it off the list when the call returns.
 //!
-//! Until then, a call that has run [`DEFAULT_CONFINE_AFTER`] (or as set) is *confined*: its thread may run only on
-//! the last core the process may use, with every other long call, and at the lowest priority
+//! Until then, a call that has run [`DEFAULT_CONFINE_AFTER`] (or as set) *computing* is
+//! *confined*: its thread may run only on the last core the process may use, with every other
+//! long call, and at the lowest priority
 //! (`SCHED_IDLE`) where the process may raise it again afterwards. Invocations take well under a
 //! millisecond as a rule, so the ones that run long (runaway guests, heavy computations) share
 //! one core among themselves instead of taking every core from the short ones, and give way on
@@ -13,6 +14,14 @@
 //! unprivileged process always may; leaving `SCHED_IDLE` needs CAP_SYS_NICE or an RLIMIT_NICE
 //! of 20 or more, which a probe at start finds out ([`priority`]): without it only the
 //! affinity applies.
+//!
+//! Computing, not merely taking long: past the threshold the watchdog samples what the thread
+//! wants of the CPU (the time it ran plus the time it waited on a run queue, from the kernel's
+//! schedstat) and confines it only once that is at least half of a tick. A call blocked in a
+//! host function (an in-thread sleep, a worker-to-worker call) is left alone: it neither runs
+//! nor waits for a core, and confining it would only make it wake late. (Counting CPU time
+//! alone was tried: ten runaway guests on two cores each get less than half a core, and none
+//! was confined.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +57,9 @@ struct Watched {
     /// The thread running the call (Linux thread id), and what was done to it.
     thread: libc::pid_t,
     confined: Arc<Confinement>,
+    /// The thread's CPU time when last sampled, and when: set from the first tick past
+    /// `confine_at` on.
+    cpu_sample: Option<(Instant, Duration)>,
 }
 
 /// What the watchdog did to a long call's thread, for the thread to undo when the call returns.
@@ -117,6 +129,7 @@ impl Watchdog {
             // SAFETY: gettid has no preconditions.
             thread: unsafe { libc::gettid() },
             confined: Arc::clone(&confined),
+            cpu_sample: None,
         };
         self.0
             .watched
@@ -271,6 +284,33 @@ mod priority {
     }
 }
 
+/// Whether a call past its confinement threshold is computing: its thread ran or waited to
+/// run for at least half the time since the last sample (the first sample only starts the
+/// measure). A thread whose schedstat cannot be read counts as computing, as before sampling.
+fn computing(call: &mut Watched, now: Instant) -> bool {
+    let Some(cpu) = cpu_demand(call.thread) else {
+        return true;
+    };
+    let busy = match call.cpu_sample {
+        Some((at, before)) => cpu.saturating_sub(before) * 2 >= now.saturating_duration_since(at),
+        None => false,
+    };
+    if !busy {
+        call.cpu_sample = Some((now, cpu));
+    }
+    busy
+}
+
+/// How long thread `thread` has run plus waited on a run queue (`/proc/self/task/TID/schedstat`,
+/// kept by kernels with scheduler statistics, the default).
+fn cpu_demand(thread: libc::pid_t) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{thread}/schedstat")).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let ran: u64 = fields.next()?.parse().ok()?;
+    let waited: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_nanos(ran.saturating_add(waited)))
+}
+
 /// The watchdog thread: ends when the executor (every clone of the watchdog) is gone.
 fn run(inner: Weak<Inner>) {
     loop {
@@ -279,12 +319,17 @@ fn run(inner: Weak<Inner>) {
             return;
         };
         let now = Instant::now();
-        let watched = inner.watched.lock().expect("watchdog poisoned");
+        let mut watched = inner.watched.lock().expect("watchdog poisoned");
         let confining = inner.confine_after.is_some();
         for call in watched
-            .values()
+            .values_mut()
             .filter(|call| confining && call.confine_at <= now)
         {
+            let untouched = !call.confined.moved.load(Ordering::SeqCst)
+                && call.confined.lowered_from.load(Ordering::SeqCst) == i32::MIN;
+            if untouched && !computing(call, now) {
+                continue;
+            }
             if !call.confined.moved.load(Ordering::SeqCst) && cores::confine(call.thread) {
                 call.confined.moved.store(true, Ordering::SeqCst);
                 tracing::debug!(

@@ -397,6 +397,8 @@ impl Worker {
             report.entries_replayed = worker.gate().replayed();
             worker.snapshots.last_index = index;
             worker.snapshots.last_pages = Some(manifest.pages.clone());
+            // Its pages are stored: only memory added from here on is new to a snapshot.
+            worker.snapshots.last_memory_bytes = manifest.memory_bytes;
             worker.snapshots.invocations_since = report.invocations_replayed;
             worker.snapshots.since_ms = manifest.created_at_ms;
             return Ok(Some((worker, report)));

@@ -56,6 +56,9 @@ pub(super) struct SnapshotTracker {
     /// Guest time of the invocations since the newest snapshot (their export calls, live or
     /// replayed), µs: what a restart would run again.
     pub(super) replay_us: u64,
+    /// How long this instance's last snapshot took, µs (0: none yet), and the memory it had.
+    pub(super) last_capture_us: u64,
+    pub(super) last_memory_bytes: u64,
 }
 
 impl SnapshotTracker {
@@ -110,6 +113,8 @@ impl SnapshotTracker {
             invocations_since: 0,
             since_ms: now_ms(),
             replay_us: 0,
+            last_capture_us: 0,
+            last_memory_bytes: 0,
         }
     }
 }
@@ -122,18 +127,28 @@ impl Worker {
             return;
         }
         let entries = self.oplog_len() - self.snapshots.last_index;
+        let memory_bytes = self.memory_size();
         let tracker = &self.snapshots;
+        let added_kib = memory_bytes.saturating_sub(tracker.last_memory_bytes) / 1024;
         let since = crate::snapshots::SinceSnapshot {
             invocations: tracker.invocations_since,
             entries,
             elapsed: std::time::Duration::from_millis(now_ms().saturating_sub(tracker.since_ms)),
             replay_us: tracker.replay_us,
+            capture_us: tracker.last_capture_us + added_kib * crate::snapshots::CAPTURE_US_PER_KIB,
         };
         if !tracker.policy.due(&since) {
             return;
         }
-        if let Err(err) = self.snapshot() {
-            tracing::warn!(worker = %self.record.id, %err, "snapshot failed; recovery will replay further");
+        let started = std::time::Instant::now();
+        match self.snapshot() {
+            Ok(_) => {
+                self.snapshots.last_capture_us = started.elapsed().as_micros() as u64;
+                self.snapshots.last_memory_bytes = memory_bytes;
+            }
+            Err(err) => {
+                tracing::warn!(worker = %self.record.id, %err, "snapshot failed; recovery will replay further")
+            }
         }
     }
 
