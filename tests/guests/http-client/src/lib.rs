@@ -1,0 +1,152 @@
+//! A worker that makes outgoing HTTP requests through `wasi:http/outgoing-handler`, with the
+//! resources of `wasi:http/types` a Rust HTTP client uses: fields, an outgoing request and its
+//! options, an outgoing body written through its output stream, the future response and its
+//! pollable, the incoming response, its body read through an input stream, and the trailers.
+
+wit_bindgen::generate!({
+    world: "golemw:http-client/http-client",
+    path: ["../../../wit", "wit"],
+    generate_all,
+});
+
+use exports::golemw::http_client::api::{Guest, Reply};
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use wasip2::io::streams::StreamError;
+
+/// What `blocking-write-and-flush` accepts at most per call (wasi:io/streams).
+const WRITE_CHUNK_BYTES: usize = 4096;
+/// What one read asks for.
+const READ_CHUNK_BYTES: u64 = 64 * 1024;
+
+struct HttpClient;
+
+fn entries(fields: &Fields) -> Vec<(String, String)> {
+    fields
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect()
+}
+
+fn method_of(method: &str) -> Method {
+    match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        other => Method::Other(other.to_string()),
+    }
+}
+
+impl Guest for HttpClient {
+    fn send(
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        timeout_ms: Option<u64>,
+    ) -> Result<Reply, String> {
+        let (scheme, rest) = url.split_once("://").ok_or("the URL has no scheme")?;
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        let fields = Fields::new();
+        for (name, value) in &headers {
+            fields
+                .append(name, value.as_bytes())
+                .map_err(|e| format!("header {name}: {e:?}"))?;
+        }
+        let request = OutgoingRequest::new(fields);
+        request.set_method(&method_of(&method)).map_err(|()| "method")?;
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => Scheme::Other(other.to_string()),
+        };
+        request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
+        request.set_authority(Some(authority)).map_err(|()| "authority")?;
+        request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+        // Headers handed out by a request are immutable.
+        if request.headers().set("x-late", &[b"no".to_vec()]).is_ok() {
+            return Err("the request's headers were mutable".into());
+        }
+        let options = timeout_ms.map(|ms| {
+            let options = RequestOptions::new();
+            let ns = ms * 1_000_000;
+            options.set_connect_timeout(Some(ns)).expect("connect timeout");
+            options.set_first_byte_timeout(Some(ns)).expect("first-byte timeout");
+            options.set_between_bytes_timeout(Some(ns)).expect("between-bytes timeout");
+            options
+        });
+        let outgoing = match body {
+            Some(_) => Some(request.body().map_err(|()| "the body was taken")?),
+            None => None,
+        };
+        let future = outgoing_handler::handle(request, options).map_err(|e| format!("{e:?}"))?;
+        if let (Some(outgoing), Some(body)) = (outgoing, body) {
+            {
+                let stream = outgoing.write().map_err(|()| "the body stream was taken")?;
+                for chunk in body.as_bytes().chunks(WRITE_CHUNK_BYTES) {
+                    stream
+                        .blocking_write_and_flush(chunk)
+                        .map_err(|e| format!("write: {e:?}"))?;
+                }
+            }
+            OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+        }
+        let response = loop {
+            match future.get() {
+                Some(response) => break response,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|()| "the response was taken")?
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status();
+        let headers = entries(&response.headers());
+        let incoming = response.consume().map_err(|()| "the body was consumed")?;
+        let mut bytes = Vec::new();
+        {
+            let stream = incoming.stream().map_err(|()| "the body stream was taken")?;
+            loop {
+                match stream.blocking_read(READ_CHUNK_BYTES) {
+                    Ok(chunk) => bytes.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(format!("read: {e:?}")),
+                }
+            }
+        }
+        let trailers = IncomingBody::finish(incoming);
+        let trailers = loop {
+            match trailers.get() {
+                Some(trailers) => break trailers,
+                None => trailers.subscribe().block(),
+            }
+        };
+        let trailers = trailers
+            .map_err(|()| "the trailers were taken")?
+            .map_err(|e| format!("{e:?}"))?
+            .map(|t| entries(&t));
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body_len: bytes.len() as u64,
+            trailers,
+        })
+    }
+
+    fn set_idempotent(idempotent: bool) {
+        golem::api::host::set_idempotence_mode(idempotent);
+    }
+}
+
+export!(HttpClient);
