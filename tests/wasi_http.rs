@@ -285,8 +285,12 @@ fn a_restart_replays_the_recorded_responses_without_sending_again() {
     // invocation returns what was recorded (the server would now say `hello #3`), which the
     // worker checks against the recorded result: no divergence.
     let ex = open(dir.path());
-    ex.recover(&id, RecoveryMode::Auto).unwrap();
-    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    let restored = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(restored.snapshot_index.is_some(), "{restored:?}");
+    assert_eq!(restored.invocations_replayed, 1, "{restored:?}");
+    let replayed = ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(replayed.snapshot_index, None);
+    assert_eq!(replayed.invocations_replayed, 2, "{replayed:?}");
     assert_eq!(server.count(), 2, "replay sent nothing");
     drop(ex);
     let ex = open(dir.path());
@@ -358,7 +362,7 @@ fn last_exchange(ex: &Executor, id: &WorkerId) -> u64 {
             matches!(e, OplogEntry::ImportedFunctionInvoked { function: HostFunction::Golem(f), .. } if f == RECORDED_AS)
         })
         .map(|(i, _)| i)
-        .last()
+        .next_back()
         .expect("an exchange was recorded")
 }
 
@@ -383,7 +387,8 @@ fn a_request_begun_without_a_recorded_response_is_sent_again_under_default_idemp
     // The request was sent, the process died before its response was committed.
     crash_after(dir.path(), &id, at - 1);
     let ex = open(dir.path());
-    ex.recover(&id, RecoveryMode::Auto).unwrap();
+    let report = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(report.resumed_invocation, "{report:?}");
     // At least once: the invocation finished live on recovery sent it again.
     assert_eq!(server.count(), 2);
     assert_eq!(server.last().body, b"once?");
@@ -419,6 +424,8 @@ fn a_request_begun_without_a_recorded_response_fails_the_worker_with_idempotence
         WorkerStatus::Failed,
         "{recovered:?} {record:?}"
     );
+    let why = record.last_error.unwrap_or_default();
+    assert!(why.contains("remote side effect"), "{why}");
     // At most once: not sent again.
     assert_eq!(server.count(), 1);
 }

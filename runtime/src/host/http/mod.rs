@@ -134,6 +134,11 @@ pub fn owns(handle: u32) -> bool {
     handle >= HANDLE_BASE
 }
 
+/// HTTP resources one worker instance may hold open at once (fields, requests, bodies,
+/// streams, futures...): a guest creating them in a loop without dropping them traps instead of
+/// growing the host's memory without bound. A client needs a handful per request in flight.
+pub const RESOURCES_MAX: usize = 1 << 16;
+
 /// What one `check-write` allows, as for stdio streams.
 const WRITE_BUDGET: u64 = 64 << 10;
 
@@ -226,17 +231,36 @@ pub struct HttpHandles {
 }
 
 impl HttpHandles {
-    fn next(&mut self) -> u32 {
+    /// A new handle; a trap past [`RESOURCES_MAX`] open resources.
+    fn next(&mut self) -> std::result::Result<u32, Failure> {
+        let open = self.fields.len()
+            + self.requests.len()
+            + self.options.len()
+            + self.out_bodies.len()
+            + self.futures.len()
+            + self.responses.len()
+            + self.in_bodies.len()
+            + self.streams.len()
+            + self.trailers.len();
+        if open >= RESOURCES_MAX {
+            return Err(Failure::Trap(format!(
+                "this worker has {open} wasi:http resources open, the most it may have"
+            )));
+        }
         self.last += 1;
         let handle = HANDLE_BASE + self.last;
-        debug_assert!(owns(handle) && handle != u32::MAX);
-        handle
+        debug_assert!(owns(handle) && handle != u32::MAX, "handles ran out");
+        Ok(handle)
     }
 
-    fn new_fields(&mut self, entries: Entries, immutable: bool) -> u32 {
-        let handle = self.next();
+    fn new_fields(
+        &mut self,
+        entries: Entries,
+        immutable: bool,
+    ) -> std::result::Result<u32, Failure> {
+        let handle = self.next()?;
         self.fields.insert(handle, Fields { entries, immutable });
-        handle
+        Ok(handle)
     }
 
     /// Forgets a resource the guest dropped. An unknown handle is the guest's mistake.
@@ -440,7 +464,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
     }
     let http = &mut state.http;
     match name {
-        "[constructor]fields" => out.wave(&http.new_fields(Vec::new(), false).to_string()),
+        "[constructor]fields" => out.wave(&http.new_fields(Vec::new(), false)?.to_string()),
         "[static]fields.from-list" => {
             let mut entries = Vec::new();
             for pair in params
@@ -457,7 +481,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 }
                 entries.push((field, value));
             }
-            out.wave(&format!("ok({})", http.new_fields(entries, false)))
+            out.wave(&format!("ok({})", http.new_fields(entries, false)?))
         }
         "[method]fields.get"
         | "[method]fields.has"
@@ -481,7 +505,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 "[method]fields.entries" => out.entries(&fields.entries.clone()),
                 _ => {
                     let entries = fields.entries.clone();
-                    out.wave(&http.new_fields(entries, false).to_string())
+                    out.wave(&http.new_fields(entries, false)?.to_string())
                 }
             }
         }
@@ -521,7 +545,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 .fields
                 .remove(&handle())
                 .ok_or_else(|| trap(name, handle()))?;
-            let request = http.next();
+            let request = http.next()?;
             http.requests.insert(
                 request,
                 Request {
@@ -537,7 +561,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
         }
         _ if name.starts_with("[method]outgoing-request.") => {
             let body_handle = match name {
-                "[method]outgoing-request.body" => Some(http.next()),
+                "[method]outgoing-request.body" => Some(http.next()?),
                 _ => None,
             };
             let request = http
@@ -585,14 +609,14 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 }
                 "headers" => {
                     let entries = request.headers.clone();
-                    http.new_fields(entries, true).to_string()
+                    http.new_fields(entries, true)?.to_string()
                 }
                 _ => return Err(not_implemented(func)),
             };
             out.wave(&text)
         }
         "[constructor]request-options" => {
-            let options = http.next();
+            let options = http.next()?;
             http.options.insert(options, Timeouts::default());
             out.wave(&options.to_string())
         }
@@ -620,7 +644,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
             }
         }
         "[method]outgoing-body.write" => {
-            let stream = http.next();
+            let stream = http.next()?;
             let body = http
                 .out_bodies
                 .get_mut(&handle())
@@ -673,12 +697,12 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 "[method]incoming-response.status" => out.wave(&response.status.to_string()),
                 _ => {
                     let entries = response.headers.clone();
-                    out.wave(&http.new_fields(entries, true).to_string())
+                    out.wave(&http.new_fields(entries, true)?.to_string())
                 }
             }
         }
         "[method]incoming-response.consume" => {
-            let body = http.next();
+            let body = http.next()?;
             let response = http
                 .responses
                 .get_mut(&handle())
@@ -698,7 +722,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
             }
         }
         "[method]incoming-body.stream" => {
-            let stream = http.next();
+            let stream = http.next()?;
             let body = http
                 .in_bodies
                 .get_mut(&handle())
@@ -716,7 +740,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 .in_bodies
                 .remove(&handle())
                 .ok_or_else(|| trap(name, handle()))?;
-            let trailers = http.next();
+            let trailers = http.next()?;
             http.trailers.insert(trailers, (body.trailers, false));
             out.wave(&trailers.to_string())
         }
@@ -731,7 +755,7 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
             let trailers = trailers.clone();
             match trailers {
                 Some(entries) => {
-                    let fields = http.new_fields(entries, true);
+                    let fields = http.new_fields(entries, true)?;
                     out.wave(&format!("some(ok(ok(some({fields}))))"))
                 }
                 None => out.wave("some(ok(ok(none)))"),
@@ -788,7 +812,7 @@ fn handle_request(state: &mut HostState, out: &Results<'_>, params: &[Value]) ->
     } else {
         format!("/{path}")
     };
-    let future = http.next();
+    let future = http.next()?;
     http.futures.insert(
         future,
         Future {
@@ -855,7 +879,7 @@ fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome 
     let http = &mut state.http;
     let (outcome, text) = match exchange {
         Exchange::Response(response) => {
-            let handle = http.next();
+            let handle = http.next()?;
             http.responses.insert(
                 handle,
                 InResponse {
