@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use golemw_runtime::host::http::send::RESPONSE_BODY_BYTES_MAX;
+use golemw_runtime::host::http::send::{REQUEST_BODY_BYTES_MAX, RESPONSE_BODY_BYTES_MAX};
 use golemw_runtime::oplog::{HostFunction, OplogEntry};
 use golemw_runtime::storage::{codec, Storage};
 use golemw_runtime::{
@@ -501,4 +501,27 @@ fn a_response_past_the_size_limit_fails_with_http_response_body_size() {
     // The worker goes on.
     let hello = send(&ex, &id, "GET", server.url("/hello"), "[]", None, None);
     assert!(hello.contains("hello #2"), "{hello}");
+}
+
+#[test]
+fn a_request_body_past_the_size_limit_fails_with_http_request_body_size() {
+    let server = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let id = setup(&ex, "w");
+    // Written as zeroes, and finished before `handle` this time.
+    let small = invoke(
+        &ex,
+        &id,
+        "post-zeroes",
+        &[server.url("/echo"), "100000".into()],
+    );
+    assert_eq!(small, "ok(201)");
+    assert_eq!(server.last().body, vec![0; 100_000]);
+    let past = (REQUEST_BODY_BYTES_MAX + 1).to_string();
+    let big = invoke(&ex, &id, "post-zeroes", &[server.url("/echo"), past]);
+    assert!(big.contains("HttpRequestBodySize"), "{big}");
+    // Nothing was sent, and nothing recorded for it: it failed in the guest's own calls.
+    assert_eq!(server.count(), 1);
+    assert_eq!(exchanges(&ex, &id), 1);
 }

@@ -144,6 +144,36 @@ impl Guest for HttpClient {
         })
     }
 
+    fn post_zeroes(url: String, len: u64) -> Result<u16, String> {
+        let (_, rest) = url.split_once("://").ok_or("the URL has no scheme")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let request = OutgoingRequest::new(Fields::new());
+        request.set_method(&Method::Post).map_err(|()| "method")?;
+        request.set_authority(Some(authority)).map_err(|()| "authority")?;
+        request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+        let outgoing = request.body().map_err(|()| "the body was taken")?;
+        {
+            let stream = outgoing.write().map_err(|()| "the body stream was taken")?;
+            let mut left = len;
+            while left > 0 {
+                let chunk = left.min(WRITE_CHUNK_BYTES as u64);
+                if stream.blocking_write_zeroes_and_flush(chunk).is_err() {
+                    break;
+                }
+                left -= chunk;
+            }
+        }
+        OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+        let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        future.subscribe().block();
+        let response = future
+            .get()
+            .ok_or("not ready after block")?
+            .map_err(|()| "the response was taken")?
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(response.status())
+    }
+
     fn set_idempotent(idempotent: bool) {
         golem::api::host::set_idempotence_mode(idempotent);
     }
