@@ -34,7 +34,8 @@ struct Received {
 /// A tiny HTTP/1.1 server on 127.0.0.1 (one request per connection), counting what it
 /// receives. Paths: `/hello` (200, `hello #<n>`), `/echo` (201, the request body, and the
 /// request's `x-test` header back as `x-echo`), `/missing` (404), `/slow` (never answers),
-/// `/big` (a body one byte past the response limit).
+/// `/big` (a body one byte past the response limit), `/trailers` (a chunked body with a
+/// trailer).
 struct HttpServer {
     address: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -126,6 +127,16 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>, count: &AtomicUsize) {
             String::new(),
             vec![b'x'; RESPONSE_BODY_BYTES_MAX as usize + 1],
         ),
+        "/trailers" => {
+            // A chunked body in two chunks, then a trailer.
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\
+                  connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\
+                  x-checksum: abc\r\n\r\n",
+            );
+            return;
+        }
         "/slow" => {
             std::thread::sleep(Duration::from_secs(5));
             return;
@@ -524,4 +535,58 @@ fn a_request_body_past_the_size_limit_fails_with_http_request_body_size() {
     // Nothing was sent, and nothing recorded for it: it failed in the guest's own calls.
     assert_eq!(server.count(), 1);
     assert_eq!(exchanges(&ex, &id), 1);
+}
+
+#[test]
+fn response_trailers_are_recorded_and_replayed() {
+    let server = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let id = setup(&ex, "w");
+    let got = send(&ex, &id, "GET", server.url("/trailers"), "[]", None, None);
+    assert!(got.contains("body: \"hello world\""), "{got}");
+    assert!(
+        got.contains("trailers: some([(\"x-checksum\", \"abc\")])"),
+        "{got}"
+    );
+    drop(ex);
+    let ex = open(dir.path());
+    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(server.count(), 1);
+}
+
+#[test]
+fn an_interrupt_stops_a_request_in_flight_and_records_nothing_of_it() {
+    let server = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let id = setup(&ex, "w");
+    let running = {
+        let (ex, id, url) = (Arc::clone(&ex), id.clone(), server.url("/slow"));
+        std::thread::spawn(move || {
+            let args = [
+                "\"GET\"".to_string(),
+                url,
+                "[]".into(),
+                "none".into(),
+                "none".into(),
+            ];
+            ex.invoke(&id, "send", &args, None).done()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.count() == 0 {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The server holds the request for 5 s; the default read timeout is 60 s.
+    let interrupted = Instant::now();
+    ex.interrupt_worker(&id).unwrap();
+    let err = running.join().unwrap().unwrap_err();
+    assert!(
+        matches!(err, golemw_runtime::Error::Interrupted { .. }),
+        "{err}"
+    );
+    assert!(interrupted.elapsed() < Duration::from_secs(2));
+    assert_eq!(exchanges(&ex, &id), 0);
 }

@@ -25,8 +25,7 @@
 //! stream functions pass a handle here when it is one of these.
 //!
 //! Limits: see [`send`] (body sizes, timeouts). Not supported: `https` (no TLS client is
-//! built in; refused with `internal-error`), request trailers, and response trailers (never
-//! reported by the client).
+//! built in; refused with `internal-error`) and request trailers.
 
 pub mod send;
 
@@ -924,10 +923,23 @@ fn exchange(state: &mut HostState, request: &Outgoing) -> crate::error::Result<E
     );
     let live = state.gate.mode() == crate::gate::Mode::Live;
     let response = remote_side_effect(state, |state| {
+        // Sent before the gate is asked, so that an exchange abandoned for a stop request
+        // leaves no entry (the invocation stops with the gate's error).
+        let sent = match state.gate.will_run_live() {
+            true => match send::send(request, state.gate.stop_signal()) {
+                Some(exchange) => Some(exchange),
+                None => {
+                    return Err(state.gate.stop_requested().unwrap_or_else(|| {
+                        Error::Engine("an outgoing HTTP request was stopped".into())
+                    }))
+                }
+            },
+            false => None,
+        };
         state.gate.host_call(
             HostFunction::Golem(RECORDED_AS.into()),
             HostValue::Wave(described),
-            || HostValue::Bytes(send::send(request).encode()),
+            move || HostValue::Bytes(sent.expect("sent above").encode()),
         )
     })?;
     if live && state.gate.pending_len() > 0 {

@@ -1,15 +1,17 @@
-//! The live side of an outgoing request: sending it and reading the whole response, within
-//! the limits below, with `ureq` (a blocking client: a host function runs on the worker's own
-//! thread, which waits for the response anyway; see the architecture notes for the choice).
+//! The live side of an outgoing request: sending it and reading the whole response (status,
+//! headers, body, trailers), within the limits below, with hyper's HTTP/1.1 client on a
+//! runtime of its own (see the architecture notes for the choice). The worker's thread waits
+//! for the answer, and gives up if its invocation is asked to stop.
 //!
 //! Whatever happens is an [`Exchange`]: a response, or the `error-code` the guest gets. Both
 //! are recorded, so a failure (a refused connection, a timeout, a body past the limit) is
 //! replayed as it happened, not retried.
 
-use std::io::Read;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::stop::StopSignal;
 
 /// Header names and values, in order, a name repeated once per value.
 pub type Entries = Vec<(String, Vec<u8>)>;
@@ -26,15 +28,12 @@ pub const REQUEST_BODY_BYTES_MAX: u64 = 8 << 20;
 /// short enough that a dead address does not hold the worker's thread for minutes (the OS
 /// default is about two minutes on Linux).
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
-/// Waiting for the response to start, and between reads of it, by default: generous for a
-/// slow API, still bounded.
+/// Waiting for the response to start, and between frames of its body, by default: generous
+/// for a slow API, still bounded.
 pub const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
-/// A request as a whole, whatever its options: a server trickling bytes just within the read
-/// timeout cannot hold the worker's thread for longer.
+/// A request as a whole, whatever its options: a server trickling bytes just within the
+/// between-bytes timeout cannot hold the worker for longer.
 pub const REQUEST_DURATION_MAX: Duration = Duration::from_secs(10 * 60);
-
-/// What one read of a response body asks for.
-const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// The request options of `wasi:http/types.request-options` (nanoseconds; `None`: default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +69,7 @@ pub struct Response {
     pub status: u16,
     pub headers: Entries,
     pub body: Vec<u8>,
-    /// Trailers of a chunked body; `ureq` does not report them, so none are recorded today.
+    /// Trailers of a chunked body, if it had any.
     pub trailers: Option<Entries>,
 }
 
@@ -100,121 +99,194 @@ pub fn internal_error(message: &str) -> String {
     format!("internal-error(some({}))", crate::abi::wave_string(message))
 }
 
-/// Headers `ureq` writes itself from the body it is given (a guest's own would contradict it).
+/// Headers the client writes itself from the body it is given (a guest's own would
+/// contradict it, or frame the body some other way).
 const FRAMING_HEADERS: [&str; 2] = ["content-length", "transfer-encoding"];
 
-/// Sends `request` and reads the whole response (live only; blocks).
-pub fn send(request: &Outgoing) -> Exchange {
-    let started = std::time::Instant::now();
-    let ms = |ns: Option<u64>, default: Duration| ns.map(Duration::from_nanos).unwrap_or(default);
+/// How often a request in flight checks whether its invocation was asked to stop.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// The runtime all exchanges of the process run on. One thread: an exchange is all waiting on
+/// sockets, and each worker waits for its own on its own thread (see [`send`]).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("golemw-http")
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("the HTTP client's runtime starts")
+    })
+}
+
+/// Sends `request` and reads the whole response (live only): the calling thread waits for
+/// it. `None` if `stop` was given meanwhile (the exchange is abandoned; nothing to record).
+pub fn send(request: &Outgoing, stop: Option<&StopSignal>) -> Option<Exchange> {
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    let request = request.clone();
+    let task = runtime().spawn(async move {
+        let exchange = tokio::time::timeout(REQUEST_DURATION_MAX, exchange(request))
+            .await
+            .unwrap_or_else(|_| Exchange::Failed("HTTP-response-timeout".into()));
+        let _ = answer.send(exchange);
+    });
+    loop {
+        match answered.recv_timeout(STOP_CHECK) {
+            Ok(exchange) => return Some(exchange),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if stop.is_some_and(|s| s.reason().is_some()) {
+                    task.abort();
+                    return None;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Exchange::Failed(internal_error(
+                    "the HTTP client stopped without an answer",
+                )))
+            }
+        }
+    }
+}
+
+/// One exchange over a connection of its own: resolve, connect, send, read head, body and
+/// trailers, each phase under its timeout.
+async fn exchange(request: Outgoing) -> Exchange {
+    use http_body_util::BodyExt;
+    use hyper::body::Bytes;
+    let ns = |ns: Option<u64>, default: Duration| ns.map(Duration::from_nanos).unwrap_or(default);
     let timeouts = request.timeouts;
-    // ureq has one read timeout, applied to every read: the longer of the two asked for, so
-    // that neither fires early.
-    let read = ms(timeouts.first_byte_ns, READ_TIMEOUT_DEFAULT)
-        .max(ms(timeouts.between_bytes_ns, READ_TIMEOUT_DEFAULT));
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(ms(timeouts.connect_ns, CONNECT_TIMEOUT_DEFAULT))
-        .timeout_read(read)
-        .timeout_write(read)
-        // Not ureq's overall `timeout`, which would replace the read timeout: the bound on the
-        // whole request is checked between reads of the body below.
-        // wasi:http hands redirects to the guest, as any other response.
-        .redirects(0)
-        .user_agent(concat!("golemw/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut call = agent.request(&request.method, &request.url);
-    // ureq sets one value per name: repeated names are joined, as HTTP allows.
-    let mut joined: Vec<(String, String)> = Vec::new();
+    let failed = Exchange::Failed;
+    let Ok(uri) = request.url.parse::<hyper::Uri>() else {
+        return failed("HTTP-request-URI-invalid".into());
+    };
+    let (Some(host), Some(path)) = (uri.host(), uri.path_and_query()) else {
+        return failed("HTTP-request-URI-invalid".into());
+    };
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let port = uri.port_u16().unwrap_or(80);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connect_timeout = ns(timeouts.connect_ns, CONNECT_TIMEOUT_DEFAULT);
+    let connecting = async {
+        let addresses: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await
+        {
+            Ok(addresses) => addresses.collect(),
+            Err(_) => return Err("DNS-error({rcode: none, info-code: none})".to_string()),
+        };
+        let mut last = "DNS-error({rcode: none, info-code: none})".to_string();
+        for address in addresses {
+            match tokio::net::TcpStream::connect(address).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = io_error_code(&err, "connection-timeout"),
+            }
+        }
+        Err(last)
+    };
+    let stream = match tokio::time::timeout(connect_timeout, connecting).await {
+        Err(_) => return failed("connection-timeout".into()),
+        Ok(Err(code)) => return failed(code),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(io).await {
+        Ok(handshake) => handshake,
+        Err(err) => return failed(hyper_error_code(&err)),
+    };
+    tokio::spawn(async move {
+        // Drives the connection; its errors reach the request or the body being read.
+        let _ = connection.await;
+    });
+    let method = match hyper::Method::from_bytes(request.method.as_bytes()) {
+        Ok(method) => method,
+        Err(_) => return failed("HTTP-request-method-invalid".into()),
+    };
+    let mut builder = hyper::Request::builder().method(method).uri(path.as_str());
+    if !request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header(hyper::header::HOST, authority.as_str());
+    }
     for (name, value) in &request.headers {
-        let lower = name.to_ascii_lowercase();
-        if FRAMING_HEADERS.contains(&lower.as_str()) {
+        if FRAMING_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
             continue;
         }
-        let Ok(value) = std::str::from_utf8(value) else {
-            return Exchange::Failed(internal_error(&format!(
-                "the value of header {name} is not UTF-8, which this golemw cannot send"
-            )));
-        };
-        match joined
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some((_, values)) => {
-                values.push_str(", ");
-                values.push_str(value);
-            }
-            None => joined.push((name.clone(), value.to_string())),
-        }
+        builder = builder.header(name.as_str(), value.as_slice());
     }
-    for (name, value) in &joined {
-        call = call.set(name, value);
-    }
-    let sent = match request.body.is_empty() {
-        true => call.call(),
-        false => call.send_bytes(&request.body),
-    };
-    let response = match sent {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-        Err(ureq::Error::Transport(transport)) => return Exchange::Failed(error_code(&transport)),
-    };
-    let status = response.status();
-    let mut names = response.headers_names();
-    let mut seen = std::collections::BTreeSet::new();
-    names.retain(|name| seen.insert(name.clone()));
-    let headers: Entries = names
-        .iter()
-        .flat_map(|name| {
-            response
-                .all(name)
-                .into_iter()
-                .map(|value| (name.clone(), value.as_bytes().to_vec()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut body = Vec::new();
-    let mut reader = response.into_reader().take(RESPONSE_BODY_BYTES_MAX + 1);
-    let mut chunk = vec![0; READ_CHUNK_BYTES];
-    loop {
-        if started.elapsed() > REQUEST_DURATION_MAX {
-            return Exchange::Failed("HTTP-response-timeout".into());
-        }
-        match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Exchange::Failed(io_error_code(&err, "connection-read-timeout")),
-        }
-    }
-    if body.len() as u64 > RESPONSE_BODY_BYTES_MAX {
-        return Exchange::Failed(format!(
-            "HTTP-response-body-size(some({RESPONSE_BODY_BYTES_MAX}))"
+    let body = http_body_util::Full::new(Bytes::from(request.body));
+    let Ok(outgoing) = builder.body(body) else {
+        return failed(internal_error(
+            "the request's headers do not make an HTTP request",
         ));
+    };
+    let first_byte = ns(timeouts.first_byte_ns, READ_TIMEOUT_DEFAULT);
+    let response = match tokio::time::timeout(first_byte, sender.send_request(outgoing)).await {
+        Err(_) => return failed("connection-read-timeout".into()),
+        Ok(Err(err)) => return failed(hyper_error_code(&err)),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status().as_u16();
+    let headers = entries(response.headers());
+    let mut incoming = response.into_body();
+    let between_bytes = ns(timeouts.between_bytes_ns, READ_TIMEOUT_DEFAULT);
+    let mut body = Vec::new();
+    let mut trailers = None;
+    loop {
+        let frame = match tokio::time::timeout(between_bytes, incoming.frame()).await {
+            Err(_) => return failed("connection-read-timeout".into()),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => return failed(hyper_error_code(&err)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if (body.len() + data.len()) as u64 > RESPONSE_BODY_BYTES_MAX {
+                    return failed(format!(
+                        "HTTP-response-body-size(some({RESPONSE_BODY_BYTES_MAX}))"
+                    ));
+                }
+                body.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let Ok(map) = frame.into_trailers() {
+                    trailers = Some(entries(&map));
+                }
+            }
+        }
     }
     Exchange::Response(Response {
         status,
         headers,
         body,
-        trailers: None,
+        trailers,
     })
 }
 
-/// The `error-code` of a failure before a response arrived.
-fn error_code(transport: &ureq::Transport) -> String {
-    use ureq::ErrorKind;
-    let io = io_source(transport);
-    match (transport.kind(), io) {
-        (ErrorKind::Dns, _) => "DNS-error({rcode: none, info-code: none})".into(),
-        (ErrorKind::ConnectionFailed, Some(err)) => io_error_code(err, "connection-timeout"),
-        (ErrorKind::ConnectionFailed, None) => "destination-unavailable".into(),
-        (ErrorKind::Io, Some(err)) => io_error_code(err, "connection-read-timeout"),
-        (ErrorKind::InvalidUrl, _) => "HTTP-request-URI-invalid".into(),
-        (ErrorKind::UnknownScheme, _) => internal_error(&format!(
-            "{transport} (this golemw sends http:// requests only)"
-        )),
-        (ErrorKind::BadStatus | ErrorKind::BadHeader | ErrorKind::HTTP, _) => {
-            "HTTP-protocol-error".into()
-        }
-        _ => internal_error(&transport.to_string()),
+/// A header map's names and values, in order.
+fn entries(map: &hyper::HeaderMap) -> Entries {
+    map.iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The `error-code` of a failure of the HTTP exchange.
+fn hyper_error_code(err: &hyper::Error) -> String {
+    if let Some(io) = io_source(err) {
+        return io_error_code(io, "connection-read-timeout");
+    }
+    if err.is_timeout() {
+        "connection-read-timeout".into()
+    } else if err.is_parse() || err.is_parse_status() {
+        "HTTP-protocol-error".into()
+    } else if err.is_incomplete_message() {
+        "HTTP-response-incomplete".into()
+    } else if err.is_canceled() || err.is_closed() || err.is_body_write_aborted() {
+        "connection-terminated".into()
+    } else {
+        internal_error(&err.to_string())
     }
 }
 
@@ -228,13 +300,16 @@ fn io_error_code(err: &std::io::Error, timed_out: &str) -> String {
             "connection-terminated".into()
         }
         ErrorKind::UnexpectedEof => "HTTP-response-incomplete".into(),
+        ErrorKind::AddrNotAvailable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::HostUnreachable => "destination-unavailable".into(),
         _ => internal_error(&err.to_string()),
     }
 }
 
-/// The I/O error under a transport error, if there is one.
-fn io_source(transport: &ureq::Transport) -> Option<&std::io::Error> {
-    let mut source = std::error::Error::source(transport);
+/// The I/O error under an error, if there is one.
+fn io_source<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut source = err.source();
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return Some(io);
