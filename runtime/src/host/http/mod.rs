@@ -171,6 +171,8 @@ struct OutBody {
     abandoned: bool,
     /// Written past [`send::REQUEST_BODY_BYTES_MAX`]: the request must fail.
     too_large: bool,
+    /// Bytes the guest wrote or tried to write (what the failure reports).
+    attempted: u64,
 }
 
 /// A `future-incoming-response`.
@@ -849,9 +851,7 @@ fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome 
     let body = match future.body {
         None => Ok(Vec::new()),
         Some(body) => match http.out_bodies.get(&body) {
-            Some(b) if b.too_large => {
-                Err(format!("HTTP-request-body-size(some({}))", b.bytes.len()))
-            }
+            Some(b) if b.too_large => Err(send::request_body_size(b.attempted)),
             Some(b) if b.abandoned => Err(send::internal_error(
                 "the request body was dropped without outgoing-body.finish",
             )),
@@ -1017,19 +1017,21 @@ pub(super) fn stream_call(
                 | "[method]output-stream.blocking-write-and-flush"
                 | "[method]output-stream.write-zeroes"
                 | "[method]output-stream.blocking-write-zeroes-and-flush" => {
-                    let bytes = match name.contains("zeroes") {
-                        true => {
-                            let len = params.get(1).map(|v| v.unwrap_u64()).unwrap_or_default();
-                            vec![0; len.min(room.saturating_add(1)) as usize]
-                        }
-                        false => bytes_of(params.get(1)),
+                    let zeroes = name.contains("zeroes");
+                    let asked = match zeroes {
+                        true => params.get(1).map(|v| v.unwrap_u64()).unwrap_or_default(),
+                        false => params.get(1).map(|l| l.unwrap_list().count()).unwrap_or(0) as u64,
                     };
-                    if bytes.len() as u64 > room {
+                    body.attempted = body.attempted.saturating_add(asked);
+                    if asked > room {
                         // Past the limit: the request body is cut off, and the stream closed.
                         body.too_large = true;
                         return out.wave("err(closed)");
                     }
-                    body.bytes.extend_from_slice(&bytes);
+                    match zeroes {
+                        true => body.bytes.resize(body.bytes.len() + asked as usize, 0),
+                        false => body.bytes.extend(bytes_of(params.get(1))),
+                    }
                     out.wave("ok")
                 }
                 "[method]output-stream.flush" | "[method]output-stream.blocking-flush" => {

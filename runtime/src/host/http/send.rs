@@ -94,6 +94,46 @@ impl Exchange {
     }
 }
 
+/// The `wasi:http` `error-code`s an exchange fails with, as WAVE (besides [`internal_error`]
+/// and the body-size cases, which carry a number).
+pub mod code {
+    pub const DNS_ERROR: &str = "DNS-error({rcode: none, info-code: none})";
+    pub const CONNECTION_TIMEOUT: &str = "connection-timeout";
+    pub const REFUSED: &str = "connection-refused";
+    pub const TERMINATED: &str = "connection-terminated";
+    pub const UNAVAILABLE: &str = "destination-unavailable";
+    pub const READ_TIMEOUT: &str = "connection-read-timeout";
+    pub const URI_INVALID: &str = "HTTP-request-URI-invalid";
+    pub const METHOD_INVALID: &str = "HTTP-request-method-invalid";
+    pub const PROTOCOL_ERROR: &str = "HTTP-protocol-error";
+    pub const INCOMPLETE: &str = "HTTP-response-incomplete";
+    pub const RESPONSE_TIMEOUT: &str = "HTTP-response-timeout";
+    /// Every case above.
+    pub const ALL: [&str; 11] = [
+        DNS_ERROR,
+        CONNECTION_TIMEOUT,
+        REFUSED,
+        TERMINATED,
+        UNAVAILABLE,
+        READ_TIMEOUT,
+        URI_INVALID,
+        METHOD_INVALID,
+        PROTOCOL_ERROR,
+        INCOMPLETE,
+        RESPONSE_TIMEOUT,
+    ];
+}
+
+/// The `error-code` of a request body past [`REQUEST_BODY_BYTES_MAX`] (`len` bytes written).
+pub fn request_body_size(len: u64) -> String {
+    format!("HTTP-request-body-size(some({len}))")
+}
+
+/// The `error-code` of a response body past [`RESPONSE_BODY_BYTES_MAX`].
+pub fn response_body_size() -> String {
+    format!("HTTP-response-body-size(some({RESPONSE_BODY_BYTES_MAX}))")
+}
+
 /// A `wasi:http` `error-code` case with a message, as WAVE.
 pub fn internal_error(message: &str) -> String {
     format!("internal-error(some({}))", crate::abi::wave_string(message))
@@ -129,7 +169,7 @@ pub fn send(request: &Outgoing, stop: Option<&StopSignal>) -> Option<Exchange> {
     let task = runtime().spawn(async move {
         let exchange = tokio::time::timeout(REQUEST_DURATION_MAX, exchange(request))
             .await
-            .unwrap_or_else(|_| Exchange::Failed("HTTP-response-timeout".into()));
+            .unwrap_or_else(|_| Exchange::Failed(code::RESPONSE_TIMEOUT.into()));
         let _ = answer.send(exchange);
     });
     loop {
@@ -159,10 +199,10 @@ async fn exchange(request: Outgoing) -> Exchange {
     let timeouts = request.timeouts;
     let failed = Exchange::Failed;
     let Ok(uri) = request.url.parse::<hyper::Uri>() else {
-        return failed("HTTP-request-URI-invalid".into());
+        return failed(code::URI_INVALID.into());
     };
     let (Some(host), Some(path)) = (uri.host(), uri.path_and_query()) else {
-        return failed("HTTP-request-URI-invalid".into());
+        return failed(code::URI_INVALID.into());
     };
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
     let port = uri.port_u16().unwrap_or(80);
@@ -172,19 +212,19 @@ async fn exchange(request: Outgoing) -> Exchange {
         let addresses: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await
         {
             Ok(addresses) => addresses.collect(),
-            Err(_) => return Err("DNS-error({rcode: none, info-code: none})".to_string()),
+            Err(_) => return Err(code::DNS_ERROR.to_string()),
         };
-        let mut last = "DNS-error({rcode: none, info-code: none})".to_string();
+        let mut last = code::DNS_ERROR.to_string();
         for address in addresses {
             match tokio::net::TcpStream::connect(address).await {
                 Ok(stream) => return Ok(stream),
-                Err(err) => last = io_error_code(&err, "connection-timeout"),
+                Err(err) => last = io_error_code(&err, code::CONNECTION_TIMEOUT),
             }
         }
         Err(last)
     };
     let stream = match tokio::time::timeout(connect_timeout, connecting).await {
-        Err(_) => return failed("connection-timeout".into()),
+        Err(_) => return failed(code::CONNECTION_TIMEOUT.into()),
         Ok(Err(code)) => return failed(code),
         Ok(Ok(stream)) => stream,
     };
@@ -200,7 +240,7 @@ async fn exchange(request: Outgoing) -> Exchange {
     });
     let method = match hyper::Method::from_bytes(request.method.as_bytes()) {
         Ok(method) => method,
-        Err(_) => return failed("HTTP-request-method-invalid".into()),
+        Err(_) => return failed(code::METHOD_INVALID.into()),
     };
     let mut builder = hyper::Request::builder().method(method).uri(path.as_str());
     if !request
@@ -224,7 +264,7 @@ async fn exchange(request: Outgoing) -> Exchange {
     };
     let first_byte = ns(timeouts.first_byte_ns, READ_TIMEOUT_DEFAULT);
     let response = match tokio::time::timeout(first_byte, sender.send_request(outgoing)).await {
-        Err(_) => return failed("connection-read-timeout".into()),
+        Err(_) => return failed(code::READ_TIMEOUT.into()),
         Ok(Err(err)) => return failed(hyper_error_code(&err)),
         Ok(Ok(response)) => response,
     };
@@ -236,7 +276,7 @@ async fn exchange(request: Outgoing) -> Exchange {
     let mut trailers = None;
     loop {
         let frame = match tokio::time::timeout(between_bytes, incoming.frame()).await {
-            Err(_) => return failed("connection-read-timeout".into()),
+            Err(_) => return failed(code::READ_TIMEOUT.into()),
             Ok(None) => break,
             Ok(Some(Err(err))) => return failed(hyper_error_code(&err)),
             Ok(Some(Ok(frame))) => frame,
@@ -244,9 +284,7 @@ async fn exchange(request: Outgoing) -> Exchange {
         match frame.into_data() {
             Ok(data) => {
                 if (body.len() + data.len()) as u64 > RESPONSE_BODY_BYTES_MAX {
-                    return failed(format!(
-                        "HTTP-response-body-size(some({RESPONSE_BODY_BYTES_MAX}))"
-                    ));
+                    return failed(response_body_size());
                 }
                 body.extend_from_slice(&data);
             }
@@ -275,16 +313,16 @@ fn entries(map: &hyper::HeaderMap) -> Entries {
 /// The `error-code` of a failure of the HTTP exchange.
 fn hyper_error_code(err: &hyper::Error) -> String {
     if let Some(io) = io_source(err) {
-        return io_error_code(io, "connection-read-timeout");
+        return io_error_code(io, code::READ_TIMEOUT);
     }
     if err.is_timeout() {
-        "connection-read-timeout".into()
+        code::READ_TIMEOUT.into()
     } else if err.is_parse() || err.is_parse_status() {
-        "HTTP-protocol-error".into()
+        code::PROTOCOL_ERROR.into()
     } else if err.is_incomplete_message() {
-        "HTTP-response-incomplete".into()
+        code::INCOMPLETE.into()
     } else if err.is_canceled() || err.is_closed() || err.is_body_write_aborted() {
-        "connection-terminated".into()
+        code::TERMINATED.into()
     } else {
         internal_error(&err.to_string())
     }
@@ -295,14 +333,14 @@ fn io_error_code(err: &std::io::Error, timed_out: &str) -> String {
     use std::io::ErrorKind;
     match err.kind() {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => timed_out.into(),
-        ErrorKind::ConnectionRefused => "connection-refused".into(),
+        ErrorKind::ConnectionRefused => code::REFUSED.into(),
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            "connection-terminated".into()
+            code::TERMINATED.into()
         }
-        ErrorKind::UnexpectedEof => "HTTP-response-incomplete".into(),
+        ErrorKind::UnexpectedEof => code::INCOMPLETE.into(),
         ErrorKind::AddrNotAvailable
         | ErrorKind::NetworkUnreachable
-        | ErrorKind::HostUnreachable => "destination-unavailable".into(),
+        | ErrorKind::HostUnreachable => code::UNAVAILABLE.into(),
         _ => internal_error(&err.to_string()),
     }
 }
@@ -317,4 +355,55 @@ fn io_source<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::
         source = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_wave::value::Type;
+
+    /// `wasi:http/types.error-code`, the cases an exchange can fail with.
+    fn error_code_type() -> Type {
+        let dns = Type::record([
+            ("rcode", Type::option(Type::STRING)),
+            ("info-code", Type::option(Type::U16)),
+        ])
+        .unwrap();
+        let size = Some(Type::option(Type::U64));
+        let mut cases: Vec<(&str, Option<Type>)> = code::ALL
+            .iter()
+            .map(|c| (c.split('(').next().unwrap(), None))
+            .collect();
+        cases.retain(|(c, _)| *c != "DNS-error");
+        cases.push(("DNS-error", Some(dns)));
+        cases.push(("HTTP-request-body-size", size.clone()));
+        cases.push(("HTTP-response-body-size", size));
+        cases.push(("internal-error", Some(Type::option(Type::STRING))));
+        Type::variant(cases).unwrap()
+    }
+
+    #[test]
+    fn every_error_code_is_a_case_of_the_wit_variant() {
+        let ty = error_code_type();
+        let mut texts: Vec<String> = code::ALL.iter().map(|c| c.to_string()).collect();
+        texts.push(request_body_size(REQUEST_BODY_BYTES_MAX + 1));
+        texts.push(response_body_size());
+        texts.push(internal_error("a \"quoted\" message\nover two lines"));
+        for text in texts {
+            crate::abi::parse_wave(&ty, &text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_recorded_exchange_decodes_to_what_was_encoded() {
+        let exchange = Exchange::Response(Response {
+            status: 201,
+            headers: vec![("x".into(), vec![0, 255])],
+            body: b"body".to_vec(),
+            trailers: Some(vec![("t".into(), b"v".to_vec())]),
+        });
+        assert_eq!(Exchange::decode(&exchange.encode()), Ok(exchange));
+        assert!(Exchange::decode(&[EXCHANGE_FORMAT + 1]).is_err());
+        assert!(Exchange::decode(&[]).is_err());
+    }
 }
