@@ -264,21 +264,52 @@ impl HttpHandles {
         Ok(handle)
     }
 
+    /// Forgets the body of a request that will not be sent, once the guest no longer holds it
+    /// (it gave it to `finish`, or dropped it; one it still holds goes when it drops it).
+    fn forget_body(&mut self, body: Option<u32>) {
+        if let Some(body) = body {
+            if self
+                .out_bodies
+                .get(&body)
+                .is_some_and(|b| b.finished || b.abandoned)
+            {
+                self.out_bodies.remove(&body);
+            }
+        }
+    }
+
     /// Forgets a resource the guest dropped. An unknown handle is the guest's mistake.
     pub fn drop_handle(&mut self, name: &str, handle: u32) -> std::result::Result<(), String> {
         let known = match name.trim_start_matches("[resource-drop]") {
             "fields" => self.fields.remove(&handle).is_some(),
-            "outgoing-request" => self.requests.remove(&handle).is_some(),
-            "request-options" => self.options.remove(&handle).is_some(),
-            "outgoing-body" => match self.out_bodies.get_mut(&handle) {
-                // Kept (abandoned) for the request it belongs to, which then fails.
-                Some(body) => {
-                    body.abandoned = !body.finished;
+            "outgoing-request" => match self.requests.remove(&handle) {
+                Some(request) => {
+                    self.forget_body(request.body);
                     true
                 }
                 None => false,
             },
-            "future-incoming-response" => self.futures.remove(&handle).is_some(),
+            "request-options" => self.options.remove(&handle).is_some(),
+            "outgoing-body" => {
+                let used = self.requests.values().any(|r| r.body == Some(handle))
+                    || self.futures.values().any(|f| f.body == Some(handle));
+                match self.out_bodies.get_mut(&handle) {
+                    // Kept (abandoned) for the request it belongs to, which then fails.
+                    Some(body) if used => {
+                        body.abandoned = !body.finished;
+                        true
+                    }
+                    Some(_) => self.out_bodies.remove(&handle).is_some(),
+                    None => false,
+                }
+            }
+            "future-incoming-response" => match self.futures.remove(&handle) {
+                Some(future) => {
+                    self.forget_body(future.body);
+                    true
+                }
+                None => false,
+            },
             "incoming-response" => self.responses.remove(&handle).is_some(),
             "incoming-body" => self.in_bodies.remove(&handle).is_some(),
             "future-trailers" => self.trailers.remove(&handle).is_some(),
@@ -669,6 +700,8 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
                 .get(1)
                 .and_then(|v| v.unwrap_option().map(|t| t.unwrap_u32()));
             if let Some(trailers) = trailers {
+                // The request then fails: its body was not finished as the guest asked.
+                body.abandoned = true;
                 http.fields.remove(&trailers);
                 return out.wave(&format!(
                     "err({})",
@@ -853,7 +886,8 @@ fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome 
         Some(body) => match http.out_bodies.get(&body) {
             Some(b) if b.too_large => Err(send::request_body_size(b.attempted)),
             Some(b) if b.abandoned => Err(send::internal_error(
-                "the request body was dropped without outgoing-body.finish",
+                "the request body was not finished (dropped without outgoing-body.finish, or finished \
+                 with trailers, which this golemw cannot send)",
             )),
             Some(b) if !b.finished => return out.wave("none"),
             Some(_) => Ok(http

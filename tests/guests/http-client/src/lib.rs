@@ -64,15 +64,21 @@ impl Guest for HttpClient {
                 .map_err(|e| format!("header {name}: {e:?}"))?;
         }
         let request = OutgoingRequest::new(fields);
-        request.set_method(&method_of(&method)).map_err(|()| "method")?;
+        request
+            .set_method(&method_of(&method))
+            .map_err(|()| "method")?;
         let scheme = match scheme {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             other => Scheme::Other(other.to_string()),
         };
         request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
-        request.set_authority(Some(authority)).map_err(|()| "authority")?;
-        request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| "authority")?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|()| "path")?;
         // Headers handed out by a request are immutable.
         if request.headers().set("x-late", &[b"no".to_vec()]).is_ok() {
             return Err("the request's headers were mutable".into());
@@ -80,9 +86,15 @@ impl Guest for HttpClient {
         let options = timeout_ms.map(|ms| {
             let options = RequestOptions::new();
             let ns = ms * 1_000_000;
-            options.set_connect_timeout(Some(ns)).expect("connect timeout");
-            options.set_first_byte_timeout(Some(ns)).expect("first-byte timeout");
-            options.set_between_bytes_timeout(Some(ns)).expect("between-bytes timeout");
+            options
+                .set_connect_timeout(Some(ns))
+                .expect("connect timeout");
+            options
+                .set_first_byte_timeout(Some(ns))
+                .expect("first-byte timeout");
+            options
+                .set_between_bytes_timeout(Some(ns))
+                .expect("between-bytes timeout");
             options
         });
         let outgoing = match body {
@@ -115,7 +127,9 @@ impl Guest for HttpClient {
         let incoming = response.consume().map_err(|()| "the body was consumed")?;
         let mut bytes = Vec::new();
         {
-            let stream = incoming.stream().map_err(|()| "the body stream was taken")?;
+            let stream = incoming
+                .stream()
+                .map_err(|()| "the body stream was taken")?;
             loop {
                 match stream.blocking_read(READ_CHUNK_BYTES) {
                     Ok(chunk) => bytes.extend_from_slice(&chunk),
@@ -149,8 +163,12 @@ impl Guest for HttpClient {
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let request = OutgoingRequest::new(Fields::new());
         request.set_method(&Method::Post).map_err(|()| "method")?;
-        request.set_authority(Some(authority)).map_err(|()| "authority")?;
-        request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| "authority")?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|()| "path")?;
         let outgoing = request.body().map_err(|()| "the body was taken")?;
         {
             let stream = outgoing.write().map_err(|()| "the body stream was taken")?;
