@@ -611,3 +611,28 @@ fn an_interrupt_stops_a_request_in_flight_and_records_nothing_of_it() {
     assert!(interrupted.elapsed() < Duration::from_secs(2));
     assert_eq!(exchanges(&ex, &id), 0);
 }
+
+#[test]
+fn a_response_kept_across_invocations_survives_a_restart_unread() {
+    let server = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let id = setup(&ex, "w");
+    assert_eq!(invoke(&ex, &id, "keep", &[server.url("/echo")]), "ok");
+    let sent = server.last().headers;
+    assert!(sent.contains(&("x-test".into(), "kept".into())), "{sent:?}");
+    // The response's resources are part of the snapshot's host state.
+    ex.snapshot(&id).unwrap();
+    drop(ex);
+    let ex = open(dir.path());
+    let restored = ex.recover(&id, RecoveryMode::Auto).unwrap();
+    assert!(restored.snapshot_index.is_some(), "{restored:?}");
+    assert_eq!(invoke(&ex, &id, "read-kept", &[]), "ok(\"201 \")");
+    // And rebuilt by replaying the history that made them.
+    assert_eq!(invoke(&ex, &id, "keep", &[server.url("/hello")]), "ok");
+    drop(ex);
+    let ex = open(dir.path());
+    ex.recover(&id, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(invoke(&ex, &id, "read-kept", &[]), "ok(\"200 hello #2\")");
+    assert_eq!(server.count(), 2);
+}

@@ -12,7 +12,8 @@ wit_bindgen::generate!({
 use exports::golemw::http_client::api::{Guest, Reply};
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method, OutgoingBody,
+    OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -22,6 +23,12 @@ const WRITE_CHUNK_BYTES: usize = 4096;
 const READ_CHUNK_BYTES: u64 = 64 * 1024;
 
 struct HttpClient;
+
+thread_local! {
+    /// The response `keep` kept, with its future (which must outlive it).
+    static KEPT: std::cell::RefCell<Option<(IncomingResponse, FutureIncomingResponse)>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 fn entries(fields: &Fields) -> Vec<(String, String)> {
     fields
@@ -190,6 +197,56 @@ impl Guest for HttpClient {
             .map_err(|()| "the response was taken")?
             .map_err(|e| format!("{e:?}"))?;
         Ok(response.status())
+    }
+
+    fn keep(url: String) -> Result<(), String> {
+        let (_, rest) = url.split_once("://").ok_or("the URL has no scheme")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let headers = Fields::from_list(&[("X-Test".to_string(), b"kept".to_vec())])
+            .map_err(|e| format!("{e:?}"))?;
+        let request = OutgoingRequest::new(headers);
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| "authority")?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|()| "path")?;
+        let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        // As Golem's own test component waits: `poll` on the future's pollable.
+        let pollable = future.subscribe();
+        wasip2::io::poll::poll(&[&pollable]);
+        drop(pollable);
+        let response = future
+            .get()
+            .ok_or("not ready after poll")?
+            .map_err(|()| "the response was taken")?
+            .map_err(|e| format!("{e:?}"))?;
+        KEPT.with(|kept| *kept.borrow_mut() = Some((response, future)));
+        Ok(())
+    }
+
+    fn read_kept() -> Result<String, String> {
+        let (response, future) = KEPT
+            .with(|kept| kept.borrow_mut().take())
+            .ok_or("nothing kept")?;
+        let body = response.consume().map_err(|()| "the body was consumed")?;
+        let mut bytes = Vec::new();
+        {
+            let stream = body.stream().map_err(|()| "the body stream was taken")?;
+            loop {
+                // As Golem's own test component reads: everything there is.
+                match stream.read(u64::MAX) {
+                    Ok(chunk) => bytes.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(format!("read: {e:?}")),
+                }
+            }
+        }
+        let status = response.status();
+        drop(body);
+        drop(response);
+        drop(future);
+        Ok(format!("{status} {}", String::from_utf8_lossy(&bytes)))
     }
 
     fn set_idempotent(idempotent: bool) {
