@@ -35,7 +35,7 @@ struct Received {
 /// receives. Paths: `/hello` (200, `hello #<n>`), `/echo` (201, the request body, and the
 /// request's `x-test` header back as `x-echo`), `/missing` (404), `/slow` (never answers),
 /// `/big` (a body one byte past the response limit), `/trailers` (a chunked body with a
-/// trailer).
+/// trailer), `/garbage` (not an HTTP response).
 struct HttpServer {
     address: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -135,6 +135,11 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>, count: &AtomicUsize) {
                   connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\
                   x-checksum: abc\r\n\r\n",
             );
+            return;
+        }
+        "/garbage" => {
+            let mut stream = stream;
+            let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
             return;
         }
         "/slow" => {
@@ -457,7 +462,7 @@ fn a_request_begun_without_a_recorded_response_fails_the_worker_with_idempotence
 }
 
 #[test]
-fn connection_refused_and_timeouts_are_error_codes_recorded_and_replayed() {
+fn refused_connections_timeouts_and_bad_responses_are_error_codes_replayed() {
     let server = HttpServer::start();
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -481,6 +486,9 @@ fn connection_refused_and_timeouts_are_error_codes_recorded_and_replayed() {
     assert!(slow.contains("ConnectionReadTimeout"), "{slow}");
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(server.count(), 1);
+    let garbage = send(&ex, &id, "GET", server.url("/garbage"), "[]", None, None);
+    assert!(garbage.contains("HttpProtocolError"), "{garbage}");
+    assert_eq!(server.count(), 2);
     // https is refused before anything is sent (no TLS client in this golemw).
     let https = send(
         &ex,
@@ -495,15 +503,15 @@ fn connection_refused_and_timeouts_are_error_codes_recorded_and_replayed() {
         https.contains("InternalError") && https.contains("https"),
         "{https}"
     );
-    assert_eq!(exchanges(&ex, &id), 2);
+    assert_eq!(exchanges(&ex, &id), 3);
     drop(ex);
     // Replayed as recorded: no connection, no wait.
     let ex = open(dir.path());
     let replaying = Instant::now();
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
     assert!(replaying.elapsed() < Duration::from_millis(300));
-    assert_eq!(server.count(), 1);
-    assert_eq!(exchanges(&ex, &id), 2);
+    assert_eq!(server.count(), 2);
+    assert_eq!(exchanges(&ex, &id), 3);
 }
 
 #[test]

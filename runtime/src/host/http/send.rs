@@ -338,6 +338,8 @@ fn io_error_code(err: &std::io::Error, timed_out: &str) -> String {
             code::TERMINATED.into()
         }
         ErrorKind::UnexpectedEof => code::INCOMPLETE.into(),
+        // What hyper's decoder says of a malformed or oversized chunk or trailer section.
+        ErrorKind::InvalidData | ErrorKind::InvalidInput => code::PROTOCOL_ERROR.into(),
         ErrorKind::AddrNotAvailable
         | ErrorKind::NetworkUnreachable
         | ErrorKind::HostUnreachable => code::UNAVAILABLE.into(),
