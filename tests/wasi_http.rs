@@ -644,3 +644,19 @@ fn a_response_kept_across_invocations_survives_a_restart_unread() {
     assert_eq!(invoke(&ex, &id, "read-kept", &[]), "ok(\"200 hello #2\")");
     assert_eq!(server.count(), 2);
 }
+
+#[test]
+fn waiting_for_a_response_before_the_body_is_finished_traps() {
+    let server = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = open(dir.path());
+    let id = setup(&ex, "w");
+    let args = [server.url("/echo")];
+    let err = ex
+        .invoke(&id, "wait-unfinished", &args, None)
+        .done()
+        .unwrap_err();
+    assert!(err.to_string().contains("not finished"), "{err}");
+    assert_eq!(server.count(), 0);
+    assert_eq!(exchanges(&ex, &id), 0);
+}

@@ -11,7 +11,8 @@
 //! its request is the method, URL, headers and the body's length and BLAKE3 hash (replay
 //! checks the guest sends the same), its response the whole response or the `error-code`
 //! (see [`send`]). Replay returns the recorded response without sending. The pollable of a
-//! future is ready at once: `get` sends and waits itself.
+//! future is ready at once: `get` sends and waits itself (and traps if the request body is
+//! not finished yet, which would otherwise make a waiting guest spin forever).
 //!
 //! **At least once, or at most once.** The exchange is a remote side effect
 //! ([`remote_side_effect`]): under the default idempotence mode a crash before the response is
@@ -861,8 +862,8 @@ fn handle_request(state: &mut HostState, out: &Results<'_>, params: &[Value]) ->
     out.wave(&format!("ok({future})"))
 }
 
-/// `future-incoming-response.get`: the exchange, through the gate, the first time it is there
-/// to make (the request body finished); `none` before.
+/// `future-incoming-response.get`: the exchange, through the gate, the first time it is asked
+/// for (the request body must be finished by then).
 fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome {
     let function = "[method]future-incoming-response.get";
     let http = &mut state.http;
@@ -889,7 +890,14 @@ fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome 
                 "the request body was not finished (dropped without outgoing-body.finish, or finished \
                  with trailers, which this golemw cannot send)",
             )),
-            Some(b) if !b.finished => return out.wave("none"),
+            // The response cannot come before the request is whole, and the future's pollable
+            // is ready at once: a guest waiting now would spin forever, so it traps instead.
+            Some(b) if !b.finished => {
+                return Err(Failure::Trap(format!(
+                    "{function}: the request body is not finished; call outgoing-body.finish \
+                     before waiting for the response"
+                )))
+            }
             Some(_) => Ok(http
                 .out_bodies
                 .remove(&body)

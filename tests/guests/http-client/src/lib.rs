@@ -249,6 +249,32 @@ impl Guest for HttpClient {
         Ok(format!("{status} {}", String::from_utf8_lossy(&bytes)))
     }
 
+    fn wait_unfinished(url: String) -> Result<u16, String> {
+        let (_, rest) = url.split_once("://").ok_or("the URL has no scheme")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let request = OutgoingRequest::new(Fields::new());
+        request.set_method(&Method::Post).map_err(|()| "method")?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| "authority")?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|()| "path")?;
+        let _body = request.body().map_err(|()| "the body was taken")?;
+        let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        loop {
+            match future.get() {
+                Some(response) => {
+                    let response = response
+                        .map_err(|()| "the response was taken")?
+                        .map_err(|e| format!("{e:?}"))?;
+                    return Ok(response.status());
+                }
+                None => future.subscribe().block(),
+            }
+        }
+    }
+
     fn set_idempotent(idempotent: bool) {
         golem::api::host::set_idempotence_mode(idempotent);
     }
