@@ -937,6 +937,7 @@ fn future_get(state: &mut HostState, out: &Results<'_>, handle: u32) -> Outcome 
         }
     };
     if let Some(future) = http.futures.get_mut(&handle) {
+        debug_assert!(future.outcome.is_none(), "a future's exchange is made once");
         future.outcome = Some((outcome, true));
     }
     out.wave(&text)

@@ -84,12 +84,24 @@ impl Exchange {
         bytes
     }
 
-    /// Reads what [`Exchange::encode`] wrote.
+    /// Reads what [`Exchange::encode`] wrote; a response no live exchange could have brought
+    /// (a body past the limit) is as corrupt as one that does not decode.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        match bytes.split_first() {
-            Some((&EXCHANGE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-            Some((version, _)) => Err(format!("unknown format version {version}")),
-            None => Err("empty".into()),
+        let exchange: Exchange = match bytes.split_first() {
+            Some((&EXCHANGE_FORMAT, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| e.to_string())?
+            }
+            Some((version, _)) => return Err(format!("unknown format version {version}")),
+            None => return Err("empty".into()),
+        };
+        match &exchange {
+            Exchange::Response(response) if response.body.len() as u64 > RESPONSE_BODY_BYTES_MAX => {
+                Err(format!(
+                    "a body of {} bytes, more than the {RESPONSE_BODY_BYTES_MAX} a response may have",
+                    response.body.len()
+                ))
+            }
+            _ => Ok(exchange),
         }
     }
 }
@@ -406,6 +418,13 @@ mod tests {
         });
         assert_eq!(Exchange::decode(&exchange.encode()), Ok(exchange));
         assert!(Exchange::decode(&[EXCHANGE_FORMAT + 1]).is_err());
+        let oversized = Exchange::Response(Response {
+            status: 200,
+            headers: Vec::new(),
+            body: vec![0; RESPONSE_BODY_BYTES_MAX as usize + 1],
+            trailers: None,
+        });
+        assert!(Exchange::decode(&oversized.encode()).is_err());
         assert!(Exchange::decode(&[]).is_err());
     }
 }
