@@ -482,9 +482,9 @@ fn refused_connections_timeouts_and_bad_responses_are_error_codes_replayed() {
     );
     assert!(refused.contains("ConnectionRefused"), "{refused}");
     let started = Instant::now();
-    let slow = send(&ex, &id, "GET", server.url("/slow"), "[]", None, Some(300));
+    let slow = send(&ex, &id, "GET", server.url("/slow"), "[]", None, Some(1000));
     assert!(slow.contains("ConnectionReadTimeout"), "{slow}");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_eq!(server.count(), 1);
     let garbage = send(&ex, &id, "GET", server.url("/garbage"), "[]", None, None);
     assert!(garbage.contains("HttpProtocolError"), "{garbage}");
@@ -509,7 +509,7 @@ fn refused_connections_timeouts_and_bad_responses_are_error_codes_replayed() {
     let ex = open(dir.path());
     let replaying = Instant::now();
     ex.recover(&id, RecoveryMode::FullReplay).unwrap();
-    assert!(replaying.elapsed() < Duration::from_millis(300));
+    assert!(replaying.elapsed() < Duration::from_millis(1000));
     assert_eq!(server.count(), 2);
     assert_eq!(exchanges(&ex, &id), 3);
 }
