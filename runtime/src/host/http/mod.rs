@@ -103,10 +103,32 @@ pub const PROVIDED: &[(&str, &[&str])] = &[
             "[method]future-trailers.get",
             "[resource-drop]future-trailers",
             "http-error-code",
+            // The server side (see `SERVER_SIDE`): provided so that components linking them
+            // (a JavaScript runtime links both sides) load; they trap if called.
+            "[method]incoming-request.method",
+            "[method]incoming-request.path-with-query",
+            "[method]incoming-request.scheme",
+            "[method]incoming-request.authority",
+            "[method]incoming-request.headers",
+            "[method]incoming-request.consume",
+            "[resource-drop]incoming-request",
+            "[constructor]outgoing-response",
+            "[method]outgoing-response.status-code",
+            "[method]outgoing-response.set-status-code",
+            "[method]outgoing-response.headers",
+            "[method]outgoing-response.body",
+            "[resource-drop]outgoing-response",
+            "[static]response-outparam.set",
+            "[method]response-outparam.send-informational",
+            "[resource-drop]response-outparam",
         ],
     ),
     (OUTGOING_HANDLER, &["handle"]),
 ];
+
+/// The resources of `wasi:http/types` that only `wasi:http/incoming-handler` hands out: golemw
+/// serves no incoming requests, so a guest never holds one, and their functions trap.
+const SERVER_SIDE: [&str; 3] = ["incoming-request", "outgoing-response", "response-outparam"];
 
 /// Whether `name` of the interface `key` (version-less) is provided.
 pub fn provides(key: &str, name: &str) -> bool {
@@ -494,6 +516,15 @@ pub(super) fn call(state: &mut HostState, func: &ImportedFunction, params: Vec<V
     let handle = || params.first().map(|v| v.unwrap_u32()).unwrap_or_default();
     if func.module == OUTGOING_HANDLER {
         return handle_request(state, &out, &params);
+    }
+    let resource = name
+        .split(']')
+        .nth(1)
+        .and_then(|rest| rest.split('.').next());
+    if resource.is_some_and(|r| SERVER_SIDE.contains(&r)) {
+        return Err(Failure::Trap(format!(
+            "{name}: golemw serves no incoming HTTP requests (wasi:http/incoming-handler)"
+        )));
     }
     let http = &mut state.http;
     match name {
@@ -1086,5 +1117,47 @@ pub(super) fn stream_call(
         (_, name) => Err(Failure::Trap(format!(
             "{name}: handle {handle} is a stream of the other direction"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_side_is_provided_so_that_components_linking_it_load() {
+        for resource in SERVER_SIDE {
+            let names: Vec<&str> = PROVIDED[0]
+                .1
+                .iter()
+                .copied()
+                .filter(|name| name.contains(&format!("]{resource}")))
+                .collect();
+            assert!(names.len() >= 3, "{resource}: {names:?}");
+            assert!(is_drop(TYPES, &format!("[resource-drop]{resource}")));
+        }
+        assert!(provides(OUTGOING_HANDLER, "handle"));
+        assert!(!provides(TYPES, "handle"));
+        assert!(!is_interface("wasi:http/incoming-handler@0.2"));
+    }
+
+    #[test]
+    fn handles_count_from_the_base_and_stop_at_the_resource_limit() {
+        let mut handles = HttpHandles::default();
+        assert_eq!(handles.next().ok(), Some(HANDLE_BASE + 1));
+        assert!(owns(HANDLE_BASE + 1) && !owns(1));
+        for _ in 0..RESOURCES_MAX {
+            let handle = handles.next().ok().expect("below the limit");
+            handles.options.insert(handle, Timeouts::default());
+        }
+        assert!(matches!(handles.next(), Err(Failure::Trap(_))));
+        assert_eq!(
+            handles.drop_handle("[resource-drop]request-options", HANDLE_BASE + 2),
+            Ok(())
+        );
+        assert!(handles.next().is_ok());
+        assert!(handles
+            .drop_handle("[resource-drop]fields", HANDLE_BASE + 2)
+            .is_err());
     }
 }
