@@ -16,7 +16,7 @@ use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
 use super::rpc;
 use super::{abort, from_wasmer, to_wasmer, unwind, GuestMem, HostState, GOLEM_HOST_MODULE};
-use super::{wasi2, Failure};
+use super::{http, wasi2, Failure};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
 use crate::component::{ImportedFunction, HOST_INTERFACES};
@@ -68,10 +68,14 @@ pub fn define_imports(
         let key = crate::component::interface_key(module_name);
         let key = key.as_ref();
         let stub = crate::stubs::stub_target(module_name).is_some();
-        if !HOST_INTERFACES.contains(&key) && !wasi2::is_interface(key) && !stub {
+        if !HOST_INTERFACES.contains(&key)
+            && !wasi2::is_interface(key)
+            && !http::is_interface(key)
+            && !stub
+        {
             continue;
         }
-        if wasi2::is_drop(key, name) {
+        if wasi2::is_drop(key, name) || http::is_drop(key, name) {
             let resource = name.to_string();
             let drop = Function::new_typed_with_env(
                 store,
@@ -79,10 +83,12 @@ pub fn define_imports(
                 move |mut ctx: FunctionEnvMut<HostState>,
                       handle: i32|
                       -> Result<(), RuntimeError> {
-                    ctx.data_mut()
-                        .wasi2
-                        .drop_handle(&resource, handle as u32)
-                        .map_err(RuntimeError::new)
+                    let state = ctx.data_mut();
+                    match http::owns(handle as u32) {
+                        true => state.http.drop_handle(&resource, handle as u32),
+                        false => state.wasi2.drop_handle(&resource, handle as u32),
+                    }
+                    .map_err(RuntimeError::new)
                 },
             );
             imports.define(module_name, name, drop);
@@ -178,6 +184,7 @@ fn call(
         .map_err(|e| abort(&mut state.gate, e.into()))?;
     let result = match func.name.as_str() {
         _ if wasi2::is_interface(&func.module) => wasi2::call(state, func, params),
+        _ if http::is_interface(&func.module) => http::call(state, func, params),
         _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.

@@ -210,6 +210,9 @@ pub(super) fn call(
             _,
         ) => typed("none"),
         ("wasi:io/error@0.2", "[method]error.to-debug-string") => typed("\"\""),
+        ("wasi:io/streams@0.2", _) if super::http::owns(handle()) => {
+            super::http::stream_call(state, func, params)
+        }
         ("wasi:io/streams@0.2", name) => {
             let stream = stream_of(state, handle())?;
             match (stream, name) {

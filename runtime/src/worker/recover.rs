@@ -547,7 +547,11 @@ impl Worker {
             true => (Default::default(), rest),
             false => postcard::take_from_bytes(rest).map_err(corrupt)?,
         };
-        let wasi2: crate::host::wasi2::Handles = match rest.is_empty() {
+        let (wasi2, rest): (crate::host::wasi2::Handles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let http: crate::host::http::HttpHandles = match rest.is_empty() {
             true => Default::default(),
             false => postcard::from_bytes(rest).map_err(corrupt)?,
         };
@@ -557,6 +561,7 @@ impl Worker {
         state.persistence = host.persistence;
         state.rpc = rpc;
         state.wasi2 = wasi2;
+        state.http = http;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }
