@@ -329,6 +329,20 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
             }
         })?;
     }
+    // Buckets belong to the data directory, not to a worker or component (see
+    // `crate::keyvalue`): each row is checked on its own.
+    progress("keyvalue");
+    scan(
+        storage,
+        &mut report,
+        "keyvalue",
+        tables.keyvalue,
+        |report, key, value| {
+            if let Some(problem) = crate::keyvalue::check_row(key, value) {
+                find(report, "keyvalue", hex_key(key), problem);
+            }
+        },
+    )?;
     Ok(report)
 }
 

@@ -226,6 +226,13 @@ impl Gate {
         self.discarding = discarding;
     }
 
+    /// Whether host calls run unrecorded because the instance is about to be overwritten by a
+    /// snapshot (see [`Gate::set_discarding`]): a call that changes storage must not change it
+    /// again, its history did.
+    pub fn discarding(&self) -> bool {
+        self.discarding
+    }
+
     /// See [`Gate::persist_nothing`]: set by `set-oplog-persistence-level`.
     pub fn set_persist_nothing(&mut self, persist_nothing: bool) {
         self.persist_nothing = persist_nothing;

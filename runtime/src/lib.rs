@@ -15,6 +15,7 @@ pub mod gate;
 pub mod history;
 pub mod host;
 pub mod ids;
+pub mod keyvalue;
 pub mod memory_limit;
 pub mod oplog;
 pub mod outcome;

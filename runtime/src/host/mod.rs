@@ -4,6 +4,7 @@
 pub mod context;
 pub mod get_workers;
 pub mod golem;
+pub mod keyvalue;
 pub mod persistence;
 pub mod promises;
 pub mod rpc;
@@ -33,6 +34,7 @@ pub fn is_provided_import(module: &str, name: &str) -> bool {
         crate::component::GOLEM_RPC_MODULE => rpc::RPC_PROVIDED.contains(&name),
         crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
         key if wasi2::is_interface(key) => wasi2::provides(key, name),
+        key if keyvalue::is_interface(key) => keyvalue::provides(key, name),
         module => crate::stubs::is_stub_import(module, name),
     }
 }
@@ -66,6 +68,8 @@ pub struct HostState {
     pub invocation_key: String,
     /// Open WASI 0.2 streams.
     pub wasi2: wasi2::Handles,
+    /// Open `wasi:keyvalue` buckets, values and errors.
+    pub keyvalue: keyvalue::Handles,
     /// Open `golem:rpc` clients, futures and their pollables.
     pub rpc: rpc::RpcHandles,
     /// How calls reach other workers (the executor); `None`: they fail with `protocol-error`.

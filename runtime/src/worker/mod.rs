@@ -190,6 +190,7 @@ impl Worker {
                 persistence: Default::default(),
                 invocation_key: String::new(),
                 wasi2: Default::default(),
+                keyvalue: Default::default(),
                 rpc: Default::default(),
                 rpc_dispatch: inputs.rpc_dispatch.clone(),
                 durable_sleep_min: inputs.durable_sleep_min,

@@ -536,7 +536,11 @@ impl Worker {
             true => (Default::default(), rest),
             false => postcard::take_from_bytes(rest).map_err(corrupt)?,
         };
-        let wasi2: crate::host::wasi2::Handles = match rest.is_empty() {
+        let (wasi2, rest): (crate::host::wasi2::Handles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let keyvalue: crate::host::keyvalue::Handles = match rest.is_empty() {
             true => Default::default(),
             false => postcard::from_bytes(rest).map_err(corrupt)?,
         };
@@ -546,6 +550,7 @@ impl Worker {
         state.persistence = host.persistence;
         state.rpc = rpc;
         state.wasi2 = wasi2;
+        state.keyvalue = keyvalue;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }
