@@ -26,16 +26,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wasm_wave::value::{Type, Value};
-use wasm_wave::wasm::{WasmType, WasmValue};
+use wasm_wave::value::Value;
+use wasm_wave::wasm::WasmValue;
 
+use super::stored::{
+    bytes_of, decode, digest, encode, ok_bytes, request, shape_error, through_gate, unquote,
+    wave_strings, Live,
+};
 use super::{Failure, HostState};
 use crate::abi::{parse_wave, wave_string};
 use crate::component::ImportedFunction;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::keyvalue as store;
-use crate::oplog::{HostFunction, HostValue, OplogEntry};
-use crate::storage::Storage;
+use crate::oplog::{HostFunction, HostValue};
 
 const TYPES: &str = "wasi:keyvalue/types@0.1.0";
 const ERROR: &str = "wasi:keyvalue/wasi-keyvalue-error@0.1.0";
@@ -173,29 +176,6 @@ impl Handles {
     }
 }
 
-/// What a live call does: its response, and the store change written with its entry.
-struct Live {
-    response: HostValue,
-    write: Option<Write>,
-}
-
-/// A store change, run inside the transaction that writes the call's entry (it may run more
-/// than once, see `Gate::commit_with`: puts and deletes are idempotent).
-type Write = Box<dyn FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()> + Send + 'static>;
-
-impl Live {
-    fn read(response: HostValue) -> Result<Live> {
-        Ok(Live {
-            response,
-            write: None,
-        })
-    }
-
-    fn refused(reason: String) -> Result<Live> {
-        Live::read(HostValue::Wave(wave_string(&reason)))
-    }
-}
-
 /// One call of a `wasi:keyvalue` function (drops excepted).
 pub(super) fn call(
     state: &mut HostState,
@@ -290,7 +270,7 @@ pub(super) fn call(
         (EVENTUAL, "get") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, |storage| {
+            let response = through_gate(state, function, request, None, |storage| {
                 if let Err(reason) = store::check_key(&key) {
                     return Live::refused(reason);
                 }
@@ -311,7 +291,7 @@ pub(super) fn call(
         (EVENTUAL, "exists") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, |storage| {
+            let response = through_gate(state, function, request, None, |storage| {
                 if let Err(reason) = store::check_key(&key) {
                     return Live::refused(reason);
                 }
@@ -332,16 +312,13 @@ pub(super) fn call(
                 &wave_string(&key),
                 &digest(&value),
             ]);
-            let response = through_gate(state, function, request, move |storage| {
+            let response = through_gate(state, function, request, None, move |storage| {
                 let storage = Arc::clone(storage);
                 if let Err(reason) = store::check_key(&key) {
                     return Live::refused(reason);
                 }
-                Ok(Live {
-                    response: HostValue::Unit,
-                    write: Some(Box::new(move |txn| {
-                        store::put(txn, &storage, &bucket, &key, &value)
-                    })),
+                Live::write(HostValue::Unit, move |txn| {
+                    store::put(txn, &storage, &bucket, &key, &value)
                 })
             })?;
             unit_or_refusal(state, func, response, &typed)
@@ -349,16 +326,13 @@ pub(super) fn call(
         (EVENTUAL, "delete") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, move |storage| {
+            let response = through_gate(state, function, request, None, move |storage| {
                 let storage = Arc::clone(storage);
                 if let Err(reason) = store::check_key(&key) {
                     return Live::refused(reason);
                 }
-                Ok(Live {
-                    response: HostValue::Unit,
-                    write: Some(Box::new(move |txn| {
-                        store::delete(txn, &storage, &bucket, &key)
-                    })),
+                Live::write(HostValue::Unit, move |txn| {
+                    store::delete(txn, &storage, &bucket, &key)
                 })
             })?;
             unit_or_refusal(state, func, response, &typed)
@@ -366,7 +340,7 @@ pub(super) fn call(
         (BATCH, "get-many") => {
             let (bucket, keys) = (state.keyvalue.bucket(u32_at(0))?, strings_at(1));
             let request = request(&[&wave_string(&bucket), &wave_strings(&keys)]);
-            let response = through_gate(state, function, request, |storage| {
+            let response = through_gate(state, function, request, None, |storage| {
                 if let Err(reason) = check_keys(&keys) {
                     return Live::refused(reason);
                 }
@@ -400,7 +374,7 @@ pub(super) fn call(
         (BATCH, "keys") => {
             let bucket = state.keyvalue.bucket(u32_at(0))?;
             let request = request(&[&wave_string(&bucket)]);
-            let response = through_gate(state, function, request, |storage| {
+            let response = through_gate(state, function, request, None, |storage| {
                 match store::keys(storage, &bucket)? {
                     Ok(keys) => Live::read(HostValue::Bytes(encode(&keys))),
                     Err(reason) => Live::refused(reason),
@@ -434,20 +408,17 @@ pub(super) fn call(
                 &wave_string(&bucket),
                 &format!("[{}]", described.join(", ")),
             ]);
-            let response = through_gate(state, function, request, move |storage| {
+            let response = through_gate(state, function, request, None, move |storage| {
                 let storage = Arc::clone(storage);
                 let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
                 if let Err(reason) = check_keys(&keys) {
                     return Live::refused(reason);
                 }
-                Ok(Live {
-                    response: HostValue::Unit,
-                    write: Some(Box::new(move |txn| {
-                        for (key, value) in &pairs {
-                            store::put(txn, &storage, &bucket, key, value)?;
-                        }
-                        Ok(())
-                    })),
+                Live::write(HostValue::Unit, move |txn| {
+                    for (key, value) in &pairs {
+                        store::put(txn, &storage, &bucket, key, value)?;
+                    }
+                    Ok(())
                 })
             })?;
             unit_or_refusal(state, func, response, &typed)
@@ -455,19 +426,16 @@ pub(super) fn call(
         (BATCH, "delete-many") => {
             let (bucket, keys) = (state.keyvalue.bucket(u32_at(0))?, strings_at(1));
             let request = request(&[&wave_string(&bucket), &wave_strings(&keys)]);
-            let response = through_gate(state, function, request, move |storage| {
+            let response = through_gate(state, function, request, None, move |storage| {
                 let storage = Arc::clone(storage);
                 if let Err(reason) = check_keys(&keys) {
                     return Live::refused(reason);
                 }
-                Ok(Live {
-                    response: HostValue::Unit,
-                    write: Some(Box::new(move |txn| {
-                        for key in &keys {
-                            store::delete(txn, &storage, &bucket, key)?;
-                        }
-                        Ok(())
-                    })),
+                Live::write(HostValue::Unit, move |txn| {
+                    for key in &keys {
+                        store::delete(txn, &storage, &bucket, key)?;
+                    }
+                    Ok(())
                 })
             })?;
             unit_or_refusal(state, func, response, &typed)
@@ -476,68 +444,6 @@ pub(super) fn call(
             "{module}.{name} is not implemented by this golemw"
         )))),
     }
-}
-
-/// Runs a store call through the gate: replayed, the recorded response (the store is not
-/// read); live, `live`'s response recorded and its change written in the same transaction as
-/// the entry. Unrecorded (persist-nothing), the change is made in a transaction of its own;
-/// in an instance a snapshot is about to overwrite, not at all (its history made it).
-fn through_gate(
-    state: &mut HostState,
-    function: HostFunction,
-    request: HostValue,
-    live: impl FnOnce(&Arc<Storage>) -> Result<Live>,
-) -> Result<HostValue> {
-    let storage = Arc::clone(&state.context.storage);
-    let gate = &mut state.gate;
-    if let Some(err) = gate.stop_requested() {
-        return Err(err);
-    }
-    if gate.discarding() || gate.persist_nothing() {
-        let apply = !gate.discarding();
-        let mut failed = None;
-        // host_call runs `live` without recording, and notes that it did.
-        let response = gate.host_call(function, request, || {
-            let outcome = live(&storage).and_then(|Live { response, write }| {
-                if let (true, Some(mut write)) = (apply, write) {
-                    storage.write(|txn| write(txn))?;
-                }
-                Ok(response)
-            });
-            outcome.unwrap_or_else(|err| {
-                failed = Some(err);
-                HostValue::Unit
-            })
-        })?;
-        return match failed {
-            Some(err) => Err(err),
-            None => Ok(response),
-        };
-    }
-    if let Some((index, entry)) = gate.next_replayed()? {
-        return match entry {
-            OplogEntry::ImportedFunctionInvoked {
-                function: recorded,
-                request: recorded_request,
-                response,
-            } if recorded == function && recorded_request == request => Ok(response),
-            other => Err(gate.diverged(
-                index,
-                format!("the guest called {function}({request}) but the oplog has: {other}"),
-            )),
-        };
-    }
-    let Live { response, write } = live(&storage)?;
-    gate.append(OplogEntry::ImportedFunctionInvoked {
-        function,
-        request,
-        response: response.clone(),
-    })?;
-    if let Some(write) = write {
-        // Not fsynced: a crash loses the entry and the change together, or neither.
-        gate.commit_with(false, write)?;
-    }
-    Ok(response)
 }
 
 /// A guest-facing refusal: a new `error` resource, returned as `err(handle)`.
@@ -562,10 +468,7 @@ fn refusal(
             let reason = unquote(&reason);
             error(state, &reason, typed)
         }
-        other => Err(Failure::Fatal(Error::Corrupt {
-            what: format!("recorded result of {}.{}", func.module, func.name),
-            detail: format!("unexpected shape: {other}"),
-        })),
+        other => Err(Failure::Fatal(shape_error(func, &other))),
     }
 }
 
@@ -586,51 +489,3 @@ fn check_keys(keys: &[String]) -> std::result::Result<(), String> {
     keys.iter().try_for_each(|key| store::check_key(key))
 }
 
-/// A recorded request: the WAVE of its arguments.
-fn request(args: &[&str]) -> HostValue {
-    HostValue::Wave(args.join(", "))
-}
-
-/// A value in a recorded request: its length and CRC32 (replay checks the guest wrote the
-/// same; the bytes themselves are in the store, not the oplog).
-fn digest(value: &[u8]) -> String {
-    format!("<{} bytes, crc32 {:08x}>", value.len(), crc32fast::hash(value))
-}
-
-fn wave_strings(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| wave_string(s)).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-fn unquote(reason: &str) -> String {
-    wasm_wave::from_str::<Value>(&Type::STRING, reason)
-        .map(|v| v.unwrap_string().into_owned())
-        .unwrap_or_else(|_| reason.to_string())
-}
-
-fn bytes_of(value: &Value) -> Vec<u8> {
-    value.unwrap_list().map(|b| b.unwrap_u8()).collect()
-}
-
-/// `ok(bytes)` of a `result<list<u8>, _>`, built without going through WAVE text (a value can
-/// be a megabyte).
-fn ok_bytes(ty: &Type, bytes: &[u8]) -> Result<Value> {
-    let bad = |what: &str| Error::Engine(format!("building {ty}: {what}"));
-    let (Some(ok), _) = ty.result_types().ok_or_else(|| bad("not a result"))? else {
-        return Err(bad("no ok type"));
-    };
-    let list = Value::make_list(&ok, bytes.iter().map(|b| Value::make_u8(*b)))
-        .map_err(|e| bad(&e.to_string()))?;
-    Value::make_result(ty, Ok(Some(list))).map_err(|e| bad(&e.to_string()))
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).expect("encoding into a Vec cannot fail")
-}
-
-fn decode<T: serde::de::DeserializeOwned>(func: &ImportedFunction, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
-        what: format!("recorded result of {}.{}", func.module, func.name),
-        detail: e.to_string(),
-    })
-}

@@ -8,6 +8,7 @@ pub mod keyvalue;
 pub mod persistence;
 pub mod promises;
 pub mod rpc;
+mod stored;
 pub mod wasi;
 pub mod wasi2;
 
