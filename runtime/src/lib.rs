@@ -5,6 +5,7 @@
 //! Recovery runs the other way: oplog -> gate (replay) -> worker.
 
 pub mod abi;
+pub mod blobstore;
 pub mod check;
 pub mod component;
 pub mod component_binary;

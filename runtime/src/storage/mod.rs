@@ -66,6 +66,10 @@ pub struct Tables {
     pub forks: Database,
     /// `bucket length ++ bucket ++ key` -> a `wasi:keyvalue` value (see `crate::keyvalue`).
     pub keyvalue: Database,
+    /// container name -> a `wasi:blobstore` container (see `crate::blobstore`).
+    pub blob_containers: Database,
+    /// `container length ++ container ++ object` -> a `wasi:blobstore` object.
+    pub blob_objects: Database,
 }
 
 impl Tables {
@@ -87,6 +91,8 @@ impl Tables {
             page_spaces: table("page_spaces")?,
             forks: table("forks")?,
             keyvalue: table("keyvalue")?,
+            blob_containers: table("blob_containers")?,
+            blob_objects: table("blob_objects")?,
         })
     }
 }
