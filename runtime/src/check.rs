@@ -343,6 +343,33 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
             }
         },
     )?;
+    // Blob containers too; an object must be in a container that reads.
+    progress("blob_containers");
+    let mut containers = HashSet::new();
+    scan(
+        storage,
+        &mut report,
+        "blob_containers",
+        tables.blob_containers,
+        |report, key, value| match crate::blobstore::check_container_row(key, value) {
+            Some(problem) => find(report, "blob_containers", hex_key(key), problem),
+            None => {
+                containers.insert(String::from_utf8_lossy(key).into_owned());
+            }
+        },
+    )?;
+    progress("blob_objects");
+    scan(
+        storage,
+        &mut report,
+        "blob_objects",
+        tables.blob_objects,
+        |report, key, value| {
+            if let Some(problem) = crate::blobstore::check_object_row(key, value, &containers) {
+                find(report, "blob_objects", hex_key(key), problem);
+            }
+        },
+    )?;
     Ok(report)
 }
 

@@ -14,7 +14,7 @@ use wasmer::{
 use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
-use super::{keyvalue, rpc};
+use super::{blobstore, keyvalue, rpc};
 use super::{abort, from_wasmer, to_wasmer, unwind, GuestMem, HostState, GOLEM_HOST_MODULE};
 use super::{wasi2, Failure};
 use crate::abi::wave_string;
@@ -68,8 +68,8 @@ pub fn define_imports(
         let key = crate::component::interface_key(module_name);
         let key = key.as_ref();
         let stub = crate::stubs::stub_target(module_name).is_some();
-        let keyvalue = keyvalue::is_interface(key);
-        if !HOST_INTERFACES.contains(&key) && !wasi2::is_interface(key) && !stub && !keyvalue {
+        let stored = keyvalue::is_interface(key) || blobstore::is_interface(key);
+        if !HOST_INTERFACES.contains(&key) && !wasi2::is_interface(key) && !stub && !stored {
             continue;
         }
         if wasi2::is_drop(key, name) {
@@ -99,6 +99,23 @@ pub fn define_imports(
                       -> Result<(), RuntimeError> {
                     ctx.data_mut()
                         .keyvalue
+                        .drop_handle(&resource, handle as u32)
+                        .map_err(RuntimeError::new)
+                },
+            );
+            imports.define(module_name, name, drop);
+            continue;
+        }
+        if blobstore::is_drop(key, name) {
+            let resource = name.to_string();
+            let drop = Function::new_typed_with_env(
+                store,
+                env,
+                move |mut ctx: FunctionEnvMut<HostState>,
+                      handle: i32|
+                      -> Result<(), RuntimeError> {
+                    ctx.data_mut()
+                        .blobstore
                         .drop_handle(&resource, handle as u32)
                         .map_err(RuntimeError::new)
                 },
@@ -197,6 +214,7 @@ fn call(
     let result = match func.name.as_str() {
         _ if wasi2::is_interface(&func.module) => wasi2::call(state, func, params),
         _ if keyvalue::is_interface(&func.module) => keyvalue::call(state, func, params),
+        _ if blobstore::is_interface(&func.module) => blobstore::call(state, func, params),
         _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.

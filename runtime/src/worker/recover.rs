@@ -540,7 +540,11 @@ impl Worker {
             true => (Default::default(), rest),
             false => postcard::take_from_bytes(rest).map_err(corrupt)?,
         };
-        let keyvalue: crate::host::keyvalue::Handles = match rest.is_empty() {
+        let (keyvalue, rest): (crate::host::keyvalue::Handles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let blobstore: crate::host::blobstore::Handles = match rest.is_empty() {
             true => Default::default(),
             false => postcard::from_bytes(rest).map_err(corrupt)?,
         };
@@ -551,6 +555,7 @@ impl Worker {
         state.rpc = rpc;
         state.wasi2 = wasi2;
         state.keyvalue = keyvalue;
+        state.blobstore = blobstore;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }

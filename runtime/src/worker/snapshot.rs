@@ -176,11 +176,15 @@ impl Worker {
         .expect("encoding into a Vec cannot fail");
         host_state
             .extend(postcard::to_stdvec(&state.rpc).expect("encoding into a Vec cannot fail"));
-        // Then WASI 0.2 streams and wasi:keyvalue resources, in the order recovery reads them.
+        // Then WASI 0.2 streams, wasi:keyvalue and wasi:blobstore resources, in the order
+        // recovery reads them.
         host_state
             .extend(postcard::to_stdvec(&state.wasi2).expect("encoding into a Vec cannot fail"));
         host_state.extend(
             postcard::to_stdvec(&state.keyvalue).expect("encoding into a Vec cannot fail"),
+        );
+        host_state.extend(
+            postcard::to_stdvec(&state.blobstore).expect("encoding into a Vec cannot fail"),
         );
         if self.snapshots.stored.is_none() {
             self.snapshots.stored = Some(crate::snapshots::stored_pages(
