@@ -21,7 +21,9 @@ fn open(dir: &std::path::Path) -> Arc<Executor> {
 fn setup(dir: &std::path::Path) -> Arc<Executor> {
     let ex = open(dir);
     let wasm = std::fs::read(guest_wasm("blobstore")).unwrap();
-    ex.components().add("blobs", &wasm).expect("add the component");
+    ex.components()
+        .add("blobs", &wasm)
+        .expect("add the component");
     ex
 }
 
@@ -89,13 +91,19 @@ fn objects_are_written_read_listed_described_copied_moved_and_deleted() {
     );
     assert_eq!(invoke(&ex, &w, "size", &[&c, &s("big")]), "ok(40000)");
     assert_eq!(invoke(&ex, &w, "info", &[&c, &s("big")]), "ok(40000)");
-    assert_eq!(invoke(&ex, &w, "write", &[&c, &s("o"), "[1, 2, 3, 4]"]), "ok");
+    assert_eq!(
+        invoke(&ex, &w, "write", &[&c, &s("o"), "[1, 2, 3, 4]"]),
+        "ok"
+    );
     // Ranges: end exclusive and clamped to the size, as in Golem.
     assert_eq!(
         invoke(&ex, &w, "read", &[&c, &s("o"), "0", "100"]),
         "ok([1, 2, 3, 4])"
     );
-    assert_eq!(invoke(&ex, &w, "read", &[&c, &s("o"), "1", "3"]), "ok([2, 3])");
+    assert_eq!(
+        invoke(&ex, &w, "read", &[&c, &s("o"), "1", "3"]),
+        "ok([2, 3])"
+    );
     assert!(invoke(&ex, &w, "read", &[&c, &s("o"), "3", "1"]).contains("past end"));
     assert_eq!(
         invoke(&ex, &w, "read", &[&c, &s("none"), "0", "1"]),
@@ -124,11 +132,15 @@ fn objects_are_written_read_listed_described_copied_moved_and_deleted() {
         invoke(&ex, &w, "copy", &[&c, &s("big"), &d, &s("big"), "true"]),
         "ok"
     );
-    assert_eq!(invoke(&ex, &w, "read", &[&d, &s("o2"), "0", "9"]), "ok([5])");
+    assert_eq!(
+        invoke(&ex, &w, "read", &[&d, &s("o2"), "0", "9"]),
+        "ok([5])"
+    );
     assert_eq!(invoke(&ex, &w, "size", &[&d, &s("big")]), "ok(40000)");
     assert_eq!(invoke(&ex, &w, "has", &[&c, &s("big")]), "ok(false)");
-    assert!(invoke(&ex, &w, "copy", &[&c, &s("gone"), &d, &s("x"), "false"])
-        .contains("does not exist"));
+    assert!(
+        invoke(&ex, &w, "copy", &[&c, &s("gone"), &d, &s("x"), "false"]).contains("does not exist")
+    );
     // Deleted one by one, several at once (a missing one is no error), or all.
     assert_eq!(invoke(&ex, &w, "delete", &[&c, &s("a")]), "ok");
     assert_eq!(
@@ -150,7 +162,10 @@ fn the_store_survives_a_restart_and_replay_never_reads_it() {
     invoke(&ex, &w, "create-container", &[&c]);
     invoke(&ex, &w, "write", &[&c, &s("o"), "[1, 2]"]);
     invoke(&ex, &w, "write-filled", &[&c, &s("p"), "70000", "3"]);
-    assert_eq!(invoke(&ex, &w, "read", &[&c, &s("o"), "0", "2"]), "ok([1, 2])");
+    assert_eq!(
+        invoke(&ex, &w, "read", &[&c, &s("o"), "0", "2"]),
+        "ok([1, 2])"
+    );
     ex.snapshot(&w).unwrap();
     invoke(&ex, &w, "write", &[&c, &s("q"), "[4]"]);
     drop(ex);
@@ -180,7 +195,10 @@ fn the_store_survives_a_restart_and_replay_never_reads_it() {
         ex.state_digest(&w, RecoveryMode::FullReplay).unwrap(),
         replayed
     );
-    assert!(rows(&ex, tables.blob_containers).is_empty(), "replay wrote nothing");
+    assert!(
+        rows(&ex, tables.blob_containers).is_empty(),
+        "replay wrote nothing"
+    );
     assert_eq!(invoke(&ex, &w, "container-exists", &[&c]), "ok(false)");
 }
 
@@ -196,7 +214,10 @@ fn workers_of_every_component_share_containers_by_name() {
     let c = s("shared");
     invoke(&ex, &w1, "create-container", &[&c]);
     invoke(&ex, &w1, "write", &[&c, &s("o"), "[7]"]);
-    assert_eq!(invoke(&ex, &w2, "read", &[&c, &s("o"), "0", "1"]), "ok([7])");
+    assert_eq!(
+        invoke(&ex, &w2, "read", &[&c, &s("o"), "0", "1"]),
+        "ok([7])"
+    );
     assert_eq!(
         invoke(&ex, &elsewhere, "read", &[&c, &s("o"), "0", "1"]),
         "ok([7])"
@@ -204,7 +225,10 @@ fn workers_of_every_component_share_containers_by_name() {
     // A fork replays its source's history and shares the containers.
     let fork = ex.fork_worker(&w2, "f", None).unwrap().worker.id;
     invoke(&ex, &elsewhere, "write", &[&c, &s("o"), "[8]"]);
-    assert_eq!(invoke(&ex, &fork, "read", &[&c, &s("o"), "0", "1"]), "ok([8])");
+    assert_eq!(
+        invoke(&ex, &fork, "read", &[&c, &s("o"), "0", "1"]),
+        "ok([8])"
+    );
     // Deleting a worker leaves the container: it is not the worker's.
     ex.delete_worker(&w1).unwrap();
     assert_eq!(invoke(&ex, &w2, "has", &[&c, &s("o")]), "ok(true)");
@@ -232,13 +256,20 @@ fn limits_are_refused_with_a_clear_error_and_the_refusal_replays() {
         "a container name is 1 to 128 bytes",
     );
     // Object names: 1 to 256 bytes.
-    assert_eq!(invoke(&ex, &w, "write", &[&c, &s(&"o".repeat(256)), "[1]"]), "ok");
+    assert_eq!(
+        invoke(&ex, &w, "write", &[&c, &s(&"o".repeat(256)), "[1]"]),
+        "ok"
+    );
     refused(
         "write",
         &[&c, &s(&"o".repeat(257)), "[1]"],
         "an object name is 1 to 256 bytes",
     );
-    refused("write", &[&c, &s(""), "[1]"], "an object name is 1 to 256 bytes");
+    refused(
+        "write",
+        &[&c, &s(""), "[1]"],
+        "an object name is 1 to 256 bytes",
+    );
     // Objects: 4 MiB at most.
     assert_eq!(
         invoke(&ex, &w, "write-filled", &[&c, &s("max"), "4194304", "1"]),

@@ -88,10 +88,7 @@ fn set_get_delete_exists_and_batch_operations_round_trip() {
         invoke(&ex, &w, "get-many", &[&batch, r#"["c", "x", "a"]"#]),
         "ok([some([]), none, some([1])])"
     );
-    assert_eq!(
-        invoke(&ex, &w, "keys", &[&batch]),
-        r#"ok(["a", "b", "c"])"#
-    );
+    assert_eq!(invoke(&ex, &w, "keys", &[&batch]), r#"ok(["a", "b", "c"])"#);
     assert_eq!(
         invoke(&ex, &w, "delete-many", &[&batch, r#"["a", "b", "nope"]"#]),
         "ok"
@@ -133,7 +130,12 @@ fn the_store_survives_a_restart_and_replay_never_reads_it() {
     let w = ex.worker_id("kv", "w").unwrap();
     let b = s("b");
     invoke(&ex, &w, "set", &[&b, &s("one"), "[1]"]);
-    invoke(&ex, &w, "set-many", &[&b, r#"[("two", [2]), ("three", [3])]"#]);
+    invoke(
+        &ex,
+        &w,
+        "set-many",
+        &[&b, r#"[("two", [2]), ("three", [3])]"#],
+    );
     // A bucket kept in a static across invocations, and a snapshot holding its handle.
     assert_eq!(invoke(&ex, &w, "open-kept", &[&b]), "ok");
     ex.snapshot(&w).unwrap();
@@ -207,7 +209,10 @@ fn a_write_is_committed_with_its_oplog_entry_before_the_call_returns() {
         .count();
     assert!(sets >= 1, "the set's entry is committed");
     let other = ex.worker_id("kv", "other").unwrap();
-    assert_eq!(invoke(&ex, &other, "get", &[&s("b"), &s("k")]), "ok(some([7]))");
+    assert_eq!(
+        invoke(&ex, &other, "get", &[&s("b"), &s("k")]),
+        "ok(some([7]))"
+    );
 }
 
 #[test]
@@ -221,7 +226,10 @@ fn workers_of_every_component_share_a_bucket_by_name() {
         ex.worker_id("kv", "w2").unwrap(),
     );
     let elsewhere = ex.worker_id("kv2", "w1").unwrap();
-    assert_eq!(invoke(&ex, &w1, "set", &[&s("shared"), &s("k"), "[1]"]), "ok");
+    assert_eq!(
+        invoke(&ex, &w1, "set", &[&s("shared"), &s("k"), "[1]"]),
+        "ok"
+    );
     assert_eq!(
         invoke(&ex, &w2, "get", &[&s("shared"), &s("k")]),
         "ok(some([1]))"
@@ -230,8 +238,14 @@ fn workers_of_every_component_share_a_bucket_by_name() {
         invoke(&ex, &elsewhere, "get", &[&s("shared"), &s("k")]),
         "ok(some([1]))"
     );
-    assert_eq!(invoke(&ex, &elsewhere, "delete", &[&s("shared"), &s("k")]), "ok");
-    assert_eq!(invoke(&ex, &w1, "exists", &[&s("shared"), &s("k")]), "ok(false)");
+    assert_eq!(
+        invoke(&ex, &elsewhere, "delete", &[&s("shared"), &s("k")]),
+        "ok"
+    );
+    assert_eq!(
+        invoke(&ex, &w1, "exists", &[&s("shared"), &s("k")]),
+        "ok(false)"
+    );
     // Deleting a worker leaves the bucket: it is not the worker's.
     invoke(&ex, &w2, "set", &[&s("shared"), &s("kept"), "[2]"]);
     ex.delete_worker(&w2).unwrap();
@@ -258,14 +272,21 @@ fn limits_are_refused_with_a_clear_error_and_the_refusal_replays() {
     let key_max = s(&"k".repeat(256));
     assert_eq!(invoke(&ex, &w, "set", &[&b, &key_max, "[1]"]), "ok");
     let key_over = s(&"k".repeat(257));
-    refused("set", &[&b, &key_over, "[1]"], "is 257 bytes; at most 256 are allowed");
+    refused(
+        "set",
+        &[&b, &key_over, "[1]"],
+        "is 257 bytes; at most 256 are allowed",
+    );
     refused("get", &[&b, &key_over], "at most 256 are allowed");
     // Values: 1 MiB at most.
     assert_eq!(
         invoke(&ex, &w, "set-filled", &[&b, &s("big"), "1048576", "7"]),
         "ok"
     );
-    assert_eq!(invoke(&ex, &w, "size", &[&b, &s("big")]), "ok(some(1048576))");
+    assert_eq!(
+        invoke(&ex, &w, "size", &[&b, &s("big")]),
+        "ok(some(1048576))"
+    );
     refused(
         "set-filled",
         &[&b, &s("bigger"), "1048577", "7"],
@@ -273,12 +294,24 @@ fn limits_are_refused_with_a_clear_error_and_the_refusal_replays() {
     );
     // Bucket names: 1 to 128 bytes.
     assert_eq!(invoke(&ex, &w, "keys", &[&s(&"b".repeat(128))]), "ok([])");
-    refused("keys", &[&s(&"b".repeat(129))], "a bucket name is 1 to 128 bytes");
-    refused("set", &[&s(""), &s("k"), "[1]"], "a bucket name is 1 to 128 bytes");
+    refused(
+        "keys",
+        &[&s(&"b".repeat(129))],
+        "a bucket name is 1 to 128 bytes",
+    );
+    refused(
+        "set",
+        &[&s(""), &s("k"), "[1]"],
+        "a bucket name is 1 to 128 bytes",
+    );
     // Batches: 1024 keys at most.
     let keys: Vec<String> = (0..1025).map(|i| s(&i.to_string())).collect();
     let keys = format!("[{}]", keys.join(", "));
-    refused("get-many", &[&b, &keys], "1025 keys in one call; at most 1024");
+    refused(
+        "get-many",
+        &[&b, &keys],
+        "1025 keys in one call; at most 1024",
+    );
     refused("delete-many", &[&b, &keys], "at most 1024");
     // Nothing refused was stored, and the refusals replay as they were recorded.
     assert_eq!(
@@ -303,7 +336,10 @@ fn a_fork_replays_what_its_source_read_and_shares_its_buckets() {
     invoke(&ex, &w, "set", &[&b, &k, "[2]"]);
     // The fork's history replays the read of [1] from the oplog, not the store's [2].
     let f = fork.worker.id;
-    assert_eq!(ex.state_digest(&f, RecoveryMode::FullReplay).unwrap(), at_fork);
+    assert_eq!(
+        ex.state_digest(&f, RecoveryMode::FullReplay).unwrap(),
+        at_fork
+    );
     // Live, it sees the shared bucket as it is now.
     assert_eq!(invoke(&ex, &f, "get", &[&b, &k]), "ok(some([2]))");
 }
@@ -321,7 +357,12 @@ fn check_reads_the_keyvalue_table_and_reports_damaged_rows() {
     let table = ex.storage().tables().keyvalue;
     ex.storage()
         .write(|txn| {
-            txn.put(table, b"\x01bbad", b"\x01garbage", lmdb::WriteFlags::empty())?;
+            txn.put(
+                table,
+                b"\x01bbad",
+                b"\x01garbage",
+                lmdb::WriteFlags::empty(),
+            )?;
             txn.put(table, b"\xffx", b"", lmdb::WriteFlags::empty())?;
             Ok(())
         })

@@ -96,11 +96,16 @@ fn shorten(text: &str) -> String {
 pub fn write_lock() -> MutexGuard<'static, ()> {
     static WRITES: Mutex<()> = Mutex::new(());
     // A writer that panicked left nothing half done in the store (its transaction aborted).
-    WRITES.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    WRITES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn container_prefix(container: &str) -> Vec<u8> {
-    debug_assert!(check_container(container).is_ok(), "names are checked first");
+    debug_assert!(
+        check_container(container).is_ok(),
+        "names are checked first"
+    );
     let mut prefix = Vec::with_capacity(1 + container.len());
     prefix.push(container.len() as u8);
     prefix.extend_from_slice(container.as_bytes());
@@ -222,10 +227,16 @@ fn read_object(
     container: &str,
     object: &str,
 ) -> Result<Option<Object>> {
-    match txn.get(storage.tables().blob_objects, &object_key(container, object)) {
+    match txn.get(
+        storage.tables().blob_objects,
+        &object_key(container, object),
+    ) {
         Ok(sealed) => {
             let (created_at_ms, data) = decode_object(sealed, &what(container, object))?;
-            debug_assert!(data.len() <= OBJECT_BYTES_MAX, "sizes are checked when written");
+            debug_assert!(
+                data.len() <= OBJECT_BYTES_MAX,
+                "sizes are checked when written"
+            );
             Ok(Some(Object {
                 created_at_ms,
                 data: data.to_vec(),
@@ -265,7 +276,11 @@ pub fn delete_object(
     container: &str,
     object: &str,
 ) -> Result<()> {
-    match txn.del(storage.tables().blob_objects, &object_key(container, object), None) {
+    match txn.del(
+        storage.tables().blob_objects,
+        &object_key(container, object),
+        None,
+    ) {
         Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
         Err(err) => Err(err.into()),
     }
@@ -304,7 +319,9 @@ pub fn list_objects(
 
 /// What `golemw check` finds wrong with a container row.
 pub fn check_container_row(key: &[u8], value: &[u8]) -> Option<String> {
-    let name = std::str::from_utf8(key).ok().filter(|n| check_container(n).is_ok());
+    let name = std::str::from_utf8(key)
+        .ok()
+        .filter(|n| check_container(n).is_ok());
     let Some(name) = name else {
         return Some("a key that is not a container name within its limits".into());
     };

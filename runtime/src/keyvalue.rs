@@ -91,7 +91,10 @@ fn shorten(text: &str) -> String {
 
 /// The prefix of every key of `bucket`.
 fn bucket_prefix(bucket: &str) -> Vec<u8> {
-    debug_assert!(check_bucket(bucket).is_ok(), "bucket names are checked first");
+    debug_assert!(
+        check_bucket(bucket).is_ok(),
+        "bucket names are checked first"
+    );
     let mut prefix = Vec::with_capacity(1 + bucket.len());
     prefix.push(bucket.len() as u8);
     prefix.extend_from_slice(bucket.as_bytes());
@@ -133,7 +136,10 @@ fn read(
     match txn.get(storage.tables().keyvalue, &row_key(bucket, key)) {
         Ok(sealed) => {
             let value = codec::check(sealed, &what(bucket, key))?;
-            debug_assert!(value.len() <= VALUE_BYTES_MAX, "values are checked when set");
+            debug_assert!(
+                value.len() <= VALUE_BYTES_MAX,
+                "values are checked when set"
+            );
             Ok(Some(value.to_vec()))
         }
         Err(lmdb::Error::NotFound) => Ok(None),
@@ -212,7 +218,12 @@ pub fn put(
 }
 
 /// Removes `key` from `bucket`, if it is there (inside the transaction of the call's entry).
-pub fn delete(txn: &mut RwTransaction<'_>, storage: &Storage, bucket: &str, key: &str) -> Result<()> {
+pub fn delete(
+    txn: &mut RwTransaction<'_>,
+    storage: &Storage,
+    bucket: &str,
+    key: &str,
+) -> Result<()> {
     match txn.del(storage.tables().keyvalue, &row_key(bucket, key), None) {
         Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
         Err(err) => Err(err.into()),
@@ -260,10 +271,11 @@ mod tests {
             .unwrap();
         assert!(!exists(&storage, "a", "bc").unwrap());
         assert!(exists(&storage, "a", "a").unwrap());
-        storage.scan_all(storage.tables().keyvalue, |row, value| {
-            assert_eq!(check_row(row, value), None);
-        })
-        .unwrap();
+        storage
+            .scan_all(storage.tables().keyvalue, |row, value| {
+                assert_eq!(check_row(row, value), None);
+            })
+            .unwrap();
     }
 
     #[test]

@@ -23,8 +23,7 @@ use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
 use super::stored::{
-    decode, encode, ok_bytes, request, shape_error, through_gate, unquote, wave_strings, Live,
-    Turn,
+    decode, encode, ok_bytes, request, shape_error, through_gate, unquote, wave_strings, Live, Turn,
 };
 use super::{Failure, HostState};
 use crate::abi::{parse_wave, wave_string};
@@ -239,12 +238,21 @@ pub(super) fn call(
     let strings_at = |at: usize| -> Vec<String> {
         params
             .get(at)
-            .map(|v| v.unwrap_list().map(|s| s.unwrap_string().into_owned()).collect())
+            .map(|v| {
+                v.unwrap_list()
+                    .map(|s| s.unwrap_string().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let object_id_at = |at: usize| -> (String, String) {
         let mut id = (String::new(), String::new());
-        for (field, value) in params.get(at).map(|v| v.unwrap_record()).into_iter().flatten() {
+        for (field, value) in params
+            .get(at)
+            .map(|v| v.unwrap_record())
+            .into_iter()
+            .flatten()
+        {
             match field.as_ref() {
                 "container" => id.0 = value.unwrap_string().into_owned(),
                 "object" => id.1 = value.unwrap_string().into_owned(),
@@ -403,7 +411,11 @@ pub(super) fn call(
                 let checked = [&from.0, &to.0]
                     .into_iter()
                     .try_for_each(|c| store::check_container(c))
-                    .and_then(|()| [&from.1, &to.1].into_iter().try_for_each(|o| store::check_object(o)));
+                    .and_then(|()| {
+                        [&from.1, &to.1]
+                            .into_iter()
+                            .try_for_each(|o| store::check_object(o))
+                    });
                 if let Err(reason) = checked {
                     return Live::refused(reason);
                 }
@@ -416,8 +428,12 @@ pub(super) fn call(
                         from.1, from.0
                     ));
                 };
-                let (storage, from, to, now) =
-                    (std::sync::Arc::clone(storage), from.clone(), to.clone(), now_ms());
+                let (storage, from, to, now) = (
+                    std::sync::Arc::clone(storage),
+                    from.clone(),
+                    to.clone(),
+                    now_ms(),
+                );
                 Live::write(HostValue::Unit, move |txn| {
                     store::put_object(txn, &storage, &to.0, &to.1, &object.data, now)?;
                     if moving && from != to {
@@ -499,12 +515,17 @@ pub(super) fn call(
         (CONTAINER, "[method]container.list-objects") => {
             let (container, _) = state.blobstore.container(u32_at(0))?;
             let request = request(&[&wave_string(&container)]);
-            let response = through_gate(state, function, request, None, |storage| {
-                match store::list_objects(storage, &container)? {
-                    Ok(names) => Live::read(HostValue::Bytes(encode(&names))),
-                    Err(reason) => Live::refused(reason),
-                }
-            })?;
+            let response =
+                through_gate(
+                    state,
+                    function,
+                    request,
+                    None,
+                    |storage| match store::list_objects(storage, &container)? {
+                        Ok(names) => Live::read(HostValue::Bytes(encode(&names))),
+                        Err(reason) => Live::refused(reason),
+                    },
+                )?;
             match response {
                 HostValue::Bytes(bytes) => {
                     let names: Vec<String> = decode(func, &bytes)?;

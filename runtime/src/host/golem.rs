@@ -14,8 +14,8 @@ use wasmer::{
 use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
-use super::{blobstore, keyvalue, rpc};
 use super::{abort, from_wasmer, to_wasmer, unwind, GuestMem, HostState, GOLEM_HOST_MODULE};
+use super::{blobstore, keyvalue, rpc};
 use super::{wasi2, Failure};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};

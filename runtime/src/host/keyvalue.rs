@@ -200,7 +200,11 @@ pub(super) fn call(
     let strings_at = |at: usize| -> Vec<String> {
         params
             .get(at)
-            .map(|v| v.unwrap_list().map(|s| s.unwrap_string().into_owned()).collect())
+            .map(|v| {
+                v.unwrap_list()
+                    .map(|s| s.unwrap_string().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let function = HostFunction::Golem(format!("{}.{}", func.module, func.name));
@@ -307,11 +311,7 @@ pub(super) fn call(
         (EVENTUAL, "set") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let value = state.keyvalue.outgoing(u32_at(2))?.clone();
-            let request = request(&[
-                &wave_string(&bucket),
-                &wave_string(&key),
-                &digest(&value),
-            ]);
+            let request = request(&[&wave_string(&bucket), &wave_string(&key), &digest(&value)]);
             let response = through_gate(state, function, request, None, move |storage| {
                 let storage = Arc::clone(storage);
                 if let Err(reason) = store::check_key(&key) {
@@ -374,12 +374,13 @@ pub(super) fn call(
         (BATCH, "keys") => {
             let bucket = state.keyvalue.bucket(u32_at(0))?;
             let request = request(&[&wave_string(&bucket)]);
-            let response = through_gate(state, function, request, None, |storage| {
-                match store::keys(storage, &bucket)? {
+            let response =
+                through_gate(state, function, request, None, |storage| match store::keys(
+                    storage, &bucket,
+                )? {
                     Ok(keys) => Live::read(HostValue::Bytes(encode(&keys))),
                     Err(reason) => Live::refused(reason),
-                }
-            })?;
+                })?;
             match response {
                 HostValue::Bytes(bytes) => {
                     let keys: Vec<String> = decode(func, &bytes)?;
@@ -488,4 +489,3 @@ fn check_keys(keys: &[String]) -> std::result::Result<(), String> {
     store::check_batch(keys.len())?;
     keys.iter().try_for_each(|key| store::check_key(key))
 }
-

@@ -133,7 +133,11 @@ pub(super) fn request(args: &[&str]) -> HostValue {
 /// A value in a recorded request: its length and CRC32 (replay checks the guest wrote the
 /// same; the bytes themselves are in the store, not the oplog).
 pub(super) fn digest(value: &[u8]) -> String {
-    format!("<{} bytes, crc32 {:08x}>", value.len(), crc32fast::hash(value))
+    format!(
+        "<{} bytes, crc32 {:08x}>",
+        value.len(),
+        crc32fast::hash(value)
+    )
 }
 
 /// The WAVE of a list of strings.

@@ -180,9 +180,8 @@ impl Worker {
         // recovery reads them.
         host_state
             .extend(postcard::to_stdvec(&state.wasi2).expect("encoding into a Vec cannot fail"));
-        host_state.extend(
-            postcard::to_stdvec(&state.keyvalue).expect("encoding into a Vec cannot fail"),
-        );
+        host_state
+            .extend(postcard::to_stdvec(&state.keyvalue).expect("encoding into a Vec cannot fail"));
         host_state.extend(
             postcard::to_stdvec(&state.blobstore).expect("encoding into a Vec cannot fail"),
         );
