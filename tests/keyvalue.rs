@@ -216,6 +216,40 @@ fn a_write_is_committed_with_its_oplog_entry_before_the_call_returns() {
 }
 
 #[test]
+fn under_persist_nothing_a_write_is_made_unrecorded_and_made_again_on_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = setup(dir.path());
+    let w = ex.worker_id("kv", "w").unwrap();
+    let set_entries = |ex: &Executor| {
+        oplog_entries(ex, &w)
+            .into_iter()
+            .filter(|(_, e)| {
+                matches!(e, OplogEntry::ImportedFunctionInvoked { function: HostFunction::Golem(name), .. }
+                    if name.starts_with("wasi:keyvalue/"))
+            })
+            .count()
+    };
+    assert_eq!(
+        invoke(&ex, &w, "set-unrecorded", &[&s("b"), &s("k"), "[1]"]),
+        "ok"
+    );
+    assert_eq!(set_entries(&ex), 0, "nothing recorded");
+    assert_eq!(rows(&ex), 1, "the change is made all the same");
+    // Replay runs the unrecorded write again, as Golem runs any unrecorded call again, while
+    // the recorded delete after it replays without the store: persist-nothing means exactly
+    // that its side effects happen again.
+    invoke(&ex, &w, "delete", &[&s("b"), &s("k")]);
+    assert_eq!(rows(&ex), 0);
+    ex.recover(&w, RecoveryMode::FullReplay).unwrap();
+    assert_eq!(rows(&ex), 1, "the unrecorded set ran again");
+    let other = ex.worker_id("kv", "other").unwrap();
+    assert_eq!(
+        invoke(&ex, &other, "get", &[&s("b"), &s("k")]),
+        "ok(some([1]))"
+    );
+}
+
+#[test]
 fn workers_of_every_component_share_a_bucket_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let ex = setup(dir.path());

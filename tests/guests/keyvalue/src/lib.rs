@@ -116,6 +116,15 @@ impl Guest for KeyValue {
         Ok(())
     }
 
+    fn set_unrecorded(bucket: String, key: String, value: Vec<u8>) -> Result<(), String> {
+        use golem::api::host::{self, PersistenceLevel};
+        let before = host::get_oplog_persistence_level();
+        host::set_oplog_persistence_level(PersistenceLevel::PersistNothing);
+        let result = set_in(&open(&bucket)?, &key, &value);
+        host::set_oplog_persistence_level(before);
+        result
+    }
+
     fn set_then_trap(bucket: String, key: String, value: Vec<u8>) {
         set_in(&open(&bucket).unwrap(), &key, &value).unwrap();
         panic!("trapping after the set");
