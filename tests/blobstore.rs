@@ -166,14 +166,20 @@ fn the_store_survives_a_restart_and_replay_never_reads_it() {
         invoke(&ex, &w, "read", &[&c, &s("o"), "0", "2"]),
         "ok([1, 2])"
     );
+    // A container kept in a static across invocations, and a snapshot holding its handle.
+    assert_eq!(invoke(&ex, &w, "keep-container", &[&c]), "ok");
     ex.snapshot(&w).unwrap();
     invoke(&ex, &w, "write", &[&c, &s("q"), "[4]"]);
     drop(ex);
 
     let ex = open(dir.path());
+    let report = ex.recover(&w, RecoveryMode::Auto).unwrap();
+    assert!(report.snapshot_index.is_some(), "{report:?}");
+    assert_eq!(invoke(&ex, &w, "read-kept", &[&s("q")]), "ok([4])");
+    assert_eq!(invoke(&ex, &w, "write-kept", &[&s("r"), "[5]"]), "ok");
     assert_eq!(
         invoke(&ex, &w, "list-names", &[&c]),
-        r#"ok(["o", "p", "q"])"#
+        r#"ok(["o", "p", "q", "r"])"#
     );
     assert_eq!(invoke(&ex, &w, "size", &[&c, &s("p")]), "ok(70000)");
     let replayed = ex.state_digest(&w, RecoveryMode::FullReplay).unwrap();

@@ -2,7 +2,8 @@
 //! the data directory's, shared by every worker of every component; the store survives a
 //! restart, and replay never reads it (its rows deleted behind the worker's back, a full replay
 //! still reaches the same state); a write is committed with its oplog entry; limits are
-//! refused with the reason; forks replay what their source read.
+//! refused with the reason; forks replay what their source read; and the functions provided are
+//! exactly those of Golem's WIT (for `wasi:blobstore` too).
 
 use std::sync::Arc;
 
@@ -408,4 +409,30 @@ fn check_reads_the_keyvalue_table_and_reports_damaged_rows() {
         .filter(|f| f.table == "keyvalue")
         .collect();
     assert_eq!(found.len(), 2, "{:?}", report.findings);
+}
+
+#[test]
+fn every_function_of_golems_keyvalue_and_blobstore_wit_is_provided_and_nothing_else() {
+    use golemw_runtime::host::{blobstore, keyvalue};
+    let mut resolve = wit_parser::Resolve::new();
+    resolve
+        .push_dir(golemw_tests::repo_root().join("wit"))
+        .unwrap();
+    for (interface, provided) in keyvalue::PROVIDED.iter().chain(blobstore::PROVIDED) {
+        let (_, iface) = resolve
+            .interfaces
+            .iter()
+            .find(|(id, _)| resolve.id_of(*id).as_deref() == Some(*interface))
+            .unwrap_or_else(|| panic!("{interface} is not in wit/"));
+        let mut in_wit: Vec<String> = iface.functions.keys().cloned().collect();
+        for (name, ty) in &iface.types {
+            if matches!(resolve.types[*ty].kind, wit_parser::TypeDefKind::Resource) {
+                in_wit.push(format!("[resource-drop]{name}"));
+            }
+        }
+        in_wit.sort();
+        let mut provided: Vec<String> = provided.iter().map(|n| n.to_string()).collect();
+        provided.sort();
+        assert_eq!(provided, in_wit, "{interface}");
+    }
 }

@@ -11,6 +11,12 @@ use wasi::blobstore::blobstore::{self as store, ObjectId};
 use wasi::blobstore::container::Container;
 use wasi::blobstore::types::OutgoingValue;
 
+thread_local! {
+    /// The container `keep-container` got: a handle that lives across invocations (and
+    /// snapshots).
+    static KEPT: std::cell::RefCell<Option<Container>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Bytes per write to a value's body (below what `check-write` allows).
 const CHUNK_BYTES: usize = 16 << 10;
 
@@ -19,6 +25,10 @@ fn container(name: &str) -> Result<Container, String> {
 }
 
 fn write_data(container_name: &str, object: &str, data: &[u8]) -> Result<(), String> {
+    write_into(&container(container_name)?, object, data)
+}
+
+fn write_into(container: &Container, object: &str, data: &[u8]) -> Result<(), String> {
     let value = OutgoingValue::new_outgoing_value();
     {
         let body = value
@@ -29,7 +39,7 @@ fn write_data(container_name: &str, object: &str, data: &[u8]) -> Result<(), Str
                 .map_err(|e| format!("writing the body: {e:?}"))?;
         }
     }
-    container(container_name)?.write_data(object, &value)
+    container.write_data(object, &value)
 }
 
 struct Blobstore;
@@ -101,6 +111,28 @@ impl Guest for Blobstore {
 
     fn clear(container_name: String) -> Result<(), String> {
         container(&container_name)?.clear()
+    }
+
+    fn keep_container(name: String) -> Result<(), String> {
+        let container = container(&name)?;
+        KEPT.with(|kept| *kept.borrow_mut() = Some(container));
+        Ok(())
+    }
+
+    fn write_kept(object: String, data: Vec<u8>) -> Result<(), String> {
+        KEPT.with(|kept| match kept.borrow().as_ref() {
+            Some(container) => write_into(container, &object, &data),
+            None => Err("no container is kept".into()),
+        })
+    }
+
+    fn read_kept(object: String) -> Result<Vec<u8>, String> {
+        KEPT.with(|kept| match kept.borrow().as_ref() {
+            Some(container) => container
+                .get_data(&object, 0, u64::MAX)?
+                .incoming_value_consume_sync(),
+            None => Err("no container is kept".into()),
+        })
     }
 
     fn copy(
