@@ -89,35 +89,21 @@ pub fn define_imports(
             imports.define(module_name, name, drop);
             continue;
         }
-        if keyvalue::is_drop(key, name) {
-            let resource = name.to_string();
+        if keyvalue::is_drop(key, name) || blobstore::is_drop(key, name) {
+            // Both stores name resources `outgoing-value` and `incoming-value`: by interface.
+            let (resource, blob) = (name.to_string(), blobstore::is_drop(key, name));
             let drop = Function::new_typed_with_env(
                 store,
                 env,
                 move |mut ctx: FunctionEnvMut<HostState>,
                       handle: i32|
                       -> Result<(), RuntimeError> {
-                    ctx.data_mut()
-                        .keyvalue
-                        .drop_handle(&resource, handle as u32)
-                        .map_err(RuntimeError::new)
-                },
-            );
-            imports.define(module_name, name, drop);
-            continue;
-        }
-        if blobstore::is_drop(key, name) {
-            let resource = name.to_string();
-            let drop = Function::new_typed_with_env(
-                store,
-                env,
-                move |mut ctx: FunctionEnvMut<HostState>,
-                      handle: i32|
-                      -> Result<(), RuntimeError> {
-                    ctx.data_mut()
-                        .blobstore
-                        .drop_handle(&resource, handle as u32)
-                        .map_err(RuntimeError::new)
+                    let state = ctx.data_mut();
+                    match blob {
+                        true => state.blobstore.drop_handle(&resource, handle as u32),
+                        false => state.keyvalue.drop_handle(&resource, handle as u32),
+                    }
+                    .map_err(RuntimeError::new)
                 },
             );
             imports.define(module_name, name, drop);
