@@ -23,7 +23,8 @@ use wasm_wave::value::Value;
 use wasm_wave::wasm::WasmValue;
 
 use super::stored::{
-    decode, encode, ok_bytes, request, shape_error, through_gate, unquote, wave_strings, Live, Turn,
+    decode, encode, ok_bytes, request, shape_error, through_gate, unquote, wave_strings, Commit,
+    Live, Turn,
 };
 use super::{Failure, HostState};
 use crate::abi::{parse_wave, wave_string};
@@ -342,7 +343,7 @@ pub(super) fn call(
         (BLOBSTORE, "create-container") => {
             let name = string_at(0);
             let request = request(&[&wave_string(&name)]);
-            let response = through_gate(state, function, request, TURN, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, TURN, |storage| {
                 if let Err(reason) = store::check_container(&name) {
                     return Live::refused(reason);
                 }
@@ -359,7 +360,7 @@ pub(super) fn call(
         (BLOBSTORE, "get-container") => {
             let name = string_at(0);
             let request = request(&[&wave_string(&name)]);
-            let response = through_gate(state, function, request, None, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
                 if let Err(reason) = store::check_container(&name) {
                     return Live::refused(reason);
                 }
@@ -373,7 +374,7 @@ pub(super) fn call(
         (BLOBSTORE, "delete-container") => {
             let name = string_at(0);
             let request = request(&[&wave_string(&name)]);
-            let response = through_gate(state, function, request, TURN, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, TURN, |storage| {
                 if let Err(reason) = store::check_container(&name) {
                     return Live::refused(reason);
                 }
@@ -391,7 +392,7 @@ pub(super) fn call(
         (BLOBSTORE, "container-exists") => {
             let name = string_at(0);
             let request = request(&[&wave_string(&name)]);
-            let response = through_gate(state, function, request, None, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
                 if let Err(reason) = store::check_container(&name) {
                     return Live::refused(reason);
                 }
@@ -407,7 +408,7 @@ pub(super) fn call(
                 &format!("({}, {})", wave_string(&from.0), wave_string(&from.1)),
                 &format!("({}, {})", wave_string(&to.0), wave_string(&to.1)),
             ]);
-            let response = through_gate(state, function, request, TURN, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, TURN, |storage| {
                 let checked = [&from.0, &to.0]
                     .into_iter()
                     .try_for_each(|c| store::check_container(c))
@@ -454,7 +455,7 @@ pub(super) fn call(
                 &start.to_string(),
                 &end.to_string(),
             ]);
-            let response = through_gate(state, function, request, None, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
                 if let Err(reason) = store::check_object(&name) {
                     return Live::refused(reason);
                 }
@@ -492,40 +493,42 @@ pub(super) fn call(
                 false => super::stored::digest(&body),
             };
             let request = request(&[&wave_string(&container), &wave_string(&name), &size]);
-            let response = through_gate(state, function, request, TURN, move |storage| {
-                if let Err(reason) = store::check_object(&name) {
-                    return Live::refused(reason);
-                }
-                if overflow {
-                    return Live::refused(format!(
-                        "the object is more than {0} bytes; at most {0} are allowed",
-                        store::OBJECT_BYTES_MAX
-                    ));
-                }
-                if store::container(storage, &container)?.is_none() {
-                    return Live::refused(format!("container {container:?} does not exist"));
-                }
-                let (storage, now) = (std::sync::Arc::clone(storage), now_ms());
-                Live::write(HostValue::Unit, move |txn| {
-                    store::put_object(txn, &storage, &container, &name, &body, now)
-                })
-            })?;
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::Now,
+                TURN,
+                move |storage| {
+                    if let Err(reason) = store::check_object(&name) {
+                        return Live::refused(reason);
+                    }
+                    if overflow {
+                        return Live::refused(format!(
+                            "the object is more than {0} bytes; at most {0} are allowed",
+                            store::OBJECT_BYTES_MAX
+                        ));
+                    }
+                    if store::container(storage, &container)?.is_none() {
+                        return Live::refused(format!("container {container:?} does not exist"));
+                    }
+                    let (storage, now) = (std::sync::Arc::clone(storage), now_ms());
+                    Live::write(HostValue::Unit, move |txn| {
+                        store::put_object(txn, &storage, &container, &name, &body, now)
+                    })
+                },
+            )?;
             unit(response)
         }
         (CONTAINER, "[method]container.list-objects") => {
             let (container, _) = state.blobstore.container(u32_at(0))?;
             let request = request(&[&wave_string(&container)]);
-            let response =
-                through_gate(
-                    state,
-                    function,
-                    request,
-                    None,
-                    |storage| match store::list_objects(storage, &container)? {
-                        Ok(names) => Live::read(HostValue::Bytes(encode(&names))),
-                        Err(reason) => Live::refused(reason),
-                    },
-                )?;
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
+                match store::list_objects(storage, &container)? {
+                    Ok(names) => Live::read(HostValue::Bytes(encode(&names))),
+                    Err(reason) => Live::refused(reason),
+                }
+            })?;
             match response {
                 HostValue::Bytes(bytes) => {
                     let names: Vec<String> = decode(func, &bytes)?;
@@ -542,25 +545,32 @@ pub(super) fn call(
                 false => vec![string_at(1)],
             };
             let request = request(&[&wave_string(&container), &wave_strings(&names)]);
-            let response = through_gate(state, function, request, TURN, move |storage| {
-                let checked = store::check_batch(names.len())
-                    .and_then(|()| names.iter().try_for_each(|n| store::check_object(n)));
-                if let Err(reason) = checked {
-                    return Live::refused(reason);
-                }
-                let storage = std::sync::Arc::clone(storage);
-                Live::write(HostValue::Unit, move |txn| {
-                    names
-                        .iter()
-                        .try_for_each(|name| store::delete_object(txn, &storage, &container, name))
-                })
-            })?;
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::Now,
+                TURN,
+                move |storage| {
+                    let checked = store::check_batch(names.len())
+                        .and_then(|()| names.iter().try_for_each(|n| store::check_object(n)));
+                    if let Err(reason) = checked {
+                        return Live::refused(reason);
+                    }
+                    let storage = std::sync::Arc::clone(storage);
+                    Live::write(HostValue::Unit, move |txn| {
+                        names.iter().try_for_each(|name| {
+                            store::delete_object(txn, &storage, &container, name)
+                        })
+                    })
+                },
+            )?;
             unit(response)
         }
         (CONTAINER, "[method]container.has-object") => {
             let ((container, _), name) = (state.blobstore.container(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&container), &wave_string(&name)]);
-            let response = through_gate(state, function, request, None, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
                 if let Err(reason) = store::check_object(&name) {
                     return Live::refused(reason);
                 }
@@ -572,7 +582,7 @@ pub(super) fn call(
         (CONTAINER, "[method]container.object-info") => {
             let ((container, _), name) = (state.blobstore.container(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&container), &wave_string(&name)]);
-            let response = through_gate(state, function, request, None, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, None, |storage| {
                 if let Err(reason) = store::check_object(&name) {
                     return Live::refused(reason);
                 }
@@ -601,7 +611,7 @@ pub(super) fn call(
         (CONTAINER, "[method]container.clear") => {
             let (container, _) = state.blobstore.container(u32_at(0))?;
             let request = request(&[&wave_string(&container)]);
-            let response = through_gate(state, function, request, TURN, |storage| {
+            let response = through_gate(state, function, request, Commit::Now, TURN, |storage| {
                 if store::container(storage, &container)?.is_none() {
                     return Live::refused(format!("container {container:?} does not exist"));
                 }

@@ -6,10 +6,11 @@
 //! - reads (`get`, `exists`, `get-many`, `keys`) are recorded with what they returned; replay
 //!   returns the record and never reads the store (another worker may have changed it since);
 //! - writes (`set`, `delete`, `set-many`, `delete-many`) are recorded, and the store change is
-//!   written **in the transaction that writes their entry**, before the call returns: after a
-//!   crash the store holds the change exactly when the oplog holds the call, so a write is
-//!   never lost nor made twice (a Golem store is remote and can only be retried). Replay
-//!   returns the recorded outcome without writing;
+//!   written **in the transaction that writes their entry** (the worker's next commit, shared
+//!   by many writes; meanwhile the worker reads them from `Handles::unwritten`): after a crash
+//!   the store holds the change exactly when the oplog holds the call, so a write is never
+//!   lost nor made twice (a Golem store is remote and can only be retried). Replay returns the
+//!   recorded outcome without writing;
 //! - opening a bucket, building and reading values and errors are functions of the guest's own
 //!   calls: nothing is recorded, the handles they make are part of a snapshot's host state.
 //!
@@ -31,12 +32,12 @@ use wasm_wave::wasm::WasmValue;
 
 use super::stored::{
     bytes_of, decode, digest, encode, ok_bytes, request, shape_error, through_gate, unquote,
-    wave_strings, Live,
+    wave_strings, Commit, Live,
 };
 use super::{Failure, HostState};
 use crate::abi::{parse_wave, wave_string};
 use crate::component::ImportedFunction;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::keyvalue as store;
 use crate::oplog::{HostFunction, HostValue};
 
@@ -121,7 +122,19 @@ pub struct Handles {
     last: u32,
     /// Open resources by handle.
     open: BTreeMap<u32, Resource>,
+    /// This worker's writes that wait for its next commit, by bucket and key (`None`: deleted),
+    /// so that it reads what it wrote. Empty whenever the gate has no deferred writes (a
+    /// snapshot is taken after a commit: nothing to keep).
+    #[serde(skip)]
+    unwritten: BTreeMap<(String, String), Option<Vec<u8>>>,
+    /// Bytes of the values in `unwritten`.
+    #[serde(skip)]
+    unwritten_bytes: usize,
 }
+
+/// Past this many bytes of values waiting for the next commit, the worker commits them (the
+/// gate holds them, and `unwritten` a copy): 16 MiB, as a recorded response.
+const UNWRITTEN_BYTES_MAX: usize = 16 << 20;
 
 impl Handles {
     fn open(&mut self, resource: Resource) -> std::result::Result<u32, Failure> {
@@ -161,6 +174,20 @@ impl Handles {
             Resource::Outgoing(bytes) => Ok(bytes),
             _ => unreachable!("get checked the kind"),
         }
+    }
+
+    /// What this worker wrote to `key` of `bucket` and has not committed: `Some(None)` if it
+    /// deleted it, `None` if it did not write it.
+    fn unwritten(&self, bucket: &str, key: &str) -> Option<Option<Vec<u8>>> {
+        self.unwritten
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    fn remember(&mut self, bucket: &str, key: &str, value: Option<Vec<u8>>) {
+        self.unwritten_bytes += value.as_ref().map_or(0, Vec::len);
+        self.unwritten
+            .insert((bucket.to_string(), key.to_string()), value);
     }
 
     /// Forgets a resource the guest dropped.
@@ -208,6 +235,11 @@ pub(super) fn call(
             .unwrap_or_default()
     };
     let function = HostFunction::Golem(format!("{}.{}", func.module, func.name));
+    if !state.gate.has_deferred_writes() {
+        // Committed (or never made): the store has them now.
+        state.keyvalue.unwritten.clear();
+        state.keyvalue.unwritten_bytes = 0;
+    }
     match (func.module.as_str(), func.name.as_str()) {
         (TYPES, "[static]bucket.open-bucket") => {
             // A function of the name: nothing to record. Buckets exist once written to.
@@ -274,15 +306,27 @@ pub(super) fn call(
         (EVENTUAL, "get") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, None, |storage| {
-                if let Err(reason) = store::check_key(&key) {
-                    return Live::refused(reason);
-                }
-                Live::read(match store::get(storage, &bucket, &key)? {
-                    Some(value) => HostValue::Bytes(value),
-                    None => HostValue::Unit,
-                })
-            })?;
+            let unwritten = state.keyvalue.unwritten(&bucket, &key);
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                |storage| {
+                    if let Err(reason) = store::check_key(&key) {
+                        return Live::refused(reason);
+                    }
+                    let value = match unwritten {
+                        Some(value) => value,
+                        None => store::get(storage, &bucket, &key)?,
+                    };
+                    Live::read(match value {
+                        Some(value) => HostValue::Bytes(value),
+                        None => HostValue::Unit,
+                    })
+                },
+            )?;
             match response {
                 HostValue::Bytes(value) => {
                     let handle = state.keyvalue.open(Resource::Incoming(value))?;
@@ -295,14 +339,24 @@ pub(super) fn call(
         (EVENTUAL, "exists") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, None, |storage| {
-                if let Err(reason) = store::check_key(&key) {
-                    return Live::refused(reason);
-                }
-                Live::read(HostValue::U64(u64::from(store::exists(
-                    storage, &bucket, &key,
-                )?)))
-            })?;
+            let unwritten = state.keyvalue.unwritten(&bucket, &key);
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                |storage| {
+                    if let Err(reason) = store::check_key(&key) {
+                        return Live::refused(reason);
+                    }
+                    let found = match unwritten {
+                        Some(value) => value.is_some(),
+                        None => store::exists(storage, &bucket, &key)?,
+                    };
+                    Live::read(HostValue::U64(u64::from(found)))
+                },
+            )?;
             match response {
                 HostValue::U64(found) => typed(&format!("ok({})", found == 1)),
                 other => refusal(state, func, other, &typed),
@@ -312,48 +366,82 @@ pub(super) fn call(
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let value = state.keyvalue.outgoing(u32_at(2))?.clone();
             let request = request(&[&wave_string(&bucket), &wave_string(&key), &digest(&value)]);
-            let response = through_gate(state, function, request, None, move |storage| {
-                let storage = Arc::clone(storage);
-                if let Err(reason) = store::check_key(&key) {
-                    return Live::refused(reason);
-                }
-                Live::write(HostValue::Unit, move |txn| {
-                    store::put(txn, &storage, &bucket, &key, &value)
-                })
-            })?;
+            let written = vec![(bucket.clone(), key.clone(), Some(value.clone()))];
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                move |storage| {
+                    let storage = Arc::clone(storage);
+                    if let Err(reason) = store::check_key(&key) {
+                        return Live::refused(reason);
+                    }
+                    Live::write(HostValue::Unit, move |txn| {
+                        store::put(txn, &storage, &bucket, &key, &value)
+                    })
+                },
+            )?;
+            wrote(state, &response, written)?;
             unit_or_refusal(state, func, response, &typed)
         }
         (EVENTUAL, "delete") => {
             let (bucket, key) = (state.keyvalue.bucket(u32_at(0))?, string_at(1));
             let request = request(&[&wave_string(&bucket), &wave_string(&key)]);
-            let response = through_gate(state, function, request, None, move |storage| {
-                let storage = Arc::clone(storage);
-                if let Err(reason) = store::check_key(&key) {
-                    return Live::refused(reason);
-                }
-                Live::write(HostValue::Unit, move |txn| {
-                    store::delete(txn, &storage, &bucket, &key)
-                })
-            })?;
+            let written = vec![(bucket.clone(), key.clone(), None)];
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                move |storage| {
+                    let storage = Arc::clone(storage);
+                    if let Err(reason) = store::check_key(&key) {
+                        return Live::refused(reason);
+                    }
+                    Live::write(HostValue::Unit, move |txn| {
+                        store::delete(txn, &storage, &bucket, &key)
+                    })
+                },
+            )?;
+            wrote(state, &response, written)?;
             unit_or_refusal(state, func, response, &typed)
         }
         (BATCH, "get-many") => {
             let (bucket, keys) = (state.keyvalue.bucket(u32_at(0))?, strings_at(1));
             let request = request(&[&wave_string(&bucket), &wave_strings(&keys)]);
-            let response = through_gate(state, function, request, None, |storage| {
-                if let Err(reason) = check_keys(&keys) {
-                    return Live::refused(reason);
-                }
-                let values = store::get_many(storage, &bucket, &keys)?;
-                let total: usize = values.iter().flatten().map(Vec::len).sum();
-                if total > store::RESPONSE_BYTES_MAX {
-                    return Live::refused(format!(
-                        "the values asked for are {total} bytes; one call returns at most {}",
-                        store::RESPONSE_BYTES_MAX
-                    ));
-                }
-                Live::read(HostValue::Bytes(encode(&values)))
-            })?;
+            let unwritten: Vec<_> = keys
+                .iter()
+                .map(|key| state.keyvalue.unwritten(&bucket, key))
+                .collect();
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                |storage| {
+                    if let Err(reason) = check_keys(&keys) {
+                        return Live::refused(reason);
+                    }
+                    let mut values = store::get_many(storage, &bucket, &keys)?;
+                    for (value, unwritten) in values.iter_mut().zip(unwritten) {
+                        if let Some(unwritten) = unwritten {
+                            *value = unwritten;
+                        }
+                    }
+                    let total: usize = values.iter().flatten().map(Vec::len).sum();
+                    if total > store::RESPONSE_BYTES_MAX {
+                        return Live::refused(format!(
+                            "the values asked for are {total} bytes; one call returns at most {}",
+                            store::RESPONSE_BYTES_MAX
+                        ));
+                    }
+                    Live::read(HostValue::Bytes(encode(&values)))
+                },
+            )?;
             match response {
                 HostValue::Bytes(bytes) => {
                     let values: Vec<Option<Vec<u8>>> = decode(func, &bytes)?;
@@ -374,13 +462,35 @@ pub(super) fn call(
         (BATCH, "keys") => {
             let bucket = state.keyvalue.bucket(u32_at(0))?;
             let request = request(&[&wave_string(&bucket)]);
-            let response =
-                through_gate(state, function, request, None, |storage| match store::keys(
-                    storage, &bucket,
-                )? {
-                    Ok(keys) => Live::read(HostValue::Bytes(encode(&keys))),
-                    Err(reason) => Live::refused(reason),
-                })?;
+            let unwritten: Vec<(String, bool)> = state
+                .keyvalue
+                .unwritten
+                .iter()
+                .filter(|((b, _), _)| *b == bucket)
+                .map(|((_, key), value)| (key.clone(), value.is_some()))
+                .collect();
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                |storage| {
+                    let keys = match store::keys(storage, &bucket)? {
+                        Ok(keys) => keys,
+                        Err(reason) => return Live::refused(reason),
+                    };
+                    let mut keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
+                    for (key, present) in unwritten {
+                        match present {
+                            true => keys.insert(key),
+                            false => keys.remove(&key),
+                        };
+                    }
+                    let keys: Vec<String> = keys.into_iter().collect();
+                    Live::read(HostValue::Bytes(encode(&keys)))
+                },
+            )?;
             match response {
                 HostValue::Bytes(bytes) => {
                     let keys: Vec<String> = decode(func, &bytes)?;
@@ -409,42 +519,92 @@ pub(super) fn call(
                 &wave_string(&bucket),
                 &format!("[{}]", described.join(", ")),
             ]);
-            let response = through_gate(state, function, request, None, move |storage| {
-                let storage = Arc::clone(storage);
-                let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-                if let Err(reason) = check_keys(&keys) {
-                    return Live::refused(reason);
-                }
-                Live::write(HostValue::Unit, move |txn| {
-                    for (key, value) in &pairs {
-                        store::put(txn, &storage, &bucket, key, value)?;
+            let written: Vec<_> = pairs
+                .iter()
+                .map(|(key, value)| (bucket.clone(), key.clone(), Some(value.clone())))
+                .collect();
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                move |storage| {
+                    let storage = Arc::clone(storage);
+                    let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                    if let Err(reason) = check_keys(&keys) {
+                        return Live::refused(reason);
                     }
-                    Ok(())
-                })
-            })?;
+                    Live::write(HostValue::Unit, move |txn| {
+                        for (key, value) in &pairs {
+                            store::put(txn, &storage, &bucket, key, value)?;
+                        }
+                        Ok(())
+                    })
+                },
+            )?;
+            wrote(state, &response, written)?;
             unit_or_refusal(state, func, response, &typed)
         }
         (BATCH, "delete-many") => {
             let (bucket, keys) = (state.keyvalue.bucket(u32_at(0))?, strings_at(1));
             let request = request(&[&wave_string(&bucket), &wave_strings(&keys)]);
-            let response = through_gate(state, function, request, None, move |storage| {
-                let storage = Arc::clone(storage);
-                if let Err(reason) = check_keys(&keys) {
-                    return Live::refused(reason);
-                }
-                Live::write(HostValue::Unit, move |txn| {
-                    for key in &keys {
-                        store::delete(txn, &storage, &bucket, key)?;
+            let written: Vec<_> = keys
+                .iter()
+                .map(|key| (bucket.clone(), key.clone(), None))
+                .collect();
+            let response = through_gate(
+                state,
+                function,
+                request,
+                Commit::WithOplog,
+                None,
+                move |storage| {
+                    let storage = Arc::clone(storage);
+                    if let Err(reason) = check_keys(&keys) {
+                        return Live::refused(reason);
                     }
-                    Ok(())
-                })
-            })?;
+                    Live::write(HostValue::Unit, move |txn| {
+                        for key in &keys {
+                            store::delete(txn, &storage, &bucket, key)?;
+                        }
+                        Ok(())
+                    })
+                },
+            )?;
+            wrote(state, &response, written)?;
             unit_or_refusal(state, func, response, &typed)
         }
         (module, name) => Err(Failure::Fatal(Error::Engine(format!(
             "{module}.{name} is not implemented by this golemw"
         )))),
     }
+}
+
+/// After a write call: what it changed, if it waits for the next commit, is remembered so
+/// that the worker reads it; past [`UNWRITTEN_BYTES_MAX`] the worker commits now.
+fn wrote(
+    state: &mut HostState,
+    response: &HostValue,
+    written: Vec<(String, String, Option<Vec<u8>>)>,
+) -> Result<()> {
+    if *response != HostValue::Unit || !state.gate.has_deferred_writes() {
+        // Refused, replayed, or in an instance about to be overwritten: nothing waits.
+        return Ok(());
+    }
+    for (bucket, key, value) in written {
+        state.keyvalue.remember(&bucket, &key, value);
+    }
+    if state.keyvalue.unwritten_bytes > UNWRITTEN_BYTES_MAX {
+        state.gate.commit_with(false, |_| Ok(()))?;
+        debug_assert!(
+            !state.gate.has_deferred_writes(),
+            "a commit writes them all"
+        );
+        state.keyvalue.unwritten.clear();
+        state.keyvalue.unwritten_bytes = 0;
+    }
+    Ok(())
 }
 
 /// A guest-facing refusal: a new `error` resource, returned as `err(handle)`.

@@ -3,8 +3,8 @@
 //!
 //! A read is recorded with what it returned, and replay returns that without reading the store
 //! (which other workers may have changed). A write is recorded, and its store change is written
-//! by the commit that writes its entry, before the call returns: after a crash the store holds
-//! the change exactly when the oplog holds the call.
+//! by the commit that writes its entry (at once, or with the worker's next commit: [`Commit`]):
+//! after a crash the store holds the change exactly when the oplog holds the call.
 
 use std::sync::{Arc, MutexGuard};
 
@@ -27,7 +27,7 @@ pub(super) struct Live {
 
 /// A store change, run inside the transaction that writes the call's entry (it may run more
 /// than once, see `Gate::commit_with`: it must be idempotent, as puts and deletes are).
-pub(super) type Write = Box<dyn FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()> + Send + 'static>;
+pub(super) type Write = crate::gate::DeferredWrite;
 
 /// Takes the store's turn for a write whose outcome depends on what is stored (see
 /// `crate::blobstore::write_lock`).
@@ -59,15 +59,27 @@ impl Live {
     }
 }
 
+/// When a live write reaches storage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// In a commit of its own, before the call returns (its outcome was decided under the
+    /// store's turn and must be written before the turn is released).
+    Now,
+    /// With the next commit of the worker's oplog (`Gate::defer_write`): many writes share one
+    /// commit and its fsync. The worker reads its own writes from its overlay meanwhile.
+    WithOplog,
+}
+
 /// Runs a store call through the gate: replayed, the recorded response (the store is not
 /// read); live, `live`'s response recorded and its change written in the same transaction as
-/// the entry (under `turn` from the decision to the commit, if given). Unrecorded
-/// (persist-nothing), the change is made in a transaction of its own; in an instance a
-/// snapshot is about to overwrite, not at all (its history made it).
+/// the entry, as `commit` says (under `turn` from the decision to the commit, if given).
+/// Unrecorded (persist-nothing), the change is made all the same, without an entry; in an
+/// instance a snapshot is about to overwrite, not at all (its history made it).
 pub(super) fn through_gate(
     state: &mut HostState,
     function: HostFunction,
     request: HostValue,
+    commit: Commit,
     turn: Option<Turn>,
     live: impl FnOnce(&Arc<Storage>) -> Result<Live>,
 ) -> Result<HostValue> {
@@ -78,25 +90,31 @@ pub(super) fn through_gate(
     }
     if gate.discarding() || gate.persist_nothing() {
         let apply = !gate.discarding();
-        let mut failed = None;
+        let _turn = turn.map(|take| take());
+        let (mut failed, mut change) = (None, None);
         // host_call runs `live` without recording, and notes that it did.
-        let response = gate.host_call(function, request, || {
-            let _turn = turn.map(|take| take());
-            let outcome = live(&storage).and_then(|Live { response, write }| {
-                if let (true, Some(mut write)) = (apply, write) {
-                    storage.write(|txn| write(txn))?;
-                }
-                Ok(response)
-            });
-            outcome.unwrap_or_else(|err| {
+        let response = gate.host_call(function, request, || match live(&storage) {
+            Ok(Live { response, write }) => {
+                change = write;
+                response
+            }
+            Err(err) => {
                 failed = Some(err);
                 HostValue::Unit
-            })
+            }
         })?;
-        return match failed {
-            Some(err) => Err(err),
-            None => Ok(response),
-        };
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        if let (true, Some(mut write)) = (apply, change) {
+            match (commit, gate.mode()) {
+                // Live, in order with the recorded writes before it that wait for the commit.
+                (Commit::WithOplog, crate::gate::Mode::Live) => gate.defer_write(write),
+                // Replaying, nothing waits (and recovery alone may never commit).
+                _ => storage.write(|txn| write(txn))?,
+            }
+        }
+        return Ok(response);
     }
     if let Some((index, entry)) = gate.next_replayed()? {
         return match entry {
@@ -113,14 +131,20 @@ pub(super) fn through_gate(
     }
     let _turn = turn.map(|take| take());
     let Live { response, write } = live(&storage)?;
-    gate.append(OplogEntry::ImportedFunctionInvoked {
+    let entry = OplogEntry::ImportedFunctionInvoked {
         function,
         request,
         response: response.clone(),
-    })?;
+    };
+    // The change waits in the gate before the entry is appended: an append that fills a block
+    // commits it, and the change must go with it. Not fsynced: a crash loses the entry and the
+    // change together, or neither.
     if let Some(write) = write {
-        // Not fsynced: a crash loses the entry and the change together, or neither.
-        gate.commit_with(false, write)?;
+        gate.defer_write(write);
+    }
+    gate.append(entry)?;
+    if commit == Commit::Now && gate.has_deferred_writes() {
+        gate.commit_with(false, |_| Ok(()))?;
     }
     Ok(response)
 }
