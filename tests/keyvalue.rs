@@ -191,12 +191,12 @@ fn the_store_survives_a_restart_and_replay_never_reads_it() {
 }
 
 #[test]
-fn a_write_is_committed_with_its_oplog_entry_before_the_call_returns() {
+fn a_write_is_committed_with_its_oplog_entry_even_when_its_invocation_traps() {
     let dir = tempfile::tempdir().unwrap();
     let ex = setup(dir.path());
     let w = ex.worker_id("kv", "w").unwrap();
     // The invocation traps after its set and never completes; the set is in storage with its
-    // entry all the same (the commit that wrote the change wrote the entry).
+    // entry all the same (the commit that writes the failed attempt's entries writes it).
     let args = [s("b"), s("k"), "[7]".to_string()];
     let result = ex.invoke(&w, "set-then-trap", &args, None).done();
     assert!(result.is_err(), "{result:?}");
@@ -248,6 +248,43 @@ fn under_persist_nothing_a_write_is_made_unrecorded_and_made_again_on_replay() {
         invoke(&ex, &other, "get", &[&s("b"), &s("k")]),
         "ok(some([1]))"
     );
+}
+
+#[test]
+fn writes_wait_for_the_invocations_commit_and_the_worker_reads_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = setup(dir.path());
+    let w = ex.worker_id("kv", "w").unwrap();
+    invoke(&ex, &w, "set", &[&s("b"), &s("other"), "[0]"]);
+    // Before its commit, the worker sees what it wrote and deleted.
+    assert_eq!(
+        invoke(&ex, &w, "read-own-writes", &[&s("b"), &s("k"), "[1, 2]"]),
+        "ok((some([1, 2]), true, true, none))"
+    );
+    assert_eq!(invoke(&ex, &w, "keys", &[&s("b")]), r#"ok(["other"])"#);
+    // One commit for many writes: 200 sets cost far fewer than 200 commits.
+    let before = ex.storage().io_counts().commits;
+    invoke(&ex, &w, "set-range", &[&s("b"), &s("r"), "200"]);
+    let commits = ex.storage().io_counts().commits - before;
+    assert!(commits < 10, "{commits} commits for 200 sets");
+    assert_eq!(rows(&ex), 201);
+    // Past 16 MiB of values waiting, the worker commits them before going on: 20 values of
+    // 1 MiB, all there, and each read back by the next invocation.
+    invoke(
+        &ex,
+        &w,
+        "fill-range",
+        &[&s("big"), &s("v"), "20", "1048576"],
+    );
+    for i in [0, 16, 19] {
+        assert_eq!(
+            invoke(&ex, &w, "size", &[&s("big"), &s(&format!("v{i}"))]),
+            "ok(some(1048576))"
+        );
+    }
+    assert_eq!(rows(&ex), 221);
+    let live = ex.active_state_digest(&w).unwrap();
+    assert_eq!(ex.state_digest(&w, RecoveryMode::FullReplay).unwrap(), live);
 }
 
 #[test]

@@ -130,6 +130,29 @@ impl Guest for KeyValue {
         panic!("trapping after the set");
     }
 
+    #[allow(clippy::type_complexity)]
+    fn read_own_writes(
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(Option<Vec<u8>>, bool, bool, Option<Vec<u8>>), String> {
+        let bucket = open(&bucket)?;
+        set_in(&bucket, &key, &value)?;
+        let got = get_in(&bucket, &key)?;
+        let exists = eventual::exists(&bucket, &key).map_err(trace)?;
+        let listed = eventual_batch::keys(&bucket).map_err(trace)?.contains(&key);
+        eventual::delete(&bucket, &key).map_err(trace)?;
+        Ok((got, exists, listed, get_in(&bucket, &key)?))
+    }
+
+    fn fill_range(bucket: String, prefix: String, count: u32, len: u32) -> Result<(), String> {
+        let bucket = open(&bucket)?;
+        for i in 0..count {
+            set_in(&bucket, &format!("{prefix}{i}"), &vec![i as u8; len as usize])?;
+        }
+        Ok(())
+    }
+
     fn open_kept(bucket: String) -> Result<(), String> {
         let bucket = open(&bucket)?;
         KEPT.with(|kept| *kept.borrow_mut() = Some(bucket));
