@@ -329,6 +329,47 @@ pub fn check(storage: &Storage, mut progress: impl FnMut(&'static str)) -> Resul
             }
         })?;
     }
+    // Buckets belong to the data directory, not to a worker or component (see
+    // `crate::keyvalue`): each row is checked on its own.
+    progress("keyvalue");
+    scan(
+        storage,
+        &mut report,
+        "keyvalue",
+        tables.keyvalue,
+        |report, key, value| {
+            if let Some(problem) = crate::keyvalue::check_row(key, value) {
+                find(report, "keyvalue", hex_key(key), problem);
+            }
+        },
+    )?;
+    // Blob containers too; an object must be in a container that reads.
+    progress("blob_containers");
+    let mut containers = HashSet::new();
+    scan(
+        storage,
+        &mut report,
+        "blob_containers",
+        tables.blob_containers,
+        |report, key, value| match crate::blobstore::check_container_row(key, value) {
+            Some(problem) => find(report, "blob_containers", hex_key(key), problem),
+            None => {
+                containers.insert(String::from_utf8_lossy(key).into_owned());
+            }
+        },
+    )?;
+    progress("blob_objects");
+    scan(
+        storage,
+        &mut report,
+        "blob_objects",
+        tables.blob_objects,
+        |report, key, value| {
+            if let Some(problem) = crate::blobstore::check_object_row(key, value, &containers) {
+                find(report, "blob_objects", hex_key(key), problem);
+            }
+        },
+    )?;
     Ok(report)
 }
 

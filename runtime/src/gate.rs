@@ -38,6 +38,10 @@ const BLOCK_OUTPUT_BYTES_TARGET: usize = 8 << 20;
 /// transaction and seek, small enough to keep replay memory bounded (~ a few MB).
 const REPLAY_READ_ENTRIES: usize = 16 * 1024;
 
+/// A change to storage that waits for the next commit (see [`Gate::defer_write`]).
+pub type DeferredWrite =
+    Box<dyn FnMut(&mut lmdb::RwTransaction<'_>) -> Result<()> + Send + 'static>;
+
 /// Whether the gate is reproducing history or making it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -58,6 +62,9 @@ pub struct Gate {
     replay_buffer: VecDeque<(OplogIndex, OplogEntry)>,
     /// Entries appended live and not yet written to storage.
     pending: Vec<OplogEntry>,
+    /// Store changes of host calls whose entries are pending ([`Gate::defer_write`]), in call
+    /// order: written by the transaction that writes those entries.
+    deferred_writes: Vec<DeferredWrite>,
     /// Output bytes held in `pending`.
     pending_output: usize,
     /// Output bytes of the current invocation kept so far, live or replayed.
@@ -121,6 +128,7 @@ impl Gate {
             replay_end: committed_len,
             replay_buffer: VecDeque::new(),
             pending: Vec::new(),
+            deferred_writes: Vec::new(),
             pending_output: 0,
             output_bytes: 0,
             output_dropped: false,
@@ -206,6 +214,7 @@ impl Gate {
 
     /// Discards entries appended since the last commit (a held update that failed).
     pub fn discard_pending(&mut self) {
+        self.deferred_writes.clear();
         self.next_index -= self.pending.len() as u64;
         self.pending.clear();
         self.pending_output = 0;
@@ -227,6 +236,13 @@ impl Gate {
     /// See [`Gate::discarding`]: host calls run live and are not recorded while set.
     pub fn set_discarding(&mut self, discarding: bool) {
         self.discarding = discarding;
+    }
+
+    /// Whether host calls run unrecorded because the instance is about to be overwritten by a
+    /// snapshot (see [`Gate::set_discarding`]): a call that changes storage must not change it
+    /// again, its history did.
+    pub fn discarding(&self) -> bool {
+        self.discarding
     }
 
     /// See [`Gate::persist_nothing`]: set by `set-oplog-persistence-level`.
@@ -604,12 +620,16 @@ impl Gate {
             .collect();
         let storage = Arc::clone(&self.storage);
         let (uid, birth) = (self.worker_uid, self.birth.clone());
+        let mut deferred = std::mem::take(&mut self.deferred_writes);
         let write: crate::storage::WriteOp = Box::new(move |txn| {
             if let Some(record) = &birth {
                 record.put_new(txn)?;
             }
             for (chunk_first, chunk_len, block) in &blocks {
                 store::append_block(txn, &storage, &uid, *chunk_first, block, *chunk_len)?;
+            }
+            for change in &mut deferred {
+                change(txn)?;
             }
             extra(txn)
         });
@@ -618,6 +638,19 @@ impl Gate {
         self.pending_output = 0;
         self.birth = None;
         Ok(())
+    }
+
+    /// Writes `change` to storage in the transaction of the next commit, the one that writes
+    /// the entries appended so far: a host call's change to a store reaches storage exactly
+    /// when its entry does, and many calls share one commit (and its fsync). It may run more
+    /// than once (see [`Gate::commit_with`]); it is dropped with the pending entries.
+    pub fn defer_write(&mut self, change: DeferredWrite) {
+        self.deferred_writes.push(change);
+    }
+
+    /// Whether changes wait for the next commit (see [`Gate::defer_write`]).
+    pub fn has_deferred_writes(&self) -> bool {
+        !self.deferred_writes.is_empty()
     }
 
     /// Entries not yet written.

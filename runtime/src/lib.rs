@@ -5,6 +5,7 @@
 //! Recovery runs the other way: oplog -> gate (replay) -> worker.
 
 pub mod abi;
+pub mod blobstore;
 pub mod check;
 pub mod component;
 pub mod component_binary;
@@ -15,6 +16,7 @@ pub mod gate;
 pub mod history;
 pub mod host;
 pub mod ids;
+pub mod keyvalue;
 pub mod memory_limit;
 pub mod metrics;
 pub mod oplog;

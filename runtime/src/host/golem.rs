@@ -14,9 +14,9 @@ use wasmer::{
 use super::context::worker_metadata_wave;
 use super::get_workers::{self, Construct};
 use super::persistence::{self, remote_side_effect};
-use super::rpc;
 use super::{abort, from_wasmer, to_wasmer, unwind, GuestMem, HostState, GOLEM_HOST_MODULE};
-use super::{http, wasi2, Failure};
+use super::{blobstore, http, keyvalue, rpc};
+use super::{wasi2, Failure};
 use crate::abi::wave_string;
 use crate::abi::{parse_wave, CoreType};
 use crate::component::{ImportedFunction, HOST_INTERFACES};
@@ -68,10 +68,12 @@ pub fn define_imports(
         let key = crate::component::interface_key(module_name);
         let key = key.as_ref();
         let stub = crate::stubs::stub_target(module_name).is_some();
+        let stored = keyvalue::is_interface(key) || blobstore::is_interface(key);
         if !HOST_INTERFACES.contains(&key)
             && !wasi2::is_interface(key)
             && !http::is_interface(key)
             && !stub
+            && !stored
         {
             continue;
         }
@@ -87,6 +89,26 @@ pub fn define_imports(
                     match http::owns(handle as u32) {
                         true => state.http.drop_handle(&resource, handle as u32),
                         false => state.wasi2.drop_handle(&resource, handle as u32),
+                    }
+                    .map_err(RuntimeError::new)
+                },
+            );
+            imports.define(module_name, name, drop);
+            continue;
+        }
+        if keyvalue::is_drop(key, name) || blobstore::is_drop(key, name) {
+            // Both stores name resources `outgoing-value` and `incoming-value`: by interface.
+            let (resource, blob) = (name.to_string(), blobstore::is_drop(key, name));
+            let drop = Function::new_typed_with_env(
+                store,
+                env,
+                move |mut ctx: FunctionEnvMut<HostState>,
+                      handle: i32|
+                      -> Result<(), RuntimeError> {
+                    let state = ctx.data_mut();
+                    match blob {
+                        true => state.blobstore.drop_handle(&resource, handle as u32),
+                        false => state.keyvalue.drop_handle(&resource, handle as u32),
                     }
                     .map_err(RuntimeError::new)
                 },
@@ -185,6 +207,8 @@ fn call(
     let result = match func.name.as_str() {
         _ if wasi2::is_interface(&func.module) => wasi2::call(state, func, params),
         _ if http::is_interface(&func.module) => http::call(state, func, params),
+        _ if keyvalue::is_interface(&func.module) => keyvalue::call(state, func, params),
+        _ if blobstore::is_interface(&func.module) => blobstore::call(state, func, params),
         _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.

@@ -1,13 +1,16 @@
 //! Host functions the guest imports: WASI preview 1 (from wasmer-wasix, with the
 //! non-deterministic calls overridden to go through the durability gate) and golem:api.
 
+pub mod blobstore;
 pub mod context;
 pub mod get_workers;
 pub mod golem;
 pub mod http;
+pub mod keyvalue;
 pub mod persistence;
 pub mod promises;
 pub mod rpc;
+mod stored;
 pub mod wasi;
 pub mod wasi2;
 
@@ -35,6 +38,8 @@ pub fn is_provided_import(module: &str, name: &str) -> bool {
         crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
         key if wasi2::is_interface(key) => wasi2::provides(key, name),
         key if http::is_interface(key) => http::provides(key, name),
+        key if keyvalue::is_interface(key) => keyvalue::provides(key, name),
+        key if blobstore::is_interface(key) => blobstore::provides(key, name),
         module => crate::stubs::is_stub_import(module, name),
     }
 }
@@ -70,6 +75,10 @@ pub struct HostState {
     pub wasi2: wasi2::Handles,
     /// Open `wasi:http` resources (requests, responses, their bodies and streams).
     pub http: http::HttpHandles,
+    /// Open `wasi:keyvalue` buckets, values and errors.
+    pub keyvalue: keyvalue::Handles,
+    /// Open `wasi:blobstore` containers, values and listings.
+    pub blobstore: blobstore::Handles,
     /// Open `golem:rpc` clients, futures and their pollables.
     pub rpc: rpc::RpcHandles,
     /// How calls reach other workers (the executor); `None`: they fail with `protocol-error`.

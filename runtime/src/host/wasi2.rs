@@ -121,6 +121,8 @@ enum Stream {
     Stdin,
     Stdout,
     Stderr,
+    /// The body of a `wasi:blobstore` value: writes go to its outgoing value (this handle).
+    BlobBody(u32),
 }
 
 /// WASI 0.2 resources of one worker instance (part of a snapshot's host state: a guest keeps
@@ -136,6 +138,11 @@ impl Handles {
         self.last += 1;
         self.streams.insert(self.last, stream);
         self.last
+    }
+
+    /// An output stream whose writes go to the `wasi:blobstore` outgoing value `value`.
+    pub fn open_blob_body(&mut self, value: u32) -> u32 {
+        self.open(Stream::BlobBody(value))
     }
 
     /// Forgets a resource the guest dropped.
@@ -374,6 +381,16 @@ fn random(state: &mut HostState, len: u64) -> Result<Vec<u8>> {
 /// Guest output to stdout or stderr: a `log` entry, printed live (as preview 1's `fd_write`).
 fn write(state: &mut HostState, stream: Stream, bytes: &[u8]) -> Result<()> {
     let stream = match stream {
+        Stream::BlobBody(value) => {
+            // The guest's own data, kept with the value: nothing to record.
+            return state
+                .blobstore
+                .write_body(value, bytes)
+                .map_err(|message| Error::Trap {
+                    function: "wasi:io/streams.[method]output-stream.write".into(),
+                    message,
+                });
+        }
         Stream::Stderr => LogStream::Stderr,
         _ => LogStream::Stdout,
     };

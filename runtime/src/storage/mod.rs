@@ -28,7 +28,7 @@ const MAP_SIZE_INITIAL_BYTES: usize = 1 << 30;
 /// Upper bound when growing the map; past it a write fails with a clear "storage full" error.
 const MAP_SIZE_MAX_BYTES: usize = 1 << 40;
 /// Named databases in the environment (see [`Tables`]), with room to add more.
-const DATABASES_MAX: u32 = 16;
+const DATABASES_MAX: u32 = 32;
 
 /// The named databases.
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +64,12 @@ pub struct Tables {
     pub page_spaces: Database,
     /// `worker uid` -> where a fork's history came from (see `crate::forks`).
     pub forks: Database,
+    /// `bucket length ++ bucket ++ key` -> a `wasi:keyvalue` value (see `crate::keyvalue`).
+    pub keyvalue: Database,
+    /// container name -> a `wasi:blobstore` container (see `crate::blobstore`).
+    pub blob_containers: Database,
+    /// `container length ++ container ++ object` -> a `wasi:blobstore` object.
+    pub blob_objects: Database,
 }
 
 impl Tables {
@@ -84,6 +90,9 @@ impl Tables {
             queue: table("queue")?,
             page_spaces: table("page_spaces")?,
             forks: table("forks")?,
+            keyvalue: table("keyvalue")?,
+            blob_containers: table("blob_containers")?,
+            blob_objects: table("blob_objects")?,
         })
     }
 }

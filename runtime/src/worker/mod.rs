@@ -194,6 +194,8 @@ impl Worker {
                 invocation_key: String::new(),
                 wasi2: Default::default(),
                 http: Default::default(),
+                keyvalue: Default::default(),
+                blobstore: Default::default(),
                 rpc: Default::default(),
                 rpc_dispatch: inputs.rpc_dispatch.clone(),
                 durable_sleep_min: inputs.durable_sleep_min,

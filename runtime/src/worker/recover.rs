@@ -551,7 +551,15 @@ impl Worker {
             true => (Default::default(), rest),
             false => postcard::take_from_bytes(rest).map_err(corrupt)?,
         };
-        let http: crate::host::http::HttpHandles = match rest.is_empty() {
+        let (http, rest): (crate::host::http::HttpHandles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let (keyvalue, rest): (crate::host::keyvalue::Handles, &[u8]) = match rest.is_empty() {
+            true => (Default::default(), rest),
+            false => postcard::take_from_bytes(rest).map_err(corrupt)?,
+        };
+        let blobstore: crate::host::blobstore::Handles = match rest.is_empty() {
             true => Default::default(),
             false => postcard::from_bytes(rest).map_err(corrupt)?,
         };
@@ -562,6 +570,8 @@ impl Worker {
         state.rpc = rpc;
         state.wasi2 = wasi2;
         state.http = http;
+        state.keyvalue = keyvalue;
+        state.blobstore = blobstore;
         crate::host::persistence::apply_level(state);
         Ok(written)
     }

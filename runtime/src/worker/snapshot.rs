@@ -193,11 +193,17 @@ impl Worker {
         .expect("encoding into a Vec cannot fail");
         host_state
             .extend(postcard::to_stdvec(&state.rpc).expect("encoding into a Vec cannot fail"));
-        // WASI 0.2 streams and HTTP resources, which recovery reads after the RPC handles.
+        // Then WASI 0.2 streams, wasi:http, wasi:keyvalue and wasi:blobstore resources, in the
+        // order recovery reads them.
         host_state
             .extend(postcard::to_stdvec(&state.wasi2).expect("encoding into a Vec cannot fail"));
         host_state
             .extend(postcard::to_stdvec(&state.http).expect("encoding into a Vec cannot fail"));
+        host_state
+            .extend(postcard::to_stdvec(&state.keyvalue).expect("encoding into a Vec cannot fail"));
+        host_state.extend(
+            postcard::to_stdvec(&state.blobstore).expect("encoding into a Vec cannot fail"),
+        );
         if self.snapshots.stored.is_none() {
             self.snapshots.stored = Some(crate::snapshots::stored_pages(
                 &self.storage,
