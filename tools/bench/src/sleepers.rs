@@ -24,6 +24,10 @@ use crate::Ctx;
 /// Sleepers in the isolation part, and how long each sleeps.
 const ISOLATION_SLEEPERS: usize = 1_000;
 const ISOLATION_SLEEP: Duration = Duration::from_secs(10);
+/// Their due times are spread evenly over this window: 1,000 wake-ups a second, the rate of the
+/// restart part. Due all at once, they measured how fast queuing was (each wake is a recovery
+/// of about a millisecond of CPU, so two cores wake some 1,500 a second at best).
+const ISOLATION_WINDOW: Duration = Duration::from_secs(1);
 /// Clients invoking other workers while the sleepers sleep, and for how long.
 const LOAD_CLIENTS: usize = 8;
 const LOAD_MEASURE: Duration = Duration::from_secs(3);
@@ -58,9 +62,13 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     let quiet = load(&server, "quiet")?;
     bar.inc(1);
     bar.set_message("queuing 1,000 sleepers");
-    let dues: Vec<u64> = queue_sleepers(&server, "iso", ISOLATION_SLEEPERS, |_, now| {
-        now + ISOLATION_SLEEP.as_millis() as u64
+    let iso_first = now_ms() + ISOLATION_SLEEP.as_millis() as u64;
+    let iso_step = ISOLATION_WINDOW.as_millis() as f64 / ISOLATION_SLEEPERS as f64;
+    let iso_queue_start = Instant::now();
+    let dues: Vec<u64> = queue_sleepers(&server, "iso", ISOLATION_SLEEPERS, |i, _| {
+        iso_first + (i as f64 * iso_step) as u64
     })?;
+    let iso_queued_in = iso_queue_start.elapsed();
     wait_asleep(&server, ISOLATION_SLEEPERS, Duration::from_secs(60))?;
     bar.inc(1);
     let rss_sleeping = rss_kib(server.child.id())?;
@@ -227,6 +235,12 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
     ];
     let notes = vec![
         format!(
+            "Queuing the {ISOLATION_SLEEPERS} isolation sleepers took {:.2} s; their due times \
+             are {} ms apart.",
+            iso_queued_in.as_secs_f64(),
+            fmt(iso_step)
+        ),
+        format!(
             "Queuing {RESTART_SLEEPERS} sleepers (each a new worker run to its sleep) took {:.1} s; \
              after the restart the server had {timers} timers pending.",
             queued_in.as_secs_f64()
@@ -258,7 +272,8 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
              and `clocks` components. Isolation: {LOAD_CLIENTS} client threads, each with a \
              keep-alive connection and a counter worker of its own, invoke `add(1)` for {} s \
              (after a warm-up) without sleepers; then {ISOLATION_SLEEPERS} clocks workers are \
-             queued `sleep-until(due)` (`POST .../invoke`, due = 10 s after queuing) and, once \
+             queued `sleep-until(due)` (`POST .../invoke`, due 10 s after the first is queued, \
+             spread evenly over {} s) and, once \
              the server reports them all asleep (`/v1/metrics/io` pending timers), the same load \
              runs again; resident memory (VmRSS) is read while they sleep. Restart: \
              {RESTART_SLEEPERS} sleepers due evenly over {} s starting {} s after the first is \
@@ -266,6 +281,7 @@ pub fn run(ctx: &Ctx) -> Result<Figure> {
              directory. Each sleeper's result (read with `GET .../invocations/KEY` after its \
              due time) is the wall clock on waking.",
             LOAD_MEASURE.as_secs(),
+            ISOLATION_WINDOW.as_secs(),
             RESTART_WINDOW.as_secs(),
             RESTART_LEAD.as_secs()
         ),
