@@ -421,6 +421,30 @@ impl Gate {
         Ok(index)
     }
 
+    /// The recorded response of a host call in replay, checked to be the call the guest makes
+    /// now (else a divergence); `None` once the oplog is live.
+    pub fn replayed_response(
+        &mut self,
+        function: &HostFunction,
+        request: &HostValue,
+    ) -> Result<Option<HostValue>> {
+        match self.next_replayed()? {
+            None => Ok(None),
+            Some((
+                _,
+                OplogEntry::ImportedFunctionInvoked {
+                    function: recorded,
+                    request: recorded_request,
+                    response,
+                },
+            )) if recorded == *function && recorded_request == *request => Ok(Some(response)),
+            Some((index, other)) => Err(self.diverged(
+                index,
+                format!("the guest called {function}({request}) but the oplog has: {other}"),
+            )),
+        }
+    }
+
     /// A host call through the gate: replayed from the oplog, or run live and recorded.
     pub fn host_call(
         &mut self,
@@ -436,18 +460,8 @@ impl Gate {
             self.unrecorded = true;
             return Ok(live());
         }
-        if let Some((index, entry)) = self.next_replayed()? {
-            return match entry {
-                OplogEntry::ImportedFunctionInvoked {
-                    function: recorded,
-                    request: recorded_request,
-                    response,
-                } if recorded == function && recorded_request == request => Ok(response),
-                other => Err(self.diverged(
-                    index,
-                    format!("the guest called {function}({request}) but the oplog has: {other}"),
-                )),
-            };
+        if let Some(response) = self.replayed_response(&function, &request)? {
+            return Ok(response);
         }
         let response = live();
         self.append(OplogEntry::ImportedFunctionInvoked {

@@ -60,7 +60,7 @@ pub(crate) fn call(
     };
     match func.name.as_str() {
         "create-promise" => {
-            let index = match replayed(gate, &function, &HostValue::Unit)? {
+            let index = match gate.replayed_response(&function, &HostValue::Unit)? {
                 Some(HostValue::U64(index)) => index,
                 Some(other) => return Err(shape(&other)),
                 None => {
@@ -88,7 +88,7 @@ pub(crate) fn call(
         "await-promise" => {
             let id = promise_id(&params, 0, &func.name)?;
             let request = HostValue::Wave(promise_id_wave(&id));
-            let data = match replayed(gate, &function, &request)? {
+            let data = match gate.replayed_response(&function, &request)? {
                 Some(HostValue::Bytes(data)) => data,
                 Some(HostValue::Wave(reason)) => return Err(trap(unquote(&reason))),
                 Some(other) => return Err(shape(&other)),
@@ -133,7 +133,7 @@ pub(crate) fn call(
                 data.len(),
                 crc32fast::hash(&data)
             ));
-            let completed = match replayed(gate, &function, &request)? {
+            let completed = match gate.replayed_response(&function, &request)? {
                 Some(HostValue::U64(completed)) => completed == 1,
                 Some(HostValue::Wave(reason)) => return Err(trap(unquote(&reason))),
                 Some(other) => return Err(shape(&other)),
@@ -168,7 +168,7 @@ pub(crate) fn call(
         "delete-promise" => {
             let id = promise_id(&params, 0, &func.name)?;
             let request = HostValue::Wave(promise_id_wave(&id));
-            match replayed(gate, &function, &request)? {
+            match gate.replayed_response(&function, &request)? {
                 Some(HostValue::Unit) => Ok(None),
                 Some(HostValue::Wave(reason)) => Err(trap(unquote(&reason))),
                 Some(other) => Err(shape(&other)),
@@ -200,28 +200,6 @@ pub(crate) fn call(
 
 /// The recorded response of this call while the gate replays (checking that the oplog has the
 /// same call there), or `None` once it is live.
-fn replayed(
-    gate: &mut Gate,
-    function: &HostFunction,
-    request: &HostValue,
-) -> Result<Option<HostValue>> {
-    match gate.next_replayed()? {
-        None => Ok(None),
-        Some((
-            _,
-            OplogEntry::ImportedFunctionInvoked {
-                function: recorded,
-                request: recorded_request,
-                response,
-            },
-        )) if recorded == *function && recorded_request == *request => Ok(Some(response)),
-        Some((index, other)) => Err(gate.diverged(
-            index,
-            format!("the guest called {function}({request}) but the oplog has: {other}"),
-        )),
-    }
-}
-
 fn invoked(function: HostFunction, request: HostValue, response: HostValue) -> OplogEntry {
     OplogEntry::ImportedFunctionInvoked {
         function,
