@@ -455,7 +455,7 @@ fn every_function_of_golems_keyvalue_and_blobstore_wit_is_provided_and_nothing_e
     resolve
         .push_dir(golemw_tests::repo_root().join("wit"))
         .unwrap();
-    for (interface, provided) in keyvalue::PROVIDED.iter().chain(blobstore::PROVIDED) {
+    for (interface, provided) in keyvalue::PROVIDED.iter().chain(blobstore::PROVIDED.iter()) {
         let (_, iface) = resolve
             .interfaces
             .iter()

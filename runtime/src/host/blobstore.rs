@@ -38,7 +38,7 @@ const CONTAINER: &str = "wasi:blobstore/container";
 const BLOBSTORE: &str = "wasi:blobstore/blobstore";
 
 /// The functions provided, by interface.
-pub const PROVIDED: &[(&str, &[&str])] = &[
+pub const PROVIDED: super::Provided = super::Provided(&[
     (
         TYPES,
         &[
@@ -81,24 +81,7 @@ pub const PROVIDED: &[(&str, &[&str])] = &[
             "move-object",
         ],
     ),
-];
-
-/// Whether `name` of interface `key` is provided.
-pub fn provides(key: &str, name: &str) -> bool {
-    PROVIDED
-        .iter()
-        .any(|(interface, names)| *interface == key && names.contains(&name))
-}
-
-/// Whether `key` is an interface of this module.
-pub fn is_interface(key: &str) -> bool {
-    PROVIDED.iter().any(|(interface, _)| *interface == key)
-}
-
-/// Resource destructors (core imports `(i32) -> ()`).
-pub fn is_drop(key: &str, name: &str) -> bool {
-    is_interface(key) && name.starts_with("[resource-drop]")
-}
+]);
 
 /// The most resources a worker may hold open at once (they are part of its host state).
 pub const OPEN_RESOURCES_MAX: usize = 4096;

@@ -68,16 +68,16 @@ pub fn define_imports(
         let key = crate::component::interface_key(module_name);
         let key = key.as_ref();
         let stub = crate::stubs::stub_target(module_name).is_some();
-        let stored = keyvalue::is_interface(key) || blobstore::is_interface(key);
+        let stored = keyvalue::PROVIDED.is_interface(key) || blobstore::PROVIDED.is_interface(key);
         if !HOST_INTERFACES.contains(&key)
-            && !wasi2::is_interface(key)
-            && !http::is_interface(key)
+            && !wasi2::PROVIDED.is_interface(key)
+            && !http::PROVIDED.is_interface(key)
             && !stub
             && !stored
         {
             continue;
         }
-        if wasi2::is_drop(key, name) || http::is_drop(key, name) {
+        if wasi2::PROVIDED.is_drop(key, name) || http::PROVIDED.is_drop(key, name) {
             let resource = name.to_string();
             let drop = Function::new_typed_with_env(
                 store,
@@ -96,9 +96,9 @@ pub fn define_imports(
             imports.define(module_name, name, drop);
             continue;
         }
-        if keyvalue::is_drop(key, name) || blobstore::is_drop(key, name) {
+        if keyvalue::PROVIDED.is_drop(key, name) || blobstore::PROVIDED.is_drop(key, name) {
             // Both stores name resources `outgoing-value` and `incoming-value`: by interface.
-            let (resource, blob) = (name.to_string(), blobstore::is_drop(key, name));
+            let (resource, blob) = (name.to_string(), blobstore::PROVIDED.is_drop(key, name));
             let drop = Function::new_typed_with_env(
                 store,
                 env,
@@ -205,10 +205,10 @@ fn call(
         .lift_params(&mem, &core_args)
         .map_err(|e| abort(&mut state.gate, e.into()))?;
     let result = match func.name.as_str() {
-        _ if wasi2::is_interface(&func.module) => wasi2::call(state, func, params),
-        _ if http::is_interface(&func.module) => http::call(state, func, params),
-        _ if keyvalue::is_interface(&func.module) => keyvalue::call(state, func, params),
-        _ if blobstore::is_interface(&func.module) => blobstore::call(state, func, params),
+        _ if wasi2::PROVIDED.is_interface(&func.module) => wasi2::call(state, func, params),
+        _ if http::PROVIDED.is_interface(&func.module) => http::call(state, func, params),
+        _ if keyvalue::PROVIDED.is_interface(&func.module) => keyvalue::call(state, func, params),
+        _ if blobstore::PROVIDED.is_interface(&func.module) => blobstore::call(state, func, params),
         _ if func.module != GOLEM_HOST_MODULE => rpc::call(state, func, params),
         get_workers::CONSTRUCTOR | get_workers::GET_NEXT => {
             // A remote side effect (see `persistence`); a guest misuse traps inside it.

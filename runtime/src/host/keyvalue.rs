@@ -47,7 +47,7 @@ const EVENTUAL: &str = "wasi:keyvalue/eventual@0.1.0";
 const BATCH: &str = "wasi:keyvalue/eventual-batch@0.1.0";
 
 /// The functions provided, by interface.
-pub const PROVIDED: &[(&str, &[&str])] = &[
+pub const PROVIDED: super::Provided = super::Provided(&[
     (
         TYPES,
         &[
@@ -66,24 +66,7 @@ pub const PROVIDED: &[(&str, &[&str])] = &[
     (ERROR, &["[method]error.trace", "[resource-drop]error"]),
     (EVENTUAL, &["get", "set", "delete", "exists"]),
     (BATCH, &["get-many", "keys", "set-many", "delete-many"]),
-];
-
-/// Whether `name` of interface `key` is provided.
-pub fn provides(key: &str, name: &str) -> bool {
-    PROVIDED
-        .iter()
-        .any(|(interface, names)| *interface == key && names.contains(&name))
-}
-
-/// Whether `key` is an interface of this module.
-pub fn is_interface(key: &str) -> bool {
-    PROVIDED.iter().any(|(interface, _)| *interface == key)
-}
-
-/// Resource destructors (core imports `(i32) -> ()`).
-pub fn is_drop(key: &str, name: &str) -> bool {
-    is_interface(key) && name.starts_with("[resource-drop]")
-}
+]);
 
 /// The most resources a worker may hold open at once: a guest that never drops its values
 /// would otherwise grow its host state (and every snapshot of it) without bound.

@@ -36,10 +36,10 @@ pub fn is_provided_import(module: &str, name: &str) -> bool {
         GOLEM_HOST_MODULE => golem::PROVIDED.contains(&name),
         crate::component::GOLEM_RPC_MODULE => rpc::RPC_PROVIDED.contains(&name),
         crate::component::WASI_POLL_MODULE => rpc::POLL_PROVIDED.contains(&name),
-        key if wasi2::is_interface(key) => wasi2::provides(key, name),
-        key if http::is_interface(key) => http::provides(key, name),
-        key if keyvalue::is_interface(key) => keyvalue::provides(key, name),
-        key if blobstore::is_interface(key) => blobstore::provides(key, name),
+        key if wasi2::PROVIDED.is_interface(key) => wasi2::PROVIDED.provides(key, name),
+        key if http::PROVIDED.is_interface(key) => http::PROVIDED.provides(key, name),
+        key if keyvalue::PROVIDED.is_interface(key) => keyvalue::PROVIDED.provides(key, name),
+        key if blobstore::PROVIDED.is_interface(key) => blobstore::PROVIDED.provides(key, name),
         module => crate::stubs::is_stub_import(module, name),
     }
 }
@@ -170,6 +170,37 @@ pub fn from_wasmer(value: &wasmer::Value) -> Result<CoreValue, RuntimeError> {
             )))
         }
     })
+}
+
+/// The functions a host module of WASI 0.2-style interfaces provides, by version-less
+/// interface: what it answers for a guest's imports.
+pub struct Provided(pub &'static [(&'static str, &'static [&'static str])]);
+
+impl Provided {
+    /// Whether `name` of interface `key` is provided.
+    pub fn provides(&self, key: &str, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(interface, names)| *interface == key && names.contains(&name))
+    }
+
+    /// Whether `key` is one of these interfaces.
+    pub fn is_interface(&self, key: &str) -> bool {
+        self.0.iter().any(|(interface, _)| *interface == key)
+    }
+
+    /// Resource destructors (core imports `(i32) -> ()`).
+    pub fn is_drop(&self, key: &str, name: &str) -> bool {
+        self.is_interface(key) && name.starts_with("[resource-drop]")
+    }
+}
+
+impl std::ops::Deref for Provided {
+    type Target = [(&'static str, &'static [&'static str])];
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
 }
 
 /// How a host function of the canonical ABI failed.

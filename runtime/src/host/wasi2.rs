@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::oplog::{HostFunction, HostValue, LogStream};
 
 /// The functions provided, by interface (version-less key).
-pub const PROVIDED: &[(&str, &[&str])] = &[
+pub const PROVIDED: super::Provided = super::Provided(&[
     (
         "wasi:io/error@0.2",
         &["[resource-drop]error", "[method]error.to-debug-string"],
@@ -90,24 +90,7 @@ pub const PROVIDED: &[(&str, &[&str])] = &[
         &["get-insecure-random-bytes", "get-insecure-random-u64"],
     ),
     ("wasi:random/insecure-seed@0.2", &["insecure-seed"]),
-];
-
-/// Whether the host provides `name` of the WASI 0.2 interface `key` (version-less).
-pub fn provides(key: &str, name: &str) -> bool {
-    PROVIDED
-        .iter()
-        .any(|(interface, names)| *interface == key && names.contains(&name))
-}
-
-/// Whether `key` is a WASI 0.2 interface this module implements.
-pub fn is_interface(key: &str) -> bool {
-    PROVIDED.iter().any(|(interface, _)| *interface == key)
-}
-
-/// Resource destructors (core imports `(i32) -> ()`).
-pub fn is_drop(key: &str, name: &str) -> bool {
-    is_interface(key) && name.starts_with("[resource-drop]")
-}
+]);
 
 /// Randomness one call may ask for at most (bounds the recorded entry), as in preview 1.
 const RANDOM_BYTES_MAX: u64 = 1 << 20;

@@ -52,7 +52,7 @@ pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler@0.2";
 const RECORDED_AS: &str = "wasi:http/outgoing-handler@0.2.handle";
 
 /// The functions provided, by interface (version-less key); destructors included.
-pub const PROVIDED: &[(&str, &[&str])] = &[
+pub const PROVIDED: super::Provided = super::Provided(&[
     (
         TYPES,
         &[
@@ -124,28 +124,11 @@ pub const PROVIDED: &[(&str, &[&str])] = &[
         ],
     ),
     (OUTGOING_HANDLER, &["handle"]),
-];
+]);
 
 /// The resources of `wasi:http/types` that only `wasi:http/incoming-handler` hands out: golemw
 /// serves no incoming requests, so a guest never holds one, and their functions trap.
 const SERVER_SIDE: [&str; 3] = ["incoming-request", "outgoing-response", "response-outparam"];
-
-/// Whether `name` of the interface `key` (version-less) is provided.
-pub fn provides(key: &str, name: &str) -> bool {
-    PROVIDED
-        .iter()
-        .any(|(interface, names)| *interface == key && names.contains(&name))
-}
-
-/// Whether `key` is an interface of this module.
-pub fn is_interface(key: &str) -> bool {
-    PROVIDED.iter().any(|(interface, _)| *interface == key)
-}
-
-/// Resource destructors (core imports `(i32) -> ()`).
-pub fn is_drop(key: &str, name: &str) -> bool {
-    is_interface(key) && name.starts_with("[resource-drop]")
-}
 
 /// The first handle this module gives out (see the module docs): far above any count of
 /// stdio streams, far below `u32::MAX`, which bindings use as "no handle".
@@ -1134,11 +1117,11 @@ mod tests {
                 .filter(|name| name.contains(&format!("]{resource}")))
                 .collect();
             assert!(names.len() >= 3, "{resource}: {names:?}");
-            assert!(is_drop(TYPES, &format!("[resource-drop]{resource}")));
+            assert!(PROVIDED.is_drop(TYPES, &format!("[resource-drop]{resource}")));
         }
-        assert!(provides(OUTGOING_HANDLER, "handle"));
-        assert!(!provides(TYPES, "handle"));
-        assert!(!is_interface("wasi:http/incoming-handler@0.2"));
+        assert!(PROVIDED.provides(OUTGOING_HANDLER, "handle"));
+        assert!(!PROVIDED.provides(TYPES, "handle"));
+        assert!(!PROVIDED.is_interface("wasi:http/incoming-handler@0.2"));
     }
 
     #[test]
