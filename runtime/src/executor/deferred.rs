@@ -66,9 +66,16 @@ impl Executor {
         self.background.get().map_or(0, Background::pending_timers)
     }
 
-    /// Wakes the worker at `at_ms` (ms since the epoch).
-    pub(super) fn schedule_wake(&self, at_ms: u64, worker: WorkerId) {
-        self.schedule(at_ms, Due::Wake(worker));
+    /// A sleep the worker just recorded (live, or again in the recovery that resumed it) gets
+    /// its timer: in a serving executor; in another, its next use brings the worker back. The
+    /// one place sleeps are scheduled besides start-up, which schedules every stored one.
+    pub(super) fn wake_when_due(&self, deferred: &Deferred) {
+        if let Deferred::Sleeping {
+            worker, until_ms, ..
+        } = deferred
+        {
+            self.schedule(*until_ms, Due::Wake(worker.clone()));
+        }
     }
 
     fn schedule(&self, at_ms: u64, due: Due) {
@@ -121,15 +128,15 @@ impl Executor {
     }
 
     /// A deferred invocation stopped again (slept, suspended, retry scheduled) or ended:
-    /// schedules what brings it back, or hands its outcome to those waiting for it.
+    /// schedules its retry, or hands its outcome to those waiting for it.
     pub(super) fn defer_or_finish(&self, worker: &WorkerId, key: &str, outcome: &Result<Invoked>) {
         match outcome {
-            Ok(Invoked::Deferred(Deferred::Sleeping { until_ms, .. })) => {
-                self.schedule(*until_ms, Due::Wake(worker.clone()));
-            }
-            // Completing the promise resumes it, the worker's wake runs what is queued behind
-            // it, a finished retry drains the queue: those waiting keep waiting.
-            Ok(Invoked::Deferred(Deferred::Suspended { .. } | Deferred::Queued { .. }))
+            // Completing the promise resumes it, the timer set when the sleep was recorded
+            // wakes it, the worker's wake runs what is queued behind it, a finished retry
+            // drains the queue: those waiting keep waiting.
+            Ok(Invoked::Deferred(
+                Deferred::Sleeping { .. } | Deferred::Suspended { .. } | Deferred::Queued { .. },
+            ))
             | Err(
                 Error::WorkerSuspended { .. }
                 | Error::WorkerBusy { .. }

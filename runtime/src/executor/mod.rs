@@ -495,11 +495,8 @@ impl Executor {
             if let Err(halt) = self.recover_into_memory(turn, mode, None, false) {
                 // The invocation recovery resumed went to sleep again: a timer brings it back
                 // whichever path recovered it.
-                if let Halt::Deferred(Deferred::Sleeping {
-                    worker, until_ms, ..
-                }) = &halt
-                {
-                    self.schedule_wake(*until_ms, worker.clone());
+                if let Halt::Deferred(deferred) = &halt {
+                    self.wake_when_due(deferred);
                 }
                 return Err(halt);
             }
@@ -958,12 +955,7 @@ impl Executor {
             true,
             completion,
         );
-        let worker = turn.worker().clone();
         drop(turn);
-        if let Ok(Invoked::Deferred(Deferred::Sleeping { until_ms, .. })) = &result {
-            // Brought back at its due time (in a serving executor; in another, by its next use).
-            self.schedule_wake(*until_ms, worker);
-        }
         for request in requests {
             // Failures are recorded on the target worker; the caller's invocation is done.
             if let Err(err) =
@@ -1110,8 +1102,11 @@ impl Executor {
                 self.after_retry(turn, &function, &key)
             }
             // The caller waits (see `continue_retry`); whatever activates the worker first
-            // recovers it and so runs the invocation again.
-            Err(Halt::Deferred(deferred)) => Ok(Invoked::Deferred(deferred)),
+            // recovers it and so runs the invocation again. A sleep just recorded gets its timer.
+            Err(Halt::Deferred(deferred)) => {
+                self.wake_when_due(&deferred);
+                Ok(Invoked::Deferred(deferred))
+            }
             Err(Halt::Failed(err)) => Err(err),
         };
         (result, requests)
