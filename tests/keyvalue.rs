@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use golemw_runtime::oplog::{HostFunction, OplogEntry};
-use golemw_runtime::{Executor, ExecutorOptions, RecoveryMode, WorkerId};
-use golemw_tests::{guest_wasm, oplog_entries, Completes};
+use golemw_runtime::{Executor, ExecutorOptions, RecoveryMode};
+use golemw_tests::{guest_wasm, invoke_text as invoke, oplog_entries, Completes};
 
 fn open(dir: &std::path::Path) -> Arc<Executor> {
     let options = ExecutorOptions {
@@ -25,15 +25,6 @@ fn setup(dir: &std::path::Path) -> Arc<Executor> {
     let wasm = std::fs::read(guest_wasm("keyvalue")).unwrap();
     ex.components().add("kv", &wasm).expect("add the component");
     ex
-}
-
-fn invoke(ex: &Executor, id: &WorkerId, function: &str, args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    ex.invoke(id, function, &args, None)
-        .done()
-        .unwrap_or_else(|e| panic!("{id} {function}({args:?}) failed: {e}"))
-        .result
-        .unwrap_or_default()
 }
 
 /// WAVE of a string.
